@@ -1,0 +1,3 @@
+export * from './aead.js';
+export * from './sign.js';
+export * from './subkeys.js';

@@ -1,0 +1,27 @@
+import { fileURLToPath } from 'node:url';
+import { defineConfig } from 'vitest/config';
+
+const src = (pkg: string, file = 'index.ts') =>
+  fileURLToPath(new URL(`./packages/${pkg}/src/${file}`, import.meta.url));
+
+// Tests run against the TypeScript sources, so no build step is needed before `npm test`.
+export default defineConfig({
+  resolve: {
+    alias: [
+      { find: /^@ferry\/core\/node$/, replacement: src('core', 'node.ts') },
+      { find: /^@ferry\/core$/, replacement: src('core') },
+      { find: /^@ferry\/server$/, replacement: src('server') },
+      { find: /^@ferry\/rxdb$/, replacement: src('rxdb') },
+      { find: /^@ferry\/ai$/, replacement: src('ai') },
+      { find: /^@ferry\/cli$/, replacement: src('cli') },
+    ],
+  },
+  test: {
+    include: ['packages/*/test/**/*.test.ts', 'apps/*/test/**/*.test.ts', 'bench/**/*.test.ts'],
+    pool: 'forks',
+    maxWorkers: 2,
+    testTimeout: 30_000,
+    hookTimeout: 60_000,
+    reporters: process.env.CI ? ['default'] : ['default'],
+  },
+});
