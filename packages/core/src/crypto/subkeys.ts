@@ -9,8 +9,8 @@ import { utf8 } from '../util/bytes.js';
 export const SUBKEY_PURPOSES = {
   /** Opaque account tag used as `accountId` on the wire and on the diff server. */
   accountTag: 'ferry/v1/account-tag',
-  /** Signaling room id (HMAC key). */
-  room: 'ferry/v1/signaling-room',
+  /** Seed of the Ed25519 key whose public key names the signaling room and proves membership to the server. */
+  roomSigning: 'ferry/v1/signaling-room-seed',
   /** Seals offers, answers and ICE candidates end to end through the signaling server. */
   signaling: 'ferry/v1/signaling-aead',
   /** Pre-shared key of the Noise NNpsk0 peer handshake. */

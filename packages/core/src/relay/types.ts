@@ -1,0 +1,22 @@
+/**
+ * The diff relay as the sync engine sees it: a mailbox per device on the diff server, holding
+ * ciphertext only. Implemented by the HTTP client of the diff server (relay/client.ts).
+ */
+export interface RelayedDiff {
+  /** Client-chosen id, unique per sender; a retried push is stored once. */
+  diffId: string;
+  senderClientId: string;
+  /** Per-sender sequence number; a gap means the server withheld a diff. */
+  sequence: number;
+  /** Decrypted, authenticated payload. */
+  payload: Uint8Array;
+}
+
+export interface DiffRelay {
+  /** Seal `payload` and leave it in each target's mailbox; resolves once the server stored it durably. */
+  push(targetClientIds: string[], payload: Uint8Array): Promise<{ diffId: string }>;
+  /** Diffs waiting for this device, oldest first; foreign, tampered or replayed ones are dropped and reported. */
+  pull(options?: { limit?: number }): Promise<RelayedDiff[]>;
+  /** Delete acknowledged diffs from this device's mailbox. */
+  ack(diffIds: string[]): Promise<void>;
+}
