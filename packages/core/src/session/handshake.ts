@@ -1,7 +1,7 @@
 import { FerryError, isFerryError } from '../errors.js';
 import type { Transport } from '../transport/types.js';
 import { concatBytes, fromUtf8, utf8 } from '../util/bytes.js';
-import { HandshakeState, KEY_LEN, NN_PSK0, noiseProtocolName } from './noise.js';
+import { type ChaChaPoly, HandshakeState, KEY_LEN, NN_PSK0, noiseProtocolName } from './noise.js';
 import { SecureChannel } from './secure-channel.js';
 
 /**
@@ -38,6 +38,8 @@ export interface HandshakeOptions {
   /** Largest accepted difference between the peer's clock and ours. */
   maxClockSkewMs?: number;
   now?: () => number;
+  /** ChaCha20-Poly1305 implementation; Node passes `chaChaPolyFromNodeCrypto(crypto)` (much faster). */
+  aead?: ChaChaPoly;
 }
 
 /**
@@ -60,9 +62,7 @@ export async function performHandshake(
     timeoutMs,
   );
   try {
-    const channel = await runHandshake(transport, inbox, options);
-    inbox.keepEarlyFrames();
-    return channel;
+    return await runHandshake(transport, inbox, options);
   } catch (error) {
     inbox.detach();
     transport.close();
@@ -88,6 +88,7 @@ async function runHandshake(
     initiator: options.initiator,
     prologue: handshakePrologue(options.roomId, initiatorFingerprint, responderFingerprint),
     psks: [options.psk],
+    aead: options.aead,
   });
   const payload = () => encodePayload(localId, now());
   const checkPeer = (message: Uint8Array): string =>
@@ -102,6 +103,8 @@ async function runHandshake(
     remoteClientId = checkPeer(await inbox.next());
     transport.send(noise.writeMessage(payload()));
   }
+  // From here on, whatever arrives is the peer's first frames: keep them for the caller.
+  inbox.keepEarlyFrames();
   const { send, receive } = noise.split();
   return new SecureChannel({
     send,
@@ -143,8 +146,8 @@ function canonicalFingerprint(fingerprint: string): string {
 
 function lengthPrefixed(field: string): Uint8Array {
   const bytes = utf8(field);
-  const out = new Uint8Array(2 + bytes.length);
   if (bytes.length > 0xffff) throw new FerryError('TOO_LARGE', 'handshake prologue field over 65535 bytes');
+  const out = new Uint8Array(2 + bytes.length);
   new DataView(out.buffer).setUint16(0, bytes.length);
   out.set(bytes, 2);
   return out;
@@ -225,9 +228,9 @@ class HandshakeInbox {
   }
 
   next(): Promise<Uint8Array> {
+    if (this.failure) return Promise.reject(this.failure);
     const queued = this.queue.shift();
     if (queued) return Promise.resolve(queued);
-    if (this.failure) return Promise.reject(this.failure);
     return new Promise((resolve, reject) => {
       this.waiter = { resolve, reject };
     });

@@ -1,8 +1,10 @@
+import * as nodeCrypto from 'node:crypto';
 import { EventEmitter } from 'eventemitter3';
 import { describe, expect, it } from 'vitest';
 import { deriveSubkey } from '../../src/crypto/subkeys.js';
 import { FerryError, isFerryError } from '../../src/errors.js';
 import { type HandshakeOptions, handshakePrologue, performHandshake } from '../../src/session/handshake.js';
+import { chaChaPolyFromNodeCrypto } from '../../src/session/noise/node-chachapoly.js';
 import { HandshakeState, NN_PSK0 } from '../../src/session/noise.js';
 import { SecureChannel } from '../../src/session/secure-channel.js';
 import type { Transport, TransportEvents } from '../../src/transport/types.js';
@@ -101,6 +103,16 @@ describe('performHandshake over an in-memory transport pair', () => {
     expect(bob.decrypt(alice.encrypt(utf8('ping')))).toEqual(utf8('ping'));
     expect(alice.decrypt(bob.encrypt(utf8('pong')))).toEqual(utf8('pong'));
     expect(a.closed || b.closed).toBe(false);
+  });
+
+  it('a Node side on OpenSSL ChaChaPoly and a browser side on noble agree', async () => {
+    const [a, b] = transportPair();
+    const [alice, bob] = await Promise.all([
+      performHandshake(a, { ...aliceOptions, aead: chaChaPolyFromNodeCrypto(nodeCrypto) }),
+      performHandshake(b, bobOptions),
+    ]);
+    expect(bob.decrypt(alice.encrypt(utf8('ping')))).toEqual(utf8('ping'));
+    expect(alice.decrypt(bob.encrypt(utf8('pong')))).toEqual(utf8('pong'));
   });
 
   it('gives every session fresh keys and a new session id', async () => {
@@ -302,6 +314,17 @@ describe('performHandshake over an in-memory transport pair', () => {
     await new Promise((resolve) => a.once('message', resolve));
     expect(received).toEqual(['first', 'second', 'third']);
     expect(alice.takeEarlyFrames()).toEqual([]);
+  });
+
+  it('bounds the early-frame buffer: a caller that never takes its frames gets the transport closed', async () => {
+    const [a, b] = transportPair();
+    const alicePending = performHandshake(a, aliceOptions);
+    const bob = await manualResponder(b, payload('bob-phone', Date.now()));
+    b.send(bob.answer);
+    await alicePending;
+    for (let i = 0; i < 1025; i++) b.send(bob.channel.encrypt(new Uint8Array(1)));
+    await new Promise((resolve) => a.once('close', resolve));
+    expect(a.closed).toBe(true);
   });
 });
 

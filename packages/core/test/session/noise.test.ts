@@ -1,10 +1,14 @@
+import * as nodeCrypto from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { isFerryError } from '../../src/errors.js';
+import { chaChaPolyFromNodeCrypto } from '../../src/session/noise/node-chachapoly.js';
 import {
+  type ChaChaPoly,
   CipherState,
   type HandshakePattern,
   HandshakeState,
   NN_PSK0,
+  nobleChaChaPoly,
   noiseProtocolName,
 } from '../../src/session/noise.js';
 import { fromHex, toHex, utf8 } from '../../src/util/bytes.js';
@@ -44,56 +48,64 @@ const patternOf = (protocolName: string): HandshakePattern => {
 
 const vectors = vectorFile.vectors as NoiseVector[];
 
+const IMPLEMENTATIONS: [string, ChaChaPoly][] = [
+  ['noble', nobleChaChaPoly],
+  ['node:crypto', chaChaPolyFromNodeCrypto(nodeCrypto)],
+];
+
 describe('Noise known-answer vectors (cacophony, snow)', () => {
   it('covers the exact protocol of the peer handshake', () => {
     expect(vectors.map((v) => v.protocol_name)).toContain('Noise_NNpsk0_25519_ChaChaPoly_SHA256');
     expect(noiseProtocolName(NN_PSK0)).toBe('Noise_NNpsk0_25519_ChaChaPoly_SHA256');
   });
 
-  for (const vector of vectors) {
-    it(`${vector.protocol_name} (${vector.source})`, () => {
-      const pattern = patternOf(vector.protocol_name);
-      expect(noiseProtocolName(pattern)).toBe(vector.protocol_name);
-      const initiator = new HandshakeState({
-        pattern,
-        initiator: true,
-        prologue: fromHex(vector.init_prologue),
-        psks: (vector.init_psks ?? []).map(fromHex),
-        ephemeralSecretKey: fromHex(vector.init_ephemeral),
-      });
-      const responder = new HandshakeState({
-        pattern,
-        initiator: false,
-        prologue: fromHex(vector.resp_prologue),
-        psks: (vector.resp_psks ?? []).map(fromHex),
-        ephemeralSecretKey: fromHex(vector.resp_ephemeral),
-      });
+  for (const [aeadName, aead] of IMPLEMENTATIONS)
+    for (const vector of vectors) {
+      it(`${vector.protocol_name} with ${aeadName} ChaChaPoly (${vector.source})`, () => {
+        const pattern = patternOf(vector.protocol_name);
+        expect(noiseProtocolName(pattern)).toBe(vector.protocol_name);
+        const initiator = new HandshakeState({
+          pattern,
+          initiator: true,
+          prologue: fromHex(vector.init_prologue),
+          psks: (vector.init_psks ?? []).map(fromHex),
+          ephemeralSecretKey: fromHex(vector.init_ephemeral),
+          aead,
+        });
+        const responder = new HandshakeState({
+          pattern,
+          initiator: false,
+          prologue: fromHex(vector.resp_prologue),
+          psks: (vector.resp_psks ?? []).map(fromHex),
+          ephemeralSecretKey: fromHex(vector.resp_ephemeral),
+          aead,
+        });
 
-      const handshakeMessages = vector.messages.slice(0, pattern.messages.length);
-      handshakeMessages.forEach((message, i) => {
-        const [writer, reader] = i % 2 === 0 ? [initiator, responder] : [responder, initiator];
-        const ciphertext = writer.writeMessage(fromHex(message.payload));
-        expect(toHex(ciphertext)).toBe(message.ciphertext);
-        expect(toHex(reader.readMessage(ciphertext))).toBe(message.payload);
-      });
-      expect(initiator.complete && responder.complete).toBe(true);
-      expect(toHex(initiator.handshakeHash)).toBe(toHex(responder.handshakeHash));
-      if (vector.handshake_hash) expect(toHex(initiator.handshakeHash)).toBe(vector.handshake_hash);
+        const handshakeMessages = vector.messages.slice(0, pattern.messages.length);
+        handshakeMessages.forEach((message, i) => {
+          const [writer, reader] = i % 2 === 0 ? [initiator, responder] : [responder, initiator];
+          const ciphertext = writer.writeMessage(fromHex(message.payload));
+          expect(toHex(ciphertext)).toBe(message.ciphertext);
+          expect(toHex(reader.readMessage(ciphertext))).toBe(message.payload);
+        });
+        expect(initiator.complete && responder.complete).toBe(true);
+        expect(toHex(initiator.handshakeHash)).toBe(toHex(responder.handshakeHash));
+        if (vector.handshake_hash) expect(toHex(initiator.handshakeHash)).toBe(vector.handshake_hash);
 
-      const initiatorCiphers = initiator.split();
-      const responderCiphers = responder.split();
-      vector.messages.slice(pattern.messages.length).forEach((message, j) => {
-        const i = pattern.messages.length + j;
-        const [send, receive] =
-          i % 2 === 0
-            ? [initiatorCiphers.send, responderCiphers.receive]
-            : [responderCiphers.send, initiatorCiphers.receive];
-        const ciphertext = send.encryptWithAd(new Uint8Array(0), fromHex(message.payload));
-        expect(toHex(ciphertext)).toBe(message.ciphertext);
-        expect(toHex(receive.decryptWithAd(new Uint8Array(0), ciphertext))).toBe(message.payload);
+        const initiatorCiphers = initiator.split();
+        const responderCiphers = responder.split();
+        vector.messages.slice(pattern.messages.length).forEach((message, j) => {
+          const i = pattern.messages.length + j;
+          const [send, receive] =
+            i % 2 === 0
+              ? [initiatorCiphers.send, responderCiphers.receive]
+              : [responderCiphers.send, initiatorCiphers.receive];
+          const ciphertext = send.encryptWithAd(new Uint8Array(0), fromHex(message.payload));
+          expect(toHex(ciphertext)).toBe(message.ciphertext);
+          expect(toHex(receive.decryptWithAd(new Uint8Array(0), ciphertext))).toBe(message.payload);
+        });
       });
-    });
-  }
+    }
 });
 
 const PSK = new Uint8Array(32).fill(7);
@@ -174,11 +186,11 @@ describe('NNpsk0 HandshakeState', () => {
   });
 });
 
-describe('CipherState', () => {
+describe.each(IMPLEMENTATIONS)('CipherState with %s ChaChaPoly', (_, aead) => {
   it('advances the nonce only when decryption succeeds', () => {
     const key = new Uint8Array(32).fill(1);
-    const sender = new CipherState(key);
-    const receiver = new CipherState(key);
+    const sender = new CipherState(key, aead);
+    const receiver = new CipherState(key, aead);
     const none = new Uint8Array(0);
     const first = sender.encryptWithAd(none, utf8('one'));
     const tampered = first.slice();
@@ -192,8 +204,8 @@ describe('CipherState', () => {
 
   it('encrypts at an explicit nonce set with setNonce, and refuses unsafe nonces', () => {
     const key = new Uint8Array(32).fill(2);
-    const sender = new CipherState(key);
-    const receiver = new CipherState(key);
+    const sender = new CipherState(key, aead);
+    const receiver = new CipherState(key, aead);
     const none = new Uint8Array(0);
     sender.setNonce(2 ** 40 + 5);
     const ciphertext = sender.encryptWithAd(none, utf8('far'));
@@ -203,5 +215,28 @@ describe('CipherState', () => {
     expect(codeOf(() => receiver.decryptWithAd(none, ciphertext))).toBe('DECRYPT_FAILED');
     expect(codeOf(() => sender.setNonce(2 ** 53))).toBe('INTERNAL');
     expect(codeOf(() => sender.setNonce(-1))).toBe('INTERNAL');
+  });
+});
+
+describe('ChaChaPoly implementations', () => {
+  it('interoperate, return plain Uint8Arrays, and both reject a flipped bit', () => {
+    const [noble, native] = IMPLEMENTATIONS.map(([, aead]) => aead) as [ChaChaPoly, ChaChaPoly];
+    const key = new Uint8Array(32).fill(5);
+    const nonce = new Uint8Array(12).fill(1);
+    const ad = utf8('ad');
+    for (const length of [0, 1, 63, 64, 16_384]) {
+      const plaintext = new Uint8Array(length).map((_, i) => i);
+      const sealed = noble.encrypt(key, nonce, ad, plaintext);
+      expect(native.encrypt(key, nonce, ad, plaintext)).toEqual(sealed);
+      const opened = native.decrypt(key, nonce, ad, sealed);
+      expect(opened.constructor).toBe(Uint8Array);
+      expect(opened).toEqual(plaintext);
+      const flipped = sealed.slice();
+      flipped[flipped.length - 1]! ^= 1;
+      expect(() => native.decrypt(key, nonce, ad, flipped)).toThrow();
+      expect(() => noble.decrypt(key, nonce, ad, flipped)).toThrow();
+      expect(() => native.decrypt(key, nonce, utf8('other'), sealed)).toThrow();
+    }
+    expect(() => native.decrypt(key, nonce, ad, new Uint8Array(15))).toThrow();
   });
 });
