@@ -26,6 +26,8 @@ export type FerryErrorCode =
   | 'LIMIT'
   // remote services
   | 'SERVER'
+  | 'REJECTED' // a peer declined a request (AI: unknown model, busy, refused by policy)
+  | 'TRUNCATED' // a stream arrived incomplete (sequence gap or digest mismatch)
   | 'CANCELLED'
   | 'INTERNAL';
 
