@@ -1,5 +1,6 @@
 import { hkdf } from '@noble/hashes/hkdf.js';
 import { sha256 } from '@noble/hashes/sha2.js';
+import { FerryError } from '../errors.js';
 import { utf8 } from '../util/bytes.js';
 
 /**
@@ -25,6 +26,15 @@ export const SUBKEY_PURPOSES = {
 
 export type SubkeyPurpose = keyof typeof SUBKEY_PURPOSES;
 
+/** RFC 5869 HKDF-SHA256 (extract then expand); an empty salt means HashLen zero bytes, as the RFC says. */
+export function hkdfSha256(ikm: Uint8Array, salt: Uint8Array, info: Uint8Array, length: number): Uint8Array {
+  if (!Number.isInteger(length) || length < 1 || length > 255 * 32) {
+    throw new FerryError('INTERNAL', 'HKDF-SHA256 output length must be 1..8160 bytes');
+  }
+  return hkdf(sha256, ikm, salt, info, length);
+}
+
+/** No salt: the account key is already uniformly random (Argon2id output), so extract needs none. */
 export function deriveSubkey(accountKey: Uint8Array, purpose: SubkeyPurpose, length = 32): Uint8Array {
-  return hkdf(sha256, accountKey, undefined, utf8(SUBKEY_PURPOSES[purpose]), length);
+  return hkdfSha256(accountKey, new Uint8Array(0), utf8(SUBKEY_PURPOSES[purpose]), length);
 }
