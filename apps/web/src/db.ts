@@ -1,0 +1,43 @@
+import { createRxDatabase, type RxCollection, type RxDatabase, type RxJsonSchema } from 'rxdb';
+import { getRxStorageDexie } from 'rxdb/plugins/storage-dexie';
+
+export interface Todo {
+  id: string;
+  text: string;
+  done: boolean;
+  createdAt: number;
+}
+
+export const todoSchema: RxJsonSchema<Todo> = {
+  version: 0,
+  primaryKey: 'id',
+  type: 'object',
+  properties: {
+    id: { type: 'string', maxLength: 64 },
+    text: { type: 'string', maxLength: 1000 },
+    done: { type: 'boolean' },
+    createdAt: { type: 'number', minimum: 0, maximum: 1e15, multipleOf: 1 },
+  },
+  required: ['id', 'text', 'done', 'createdAt'],
+  indexes: ['createdAt'],
+};
+
+export type TodoDatabase = RxDatabase<{ todos: RxCollection<Todo> }>;
+
+/**
+ * Opens this browser's todo database in IndexedDB (through Dexie). One database per account, named
+ * from the account's public tag, so two accounts used in one browser never see each other's data.
+ */
+export async function openTodoDatabase(accountTag: string): Promise<TodoDatabase> {
+  const db: TodoDatabase = await createRxDatabase({
+    name: `ferry-${accountTag
+      .toLowerCase()
+      .replace(/[^a-z0-9]/g, '')
+      .slice(0, 24)}`,
+    storage: getRxStorageDexie(),
+    // One tab per device (main.ts holds a Web Lock), so no cross-tab leader election is needed.
+    multiInstance: false,
+  });
+  await db.addCollections({ todos: { schema: todoSchema } });
+  return db;
+}
