@@ -1,5 +1,6 @@
 import { Value } from '@sinclair/typebox/value';
 import { EventEmitter } from 'eventemitter3';
+import { ReplayGuard } from '../crypto/replay.js';
 import { FerryError } from '../errors.js';
 import {
   type ClientFrame,
@@ -16,7 +17,6 @@ import {
   sealSignal,
   signJoinProof,
 } from './credentials.js';
-import { type ReplayCheck, ReplayWindow } from './replay.js';
 import { globalWebSocket, type WebSocketConstructor, type WebSocketLike } from './websocket.js';
 
 export interface SignalingClientEvents {
@@ -57,8 +57,8 @@ export interface SignalingClientOptions {
   rejoinGraceMs?: number;
   /** Signals whose timestamp is further than this from our clock are refused. Default 120,000 ms. */
   replayWindowMs?: number;
-  /** Replace the default replay window (timestamp window + seen ids). */
-  replayGuard?: ReplayCheck;
+  /** Replace the default replay guard (timestamp window + seen message ids). */
+  replayGuard?: Pick<ReplayGuard, 'check'>;
 }
 
 /** An error frame from the signaling server; `serverCode` is the wire code (ROOM_FULL, RATE_LIMITED...). */
@@ -90,7 +90,7 @@ export class SignalingClient extends EventEmitter<SignalingClientEvents> {
   private readonly credentials: RoomCredentials;
   private readonly urls: readonly string[];
   private readonly WebSocketImpl: WebSocketConstructor;
-  private readonly replay: ReplayCheck;
+  private readonly replay: Pick<ReplayGuard, 'check'>;
   private readonly settings: {
     connectTimeoutMs: number;
     initialDelayMs: number;
@@ -132,7 +132,7 @@ export class SignalingClient extends EventEmitter<SignalingClientEvents> {
     this.clientId = options.clientId;
     this.credentials = roomCredentials(options.accountKey);
     this.room = this.credentials.room;
-    this.replay = options.replayGuard ?? new ReplayWindow(options.replayWindowMs ?? 120_000);
+    this.replay = options.replayGuard ?? new ReplayGuard({ windowMs: options.replayWindowMs ?? 120_000 });
     this.settings = {
       connectTimeoutMs: options.connectTimeoutMs ?? 10_000,
       initialDelayMs: options.reconnect?.initialDelayMs ?? 250,

@@ -1,6 +1,6 @@
 import { Value } from '@sinclair/typebox/value';
 import { open, seal } from '../crypto/aead.js';
-import { type SigningKeyPair, sign, signingKeyFromSeed, verify } from '../crypto/sign.js';
+import { deriveSigningKeyPair, type SigningKeyPair, sign, verify } from '../crypto/sign.js';
 import { deriveSubkey } from '../crypto/subkeys.js';
 import { FerryError } from '../errors.js';
 import { type SignalPlaintext, SignalPlaintextSchema } from '../protocol/signaling.js';
@@ -19,7 +19,7 @@ export interface RoomCredentials {
 }
 
 export function roomCredentials(accountKey: Uint8Array): RoomCredentials {
-  const roomKey = signingKeyFromSeed(deriveSubkey(accountKey, 'roomSigning'));
+  const roomKey = deriveSigningKeyPair(accountKey, 'roomSigning');
   return {
     room: toBase64(roomKey.publicKey, { url: true }),
     roomKey,

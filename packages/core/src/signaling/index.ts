@@ -3,5 +3,4 @@
 export * from '../protocol/signaling.js';
 export * from './client.js';
 export * from './credentials.js';
-export * from './replay.js';
 export * from './websocket.js';
