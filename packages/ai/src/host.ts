@@ -264,6 +264,13 @@ export function serveModels(network: PeerNetwork, options: ServeOptions): ServeH
           break;
         }
         if (signal.aborted) break;
+        if (next.value.length === 0) continue;
+        // Enforce maxTokens for a backend that overshoots it (one that honours it ends by itself).
+        if (maxTokens !== undefined && items >= maxTokens) {
+          hitLimit = true;
+          await iterator.return?.();
+          break;
+        }
         lastTokenAt = performance.now();
         firstTokenAt ??= lastTokenAt;
         items++;
@@ -272,12 +279,6 @@ export function serveModels(network: PeerNetwork, options: ServeOptions): ServeH
         batcher.push(next.value, Date.now());
         // The consumer is gone (send failed): stop the engine rather than generate into the void.
         if (batcher.failure !== undefined) controller.abort();
-        // Enforce maxTokens even for a backend that ignores it.
-        if (maxTokens !== undefined && items >= maxTokens && !hitLimit) {
-          hitLimit = true;
-          await iterator.return?.();
-          break;
-        }
       }
     } catch (error) {
       if (!signal.aborted) {

@@ -5,6 +5,12 @@
  *
  * Vocabulary (SentencePiece-style "llama" tokenizer): <unk>, <s>, </s>, the 256 byte tokens <0x00>..
  * <0xFF> and `▁` (the SentencePiece space) as a normal token: any text tokenizes through byte fallback.
+ *
+ * Random weights would sample end-of-text after ~260 tokens on average and emit bytes that are not
+ * UTF-8. Residual channel 0 is therefore reserved as a bias: every embedding holds a constant there,
+ * the blocks neither read it (norm weight 0) nor write it (output row 0), and the output matrix maps
+ * it to a large negative logit for control tokens and non-printable bytes. The model then writes
+ * printable ASCII until maxTokens, deterministically for a given sampling seed.
  */
 
 export interface TinyLlamaOptions {
@@ -162,24 +168,45 @@ export function createTinyLlamaGguf(options: TinyLlamaOptions = {}): Uint8Array 
     data: new Float32Array(size).fill(1),
   });
 
-  const tensors: Tensor[] = [matrix('token_embd.weight', o.embeddingLength, vocab)];
+  // The bias channel (see the header comment): element 0 of every row, or the whole row 0.
+  const biasColumn = (tensor: Tensor, value: (row: number) => number): Tensor => {
+    const cols = tensor.dims[0]!;
+    for (let row = 0; row < tensor.data.length / cols; row++) tensor.data[row * cols] = value(row);
+    return tensor;
+  };
+  const zeroFirstRow = (tensor: Tensor): Tensor => {
+    tensor.data.fill(0, 0, tensor.dims[0]);
+    return tensor;
+  };
+  const blockNorm = (name: string): Tensor => {
+    const tensor = ones(name, o.embeddingLength);
+    tensor.data[0] = 0;
+    return tensor;
+  };
+  const allowed = tokens.map((token, id) => types[id] === TOKEN_NORMAL || isPrintableByteToken(token));
+
+  const tensors: Tensor[] = [
+    biasColumn(matrix('token_embd.weight', o.embeddingLength, vocab), () => BIAS_LEVEL),
+  ];
   for (let block = 0; block < o.blockCount; block++) {
     const p = `blk.${block}.`;
     tensors.push(
-      ones(`${p}attn_norm.weight`, o.embeddingLength),
+      blockNorm(`${p}attn_norm.weight`),
       matrix(`${p}attn_q.weight`, o.embeddingLength, o.embeddingLength),
       matrix(`${p}attn_k.weight`, o.embeddingLength, o.embeddingLength),
       matrix(`${p}attn_v.weight`, o.embeddingLength, o.embeddingLength),
-      matrix(`${p}attn_output.weight`, o.embeddingLength, o.embeddingLength),
-      ones(`${p}ffn_norm.weight`, o.embeddingLength),
+      zeroFirstRow(matrix(`${p}attn_output.weight`, o.embeddingLength, o.embeddingLength)),
+      blockNorm(`${p}ffn_norm.weight`),
       matrix(`${p}ffn_gate.weight`, o.embeddingLength, o.feedForwardLength),
       matrix(`${p}ffn_up.weight`, o.embeddingLength, o.feedForwardLength),
-      matrix(`${p}ffn_down.weight`, o.feedForwardLength, o.embeddingLength),
+      zeroFirstRow(matrix(`${p}ffn_down.weight`, o.feedForwardLength, o.embeddingLength)),
     );
   }
   tensors.push(
     ones('output_norm.weight', o.embeddingLength),
-    matrix('output.weight', o.embeddingLength, vocab),
+    biasColumn(matrix('output.weight', o.embeddingLength, vocab), (token) =>
+      allowed[token] ? 0 : BANNED_WEIGHT,
+    ),
   );
 
   const u32 = (value: number) => ({ type: ValueType.UINT32, value }) as const;
@@ -232,6 +259,17 @@ export function createTinyLlamaGguf(options: TinyLlamaOptions = {}): Uint8Array 
     out.padTo(ALIGNMENT);
   }
   return out.result();
+}
+
+/** Residual value of the bias channel, and its output weight for banned tokens (logit about -40). */
+const BIAS_LEVEL = 8;
+const BANNED_WEIGHT = -6;
+
+function isPrintableByteToken(token: string): boolean {
+  const match = /^<0x([0-9A-F]{2})>$/.exec(token);
+  if (!match) return false;
+  const byte = Number.parseInt(match[1]!, 16);
+  return byte >= 0x20 && byte <= 0x7e;
 }
 
 const align = (size: number): number => Math.ceil(size / ALIGNMENT) * ALIGNMENT;

@@ -1,0 +1,115 @@
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { askPeer } from '../src/consumer.js';
+import { serveModels } from '../src/host.js';
+import { type LlamaCppBackend, llamaCppBackend, writeTinyLlamaGguf } from '../src/node.js';
+import { createTinyLlamaGguf } from '../src/tiny-gguf.js';
+import { memoryPair } from './helpers.js';
+
+// Real inference: a random-weight llama model written by the test, run by llama.cpp on the CPU.
+let dir: string;
+let modelPath: string;
+let backend: LlamaCppBackend;
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'ferry-ai-llama-'));
+  modelPath = join(dir, 'tiny.gguf');
+  await writeTinyLlamaGguf(modelPath, { seed: 11 });
+  backend = llamaCppBackend({
+    id: 'tiny',
+    modelPath,
+    gpu: false,
+    threads: 1,
+    contextSize: 256,
+    systemPrompt: 'Be brief.',
+  });
+  await backend.load();
+});
+
+afterAll(async () => {
+  await backend?.close();
+  await rm(dir, { recursive: true, force: true });
+});
+
+/** The engine consumed in-process, without any network: the reference output. */
+async function direct(seed: number, maxTokens: number): Promise<string> {
+  let text = '';
+  const request = {
+    modelId: 'tiny',
+    messages: [{ role: 'user' as const, content: 'hi' }],
+    params: { seed, temperature: 0.8, maxTokens },
+  };
+  for await (const chunk of backend.generate(request, new AbortController().signal)) text += chunk;
+  return text;
+}
+
+describe('the tiny GGUF writer', () => {
+  it('is deterministic per seed and has the GGUF v3 header', async () => {
+    const a = createTinyLlamaGguf({ seed: 11 });
+    expect(a).toEqual(new Uint8Array(await readFile(modelPath)));
+    expect(createTinyLlamaGguf({ seed: 12 })).not.toEqual(a);
+    expect(new TextDecoder().decode(a.subarray(0, 4))).toBe('GGUF');
+    expect(new DataView(a.buffer).getUint32(4, true)).toBe(3);
+    expect(a.length).toBeGreaterThan(400_000);
+    expect(a.length).toBeLessThan(550_000);
+  });
+});
+
+describe('node-llama-cpp backend served to a peer', () => {
+  it('streams the text the engine produces for the same seed', async () => {
+    const { host, consumer } = memoryPair();
+    const handle = serveModels(host, { backends: [backend] });
+    try {
+      const stream = askPeer(consumer, 'host', {
+        modelId: 'tiny',
+        prompt: 'hi',
+        params: { seed: 42, temperature: 0.8, maxTokens: 48 },
+      });
+      let received = '';
+      for await (const delta of stream) received += delta;
+      const result = await stream.result;
+
+      const reference = await direct(42, 48);
+      expect(received.length).toBeGreaterThan(20);
+      expect(received).toBe(reference);
+      expect(result.text).toBe(reference);
+      expect(result.finishReason).toBe('length');
+      expect(result.usage.completionTokens).toBe(48);
+      expect(result.usage.promptTokens).toBeGreaterThan(0);
+      expect(result.sessionInfo.backend).toBe('llama-cpp');
+      // The seed matters: another one gives another text.
+      expect(await direct(43, 48)).not.toBe(reference);
+      // The bias channel keeps the random model on printable ASCII.
+      expect(reference).toMatch(/^[\x20-\x7e]+$/);
+    } finally {
+      await handle.close();
+    }
+  });
+
+  it('a consumer cancel stops llama.cpp: its token count stops growing', async () => {
+    const { host, consumer } = memoryPair();
+    const handle = serveModels(host, { backends: [backend] });
+    try {
+      const before = backend.engine.generatedTokens;
+      // Far more tokens than the 256-token context: the engine would run for seconds if not stopped.
+      const stream = askPeer(consumer, 'host', {
+        modelId: 'tiny',
+        prompt: 'go',
+        params: { seed: 1, maxTokens: 20_000 },
+      });
+      for await (const _delta of stream) break; // stop after the first delta
+      await expect(stream.result).rejects.toMatchObject({ code: 'CANCELLED' });
+      await expect.poll(() => backend.engine.activeGenerations).toBe(0);
+      const atStop = backend.engine.generatedTokens;
+      expect(atStop - before).toBeLessThan(20_000);
+      // A fresh generation proves the engine is idle and usable; the cancelled one added nothing since.
+      await direct(5, 4);
+      expect(backend.engine.generatedTokens).toBe(atStop + 4);
+      await expect.poll(() => handle.stats()[0]?.cancelled).toBe(1);
+    } finally {
+      await handle.close();
+    }
+  });
+});
