@@ -33,6 +33,8 @@ export interface LlamaCppBackend extends ModelBackend {
   readonly engine: { generatedTokens: number; activeGenerations: number };
   /** Load the model now instead of on the first request. */
   load(): Promise<void>;
+  /** Free the context and the model (a later request loads them again). */
+  close(): Promise<void>;
 }
 
 const DEFAULT_SYSTEM_PROMPT = 'You are a helpful assistant.';
