@@ -1,6 +1,7 @@
 // Isomorphic entry: host, consumer, wire schemas, backends that need no Node APIs, and the AI SDK
 // provider. Node-only pieces (node-llama-cpp backend, GGUF file writing) live in '@ferry/ai/node'.
 export * from './backend.js';
+export * from './backends/openai-compatible.js';
 export {
   AiRejectedError,
   AiStream,

@@ -1,11 +1,13 @@
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { equalBytes } from '@ferry/core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { askPeer } from '../src/consumer.js';
 import { serveModels } from '../src/host.js';
 import { type LlamaCppBackend, llamaCppBackend, writeTinyLlamaGguf } from '../src/node.js';
 import { createTinyLlamaGguf } from '../src/tiny-gguf.js';
+import { describeBackendConformance } from './backend-conformance.js';
 import { memoryPair } from './helpers.js';
 
 // Real inference: a random-weight llama model written by the test, run by llama.cpp on the CPU.
@@ -45,11 +47,17 @@ async function direct(seed: number, maxTokens: number): Promise<string> {
   return text;
 }
 
+describeBackendConformance('node-llama-cpp', () => ({
+  backend,
+  idle: () => backend.engine.activeGenerations === 0,
+  deterministic: true,
+}));
+
 describe('the tiny GGUF writer', () => {
   it('is deterministic per seed and has the GGUF v3 header', async () => {
     const a = createTinyLlamaGguf({ seed: 11 });
-    expect(a).toEqual(new Uint8Array(await readFile(modelPath)));
-    expect(createTinyLlamaGguf({ seed: 12 })).not.toEqual(a);
+    expect(equalBytes(a, new Uint8Array(await readFile(modelPath)))).toBe(true);
+    expect(equalBytes(createTinyLlamaGguf({ seed: 12 }), a)).toBe(false);
     expect(new TextDecoder().decode(a.subarray(0, 4))).toBe('GGUF');
     expect(new DataView(a.buffer).getUint32(4, true)).toBe(3);
     expect(a.length).toBeGreaterThan(400_000);

@@ -122,7 +122,7 @@ describe('a stream from host to consumer', () => {
       ] as const) {
         const before = arrivals.length;
         engine.release(`${name}${i}`);
-        await expect.poll(() => arrivals.length).toBe(before + 1);
+        await expect.poll(() => arrivals.length, { interval: 2 }).toBe(before + 1);
       }
     }
     a.release(null);
