@@ -1,5 +1,6 @@
 // Isomorphic entry: host, consumer, wire schemas, backends that need no Node APIs, and the AI SDK
 // provider. Node-only pieces (node-llama-cpp backend, GGUF file writing) live in '@ferry/ai/node'.
+export * from './ai-sdk.js';
 export * from './backend.js';
 export * from './backends/openai-compatible.js';
 export {

@@ -2,7 +2,9 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { equalBytes } from '@ferry/core';
+import { streamText } from 'ai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ferryModel } from '../src/ai-sdk.js';
 import { askPeer } from '../src/consumer.js';
 import { serveModels } from '../src/host.js';
 import { type LlamaCppBackend, llamaCppBackend, writeTinyLlamaGguf } from '../src/node.js';
@@ -91,6 +93,26 @@ describe('node-llama-cpp backend served to a peer', () => {
       expect(await direct(43, 48)).not.toBe(reference);
       // The bias channel keeps the random model on printable ASCII.
       expect(reference).toMatch(/^[\x20-\x7e]+$/);
+    } finally {
+      await handle.close();
+    }
+  });
+
+  it('streamText from the AI SDK runs on the peer model', async () => {
+    const { host, consumer } = memoryPair();
+    const handle = serveModels(host, { backends: [backend] });
+    try {
+      const result = streamText({
+        model: ferryModel(consumer, 'host', 'tiny'),
+        prompt: 'hi',
+        seed: 42,
+        temperature: 0.8,
+        maxOutputTokens: 48,
+      });
+      let text = '';
+      for await (const delta of result.textStream) text += delta;
+      expect(text).toBe(await direct(42, 48));
+      expect((await result.usage).outputTokens).toBe(48);
     } finally {
       await handle.close();
     }
