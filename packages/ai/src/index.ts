@@ -3,6 +3,7 @@
 export * from './ai-sdk.js';
 export * from './backend.js';
 export * from './backends/openai-compatible.js';
+export * from './backends/wllama.js';
 export {
   AiRejectedError,
   AiStream,

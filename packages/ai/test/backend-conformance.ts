@@ -5,7 +5,7 @@ import type { SamplingParams } from '../src/wire.js';
 export interface ConformanceTarget {
   backend: ModelBackend;
   /** True when the engine behind the backend runs no generation (checks that a stop reached it). */
-  idle(): boolean;
+  idle(): boolean | Promise<boolean>;
   /** The engine gives the same text for the same seed. */
   deterministic: boolean;
 }
@@ -54,7 +54,7 @@ export function describeBackendConformance(
       expect(items.length).toBeLessThanOrEqual(8);
       for (const item of items) expect(typeof item).toBe('string');
       if (returned?.completionTokens !== undefined) expect(returned.completionTokens).toBeLessThanOrEqual(8);
-      expect(target.idle()).toBe(true);
+      expect(await target.idle()).toBe(true);
     });
 
     it('gives the same text for the same seed (when the engine is deterministic)', async (context) => {

@@ -1,8 +1,7 @@
 import { FerryError } from '@ferry/core';
-import { type Static, Type } from '@sinclair/typebox';
-import { TypeCompiler } from '@sinclair/typebox/compiler';
 import { EventSourceParserStream } from 'eventsource-parser/stream';
 import type { BackendUsage, GenerateRequest, ModelBackend } from '../backend.js';
+import { openAiSamplingParams, readChatChunk } from './chat-chunks.js';
 
 export interface OpenAiCompatibleOptions {
   /** Model id peers ask for. */
@@ -21,32 +20,6 @@ export interface OpenAiCompatibleOptions {
   fetch?: typeof fetch;
 }
 
-/** The parts of an OpenAI `chat.completion.chunk` this backend reads; anything else is ignored. */
-const CompletionChunkSchema = Type.Object({
-  choices: Type.Optional(
-    Type.Array(
-      Type.Object({
-        delta: Type.Optional(
-          Type.Object({ content: Type.Optional(Type.Union([Type.String(), Type.Null()])) }),
-        ),
-        finish_reason: Type.Optional(Type.Union([Type.String(), Type.Null()])),
-      }),
-    ),
-  ),
-  usage: Type.Optional(
-    Type.Union([
-      Type.Object({
-        prompt_tokens: Type.Optional(Type.Integer({ minimum: 0 })),
-        completion_tokens: Type.Optional(Type.Integer({ minimum: 0 })),
-      }),
-      Type.Null(),
-    ]),
-  ),
-  error: Type.Optional(Type.Union([Type.String(), Type.Object({ message: Type.Optional(Type.String()) })])),
-});
-type CompletionChunk = Static<typeof CompletionChunkSchema>;
-const checkChunk = TypeCompiler.Compile(CompletionChunkSchema);
-
 /**
  * Any server speaking OpenAI's streaming chat completions (`POST /chat/completions` with
  * `stream: true`, answered as server-sent events): Ollama, llama.cpp server, LM Studio, vLLM.
@@ -61,18 +34,12 @@ export function openAiCompatibleBackend(options: OpenAiCompatibleOptions): Model
     request: GenerateRequest,
     signal: AbortSignal,
   ): AsyncGenerator<string, BackendUsage> {
-    const { params } = request;
     const body = {
       model: options.model ?? options.id,
       messages: request.messages,
       stream: true,
       stream_options: { include_usage: true },
-      ...(params.temperature !== undefined && { temperature: params.temperature }),
-      ...(params.topP !== undefined && { top_p: params.topP }),
-      ...(params.topK !== undefined && { top_k: params.topK }),
-      ...(params.seed !== undefined && { seed: params.seed }),
-      ...(params.maxTokens !== undefined && { max_tokens: params.maxTokens }),
-      ...(params.stop && { stop: params.stop }),
+      ...openAiSamplingParams(request.params),
     };
     // Our own controller, so leaving the loop early also closes the request.
     const local = new AbortController();
@@ -109,18 +76,7 @@ export function openAiCompatibleBackend(options: OpenAiCompatibleOptions): Model
         const { done, value: event } = await events.read();
         if (done) throw new FerryError('TRUNCATED', `${url} ended the stream without [DONE]`);
         if (event.data === '[DONE]') return usage;
-        const chunk = parseChunk(event.data);
-        if (chunk.error !== undefined) {
-          const message =
-            typeof chunk.error === 'string' ? chunk.error : (chunk.error.message ?? 'unknown error');
-          throw new FerryError('SERVER', `${url} failed mid-stream: ${message}`);
-        }
-        if (chunk.usage?.prompt_tokens !== undefined) usage.promptTokens = chunk.usage.prompt_tokens;
-        if (chunk.usage?.completion_tokens !== undefined)
-          usage.completionTokens = chunk.usage.completion_tokens;
-        const choice = chunk.choices?.[0];
-        if (choice?.finish_reason) usage.finishReason = choice.finish_reason === 'length' ? 'length' : 'stop';
-        const content = choice?.delta?.content;
+        const content = readChatChunk(parseJson(event.data), usage, url);
         if (content) yield content;
       }
     } finally {
@@ -139,20 +95,12 @@ export function openAiCompatibleBackend(options: OpenAiCompatibleOptions): Model
   };
 }
 
-function parseChunk(data: string): CompletionChunk {
-  let parsed: unknown;
+function parseJson(data: string): unknown {
   try {
-    parsed = JSON.parse(data);
+    return JSON.parse(data);
   } catch (cause) {
     throw new FerryError('BAD_JSON', `upstream sent an event that is not JSON: ${data.slice(0, 200)}`, {
       cause,
     });
   }
-  if (!checkChunk.Check(parsed)) {
-    throw new FerryError(
-      'SCHEMA_MISMATCH',
-      `upstream sent an event that is not a completion chunk: ${data.slice(0, 200)}`,
-    );
-  }
-  return parsed;
 }
