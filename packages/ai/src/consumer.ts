@@ -1,5 +1,5 @@
 import { FerryError, type PeerMessage, type PeerNetwork } from '@ferry/core';
-import { aiMessage, isAiOp, newId, parseAiData, TextDigest } from './frames.js';
+import { aiMessage, isAiOp, newId, parseAiData, schemaError, TextDigest } from './frames.js';
 import {
   AI_OPS,
   type AiData,
@@ -127,6 +127,12 @@ export class AiStream implements AsyncIterable<string> {
       this.fail(abortError(signal));
       return;
     }
+    const request = { ...this.request, streamId: this.streamId };
+    const invalid = schemaError(AI_OPS.request, request);
+    if (invalid) {
+      this.fail(new FerryError('SCHEMA_MISMATCH', `invalid request ${invalid}`));
+      return;
+    }
     signal?.addEventListener('abort', this.onAbort, { once: true });
     this.responseTimer = setTimeout(() => {
       this.stopHost(
@@ -134,7 +140,7 @@ export class AiStream implements AsyncIterable<string> {
       );
     }, responseTimeoutMs);
     this.router
-      .send(this.peerId, AI_OPS.request, { ...this.request, streamId: this.streamId })
+      .send(this.peerId, AI_OPS.request, request)
       .catch((error: unknown) => this.fail(asFerryError(error)));
   }
 

@@ -20,14 +20,24 @@ const AI_OP_SET = new Set<string>(Object.values(AI_OPS));
 export const isAiOp = (op: string): op is AiOp => AI_OP_SET.has(op);
 
 const checks = new Map<AiOp, TypeCheck<TSchema>>();
-/** Validate the data of an incoming AI message; returns undefined (never throws) when it does not fit. */
-export function parseAiData<Op extends AiOp>(op: Op, data: unknown): AiData<Op> | undefined {
+const checkFor = (op: AiOp): TypeCheck<TSchema> => {
   let check = checks.get(op);
   if (!check) {
     check = TypeCompiler.Compile(AI_SCHEMAS[op]);
     checks.set(op, check);
   }
-  return check.Check(data) ? (data as AiData<Op>) : undefined;
+  return check;
+};
+
+/** Validate the data of an incoming AI message; returns undefined (never throws) when it does not fit. */
+export function parseAiData<Op extends AiOp>(op: Op, data: unknown): AiData<Op> | undefined {
+  return checkFor(op).Check(data) ? (data as AiData<Op>) : undefined;
+}
+
+/** Why `data` does not fit the schema of `op` ("/params/temperature: Expected number <= 10"), if it does not. */
+export function schemaError(op: AiOp, data: unknown): string | undefined {
+  const error = checkFor(op).Errors(data).First();
+  return error && `${error.path || '/'}: ${error.message}`;
 }
 
 /**
@@ -116,7 +126,7 @@ export class TokenBatcher {
     this.clearTimer();
     while (this.inFlight || (this.pending.length > 0 && this.failure === undefined)) {
       if (this.inFlight) await this.inFlight;
-      else this.sendPending();
+      else this.sendPending(true);
     }
     if (this.failure !== undefined) throw this.failure;
   }
@@ -135,12 +145,19 @@ export class TokenBatcher {
     }, this.windowMs);
   }
 
-  private sendPending(): void {
+  /**
+   * Send the pending text. Until the final flush a trailing high surrogate waits for its partner, so
+   * no frame carries half a character (a UTF-8 encoder on the way would replace it).
+   */
+  private sendPending(final = false): void {
     this.clearTimer();
     if (this.pending.length === 0 || this.failure !== undefined) return;
-    const text = this.pending;
+    const last = this.pending.charCodeAt(this.pending.length - 1);
+    const keep = !final && last >= 0xd800 && last <= 0xdbff ? 1 : 0;
+    const text = this.pending.slice(0, this.pending.length - keep);
+    if (text.length === 0) return;
     const since = this.pendingSince;
-    this.pending = '';
+    this.pending = this.pending.slice(text.length);
     const sending = (async () => {
       for (const piece of splitText(text, this.maxFrameChars)) await this.sendFrame(piece, since);
     })();

@@ -5,6 +5,7 @@ import {
   isAiOp,
   isStreamId,
   parseAiData,
+  schemaError,
   TextDigest,
   TokenBatcher,
   withPadding,
@@ -236,12 +237,16 @@ export function serveModels(network: PeerNetwork, options: ServeOptions): ServeH
     }
 
     let seq = 0;
+    // The digest covers exactly the text of the frames, which is what the consumer hashes.
+    const digest = new TextDigest();
     const batcher = new TokenBatcher(
-      (token, timestamp) => sendData({ streamId, seq: seq++, token, timestamp }),
+      (token, timestamp) => {
+        digest.update(token);
+        return sendData({ streamId, seq: seq++, token, timestamp });
+      },
       batchWindowMs,
       maxFrameChars,
     );
-    const digest = new TextDigest();
     const maxTokens = request.params?.maxTokens;
     const generateRequest: GenerateRequest = {
       modelId: model.backend.id,
@@ -275,7 +280,6 @@ export function serveModels(network: PeerNetwork, options: ServeOptions): ServeH
         firstTokenAt ??= lastTokenAt;
         items++;
         model.stats.tokens++;
-        digest.update(next.value);
         batcher.push(next.value, Date.now());
         // The consumer is gone (send failed): stop the engine rather than generate into the void.
         if (batcher.failure !== undefined) controller.abort();
@@ -368,7 +372,7 @@ export function serveModels(network: PeerNetwork, options: ServeOptions): ServeH
             peerId,
             streamId,
             'invalid-request',
-            'the request does not match the AI_STREAM_REQUEST schema',
+            `bad request ${schemaError(AI_OPS.request, message.data)}`,
           );
         }
         return;

@@ -100,6 +100,21 @@ describe('a stream from host to consumer', () => {
     expect(yielded).toBe(8); // the host notices the overshoot on the 8th item and stops the backend
   });
 
+  it('carries characters whose UTF-16 halves arrive as separate tokens', async () => {
+    const { host, consumer } = memoryPair();
+    const text = 'ferry ⛴️ to 🏝️ and 𝔽𝕖𝕣𝕣𝕪 back';
+    const halves = functionBackend('halves', async function* () {
+      for (const unit of text.split('')) {
+        yield unit;
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+    });
+    serve(host, { backends: [halves], batchWindowMs: 0 });
+    const result = await askPeer(consumer, 'host', { modelId: 'halves', prompt: 'x' }).result;
+    expect(result.text).toBe(text);
+    expect(result.digest).toBe(sha256Hex(text));
+  });
+
   it('runs two streams at once on one connection without mixing them', async () => {
     const { host, consumer } = memoryPair();
     const a = new GatedEngine('a');
@@ -275,6 +290,17 @@ describe('admission', () => {
     // The host still serves after the garbage.
     expect((await askPeer(consumer, 'host', { modelId: 'm', prompt: 'x' }).result).text).toBe('tok0 ');
     expect(handle.stats()[0]).toMatchObject({ completed: 1 });
+  });
+
+  it('refuses an invalid request locally, before it reaches the host', async () => {
+    const { host, consumer } = memoryPair();
+    const sent = interceptSends(consumer);
+    serve(host, { backends: [new CountingEngine(1).backend('m')] });
+    const stream = askPeer(consumer, 'host', { modelId: 'm', prompt: 'x', params: { temperature: 50 } });
+    const error = await stream.result.catch((e: unknown) => e);
+    expectFerryError(error, 'SCHEMA_MISMATCH');
+    expect((error as Error).message).toContain('/params/temperature');
+    expect(sent).toEqual([]);
   });
 
   it('times out when the peer never answers a request', async () => {
