@@ -6,12 +6,12 @@ import {
   SIGNALING_PROTOCOL_VERSION,
   type SignalFrame,
   type SignalingErrorCode,
-  verifyJoinProof,
 } from '@ferry/core';
 import { TypeCompiler } from '@sinclair/typebox/compiler';
 import type { BaseLogger } from 'pino';
 import type { RawData, WebSocket } from 'ws';
 import type { LocalMembership, RoomDirectory } from './directory.js';
+import { verifyJoinProofNative } from './join-proof.js';
 import { TokenBucket } from './token-bucket.js';
 
 export interface SignalingLimits {
@@ -287,7 +287,7 @@ export class SignalingHub {
       );
     }
     const proofInput = { challenge: connection.challenge, room, clientId, connectionId: connection.id };
-    if (!verifyJoinProof(proofInput, frame.proof)) {
+    if (!verifyJoinProofNative(proofInput, frame.proof)) {
       return this.fail(connection, 'BAD_PROOF', 'the join proof does not verify with the room key');
     }
     const membership: Membership = { room, clientId, connectionId: connection.id, connection, pending: [] };
