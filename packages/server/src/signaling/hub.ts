@@ -1,10 +1,14 @@
 import {
   ClientFrameSchema,
   type JoinFrame,
+  JoinFrameSchema,
+  LeaveFrameSchema,
+  PingFrameSchema,
   type ServerFrame,
   SIGNALING_CLOSE_CODES,
   SIGNALING_PROTOCOL_VERSION,
   type SignalFrame,
+  SignalFrameSchema,
   type SignalingErrorCode,
 } from '@ferry/core';
 import { TypeCompiler } from '@sinclair/typebox/compiler';
@@ -90,6 +94,22 @@ interface Connection {
 }
 
 const checkClientFrame = TypeCompiler.Compile(ClientFrameSchema);
+/** Per-type checkers, only to name the offending field when a frame of a known type is malformed. */
+const checkByType: Record<string, ReturnType<typeof TypeCompiler.Compile>> = {
+  join: TypeCompiler.Compile(JoinFrameSchema),
+  leave: TypeCompiler.Compile(LeaveFrameSchema),
+  signal: TypeCompiler.Compile(SignalFrameSchema),
+  ping: TypeCompiler.Compile(PingFrameSchema),
+};
+
+function describeMismatch(value: unknown): string {
+  const type = (value as { type?: unknown } | null)?.type;
+  const variant =
+    typeof type === 'string' && Object.hasOwn(checkByType, type) ? checkByType[type] : undefined;
+  if (!variant) return 'expected an object whose type is join, leave, signal or ping';
+  const first = variant.Errors(value).First();
+  return first ? `${type} frame: ${first.path || '/'}: ${first.message}` : `malformed ${type} frame`;
+}
 
 const CLOSE_CODE: Record<SignalingErrorCode, number> = {
   BAD_JSON: SIGNALING_CLOSE_CODES.invalidData,
@@ -245,9 +265,11 @@ export class SignalingHub {
       return;
     }
     if (!checkClientFrame.Check(value)) {
-      const first = checkClientFrame.Errors(value).First();
-      const where = first ? `${first.path || '/'}: ${first.message}` : 'unknown frame';
-      this.fail(connection, 'SCHEMA_MISMATCH', `frame does not match the signaling schema (${where})`);
+      this.fail(
+        connection,
+        'SCHEMA_MISMATCH',
+        `frame does not match the signaling schema (${describeMismatch(value)})`,
+      );
       return;
     }
     const frame = value;

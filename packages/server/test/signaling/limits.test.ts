@@ -40,6 +40,8 @@ type Case = {
   name: string;
   code: string;
   close: number;
+  /** What the error message must mention, where it matters (the offending field). */
+  mentions?: string;
   act: (socket: RawSocket) => Promise<void> | void;
 };
 
@@ -61,6 +63,7 @@ const cases: Case[] = [
     name: 'a join missing its proof',
     code: 'SCHEMA_MISMATCH',
     close: 1007,
+    mentions: 'join frame: /proof',
     act: (s) => s.sendJson({ type: 'join', room: roomCredentials(newAccountKey()).room, clientId: 'x' }),
   },
   {
@@ -73,6 +76,7 @@ const cases: Case[] = [
     name: 'a client id with spaces',
     code: 'SCHEMA_MISMATCH',
     close: 1007,
+    mentions: '/clientId',
     act: (s) =>
       s.sendJson({
         type: 'join',
@@ -149,10 +153,12 @@ const cases: Case[] = [
 ];
 
 describe('signaling: bad input gets an error frame and a close, and nobody else notices', () => {
-  it.each(cases)('$name -> $code, close $close', async ({ code, close, act }) => {
+  it.each(cases)('$name -> $code, close $close', async ({ code, close, mentions, act }) => {
     const socket = await RawSocket.open(cleanup, server.url);
     await act(socket);
-    expect(await socket.error()).toMatchObject({ type: 'error', code, fatal: true });
+    const error = await socket.error();
+    expect(error).toMatchObject({ type: 'error', code, fatal: true });
+    if (mentions) expect(error.message).toContain(mentions);
     expect((await socket.closed).code).toBe(close);
 
     // Bystanders are unaffected: still joined, still exchanging signals.
