@@ -29,7 +29,10 @@ export interface SignalingClientEvents {
   'peer-left': (clientId: string) => void;
   /** A signal addressed to us, already opened, authenticated and replay-checked. */
   signal: (from: string, data: unknown) => void;
-  /** Never fatal: unreachable servers, server error frames, signals that fail to open or replay. */
+  /**
+   * Unreachable servers, server error frames, signals that fail to open or replay. The client keeps
+   * going, except after REPLACED (another connection joined with this client id): it then closes.
+   */
   error: (error: FerryError) => void;
 }
 
@@ -110,6 +113,8 @@ export class SignalingClient extends EventEmitter<SignalingClientEvents> {
   private failuresInCycle = 0;
   private failedCycles = 0;
   private lastInbound = 0;
+  /** Code of the fatal error frame the current socket received, if any: it decides how we reconnect. */
+  private refusedWith: SignalingErrorCode | undefined;
   private connectTimer: ReturnType<typeof setTimeout> | undefined;
   private retryTimer: ReturnType<typeof setTimeout> | undefined;
   private heartbeatTimer: ReturnType<typeof setInterval> | undefined;
@@ -203,6 +208,11 @@ export class SignalingClient extends EventEmitter<SignalingClientEvents> {
     });
   }
 
+  /** A method, not a property read, so TypeScript does not assume an event listener left `state` alone. */
+  private stopped(): boolean {
+    return this.state === 'closed';
+  }
+
   private connect(): void {
     const url = this.urls[this.urlIndex]!;
     this.state = 'connecting';
@@ -215,6 +225,7 @@ export class SignalingClient extends EventEmitter<SignalingClientEvents> {
     }
     this.socket = socket;
     this.socketUrl = url;
+    this.refusedWith = undefined;
     this.lastInbound = Date.now();
     socket.onmessage = (event) => this.onFrame(socket, event.data);
     socket.onclose = (event) =>
@@ -255,19 +266,26 @@ export class SignalingClient extends EventEmitter<SignalingClientEvents> {
     if (socket !== this.socket || this.state === 'closed') return;
     const url = this.socketUrl ?? '';
     const wasJoined = this.state === 'joined';
+    // A server that refused us (rate limit, full room...) is retried with backoff like an unreachable
+    // one; a server that is merely going away or vanished gets a quick rejoin.
+    const refused = this.refusedWith !== undefined && this.refusedWith !== 'SHUTTING_DOWN';
     this.detach();
     if (wasJoined) {
       this.emit('disconnected', reason);
-      // Same URL first: it worked a moment ago. A jittered pause spreads a restarted server's clients.
-      this.failuresInCycle = 0;
-      this.scheduleConnect(Math.random() * this.settings.initialDelayMs);
-    } else {
-      this.attemptFailed(url, reason);
+      if (this.stopped()) return; // a listener closed us
+      if (!refused) {
+        // Same URL first: it worked a moment ago. A jittered pause spreads a restarted server's clients.
+        this.failuresInCycle = 0;
+        this.scheduleConnect(Math.random() * this.settings.initialDelayMs);
+        return;
+      }
     }
+    this.attemptFailed(url, reason);
   }
 
   private attemptFailed(url: string, reason: string): void {
     this.emit('error', new FerryError('TRANSPORT', `signaling server ${url}: ${reason}`));
+    if (this.stopped()) return; // a listener closed us
     this.urlIndex = (this.urlIndex + 1) % this.urls.length;
     this.failuresInCycle++;
     if (this.failuresInCycle < this.urls.length) {
@@ -341,7 +359,11 @@ export class SignalingClient extends EventEmitter<SignalingClientEvents> {
       case 'pong':
         return;
       case 'error':
+        if (frame.fatal) this.refusedWith = frame.code;
         this.emit('error', new SignalingServerError(frame.code, frame.message, frame.fatal));
+        // Another live connection joined with our client id (a second device or tab configured with
+        // the same id): the newest wins, and rejoining would only start a tug of war.
+        if (frame.code === 'REPLACED') void this.close();
         return;
     }
   }
@@ -360,7 +382,7 @@ export class SignalingClient extends EventEmitter<SignalingClientEvents> {
       }
     }, this.settings.heartbeatIntervalMs);
     this.emit('connected', this.socketUrl ?? '');
-    if (this.state !== 'joined') return; // a listener closed us
+    if (this.stopped()) return; // a listener closed us
     // Reconcile with what we knew before a reconnect: only real arrivals and departures are events.
     const current = new Set(peers.filter((id) => id !== this.clientId));
     for (const id of current) this.confirm(id);

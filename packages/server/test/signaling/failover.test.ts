@@ -1,4 +1,4 @@
-import { isFerryError } from '@ferry/core';
+import { isFerryError, SignalingServerError } from '@ferry/core';
 import { afterEach, describe, expect, it } from 'vitest';
 import {
   Cleanup,
@@ -110,6 +110,30 @@ describe('signaling client: failover and reconnection', () => {
     const back = next(client, 'connected');
     await startServer(cleanup, { port: backupPort });
     expect((await back)[0]).toBe(backup.url);
+  });
+
+  it('a refused client (room full) retries with backoff and gets in once there is room', async () => {
+    const server = await startServer(cleanup, { limits: { maxPeersPerRoom: 2 } });
+    const key = newAccountKey();
+    const a = startClient(cleanup, { urls: [server.url], accountKey: key, clientId: 'a' });
+    const b = startClient(cleanup, { urls: [server.url], accountKey: key, clientId: 'b' });
+    await Promise.all([peersBecome(a, ['b']), peersBecome(b, ['a'])]);
+
+    const late = startClient(cleanup, { urls: [server.url], accountKey: key, clientId: 'late' });
+    const refusals: string[] = [];
+    const refusedTwice = new Promise<void>((resolve) =>
+      late.on('error', (error) => {
+        if (error instanceof SignalingServerError && error.serverCode === 'ROOM_FULL')
+          refusals.push(error.serverCode);
+        if (refusals.length === 2) resolve();
+      }),
+    );
+    await refusedTwice;
+    expect(late.connected).toBe(false);
+    const joined = next(late, 'connected');
+    await b.close();
+    await joined;
+    await peersBecome(late, ['a']);
   });
 
   it('reconnects when the server stops answering (heartbeat timeout on the client side)', async () => {

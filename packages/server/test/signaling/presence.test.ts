@@ -1,3 +1,4 @@
+import { SignalingServerError } from '@ferry/core';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Cleanup, newAccountKey, next, peersBecome, RawSocket, startClient, startServer } from './helpers.js';
 
@@ -83,6 +84,26 @@ describe('signaling presence: no ghosts', () => {
     expect(presenceEvents).toEqual([]);
     expect(watcher.peers()).toEqual(['phone']);
     expect(server.stats().memberships).toBe(2);
+  });
+
+  it('two live clients with one client id: the newest wins and the older stops instead of fighting back', async () => {
+    const server = await startServer(cleanup);
+    const key = newAccountKey();
+    const watcher = startClient(cleanup, { urls: [server.url], accountKey: key, clientId: 'watcher' });
+    const older = startClient(cleanup, { urls: [server.url], accountKey: key, clientId: 'dup' });
+    await peersBecome(watcher, ['dup']);
+    const replaced = next(older, 'error', (error) => error instanceof SignalingServerError);
+    const newer = startClient(cleanup, { urls: [server.url], accountKey: key, clientId: 'dup' });
+    expect((await replaced)[0]).toMatchObject({ serverCode: 'REPLACED' });
+    await next(newer, 'connected');
+    expect(older.connected).toBe(false);
+
+    const got = next(newer, 'signal');
+    watcher.signal('dup', 'to the newest');
+    expect(await got).toEqual(['watcher', 'to the newest']);
+    // The older client closed for good: it never rejoined, so the newer one was never replaced.
+    expect(newer.connected).toBe(true);
+    expect(server.stats()).toMatchObject({ connections: 2, memberships: 2 });
   });
 
   it('closes sockets that never join', async () => {
