@@ -27,6 +27,10 @@ async function envelopeKey(
 }
 
 const api = {
+  /** The production parameters (64 MiB): proves hash-wasm's WebAssembly memory grows that far in a page. */
+  async defaultAccountId(passphrase: string): Promise<string> {
+    return (await deriveAccount(passphrase)).accountId;
+  },
   async accountId(passphrase: string): Promise<string> {
     return (await envelopeKey(passphrase)).accountId;
   },

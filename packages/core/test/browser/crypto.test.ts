@@ -31,6 +31,11 @@ describe.skipIf(!(await hasChromium()))('core crypto in headless Chromium intero
     expect(accountId).toBe(nodeAccount.accountId);
   });
 
+  it('derives the same accountId with the default 64 MiB descriptor', async () => {
+    const accountId = await harness.page.evaluate((p) => browserCrypto.defaultAccountId(p), PASSPHRASE);
+    expect(accountId).toBe((await deriveAccount(PASSPHRASE)).accountId);
+  });
+
   it('the browser seals a message that Node opens', async () => {
     const text = 'sealed in Chromium ✓';
     const sealed = await harness.page.evaluate(([p, t, h]) => browserCrypto.seal(p, t, h), [
