@@ -1,0 +1,13 @@
+#!/usr/bin/env node
+import { CommanderError } from 'commander';
+import { describeFailure } from './errors.js';
+import { createProgram } from './program.js';
+
+try {
+  await createProgram().parseAsync(process.argv);
+} catch (error) {
+  // commander has already printed usage errors and help; it reports them as CommanderError.
+  if (error instanceof CommanderError) process.exit(error.exitCode);
+  console.error(`ferry: ${describeFailure(error)}`);
+  process.exit(1);
+}

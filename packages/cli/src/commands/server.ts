@@ -1,0 +1,43 @@
+import { startFerryServer } from '@ferry/server';
+import { pino } from 'pino';
+
+export interface ServerCommandOptions {
+  port: number;
+  host: string;
+  data: string;
+  logLevel: string;
+  out: (line: string) => void;
+}
+
+/** `ferry server`: signaling + diff server in one process until SIGINT/SIGTERM. */
+export async function runServer(options: ServerCommandOptions): Promise<void> {
+  const logger = pino({ name: 'ferry', level: options.logLevel }, pino.destination(2));
+  const server = await startFerryServer({
+    port: options.port,
+    host: options.host,
+    dataDir: options.data,
+    logger,
+  });
+  const storage = process.env.FERRY_DATABASE_URL
+    ? 'PostgreSQL (FERRY_DATABASE_URL)'
+    : `SQLite in ${options.data}`;
+  options.out(`Ferry server listening on ${server.url}`);
+  options.out(`  diff server  ${server.url}  (storage: ${storage})`);
+  options.out(
+    `  signaling    ${server.signalingUrl}${process.env.FERRY_REDIS_URL ? '  (rooms shared through Redis)' : ''}`,
+  );
+  options.out('  health       GET /health, metrics GET /metrics');
+  options.out(
+    'Plain HTTP: put a TLS-terminating reverse proxy in front for anything beyond localhost (see README).',
+  );
+
+  await new Promise<void>((resolve) => {
+    const stop = (signal: string) => {
+      options.out(`${signal}: shutting down`);
+      resolve();
+    };
+    process.once('SIGINT', () => stop('SIGINT'));
+    process.once('SIGTERM', () => stop('SIGTERM'));
+  });
+  await server.close();
+}

@@ -1,0 +1,114 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdtemp, readFile, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { describe, expect, it } from 'vitest';
+
+// The CLI is exercised as a user runs it: the built bin (npm test builds first) in a child process.
+const BIN = fileURLToPath(new URL('../dist/bin.js', import.meta.url));
+
+interface Run {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+function ferry(args: string[], input?: string): Promise<Run> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [BIN, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (chunk) => (stdout += chunk));
+    child.stderr.on('data', (chunk) => (stderr += chunk));
+    child.on('close', (code) => resolve({ code, stdout, stderr }));
+    child.stdin.end(input ?? '');
+  });
+}
+
+const tempConfig = async () => join(await mkdtemp(join(tmpdir(), 'ferry-cli-')), 'config.json');
+
+describe('ferry init', () => {
+  it('creates an account with a generated 12-word passphrase, shown once, in a 0600 config', async () => {
+    const config = await tempConfig();
+    const run = await ferry(['--config', config, 'init']);
+    expect(run.code).toBe(0);
+    const words = run.stdout
+      .split('\n')
+      .find((line) => line.startsWith('    '))
+      ?.trim()
+      .split(' ');
+    expect(words).toHaveLength(12);
+    expect((await stat(config)).mode & 0o777).toBe(0o600);
+    const saved = JSON.parse(await readFile(config, 'utf8'));
+    expect(saved.accountId).toMatch(/^[A-Za-z0-9_-]{43}$/);
+    expect(JSON.stringify(saved)).not.toContain(words!.join(' ')); // the passphrase itself is not stored
+
+    // The same passphrase on a second device joins the same account.
+    const second = await tempConfig();
+    const join = await ferry(['--config', second, 'init', '--passphrase-stdin'], words!.join(' '));
+    expect(join.code).toBe(0);
+    expect(join.stdout).not.toContain(words!.join(' '));
+    const other = JSON.parse(await readFile(second, 'utf8'));
+    expect(other.accountId).toBe(saved.accountId);
+    expect(other.clientId).not.toBe(saved.clientId);
+  });
+
+  it('refuses bad input with one line saying what to do', async () => {
+    const config = await tempConfig();
+    const short = await ferry(['--config', config, 'init', '--passphrase-stdin'], 'too short');
+    expect(short.code).toBe(1);
+    expect(short.stderr.trim().split('\n')).toHaveLength(1);
+    expect(short.stderr).toMatch(/^ferry: passphrase has 9 characters/);
+
+    const badUrl = await ferry(['--config', config, 'init', '--server', 'not a url']);
+    expect(badUrl.code).toBe(1);
+    expect(badUrl.stderr).toContain('is not a URL');
+
+    expect((await ferry(['--config', config, 'init'])).code).toBe(0);
+    const again = await ferry(['--config', config, 'init']);
+    expect(again.code).toBe(1);
+    expect(again.stderr).toContain('pass --force');
+
+    const unknown = await ferry(['frobnicate']);
+    expect(unknown.code).not.toBe(0);
+    expect(unknown.stderr).toContain("unknown command 'frobnicate'");
+  });
+});
+
+describe('ferry server', () => {
+  it('prints where it listens, answers health, and shuts down cleanly on SIGTERM', async () => {
+    const data = await mkdtemp(join(tmpdir(), 'ferry-cli-data-'));
+    const child: ChildProcess = spawn(process.execPath, [
+      BIN,
+      'server',
+      '--port',
+      '0',
+      '--data',
+      data,
+      '--log-level',
+      'warn',
+    ]);
+    let stdout = '';
+    const url = await new Promise<string>((resolve, reject) => {
+      child.stdout!.on('data', (chunk) => {
+        stdout += chunk;
+        const match = /listening on (http:\/\/\S+)/.exec(stdout);
+        if (match && stdout.includes('health')) resolve(match[1]!);
+      });
+      child.on('exit', (code) => reject(new Error(`server exited early with ${code}: ${stdout}`)));
+    });
+    expect(stdout).toContain('/signal');
+    const health = await fetch(`${url}/health`);
+    expect(health.status).toBe(200);
+    const exit = new Promise<number | null>((resolve) => child.on('exit', resolve));
+    child.kill('SIGTERM');
+    expect(await exit).toBe(0);
+  });
+
+  it('rejects a bad port before starting', async () => {
+    const run = await ferry(['server', '--port', '70000']);
+    expect(run.code).not.toBe(0);
+    expect(run.stderr).toContain('a port is a whole number');
+  });
+});
