@@ -144,7 +144,7 @@ export async function createDiffServer(options: DiffServerOptions): Promise<Diff
   }).withTypeProvider<TypeBoxTypeProvider>();
 
   const jsonParser = app.getDefaultJsonParser('error', 'error');
-  app.removeContentTypeParser('application/json');
+  app.removeAllContentTypeParsers();
   app.addContentTypeParser('application/json', { parseAs: 'buffer' }, (request, body, done) => {
     request.rawBody = body as Buffer;
     jsonParser(request, (body as Buffer).toString('utf8'), (error, value) =>

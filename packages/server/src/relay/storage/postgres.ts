@@ -100,8 +100,11 @@ class PostgresDriver implements SqlDriver {
     return fn(this.txOn(this.pool));
   }
 
+  private closed: Promise<void> | undefined;
+
   close(): Promise<void> {
-    return this.pool.end();
+    this.closed ??= this.pool.end();
+    return this.closed;
   }
 
   private txOn(queryable: pg.Pool | pg.PoolClient): SqlTx {
