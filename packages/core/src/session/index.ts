@@ -1,1 +1,5 @@
-export {};
+export * from './handshake.js';
+export * from './mux.js';
+export * from './noise/node-chachapoly.js';
+export * from './peer-session.js';
+export * from './secure-channel.js';

@@ -1,1 +1,3 @@
+export * from './memory.js';
+export * from './simple-peer.js';
 export type * from './types.js';

@@ -1,0 +1,120 @@
+import { EventEmitter } from 'eventemitter3';
+import type SimplePeer from 'simple-peer';
+import { FerryError } from '../errors.js';
+import type { Transport, TransportEvents } from './types.js';
+
+export interface SimplePeerTransportOptions {
+  /** Default 16 KiB: the message size every browser's data channel accepts. */
+  maxMessageSize?: number;
+  /** Default 256 KiB; `drain` fires when the data channel's buffer falls to this. */
+  lowWaterMark?: number;
+}
+
+/** The parts of simple-peer's internals we rely on: its data channel and peer connection. */
+interface SimplePeerInternals {
+  _channel?: RTCDataChannel;
+  _pc?: RTCPeerConnection;
+}
+
+/**
+ * A connected simple-peer data channel as a Transport. Flow control reads the data channel's own
+ * `bufferedAmount` and `bufferedamountlow` event: simple-peer's stream backpressure lags, and
+ * @roamhq/wrtc silently drops messages once about 16 MiB are queued.
+ */
+export class SimplePeerTransport extends EventEmitter<TransportEvents> implements Transport {
+  readonly maxMessageSize: number;
+  readonly lowWaterMark: number;
+  readonly localFingerprint: string;
+  readonly remoteFingerprint: string;
+  private readonly channel: RTCDataChannel;
+  private isClosed = false;
+  private drainPoll: ReturnType<typeof setInterval> | undefined;
+
+  constructor(
+    private readonly peer: SimplePeer.Instance,
+    options: SimplePeerTransportOptions = {},
+  ) {
+    super();
+    const internals = peer as unknown as SimplePeerInternals;
+    if (!internals._channel || !internals._pc || !peer.connected) {
+      throw new FerryError('TRANSPORT', 'simple-peer instance is not connected yet');
+    }
+    this.channel = internals._channel;
+    this.maxMessageSize = options.maxMessageSize ?? 16 * 1024;
+    this.lowWaterMark = options.lowWaterMark ?? 256 * 1024;
+    const pc = internals._pc;
+    this.localFingerprint = sdpFingerprint((pc.currentLocalDescription ?? pc.localDescription)?.sdp);
+    this.remoteFingerprint = sdpFingerprint((pc.currentRemoteDescription ?? pc.remoteDescription)?.sdp);
+    this.channel.bufferedAmountLowThreshold = this.lowWaterMark;
+    this.channel.addEventListener('bufferedamountlow', this.onLow);
+    peer.on('data', this.onData);
+    peer.on('close', this.onClose);
+    peer.on('error', this.onError);
+  }
+
+  get bufferedAmount(): number {
+    return this.isClosed ? 0 : this.channel.bufferedAmount;
+  }
+
+  get closed(): boolean {
+    return this.isClosed;
+  }
+
+  send(data: Uint8Array): void {
+    if (this.isClosed) throw new FerryError('CLOSED', 'transport is closed');
+    if (data.length > this.maxMessageSize) {
+      throw new FerryError('TOO_LARGE', `message of ${data.length} bytes exceeds ${this.maxMessageSize}`);
+    }
+    try {
+      this.peer.send(data);
+    } catch (cause) {
+      throw new FerryError('TRANSPORT', 'data channel refused the message', { cause });
+    }
+    // Some WebRTC builds fire bufferedamountlow late or never: poll while above the mark.
+    if (!this.drainPoll && this.channel.bufferedAmount > this.lowWaterMark) {
+      this.drainPoll = setInterval(() => {
+        if (this.isClosed || this.channel.bufferedAmount <= this.lowWaterMark) this.onLow();
+      }, 5);
+    }
+  }
+
+  close(): void {
+    if (this.isClosed) return;
+    this.peer.destroy();
+    this.onClose();
+  }
+
+  private readonly onLow = (): void => {
+    if (this.drainPoll) {
+      clearInterval(this.drainPoll);
+      this.drainPoll = undefined;
+    }
+    if (!this.isClosed) this.emit('drain');
+  };
+
+  private readonly onData = (data: Uint8Array): void => {
+    // Node's simple-peer hands out Buffers; pass a plain Uint8Array view of the same memory.
+    this.emit('message', new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+  };
+
+  private readonly onError = (error: Error): void => {
+    if (!this.isClosed) this.emit('error', new FerryError('TRANSPORT', error.message, { cause: error }));
+  };
+
+  private readonly onClose = (): void => {
+    if (this.isClosed) return;
+    this.isClosed = true;
+    if (this.drainPoll) clearInterval(this.drainPoll);
+    this.channel.removeEventListener('bufferedamountlow', this.onLow);
+    this.peer.off('data', this.onData);
+    this.peer.off('error', this.onError);
+    this.emit('close');
+  };
+}
+
+/** The `a=fingerprint:` of an SDP ("sha-256 AB:CD:..."); the handshake binds both into its prologue. */
+export function sdpFingerprint(sdp: string | undefined): string {
+  const match = sdp && /^a=fingerprint:(\S+) ([0-9A-Fa-f:]+)\s*$/m.exec(sdp);
+  if (!match) throw new FerryError('TRANSPORT', 'session description carries no DTLS fingerprint');
+  return `${match[1]!.toLowerCase()} ${match[2]!.toUpperCase()}`;
+}

@@ -1,0 +1,121 @@
+import { createHash } from 'node:crypto';
+import {
+  createNodeMesh,
+  deriveAccount,
+  type MeshNetwork,
+  MINIMUM_ACCOUNT_DESCRIPTOR,
+  type PeerMessage,
+} from '@ferry/core/node';
+import { createSignalingServer, type SignalingServer } from '@ferry/server';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+const PASSPHRASE = 'mesh test passphrase correct horse';
+let server: SignalingServer;
+let accountKey: Uint8Array;
+const meshes: MeshNetwork[] = [];
+
+beforeAll(async () => {
+  server = await createSignalingServer({ host: '127.0.0.1', port: 0 });
+  accountKey = (await deriveAccount(PASSPHRASE, MINIMUM_ACCOUNT_DESCRIPTOR)).key;
+});
+
+afterAll(async () => {
+  await Promise.all(meshes.map((mesh) => mesh.close()));
+  await server.close();
+});
+
+function device(clientId: string, key = accountKey): MeshNetwork {
+  const mesh = createNodeMesh({
+    clientId,
+    accountKey: key,
+    signalingUrls: [server.url],
+    reconnect: { initialDelayMs: 50, maxDelayMs: 500 },
+  });
+  mesh.on('error', () => {}); // failures are asserted through events and state below
+  meshes.push(mesh);
+  return mesh;
+}
+
+const connectedTo = (mesh: MeshNetwork, peerId: string) =>
+  new Promise<void>((resolve) => {
+    if (mesh.connectedPeers().includes(peerId)) return resolve();
+    const onPeer = (id: string) => {
+      if (id === peerId) {
+        mesh.off('peer-connected', onPeer);
+        resolve();
+      }
+    };
+    mesh.on('peer-connected', onPeer);
+  });
+
+const nextMessage = (mesh: MeshNetwork, op: string) =>
+  new Promise<{ from: string; message: PeerMessage }>((resolve) => {
+    const onMessage = (from: string, message: PeerMessage) => {
+      if (message.op === op) {
+        mesh.off('message', onMessage);
+        resolve({ from, message });
+      }
+    };
+    mesh.on('message', onMessage);
+  });
+
+const message = (op: string, data: unknown): PeerMessage => ({
+  op,
+  data,
+  timestamp: Date.now(),
+  id: crypto.randomUUID(),
+});
+
+describe('MeshNetwork over real WebRTC and a real signaling server', () => {
+  it('connects three devices pairwise and carries messages both ways, including 10 MiB', async () => {
+    const [a, b, c] = [device('device-a'), device('device-b'), device('device-c')];
+    await Promise.all([
+      connectedTo(a, 'device-b'),
+      connectedTo(a, 'device-c'),
+      connectedTo(b, 'device-a'),
+      connectedTo(b, 'device-c'),
+      connectedTo(c, 'device-a'),
+      connectedTo(c, 'device-b'),
+    ]);
+    expect(a.connectedPeers().sort()).toEqual(['device-b', 'device-c']);
+
+    const atC = nextMessage(c, 'TEST_HELLO');
+    await a.send('device-c', message('TEST_HELLO', { text: 'hi from a' }));
+    expect((await atC).from).toBe('device-a');
+    expect((await atC).message.data).toEqual({ text: 'hi from a' });
+
+    const big = 'x'.repeat(10 * 1024 * 1024);
+    const atA = nextMessage(a, 'TEST_BIG');
+    await b.send('device-a', message('TEST_BIG', big));
+    const received = (await atA).message.data as string;
+    expect(createHash('sha256').update(received).digest('hex')).toBe(
+      createHash('sha256').update(big).digest('hex'),
+    );
+    expect(a.session('device-b')?.sessionId).toBe(b.session('device-a')?.sessionId);
+  });
+
+  it('never gives a session to a device with the wrong passphrase', async () => {
+    const wrong = (await deriveAccount('a different passphrase entirely', MINIMUM_ACCOUNT_DESCRIPTOR)).key;
+    const honest = device('device-h');
+    const intruder = device('device-0', wrong); // different key: different room, and a different PSK
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    expect(intruder.connectedPeers()).toEqual([]);
+    expect(honest.connectedPeers()).not.toContain('device-0');
+    await expect(intruder.send('device-h', message('TEST', 1))).rejects.toMatchObject({ code: 'CLOSED' });
+  });
+
+  it('reconnects by itself after the connection drops', async () => {
+    const [d, e] = [device('device-d'), device('device-e')];
+    await Promise.all([connectedTo(d, 'device-e'), connectedTo(e, 'device-d')]);
+    const firstSession = d.session('device-e')!.sessionId;
+    const dropped = new Promise((resolve) => d.once('peer-disconnected', resolve));
+    e.session('device-d')!.close('simulated drop');
+    await dropped;
+    await connectedTo(d, 'device-e');
+    await connectedTo(e, 'device-d');
+    expect(d.session('device-e')!.sessionId).not.toBe(firstSession);
+    const atE = nextMessage(e, 'TEST_AFTER');
+    await d.send('device-e', message('TEST_AFTER', 'still here'));
+    expect((await atE).message.data).toBe('still here');
+  });
+});
