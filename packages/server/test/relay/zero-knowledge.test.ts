@@ -17,7 +17,7 @@ function forms(secret: Uint8Array): Uint8Array[] {
 }
 
 function contains(haystack: Uint8Array, needle: Uint8Array): boolean {
-  return Buffer.from(haystack.buffer, haystack.byteOffset, haystack.byteLength).includes(needle);
+  return Buffer.from(haystack.buffer, haystack.byteOffset, haystack.byteLength).includes(Buffer.from(needle));
 }
 
 /** Every row of every relay table, each value as bytes (text as UTF-8, bytea as is). */
