@@ -18,8 +18,10 @@ interface SimplePeerInternals {
 
 /**
  * A connected simple-peer data channel as a Transport. Flow control reads the data channel's own
- * `bufferedAmount` and `bufferedamountlow` event: simple-peer's stream backpressure lags, and
- * @roamhq/wrtc silently drops messages once about 16 MiB are queued.
+ * `bufferedAmount`: simple-peer's stream backpressure lags, and @roamhq/wrtc silently drops messages
+ * once about 16 MiB are queued. @roamhq/wrtc also updates `bufferedAmount` only on a later event-loop
+ * turn and never fires `bufferedamountlow`, so bytes sent in the current turn are counted here, and
+ * `drain` comes from a short poll (or the event, where the implementation has it).
  */
 export class SimplePeerTransport extends EventEmitter<TransportEvents> implements Transport {
   readonly maxMessageSize: number;
@@ -28,6 +30,8 @@ export class SimplePeerTransport extends EventEmitter<TransportEvents> implement
   readonly remoteFingerprint: string;
   private readonly channel: RTCDataChannel;
   private isClosed = false;
+  private sentThisTurn = 0;
+  private turnReset: ReturnType<typeof setTimeout> | undefined;
   private drainPoll: ReturnType<typeof setInterval> | undefined;
 
   constructor(
@@ -53,7 +57,7 @@ export class SimplePeerTransport extends EventEmitter<TransportEvents> implement
   }
 
   get bufferedAmount(): number {
-    return this.isClosed ? 0 : this.channel.bufferedAmount;
+    return this.isClosed ? 0 : this.channel.bufferedAmount + this.sentThisTurn;
   }
 
   get closed(): boolean {
@@ -70,11 +74,15 @@ export class SimplePeerTransport extends EventEmitter<TransportEvents> implement
     } catch (cause) {
       throw new FerryError('TRANSPORT', 'data channel refused the message', { cause });
     }
-    // Some WebRTC builds fire bufferedamountlow late or never: poll while above the mark.
-    if (!this.drainPoll && this.channel.bufferedAmount > this.lowWaterMark) {
+    this.sentThisTurn += data.length;
+    this.turnReset ??= setTimeout(() => {
+      this.sentThisTurn = 0;
+      this.turnReset = undefined;
+    }, 0);
+    if (!this.drainPoll && this.bufferedAmount > this.lowWaterMark) {
       this.drainPoll = setInterval(() => {
-        if (this.isClosed || this.channel.bufferedAmount <= this.lowWaterMark) this.onLow();
-      }, 5);
+        if (this.isClosed || this.bufferedAmount <= this.lowWaterMark) this.onLow();
+      }, 2);
     }
   }
 
@@ -105,6 +113,8 @@ export class SimplePeerTransport extends EventEmitter<TransportEvents> implement
     if (this.isClosed) return;
     this.isClosed = true;
     if (this.drainPoll) clearInterval(this.drainPoll);
+    clearTimeout(this.turnReset);
+    this.sentThisTurn = 0;
     this.channel.removeEventListener('bufferedamountlow', this.onLow);
     this.peer.off('data', this.onData);
     this.peer.off('error', this.onError);

@@ -7,7 +7,9 @@ import {
   type PeerMessage,
 } from '@ferry/core/node';
 import { createSignalingServer, type SignalingServer } from '@ferry/server';
+import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { runNetworkConformance } from '../network-conformance.js';
 
 const PASSPHRASE = 'mesh test passphrase correct horse';
 let server: SignalingServer;
@@ -15,7 +17,7 @@ let accountKey: Uint8Array;
 const meshes: MeshNetwork[] = [];
 
 beforeAll(async () => {
-  server = await createSignalingServer({ host: '127.0.0.1', port: 0 });
+  server = await createSignalingServer({ host: '127.0.0.1', port: 0, logger: pino({ level: 'silent' }) });
   accountKey = (await deriveAccount(PASSPHRASE, MINIMUM_ACCOUNT_DESCRIPTOR)).key;
 });
 
@@ -118,4 +120,25 @@ describe('MeshNetwork over real WebRTC and a real signaling server', () => {
     await d.send('device-e', message('TEST_AFTER', 'still here'));
     expect((await atE).message.data).toBe('still here');
   });
+});
+
+runNetworkConformance('MeshNetwork (WebRTC, real signaling)', async () => {
+  const devices: MeshNetwork[] = [];
+  const harnessKey = crypto.getRandomValues(new Uint8Array(32)); // a fresh account (room) per test
+  return {
+    addDevice: async (clientId) => {
+      const mesh = device(clientId, harnessKey);
+      devices.push(mesh);
+      return mesh;
+    },
+    // An abrupt drop: the WebRTC connections die without a goodbye, the signaling socket too.
+    dropDevice: async (network) => {
+      const mesh = network as MeshNetwork;
+      for (const peerId of mesh.connectedPeers()) mesh.session(peerId)?.close('dropped');
+      await mesh.close();
+    },
+    close: async () => {
+      await Promise.all(devices.map((d) => d.close()));
+    },
+  };
 });

@@ -1,0 +1,164 @@
+import { createHash } from 'node:crypto';
+import { describe, expect, it } from 'vitest';
+import { deriveSubkey } from '../../src/crypto/subkeys.js';
+import type { PeerMessage } from '../../src/network/types.js';
+import { nodeChaChaPoly } from '../../src/node.js';
+import { PeerSession, type PeerSessionOptions } from '../../src/session/peer-session.js';
+import { createMemoryTransportPair, type MemoryTransportOptions } from '../../src/transport/memory.js';
+import { SimplePeerTransport } from '../../src/transport/simple-peer.js';
+import type { Transport } from '../../src/transport/types.js';
+import { connectedSimplePeers } from '../support/webrtc.js';
+
+const psk = deriveSubkey(new Uint8Array(32).fill(7), 'handshakePsk');
+const base = { psk, roomId: 'room-1' };
+
+async function sessionPair(
+  transports: [Transport, Transport] = createMemoryTransportPair(),
+  extra: Partial<PeerSessionOptions> = {},
+): Promise<[PeerSession, PeerSession, Transport, Transport]> {
+  const [ta, tb] = transports;
+  const [a, b] = await Promise.all([
+    PeerSession.open(ta, { ...base, ...extra, initiator: true, localClientId: 'alice' }),
+    PeerSession.open(tb, { ...base, ...extra, initiator: false, localClientId: 'bob' }),
+  ]);
+  return [a, b, ta, tb];
+}
+
+const msg = (op: string, data: unknown): PeerMessage => ({
+  op,
+  data,
+  timestamp: Date.now(),
+  id: crypto.randomUUID(),
+});
+const received = (session: PeerSession, count: number) =>
+  new Promise<PeerMessage[]>((resolve) => {
+    const got: PeerMessage[] = [];
+    session.on('message', (m) => {
+      got.push(m);
+      if (got.length === count) resolve(got);
+    });
+  });
+const sha = (text: string) => createHash('sha256').update(text).digest('hex');
+
+describe('PeerSession', () => {
+  it('authenticates both sides and carries messages of any size both ways, in order', async () => {
+    const [a, b] = await sessionPair();
+    expect(a.remoteClientId).toBe('bob');
+    expect(b.remoteClientId).toBe('alice');
+    expect(a.sessionId).toBe(b.sessionId);
+    const big = 'y'.repeat(5 * 1024 * 1024 + 17);
+    const atB = received(b, 3);
+    await Promise.all([a.send(msg('DB_X', 1)), a.send(msg('DB_BIG', big)), a.send(msg('DB_X', 2))]);
+    const got = await atB;
+    expect(got.map((m) => m.op)).toEqual(['DB_X', 'DB_BIG', 'DB_X']);
+    expect(sha(got[1]!.data as string)).toBe(sha(big));
+    const atA = received(a, 1);
+    await b.send(msg('AI_TOKEN', 'hello'));
+    expect((await atA)[0]!.data).toBe('hello');
+    a.close();
+  });
+
+  it('lets a control or AI message overtake a long sync transfer (priority lanes)', async () => {
+    // A slow link: few messages per event-loop turn, so the sync transfer is still running.
+    const [a, b] = await sessionPair(createMemoryTransportPair({ messagesPerTurn: 4 }));
+    const order: string[] = [];
+    const both = received(b, 2);
+    b.on('message', (m) => order.push(m.op));
+    const bulk = a.send(msg('DB_BULK', 'z'.repeat(4 * 1024 * 1024)));
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    await a.send(msg('AI_STREAM_DATA', 'token'));
+    await Promise.all([bulk, both]);
+    expect(order).toEqual(['AI_STREAM_DATA', 'DB_BULK']);
+    a.close();
+  });
+
+  it('rejects and counts replayed, reordered and tampered frames, and keeps going', async () => {
+    const [ta, tb] = createMemoryTransportPair();
+    const captured: Uint8Array[] = [];
+    tb.on('message', (frame) => captured.push(frame.slice()));
+    const [a, b] = await sessionPair([ta, tb]);
+    const errors: string[] = [];
+    b.on('error', (e) => errors.push(e.code));
+    const first = received(b, 2);
+    await a.send(msg('DB_ONE', 1));
+    await a.send(msg('DB_TWO', 2));
+    await first;
+    const replayed = captured.at(-1)!;
+    const tampered = captured.at(-1)!.slice();
+    tampered[tampered.length - 1]! ^= 1;
+    tb.emit('message', replayed); // a replay of an authentic frame
+    tb.emit('message', tampered); // a forgery
+    const later = received(b, 1);
+    await a.send(msg('DB_THREE', 3));
+    expect((await later)[0]!.op).toBe('DB_THREE');
+    expect(errors).toEqual(['REPLAY', 'DECRYPT_FAILED']);
+    expect(b.stats.rejectedReplay).toBe(1);
+    expect(b.stats.rejectedTampered).toBe(1);
+    a.close();
+  });
+
+  it('fails the handshake when a hostile signaling server rewrote the DTLS fingerprints: no data passes', async () => {
+    const rewritten: MemoryTransportOptions['fingerprints'] = {
+      a: { local: 'sha-256 AA', remote: 'sha-256 EVIL' }, // alice sees the attacker's certificate
+      b: { local: 'sha-256 BB', remote: 'sha-256 AA' },
+    };
+    const [ta, tb] = createMemoryTransportPair({ fingerprints: rewritten });
+    const results = await Promise.allSettled([
+      PeerSession.open(ta, { ...base, initiator: true, localClientId: 'alice', timeoutMs: 2000 }),
+      PeerSession.open(tb, { ...base, initiator: false, localClientId: 'bob', timeoutMs: 2000 }),
+    ]);
+    for (const result of results) {
+      expect(result.status).toBe('rejected');
+      expect((result as PromiseRejectedResult).reason.code).toBe('HANDSHAKE_FAILED');
+    }
+    expect(ta.closed && tb.closed).toBe(true);
+  });
+
+  it('refuses messages above the limit, and closes a session whose peer announces one', async () => {
+    const [a, b] = await sessionPair(createMemoryTransportPair(), { maxMessageBytes: 1024 * 1024 });
+    await expect(a.send(msg('DB_HUGE', 'x'.repeat(2 * 1024 * 1024)))).rejects.toMatchObject({
+      code: 'TOO_LARGE',
+    });
+    a.close();
+    b.close();
+
+    // A peer configured with a larger limit announces a message this side refuses: a protocol violation.
+    const [ta, tb] = createMemoryTransportPair();
+    const [big, small] = await Promise.all([
+      PeerSession.open(ta, { ...base, initiator: true, localClientId: 'alice' }),
+      PeerSession.open(tb, { ...base, initiator: false, localClientId: 'bob', maxMessageBytes: 1024 * 1024 }),
+    ]);
+    const closed = new Promise<string>((resolve) => small.on('close', resolve));
+    await big.send(msg('DB_HUGE', 'x'.repeat(2 * 1024 * 1024))).catch(() => {});
+    expect(await closed).toMatch(/protocol violation: announced message of \d+ bytes exceeds 1048576/);
+  });
+
+  it('ends a session whose peer falls silent (keepalive), and emits close once', async () => {
+    const [ta, tb] = createMemoryTransportPair();
+    const [a, b] = await sessionPair([ta, tb], { keepaliveIntervalMs: 50, keepaliveTimeoutMs: 300 });
+    const reasons: string[] = [];
+    const closed = new Promise<void>((resolve) =>
+      b.on('close', (reason) => (reasons.push(reason), resolve())),
+    );
+    tb.removeAllListeners('message'); // b hears nothing more from a
+    await closed;
+    expect(reasons).toHaveLength(1);
+    expect(reasons[0]).toMatch(/no frame from alice/);
+    await expect(b.send(msg('DB_X', 1))).rejects.toMatchObject({ code: 'CLOSED' });
+    a.close();
+  });
+
+  it('carries 40 MiB over real WebRTC without loss while small messages keep flowing', async () => {
+    const [p, q] = await connectedSimplePeers();
+    const [a, b] = await sessionPair([new SimplePeerTransport(p), new SimplePeerTransport(q)], {
+      aead: nodeChaChaPoly,
+    });
+    const big = 'w'.repeat(40 * 1024 * 1024);
+    const atB = received(b, 2);
+    await Promise.all([a.send(msg('DB_BIG', big)), a.send(msg('AI_STREAM_DATA', 'tok'))]);
+    const got = await atB;
+    expect(got.map((m) => m.op)).toEqual(['AI_STREAM_DATA', 'DB_BIG']);
+    expect(sha(got[1]!.data as string)).toBe(sha(big));
+    a.close();
+  }, 60_000);
+});
