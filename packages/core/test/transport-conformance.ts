@@ -28,11 +28,11 @@ export function runTransportConformance(
       const sizes = [1, 2, 100, 1000, a.maxMessageSize - 1, a.maxMessageSize];
       const atB = collect(b, sizes.length);
       const atA = collect(a, 1);
-      sizes.forEach((size, i) => a.send(new Uint8Array(size).fill(i + 1)));
+      for (const [i, size] of sizes.entries()) a.send(new Uint8Array(size).fill(i + 1));
       b.send(new Uint8Array([42]));
       const received = await atB;
       expect(received.map((m) => m.length)).toEqual(sizes);
-      received.forEach((m, i) => expect(m.every((byte) => byte === i + 1)).toBe(true));
+      for (const [i, m] of received.entries()) expect(m.every((byte) => byte === i + 1)).toBe(true);
       expect(await atA).toEqual([new Uint8Array([42])]);
       a.close();
     });
