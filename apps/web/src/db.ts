@@ -1,5 +1,8 @@
-import { createRxDatabase, type RxCollection, type RxDatabase, type RxJsonSchema } from 'rxdb';
+import { addRxPlugin, createRxDatabase, type RxCollection, type RxDatabase, type RxJsonSchema } from 'rxdb';
+import { RxDBLocalDocumentsPlugin } from 'rxdb/plugins/local-documents';
 import { getRxStorageDexie } from 'rxdb/plugins/storage-dexie';
+
+addRxPlugin(RxDBLocalDocumentsPlugin);
 
 export interface Todo {
   id: string;
@@ -37,6 +40,8 @@ export async function openTodoDatabase(accountTag: string): Promise<TodoDatabase
     storage: getRxStorageDexie(),
     // One tab per device (main.ts holds a Web Lock), so no cross-tab leader election is needed.
     multiInstance: false,
+    // Device state that is not a todo (the diff-server client's keys and counters) lives here too.
+    localDocuments: true,
   });
   await db.addCollections({ todos: { schema: todoSchema } });
   return db;

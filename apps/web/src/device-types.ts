@@ -13,7 +13,7 @@ export interface Device {
   /** Models the account's connected devices serve right now. */
   listModels(): Promise<PeerModel[]>;
   /** Streams a reply from a peer's model, text delta by text delta. Abort stops the peer's engine. */
-  ask(model: PeerModel, prompt: string, signal: AbortSignal): AsyncIterable<string>;
+  ask(model: PeerModel, prompt: string, signal: AbortSignal): ChatReply;
   close(): Promise<void>;
 }
 
@@ -43,4 +43,9 @@ export interface ConflictView {
 export interface PeerModel {
   peerId: string;
   modelId: string;
+}
+
+/** Iterate for text deltas; `result` settles once the whole reply arrived and was checked. */
+export interface ChatReply extends AsyncIterable<string> {
+  readonly result: Promise<{ completionTokens: number; finishReason: string }>;
 }

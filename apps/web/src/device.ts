@@ -1,45 +1,120 @@
-import { deriveAccount, FerryError } from '@ferry/core';
+import { askPeer, listPeerModels } from '@ferry/ai';
+import { deriveAccount, FerryError, MeshNetwork, RelayClient } from '@ferry/core';
 import { BehaviorSubject } from 'rxjs';
 import { openTodoDatabase } from './db.js';
-import type { ConflictView, Device, DeviceStatus } from './device-types.js';
+import type { ChatReply, ConflictView, Device, DeviceStatus, PeerModel } from './device-types.js';
 import { newId } from './ids.js';
+import { LocalDocumentRelayStateStore } from './relay-state.js';
 
 export interface OpenDeviceOptions {
   /** URL the page was loaded from: the Ferry server that served it also runs signaling and the diff server. */
   origin: string;
 }
 
+/** A reply may not be longer than this many tokens (the demo models are small). */
+const MAX_REPLY_TOKENS = 256;
+
 /**
- * Signs this browser in as one device of the account the passphrase names.
- * Network wiring (signaling, peer sessions, diff relay, replication, AI) is added as those libraries land.
+ * Signs this browser in as one device of the account the passphrase names: derives the account key,
+ * opens this device's database, joins the account's devices through the signaling server, and keeps
+ * the diff server as the mailbox for devices that are away.
  */
-export async function openDevice(passphrase: string, _options: OpenDeviceOptions): Promise<Device> {
+export async function openDevice(passphrase: string, options: OpenDeviceOptions): Promise<Device> {
   const account = await deriveAccount(passphrase);
-  const release = await claimThisTab(account.accountId);
+  const cleanup: Array<() => unknown> = [await claimThisTab(account.accountId)];
+  const close = async () => {
+    for (const step of cleanup.splice(0).reverse()) await step();
+  };
   try {
     const clientId = deviceClientId(account.accountId);
     const db = await openTodoDatabase(account.accountId);
-    const status$ = new BehaviorSubject<DeviceStatus>({ signaling: 'offline', peers: [], pendingRelay: 0 });
+    cleanup.push(() => db.close());
+    const urls = serverUrls(options.origin);
+
+    const network = new MeshNetwork({ clientId, accountKey: account.key, signalingUrls: [urls.signaling] });
+    cleanup.push(() => network.close());
+    const relay = new RelayClient({
+      url: urls.relay,
+      accountKey: account.key,
+      clientId,
+      state: new LocalDocumentRelayStateStore(db),
+    });
+
+    const status$ = new BehaviorSubject<DeviceStatus>({
+      signaling: 'connecting',
+      peers: [],
+      pendingRelay: 0,
+    });
+    const update = (change: Partial<DeviceStatus>) => status$.next({ ...status$.value, ...change });
+    const onPeers = () => update({ peers: network.connectedPeers().sort() });
+    network.on('peer-connected', onPeers);
+    network.on('peer-disconnected', onPeers);
+    network.on('error', (error) => update({ lastError: error.message }));
+    network.signaling.on('connected', () => update({ signaling: 'online' }));
+    network.signaling.on('disconnected', () => update({ signaling: 'offline' }));
+    relay.on('gap', (gap) =>
+      update({
+        lastError: `the diff server withheld diffs ${gap.from}-${gap.to} from ${gap.senderClientId}`,
+      }),
+    );
+    cleanup.push(() => status$.complete());
+
     const conflicts$ = new BehaviorSubject<ConflictView[]>([]);
+    cleanup.push(() => conflicts$.complete());
+
     return {
       accountTag: account.accountId,
       clientId,
       todos: db.todos,
       status$,
       conflicts$,
-      listModels: async () => [],
-      ask: () => {
-        throw new FerryError('CLOSED', 'no peer connection yet');
-      },
-      close: async () => {
-        await db.close();
-        release();
-      },
+      listModels: () => listModels(network),
+      ask: (model, prompt, signal) => ask(network, model, prompt, signal),
+      close,
     };
   } catch (error) {
-    release();
+    await close();
     throw error;
   }
+}
+
+/** Same origin as the page: the diff server at its base path, signaling at `signal` below it. */
+function serverUrls(origin: string): { relay: string; signaling: string } {
+  const base = new URL('.', origin);
+  const signaling = new URL('signal', base);
+  signaling.protocol = base.protocol === 'https:' ? 'wss:' : 'ws:';
+  return { relay: base.href, signaling: signaling.href };
+}
+
+async function listModels(network: MeshNetwork): Promise<PeerModel[]> {
+  const perPeer = await Promise.all(
+    network.connectedPeers().map(async (peerId) => {
+      // A peer that serves nothing (or an older build that does not answer) is simply left out.
+      const models = await listPeerModels(network, peerId, { timeoutMs: 5_000 }).catch(() => []);
+      return models.map((model) => ({ peerId, modelId: model.id }));
+    }),
+  );
+  return perPeer.flat();
+}
+
+function ask(network: MeshNetwork, model: PeerModel, prompt: string, signal: AbortSignal): ChatReply {
+  const stream = askPeer(
+    network,
+    model.peerId,
+    {
+      modelId: model.modelId,
+      messages: [{ role: 'user', content: prompt }],
+      params: { maxTokens: MAX_REPLY_TOKENS },
+    },
+    { signal },
+  );
+  return {
+    [Symbol.asyncIterator]: () => stream[Symbol.asyncIterator](),
+    result: stream.result.then((result) => ({
+      completionTokens: result.usage.completionTokens,
+      finishReason: result.finishReason,
+    })),
+  };
 }
 
 /**

@@ -64,13 +64,11 @@ export function mountChat(container: HTMLElement, device: Device): () => void {
     stop.disabled = false;
     output.textContent = '';
     setState('streaming', `${model.modelId} is answering…`);
-    let tokens = 0;
     try {
-      for await (const delta of device.ask(model, text, running.signal)) {
-        output.textContent += delta;
-        tokens++;
-      }
-      setState('done', `Done: ${tokens} chunks from ${shortId(model.peerId)}.`);
+      const reply = device.ask(model, text, running.signal);
+      for await (const delta of reply) output.textContent += delta;
+      const { completionTokens, finishReason } = await reply.result;
+      setState('done', `Done: ${completionTokens} tokens from ${shortId(model.peerId)} (${finishReason}).`);
     } catch (error) {
       if (running.signal.aborted) setState('stopped', 'Stopped.');
       else setState('error', `The stream failed: ${message(error)}`);
