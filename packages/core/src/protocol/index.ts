@@ -1,1 +1,6 @@
-export {};
+export * from './envelope.js';
+export * from './message.js';
+export * from './ops/db.js';
+export * from './ops/relay.js';
+export * from './ops/session.js';
+export * from './registry.js';

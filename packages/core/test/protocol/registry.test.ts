@@ -1,0 +1,111 @@
+import { Type } from '@sinclair/typebox';
+import { describe, expect, it } from 'vitest';
+import {
+  createPeerMessage,
+  DB_OPS,
+  defineOp,
+  defineOps,
+  getOp,
+  hasOp,
+  isFerryError,
+  listOps,
+  type OpData,
+  RELAY_OPS,
+  SchemaMismatchError,
+  SESSION_OPS,
+  validateOpData,
+} from '../../src/index.js';
+import { PushDiffRequestSchema } from '../../src/relay/wire.js';
+
+const push: OpData<'DB_DIFF_PUSH'> = {
+  collection: 'todos',
+  changes: [{ id: 'a', deleted: false, doc: { title: 'x' }, meta: { hlc: '1-0-c1' } }],
+  baseVersion: '0',
+  newVersion: '1',
+};
+
+describe('operation registry', () => {
+  it('defines every core operation once, on its lane', () => {
+    const lanes = Object.fromEntries(listOps().map((op) => [op.name, op.lane]));
+    for (const name of Object.keys(DB_OPS)) expect(lanes[name]).toBe('sync');
+    for (const name of Object.keys(RELAY_OPS)) expect(lanes[name]).toBe('sync');
+    for (const name of Object.keys(SESSION_OPS)) expect(lanes[name]).toBe('control');
+    expect(Object.keys(lanes)).toEqual(
+      expect.arrayContaining([
+        'DB_SYNC_INIT',
+        'DB_DIFF_PUSH',
+        'DB_DIFF_ACK',
+        'DB_DIFF_NACK',
+        'DB_CONFLICT_RESOLVE',
+        'DB_DIFF_PUSH_SERVER',
+        'DB_DIFF_PULL_SERVER',
+        'DB_DIFF_ACK_SERVER',
+        'SESSION_PING',
+        'SESSION_PONG',
+        'SESSION_CLOSE',
+        'SESSION_ERROR',
+      ]),
+    );
+    for (const op of listOps()) expect(op.description.length, op.name).toBeGreaterThan(10);
+  });
+
+  it('re-uses the diff server body schemas for the relay operations', () => {
+    expect(getOp('DB_DIFF_PUSH_SERVER').data).toBe(PushDiffRequestSchema);
+  });
+
+  it('looks operations up by name; an unknown name is UNKNOWN_OP', () => {
+    expect(getOp('DB_DIFF_PUSH')).toBe(DB_OPS.DB_DIFF_PUSH);
+    expect(hasOp('NOPE')).toBe(false);
+    expect(() => getOp('NOPE')).toThrow(expect.objectContaining({ code: 'UNKNOWN_OP' }));
+    expect(() => validateOpData('NOPE', {})).toThrow(expect.objectContaining({ code: 'UNKNOWN_OP' }));
+  });
+
+  it('validates data and names the JSON path of the first bad value', () => {
+    expect(() => validateOpData('DB_DIFF_PUSH', push)).not.toThrow();
+    const bad = { ...push, changes: [{ id: 7, deleted: false }] };
+    try {
+      validateOpData('DB_DIFF_PUSH', bad);
+      expect.unreachable();
+    } catch (error) {
+      expect(error).toBeInstanceOf(SchemaMismatchError);
+      expect((error as SchemaMismatchError).path).toBe('/data/changes/0/id');
+      expect((error as SchemaMismatchError).message).toContain('/data/changes/0/id');
+    }
+    expect(() => validateOpData('DB_SYNC_INIT', { collection: 'todos' })).toThrow(
+      expect.objectContaining({ code: 'SCHEMA_MISMATCH', path: '/data/checkpoint' }),
+    );
+    expect(() => validateOpData('DB_SYNC_INIT', { collection: 'todos', checkpoint: null })).not.toThrow();
+  });
+
+  it('lets another module define its operations at import time, idempotently', () => {
+    const schemas = { TEST_REGISTRY_HELLO: Type.Object({ n: Type.Integer() }, { description: 'hello' }) };
+    const defs = defineOps('ai', schemas);
+    expect(defs.TEST_REGISTRY_HELLO).toMatchObject({
+      name: 'TEST_REGISTRY_HELLO',
+      lane: 'ai',
+      description: 'hello',
+    });
+    // Evaluating the same module twice (two bundles) returns the first definition.
+    expect(defineOps('ai', schemas).TEST_REGISTRY_HELLO).toBe(defs.TEST_REGISTRY_HELLO);
+    expect(() =>
+      defineOp('TEST_REGISTRY_HELLO', { lane: 'sync', data: Type.Null(), description: 'x' }),
+    ).toThrow(expect.objectContaining({ code: 'INTERNAL' }));
+    expect(() => defineOp('lower_case', { lane: 'sync', data: Type.Null(), description: 'x' })).toThrow(
+      expect.objectContaining({ code: 'INTERNAL' }),
+    );
+  });
+
+  it('builds checked messages with a timestamp and a fresh id', () => {
+    const a = createPeerMessage('DB_DIFF_PUSH', push);
+    const b = createPeerMessage('DB_DIFF_PUSH', push);
+    expect(a.id).not.toBe(b.id);
+    expect(a.timestamp).toBeGreaterThan(0);
+    let caught: unknown;
+    try {
+      createPeerMessage('SESSION_CLOSE', { reason: 1 } as unknown as OpData<'SESSION_CLOSE'>);
+    } catch (error) {
+      caught = error;
+    }
+    expect(isFerryError(caught, 'SCHEMA_MISMATCH')).toBe(true);
+  });
+});
