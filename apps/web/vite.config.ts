@@ -1,6 +1,11 @@
 import { fileURLToPath } from 'node:url';
 import { defineConfig } from 'vite';
 import { nodePolyfills } from 'vite-plugin-node-polyfills';
+import { DEFAULT_SIGNALING_PATH } from '../../packages/core/src/protocol/signaling.js';
+import { RELAY_PATHS } from '../../packages/core/src/relay/wire.js';
+
+/** `npm run dev` proxies signaling and the diff server to this Ferry server, so the page keeps one origin. */
+const ferryServer = process.env.FERRY_SERVER_URL ?? 'http://127.0.0.1:8787';
 
 const packageSource = (pkg: string) =>
   fileURLToPath(new URL(`../../packages/${pkg}/src/index.ts`, import.meta.url));
@@ -23,6 +28,12 @@ export default defineConfig({
     // browser packages, in the dev server's pre-bundling and in the production build alike.
     nodePolyfills({ include: ['events', 'buffer'], globals: { Buffer: true, global: true, process: true } }),
   ],
+  server: {
+    proxy: {
+      [DEFAULT_SIGNALING_PATH]: { target: ferryServer, ws: true },
+      ...Object.fromEntries(Object.values(RELAY_PATHS).map((path) => [path, ferryServer])),
+    },
+  },
   build: {
     target: 'es2022',
     sourcemap: true,
