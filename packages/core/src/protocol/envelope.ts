@@ -4,8 +4,7 @@ import { open, seal } from '../crypto/aead.js';
 import { deriveSubkey } from '../crypto/subkeys.js';
 import { FerryError } from '../errors.js';
 import type { PeerMessage } from '../network/types.js';
-import { fromBase64, fromUtf8, toBase64, utf8 } from '../util/bytes.js';
-import { ByteWriter } from './bytes-io.js';
+import { concatBytes, fromBase64, fromUtf8, toBase64, utf8 } from '../util/bytes.js';
 import {
   checkPeerMessage,
   DEFAULT_MAX_MESSAGE_BYTES,
@@ -49,16 +48,20 @@ const checkEnvelopeShape = TypeCompiler.Compile(EnvelopeSchema);
 const AD_LABEL = utf8('ferry/v1/envelope-header');
 
 /**
- * Canonical bytes of the header: a label, then each field in a fixed order as a presence byte and
- * length-prefixed UTF-8, so no two different headers share an encoding.
+ * Canonical bytes of the header: a label, then each field in a fixed order as a 4-byte big-endian
+ * length and its UTF-8 (0xffffffff: an absent sessionId), so no two different headers share an encoding.
  */
 export function envelopeAssociatedData(header: EnvelopeHeader): Uint8Array {
-  const writer = new ByteWriter(128).bytes(AD_LABEL);
-  for (const field of [header.version, header.accountId, header.clientId, header.sessionId, header.type]) {
-    if (field === undefined) writer.byte(0);
-    else writer.byte(1).bytes(utf8(field));
+  const fields = [header.version, header.accountId, header.clientId, header.sessionId, header.type];
+  const parts: Uint8Array[] = [AD_LABEL];
+  for (const field of fields) {
+    const bytes = field === undefined ? undefined : utf8(field);
+    const length = new Uint8Array(4);
+    new DataView(length.buffer).setUint32(0, bytes ? bytes.length : 0xffff_ffff);
+    parts.push(length);
+    if (bytes) parts.push(bytes);
   }
-  return writer.finish();
+  return concatBytes(...parts);
 }
 
 // Deriving costs an HKDF per call; envelopes are opened in bursts with one key.

@@ -1,0 +1,72 @@
+import fc from 'fast-check';
+import type { PeerMessage } from '../../src/index.js';
+
+/** Valid messages of core's operations, with arbitrary JSON where the schemas leave data open. */
+
+const collection = fc.stringMatching(/^[a-z][_$a-z0-9-]{0,20}$/);
+const version = fc.string({ maxLength: 40 });
+const json = fc.jsonValue({ maxDepth: 3 });
+const change = fc.record(
+  { id: fc.string({ minLength: 1, maxLength: 40 }), deleted: fc.boolean(), doc: json, meta: json },
+  { requiredKeys: ['id', 'deleted'] },
+);
+
+const dataByOp: Record<string, fc.Arbitrary<unknown>> = {
+  DB_SYNC_INIT: fc.record(
+    {
+      collection,
+      checkpoint: json,
+      dbVersion: fc.string({ maxLength: 20 }),
+      lastSyncTimestamp: fc.integer({ min: 0, max: 2 ** 45 }),
+    },
+    { requiredKeys: ['collection', 'checkpoint'] },
+  ),
+  DB_DIFF_PUSH: fc.record({
+    collection,
+    changes: fc.array(change, { maxLength: 5 }),
+    baseVersion: version,
+    newVersion: version,
+  }),
+  DB_DIFF_ACK: fc.record(
+    { collection, ackVersion: version, resolvedConflicts: fc.array(json, { maxLength: 3 }) },
+    { requiredKeys: ['collection', 'ackVersion'] },
+  ),
+  DB_DIFF_NACK: fc.record({ collection, baseVersion: version, reason: fc.string(), retryable: fc.boolean() }),
+  DB_CONFLICT_RESOLVE: fc.record({
+    collection,
+    conflicts: fc.array(json, { maxLength: 3 }),
+    clientResolution: fc.array(json, { maxLength: 3 }),
+  }),
+  SESSION_PING: fc.record({ pingId: fc.string({ minLength: 1, maxLength: 64 }) }),
+  SESSION_PONG: fc.record({ pingId: fc.string({ minLength: 1, maxLength: 64 }) }),
+  SESSION_CLOSE: fc.record({ reason: fc.string({ maxLength: 200 }) }),
+  SESSION_ERROR: fc.record(
+    { code: fc.string({ maxLength: 64 }), message: fc.string(), inReplyTo: fc.string({ maxLength: 128 }) },
+    { requiredKeys: ['code', 'message'] },
+  ),
+};
+
+export const peerMessage: fc.Arbitrary<PeerMessage> = fc.constantFrom(...Object.keys(dataByOp)).chain((op) =>
+  fc.record({
+    op: fc.constant(op),
+    data: dataByOp[op]!,
+    timestamp: fc.oneof(
+      fc.integer({ min: 0, max: 2 ** 48 }),
+      fc.double({ noNaN: true, noDefaultInfinity: true }),
+    ),
+    id: fc.string({ minLength: 1, maxLength: 128 }),
+  }),
+);
+
+/** Header text: 1..256 characters, any Unicode. */
+export const headerText = fc.string({ minLength: 1, maxLength: 60, unit: 'binary' });
+
+export const address = fc.record(
+  { accountId: headerText, clientId: headerText, sessionId: headerText },
+  { requiredKeys: ['accountId', 'clientId'] },
+);
+
+export const key = fc.uint8Array({ minLength: 32, maxLength: 32 });
+
+/** What a JSON round trip makes of a value (-0 becomes 0, undefined keys vanish). */
+export const viaJson = <T>(value: T): T => JSON.parse(JSON.stringify(value)) as T;
