@@ -1,4 +1,5 @@
 export * from './envelope.js';
+export * from './json-schema.js';
 export * from './message.js';
 export * from './ops/db.js';
 export * from './ops/relay.js';

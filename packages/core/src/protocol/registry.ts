@@ -85,7 +85,7 @@ export function defineOp<Name extends string, Data extends TSchema>(
   });
   const existing = registry.get(name);
   if (existing) {
-    // The same module evaluated twice (two bundles, hot reload) is harmless; a different definition is not.
+    // The same module evaluated twice (two bundles, hot reload) is harmless; a different lane or schema is not.
     if (sameDefinition(existing.definition, definition))
       return existing.definition as OpDefinition<Name, Data>;
     throw new FerryError('INTERNAL', `operation ${name} is already defined differently`);
@@ -108,10 +108,9 @@ export function defineOps<const Specs extends Record<string, OpSpec>>(
   return out as OpDefinitions<Specs>;
 }
 
+/** Descriptions are documentation: a re-definition without one is still the same operation. */
 function sameDefinition(a: OpDefinition, b: OpDefinition): boolean {
-  return (
-    a.lane === b.lane && a.description === b.description && JSON.stringify(a.data) === JSON.stringify(b.data)
-  );
+  return a.lane === b.lane && JSON.stringify(a.data) === JSON.stringify(b.data);
 }
 
 /** The definition of `name`, or FerryError('UNKNOWN_OP'). */
