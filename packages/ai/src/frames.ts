@@ -96,14 +96,20 @@ export function splitText(text: string, maxChars: number): string[] {
 }
 
 /**
- * Collects tokens for `windowMs` after the first one and sends them as one frame, so frame count
- * and timing follow the clock rather than the tokenizer. While a frame is in flight (the session is
- * applying backpressure) tokens keep accumulating; the engine is never blocked by the network.
+ * Sends at most one frame per `windowMs`, carrying every token produced since the last one, so frame
+ * count and timing follow the clock rather than the tokenizer. A token arriving after a quiet window
+ * goes out at once (slow engines pay no batching delay); tokens arriving faster wait for the window.
+ * While a frame is in flight (session backpressure) tokens keep accumulating: the engine is never
+ * blocked by the network.
  */
 export class TokenBatcher {
   private pending = '';
   private pendingSince = 0;
   private timer: ReturnType<typeof setTimeout> | undefined;
+  private scheduled = false;
+  /** Bumped to invalidate a scheduled send. */
+  private scheduleTicket = 0;
+  private lastSentAt = Number.NEGATIVE_INFINITY;
   private inFlight: Promise<void> | undefined;
   /** The first send failure; later tokens are dropped. */
   failure: unknown;
@@ -138,11 +144,16 @@ export class TokenBatcher {
   }
 
   private schedule(): void {
-    if (this.timer || this.inFlight) return;
-    this.timer = setTimeout(() => {
-      this.timer = undefined;
-      this.sendPending();
-    }, this.windowMs);
+    if (this.scheduled || this.inFlight) return;
+    this.scheduled = true;
+    const ticket = ++this.scheduleTicket;
+    const fire = () => {
+      if (ticket === this.scheduleTicket) this.sendPending();
+    };
+    const wait = this.lastSentAt + this.windowMs - performance.now();
+    // A microtask, not setTimeout(0): timers round up to 1 ms or more.
+    if (wait <= 0) queueMicrotask(fire);
+    else this.timer = setTimeout(fire, wait);
   }
 
   /**
@@ -158,6 +169,7 @@ export class TokenBatcher {
     if (text.length === 0) return;
     const since = this.pendingSince;
     this.pending = this.pending.slice(text.length);
+    this.lastSentAt = performance.now();
     const sending = (async () => {
       for (const piece of splitText(text, this.maxFrameChars)) await this.sendFrame(piece, since);
     })();
@@ -173,6 +185,8 @@ export class TokenBatcher {
   }
 
   private clearTimer(): void {
+    this.scheduleTicket++;
+    this.scheduled = false;
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
   }
