@@ -1,0 +1,415 @@
+import { FerryError } from '@ferry/core';
+import {
+  type BulkWriteRow,
+  createRevision,
+  getChangedDocumentsSince,
+  now,
+  type RxCollection,
+  type RxDocumentData,
+  type RxStorageInstance,
+} from 'rxdb';
+import type { HybridClock } from './hlc.js';
+import { type DocMeta, type MetaStore, versionOf } from './store.js';
+import {
+  type ConflictPolicy,
+  compareVectors,
+  deepEqual,
+  resolveConcurrent,
+  sameContent,
+  stampFields,
+} from './versions.js';
+import type { Change } from './wire.js';
+
+/** Two versions of one document met and neither included the other. */
+export interface FerryConflict {
+  collection: string;
+  id: string;
+  /** This device's version and the one that arrived, and what the policy made of them. */
+  local: Change;
+  remote: Change;
+  resolved: Change;
+  /** The device the remote version came from. */
+  from: string;
+  /** Which rule decided: 'lww', 'fields' or 'handler'. */
+  policy: 'lww' | 'fields' | 'handler';
+}
+
+export interface ApplyOutcome {
+  /** Documents the local schema refused (the rest of the batch was applied). */
+  rejected: Array<{ id: string; error: unknown }>;
+  conflicts: FerryConflict[];
+  /** New versions made by the app's conflict handler: they travel back in DB_CONFLICT_RESOLVE. */
+  created: Array<{ conflict: FerryConflict; resolution: Change }>;
+}
+
+export interface CollectionSyncHost {
+  readonly clock: HybridClock;
+  readonly store: MetaStore;
+  readonly policy: ConflictPolicy;
+  /** New entries in this collection's change log (local writes and applied remote versions). */
+  onVersions(sync: CollectionSync, metas: DocMeta[]): void;
+}
+
+interface Decision {
+  version: Change;
+  via: string;
+  local: boolean;
+  conflict?: FerryConflict;
+  created?: boolean;
+}
+
+type StoredDoc = RxDocumentData<Record<string, unknown>>;
+
+const CONTEXT = 'ferry-replication';
+const SCAN_PAGE = 1000;
+const MAX_APPLY_ATTEMPTS = 8;
+
+/**
+ * One replicated collection on this device: a change log (every version this device holds gets a
+ * fresh, increasing sequence number), local-write detection, and the idempotent application of
+ * remote versions. Every operation runs in one serial queue, so the log and the stored documents
+ * never disagree while a peer is being served.
+ *
+ * Local writes are found by reading the storage's own change feed (getChangedDocumentsSince) from a
+ * persisted checkpoint: a document whose `_rev` is not the one Ferry recorded was written by the app.
+ * Nothing is lost if the process dies between the app's write and Ferry noticing it.
+ */
+export class CollectionSync {
+  readonly primaryPath: string;
+  head = 0;
+  private readonly metas = new Map<string, DocMeta>();
+  private log: Array<{ seq: number; id: string }> = [];
+  private scanCheckpoint: unknown;
+  private queue: Promise<unknown> = Promise.resolve();
+  private readonly storage: RxStorageInstance<Record<string, unknown>, unknown, unknown, unknown>;
+
+  private constructor(
+    readonly name: string,
+    readonly collection: RxCollection,
+    private readonly host: CollectionSyncHost,
+  ) {
+    this.primaryPath = collection.schema.primaryPath as string;
+    this.storage = collection.storageInstance as unknown as typeof this.storage;
+  }
+
+  static async open(
+    name: string,
+    collection: RxCollection,
+    host: CollectionSyncHost,
+  ): Promise<CollectionSync> {
+    const sync = new CollectionSync(name, collection, host);
+    const metas = await host.store.loadMetas(name);
+    metas.sort((a, b) => a.seq - b.seq);
+    for (const meta of metas) {
+      sync.metas.set(meta.id, meta);
+      sync.log.push({ seq: meta.seq, id: meta.id });
+      host.clock.observe(meta.st);
+    }
+    sync.head = metas.at(-1)?.seq ?? 0;
+    sync.scanCheckpoint = await host.store.get(`scan/${name}`);
+    return sync;
+  }
+
+  /** Run `task` after everything queued before it. */
+  private serial<T>(task: () => Promise<T>): Promise<T> {
+    const run = this.queue.then(task, task);
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  /** Record the app's writes since the last scan as new local versions. */
+  scan(): Promise<void> {
+    return this.serial(() => this.scanNow());
+  }
+
+  /** Apply versions received from `from` (a peer or a relay sender). */
+  apply(changes: Change[], from: string): Promise<ApplyOutcome> {
+    return this.serial(() => this.applyNow(changes, from));
+  }
+
+  /**
+   * The next batch of this device's log after `cursor`, skipping versions that came from `peer`
+   * itself (it has them). `newSeq` is the log position the batch reaches.
+   */
+  changesSince(
+    cursor: number,
+    peer: string,
+    limit: number,
+  ): Promise<{ changes: Change[]; newSeq: number; more: boolean }> {
+    return this.serial(async () => {
+      await this.scanNow();
+      for (;;) {
+        let newSeq = cursor;
+        const picked: DocMeta[] = [];
+        for (let i = this.firstAfter(cursor); i < this.log.length && picked.length < limit; i++) {
+          const entry = this.log[i]!;
+          const meta = this.metas.get(entry.id)!;
+          if (meta.seq !== entry.seq) continue; // superseded by a later entry
+          newSeq = entry.seq;
+          if (meta.via !== peer) picked.push(meta);
+        }
+        const changes = await this.read(picked);
+        if (changes) return { changes, newSeq, more: newSeq < this.head };
+        await this.scanNow(); // the app wrote meanwhile: record it, then read again
+      }
+    });
+  }
+
+  /** The current versions of some documents (for the relay). */
+  current(ids: string[]): Promise<Change[]> {
+    return this.serial(async () => {
+      for (;;) {
+        const metas = ids.map((id) => this.metas.get(id)).filter((m): m is DocMeta => m !== undefined);
+        const changes = await this.read(metas);
+        if (changes) return changes;
+        await this.scanNow();
+      }
+    });
+  }
+
+  /** Snapshot of the metadata, for tests and diagnostics. */
+  meta(id: string): DocMeta | undefined {
+    const meta = this.metas.get(id);
+    return meta && structuredClone(meta);
+  }
+
+  /** Wait for everything queued so far. */
+  idle(): Promise<void> {
+    return this.serial(async () => {});
+  }
+
+  /** Versions of `metas` with their stored content; undefined if a document changed under us. */
+  private async read(metas: DocMeta[]): Promise<Change[] | undefined> {
+    const liveIds = metas.filter((m) => !m.del).map((m) => m.id);
+    const stored = liveIds.length > 0 ? await this.findStored(liveIds) : new Map<string, StoredDoc>();
+    const changes: Change[] = [];
+    for (const meta of metas) {
+      if (meta.del) {
+        changes.push(versionOf(meta, undefined));
+        continue;
+      }
+      const doc = stored.get(meta.id);
+      if (!doc || doc._rev !== meta.rev || doc._deleted) return undefined;
+      changes.push(versionOf(meta, this.content(doc)));
+    }
+    return changes;
+  }
+
+  private firstAfter(cursor: number): number {
+    let lo = 0;
+    let hi = this.log.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (this.log[mid]!.seq <= cursor) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  }
+
+  private async findStored(ids: string[]): Promise<Map<string, StoredDoc>> {
+    const docs = (await this.storage.findDocumentsById(ids, true)) as StoredDoc[];
+    return new Map(docs.map((doc) => [doc[this.primaryPath] as string, doc]));
+  }
+
+  /** The document as the app sees it: no `_rev`, `_meta`, `_attachments` or `_deleted`. */
+  private content(doc: StoredDoc): Record<string, unknown> {
+    const out: Record<string, unknown> = {};
+    for (const [key, value] of Object.entries(doc)) if (!key.startsWith('_')) out[key] = value;
+    return out;
+  }
+
+  private async scanNow(): Promise<void> {
+    const fieldMode = typeof this.host.policy === 'object' && 'merge' in this.host.policy;
+    const self = this.host.clock.clientId;
+    for (;;) {
+      const { documents, checkpoint } = await getChangedDocumentsSince(
+        this.storage,
+        SCAN_PAGE,
+        this.scanCheckpoint as never,
+      );
+      if (documents.length === 0) return;
+      const written: DocMeta[] = [];
+      for (const doc of documents as StoredDoc[]) {
+        const id = doc[this.primaryPath] as string;
+        const known = this.metas.get(id);
+        if (known && known.rev === doc._rev) continue; // Ferry's own write, already in the log
+        const st = this.host.clock.now();
+        const vv = { ...known?.vv, [self]: (known?.vv[self] ?? 0) + 1 };
+        written.push({
+          id,
+          rev: doc._rev,
+          st,
+          vv,
+          del: doc._deleted,
+          ...(fieldMode
+            ? { fs: stampFields(known?.fs, this.content(doc), doc._deleted, st, this.primaryPath) }
+            : {}),
+          seq: 0,
+          via: '',
+          local: true,
+        });
+      }
+      await this.commit(written);
+      this.scanCheckpoint = checkpoint;
+      await this.host.store.set(`scan/${this.name}`, checkpoint);
+    }
+  }
+
+  /** Give new versions their log positions, persist them, and tell the host. */
+  private async commit(metas: DocMeta[]): Promise<void> {
+    if (metas.length === 0) return;
+    for (const meta of metas) {
+      meta.seq = ++this.head;
+      this.metas.set(meta.id, meta);
+      this.log.push({ seq: meta.seq, id: meta.id });
+    }
+    if (this.log.length > 2 * this.metas.size + 1000) {
+      this.log = [...this.metas.values()]
+        .sort((a, b) => a.seq - b.seq)
+        .map((m) => ({ seq: m.seq, id: m.id }));
+    }
+    await this.host.store.saveMetas(this.name, metas);
+    this.host.onVersions(this, metas);
+  }
+
+  private async applyNow(changes: Change[], from: string): Promise<ApplyOutcome> {
+    const outcome: ApplyOutcome = { rejected: [], conflicts: [], created: [] };
+    let pending = changes;
+    for (let attempt = 0; pending.length > 0; attempt++) {
+      if (attempt === MAX_APPLY_ATTEMPTS) {
+        throw new FerryError('INTERNAL', `documents of ${this.name} kept changing while a diff was applied`);
+      }
+      await this.scanNow();
+      const stored = await this.findStored([...new Set(pending.map((c) => c.id))]);
+      const decisions = new Map<string, Decision>();
+      for (const remote of pending) {
+        this.host.clock.observe(remote.st);
+        const earlier = decisions.get(remote.id);
+        const current = earlier ? earlier.version : this.currentVersion(remote.id, stored.get(remote.id));
+        const decision = await this.decide(current, remote, from);
+        if (decision) decisions.set(remote.id, earlier ? mergeDecisions(earlier, decision) : decision);
+      }
+      const { retry, rejected, revs } = await this.write(decisions, stored);
+      outcome.rejected.push(...rejected);
+      const rejectedIds = new Set(rejected.map((r) => r.id));
+      const committed: DocMeta[] = [];
+      for (const [id, decision] of decisions) {
+        if (retry.has(id) || rejectedIds.has(id)) continue;
+        const { version } = decision;
+        committed.push({
+          id,
+          rev: revs.get(id) ?? '',
+          st: version.st,
+          vv: version.vv,
+          del: version.del,
+          ...(version.fs ? { fs: version.fs } : {}),
+          seq: 0,
+          via: decision.via,
+          local: decision.local,
+        });
+        if (decision.conflict) {
+          outcome.conflicts.push(decision.conflict);
+          if (decision.created) outcome.created.push({ conflict: decision.conflict, resolution: version });
+        }
+      }
+      await this.commit(committed);
+      pending = pending.filter((c) => retry.has(c.id));
+    }
+    return outcome;
+  }
+
+  private currentVersion(id: string, doc: StoredDoc | undefined): Change | undefined {
+    const meta = this.metas.get(id);
+    if (!meta) return undefined;
+    return versionOf(meta, doc && !doc._deleted ? this.content(doc) : undefined);
+  }
+
+  private async decide(
+    current: Change | undefined,
+    remote: Change,
+    from: string,
+  ): Promise<Decision | undefined> {
+    if (!current) return { version: remote, via: from, local: false };
+    const order = compareVectors(current.vv, remote.vv);
+    if (order === 'equal' || order === 'local') return undefined;
+    if (order === 'remote') return { version: remote, via: from, local: false };
+    const policy = this.host.policy;
+    const { version, created } = await resolveConcurrent(policy, current, remote, {
+      primaryPath: this.primaryPath,
+      clock: this.host.clock,
+    });
+    const via = deepEqualVersion(version, remote) ? from : '';
+    if (sameContent(current, remote)) return { version, via, local: false };
+    const conflict: FerryConflict = {
+      collection: this.name,
+      id: remote.id,
+      local: current,
+      remote,
+      resolved: version,
+      from,
+      policy: policy === 'lww' ? 'lww' : 'merge' in policy ? 'fields' : 'handler',
+    };
+    return { version, via, local: created, conflict, created };
+  }
+
+  /** Write the decided versions whose content differs from what is stored; report 409s and refusals. */
+  private async write(decisions: Map<string, Decision>, stored: Map<string, StoredDoc>) {
+    const rows: BulkWriteRow<Record<string, unknown>>[] = [];
+    const revs = new Map<string, string>();
+    const token = this.collection.database.token;
+    for (const [id, { version }] of decisions) {
+      const previous = stored.get(id);
+      if (version.del) {
+        if (!previous || previous._deleted) {
+          revs.set(id, previous?._rev ?? '');
+          continue;
+        }
+        const document = { ...previous, _deleted: true, _meta: { lwt: now() }, _rev: '' };
+        document._rev = createRevision(token, previous);
+        rows.push({ previous, document });
+        revs.set(id, document._rev);
+        continue;
+      }
+      if (previous && !previous._deleted && deepEqual(this.content(previous), version.doc ?? {})) {
+        revs.set(id, previous._rev);
+        continue;
+      }
+      const document: StoredDoc = {
+        ...version.doc,
+        [this.primaryPath]: id,
+        _deleted: false,
+        _attachments: previous?._attachments ?? {},
+        _meta: { lwt: now() },
+        _rev: createRevision(token, previous),
+      };
+      rows.push(previous ? { previous, document } : { document });
+      revs.set(id, document._rev);
+    }
+    const retry = new Set<string>();
+    const rejected: Array<{ id: string; error: unknown }> = [];
+    if (rows.length > 0) {
+      const result = await this.storage.bulkWrite(rows, CONTEXT);
+      for (const error of result.error) {
+        if (error.status === 409) retry.add(error.documentId);
+        else rejected.push({ id: error.documentId, error });
+      }
+    }
+    return { retry, rejected, revs };
+  }
+}
+
+const deepEqualVersion = (a: Change, b: Change) =>
+  a.st === b.st && a.del === b.del && deepEqual(a.vv, b.vv) && deepEqual(a.doc, b.doc);
+
+/** Two versions of one document in the same batch: the later decision already started from the earlier. */
+function mergeDecisions(earlier: Decision, later: Decision): Decision {
+  return {
+    ...later,
+    local: earlier.local || later.local,
+    ...(later.conflict
+      ? {}
+      : earlier.conflict
+        ? { conflict: earlier.conflict, created: earlier.created }
+        : {}),
+  };
+}

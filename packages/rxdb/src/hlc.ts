@@ -1,0 +1,63 @@
+/**
+ * Hybrid logical clock (Kulkarni et al.): a wall-clock millisecond plus a counter, advanced past
+ * every stamp this device has seen, so a write made after seeing another always sorts after it even
+ * when the two devices' clocks disagree. A stamp is a fixed-width string `time.counter.clientId`:
+ * plain string comparison orders stamps, and the client id breaks ties deterministically.
+ */
+const TIME_WIDTH = 10; // base36 milliseconds: good until the year 5188
+const COUNTER_WIDTH = 5; // base36: 60 million stamps in one millisecond before time is bumped
+const COUNTER_MAX = 36 ** COUNTER_WIDTH - 1;
+
+export class HybridClock {
+  private time = 0;
+  private counter = 0;
+
+  constructor(
+    readonly clientId: string,
+    private readonly wallClock: () => number = Date.now,
+  ) {}
+
+  /** A new stamp, greater than every stamp issued or observed before. */
+  now(): string {
+    const wall = Math.floor(this.wallClock());
+    if (wall > this.time) {
+      this.time = wall;
+      this.counter = 0;
+    } else if (this.counter >= COUNTER_MAX) {
+      this.time += 1;
+      this.counter = 0;
+    } else {
+      this.counter += 1;
+    }
+    return encodeStamp(this.time, this.counter, this.clientId);
+  }
+
+  /** Move past a stamp seen on another device (or persisted before a restart). */
+  observe(stamp: string): void {
+    const parsed = decodeStamp(stamp);
+    if (!parsed) return;
+    if (parsed.time > this.time || (parsed.time === this.time && parsed.counter > this.counter)) {
+      this.time = parsed.time;
+      this.counter = parsed.counter;
+    }
+  }
+}
+
+export const encodeStamp = (time: number, counter: number, clientId: string): string =>
+  `${time.toString(36).padStart(TIME_WIDTH, '0')}.${counter.toString(36).padStart(COUNTER_WIDTH, '0')}.${clientId}`;
+
+const STAMP = /^([0-9a-z]{10})\.([0-9a-z]{5})\.(.+)$/s;
+
+export function decodeStamp(stamp: string): { time: number; counter: number; clientId: string } | undefined {
+  const match = STAMP.exec(stamp);
+  if (!match) return undefined;
+  return {
+    time: Number.parseInt(match[1]!, 36),
+    counter: Number.parseInt(match[2]!, 36),
+    clientId: match[3]!,
+  };
+}
+
+export const isStamp = (value: string): boolean => STAMP.test(value);
+
+export const maxStamp = (a: string, b: string): string => (a >= b ? a : b);

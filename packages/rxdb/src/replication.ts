@@ -1,0 +1,738 @@
+import {
+  type DiffRelay,
+  FerryError,
+  fromUtf8,
+  isFerryError,
+  type PeerMessage,
+  type PeerNetwork,
+  randomBytes,
+  toBase64,
+  utf8,
+} from '@ferry/core';
+import type { RxCollection, RxDatabase } from 'rxdb';
+import { BehaviorSubject, filter, firstValueFrom, Subject, type Subscription } from 'rxjs';
+import { CollectionSync, type FerryConflict } from './collection-sync.js';
+import { HybridClock } from './hlc.js';
+import { type DocMeta, MetaStore } from './store.js';
+import type { ConflictPolicy } from './versions.js';
+import {
+  type Change,
+  type Checkpoint,
+  type ConflictResolve,
+  checkers,
+  DB_OPS,
+  type DiffAck,
+  type DiffNack,
+  type DiffPush,
+  formatVersion,
+  type NackReason,
+  parseVersion,
+  type RelayDiff,
+  relayDiffChecker,
+  type SyncInit,
+} from './wire.js';
+
+export interface ReplicateFerryOptions {
+  /** The collections to keep in sync, by the name peers know them under (all of one RxDatabase). */
+  collections: Record<string, RxCollection>;
+  /** The account's devices (WebRTC mesh, or the in-memory hub in tests); shared with other features. */
+  network: PeerNetwork;
+  /** The diff server's mailbox client: changes for devices that are offline go there. */
+  relay?: DiffRelay;
+  /** This device's id. Default: the network's. */
+  clientId?: string;
+  /** How concurrent edits are settled. Default 'lww'. Every device of an account must use the same. */
+  conflict?: ConflictPolicy;
+  /** Documents per DB_DIFF_PUSH. Default 500. */
+  batchSize?: number;
+  /** Unacknowledged pushes per peer and collection before the sender waits. Default 4. */
+  window?: number;
+  /** Devices to leave relay diffs for even before they were ever seen (ids from the diff server). */
+  knownDevices?: string[];
+  /** First retry delay of a failed relay push or diff apply (doubles up to 30 s). Default 250 ms. */
+  retryDelayMs?: number;
+  /** Wall clock for the hybrid logical clock (tests simulate clock skew). Default Date.now. */
+  now?: () => number;
+}
+
+interface OutStream {
+  stream: string;
+  cursor: number;
+  inflight: number;
+  needsReply: boolean;
+  pumping: boolean;
+  again: boolean;
+}
+
+interface InStream {
+  stream: string;
+  checkpoint: Checkpoint | undefined;
+  caughtUp: boolean;
+  chain: Promise<void>;
+}
+
+const OPS = new Set<string>(Object.values(DB_OPS));
+const newId = () => toBase64(randomBytes(12), { url: true });
+const MAX_RETRY_MS = 30_000;
+
+/**
+ * Starts syncing RxDB collections with the account's other devices over one shared PeerNetwork,
+ * with the diff relay for devices that are offline. Shaped like RxDB's replication plugins: the
+ * returned state exposes observables and await helpers.
+ */
+export async function replicateFerry(options: ReplicateFerryOptions): Promise<FerryReplicationState> {
+  const names = Object.keys(options.collections);
+  if (names.length === 0)
+    throw new FerryError('SCHEMA_MISMATCH', 'replicateFerry needs at least one collection');
+  const db = options.collections[names[0]!]!.database as RxDatabase;
+  for (const name of names) {
+    if (options.collections[name]!.database !== db) {
+      throw new FerryError('SCHEMA_MISMATCH', `collection ${name} belongs to another database`);
+    }
+  }
+  const store = await MetaStore.open(db);
+  const state = new FerryReplicationState(options, store);
+  await state.start();
+  return state;
+}
+
+export class FerryReplicationState {
+  readonly clientId: string;
+  /** True while replication runs (false after pause() or cancel()). */
+  readonly active$ = new BehaviorSubject<boolean>(false);
+  readonly error$ = new Subject<FerryError>();
+  /** Devices with an open session that this replication talks to. */
+  readonly peers$ = new BehaviorSubject<string[]>([]);
+  /** Documents sent to peers and to the relay, and received from both. */
+  readonly sent$ = new BehaviorSubject<number>(0);
+  readonly received$ = new BehaviorSubject<number>(0);
+  /** Relay diffs waiting to be stored on the diff server (failed pushes being retried). */
+  readonly pendingRelay$ = new BehaviorSubject<number>(0);
+  readonly conflict$ = new Subject<FerryConflict>();
+
+  readonly clock: HybridClock;
+  readonly policy: ConflictPolicy;
+  private readonly network: PeerNetwork;
+  private readonly relay: DiffRelay | undefined;
+  private readonly batchSize: number;
+  private readonly window: number;
+  private readonly retryDelayMs: number;
+  private readonly syncs = new Map<string, CollectionSync>();
+  private readonly outbound = new Map<string, Map<string, OutStream>>();
+  private readonly inbound = new Map<string, Map<string, InStream>>();
+  private readonly knownDevices = new Set<string>();
+  private readonly relayQueue = new Map<string, Set<string>>();
+  private readonly changed$ = new Subject<void>();
+  private readonly subscriptions: Subscription[] = [];
+  private epoch = '';
+  private paused = true;
+  private cancelled = false;
+  private relayFlush: Promise<void> | undefined;
+  private relayRetry: ReturnType<typeof setTimeout> | undefined;
+  private relayRetryDelay: number;
+  private relayPulling: Promise<number> | undefined;
+  private initialRelayPullDone = false;
+
+  constructor(
+    private readonly options: ReplicateFerryOptions,
+    readonly store: MetaStore,
+  ) {
+    this.network = options.network;
+    this.relay = options.relay;
+    this.clientId = options.clientId ?? options.network.clientId;
+    this.clock = new HybridClock(this.clientId, options.now);
+    this.policy = options.conflict ?? 'lww';
+    this.batchSize = options.batchSize ?? 500;
+    this.window = options.window ?? 4;
+    this.retryDelayMs = options.retryDelayMs ?? 250;
+    this.relayRetryDelay = this.retryDelayMs;
+  }
+
+  /** @internal */
+  async start(): Promise<void> {
+    this.epoch = (await this.store.get<string>('epoch')) ?? '';
+    if (!this.epoch) {
+      this.epoch = newId();
+      await this.store.set('epoch', this.epoch);
+    }
+    for (const id of [
+      ...((await this.store.get<string[]>('devices')) ?? []),
+      ...(this.options.knownDevices ?? []),
+    ]) {
+      if (id !== this.clientId) this.knownDevices.add(id);
+    }
+    const host = {
+      clock: this.clock,
+      store: this.store,
+      policy: this.policy,
+      onVersions: (sync: CollectionSync, metas: DocMeta[]) => this.onVersions(sync, metas),
+    };
+    for (const [name, collection] of Object.entries(this.options.collections)) {
+      const sync = await CollectionSync.open(name, collection, host);
+      this.syncs.set(name, sync);
+      // The storage's change feed tells us the app wrote; the scan itself reads from a checkpoint.
+      this.subscriptions.push(collection.$.subscribe(() => this.guard(sync.scan())));
+    }
+    this.network.on('message', this.onMessage);
+    this.network.on('peer-connected', this.onPeerConnected);
+    this.network.on('peer-disconnected', this.onPeerDisconnected);
+    await Promise.all([...this.syncs.values()].map((sync) => sync.scan()));
+    this.resume();
+  }
+
+  /** Resolves once every collection caught up with every connected peer (at least one) and the relay mailbox was read. */
+  async awaitInitialReplication(): Promise<void> {
+    await this.until(() => {
+      const peers = this.connected();
+      return this.initialRelayPullDone && peers.length > 0 && peers.every((p) => this.caughtUpWith(p));
+    });
+  }
+
+  /**
+   * Resolves once this device has nothing left to tell or hear: local writes recorded, every
+   * connected peer caught up both ways and every push acknowledged, and no relay push pending.
+   */
+  async awaitInSync(): Promise<void> {
+    await Promise.all([...this.syncs.values()].map((sync) => sync.scan()));
+    await this.until(
+      () =>
+        this.relayQueue.size === 0 &&
+        !this.relayFlush &&
+        this.connected().every((peer) => this.caughtUpWith(peer) && this.deliveredTo(peer)),
+    );
+    await Promise.all([...this.syncs.values()].map((sync) => sync.idle()));
+  }
+
+  /** Stop exchanging changes (local writes are still recorded); resume() picks up from checkpoints. */
+  pause(): void {
+    if (this.paused) return;
+    this.paused = true;
+    this.outbound.clear();
+    this.inbound.clear();
+    this.active$.next(false);
+    this.changed$.next();
+  }
+
+  resume(): void {
+    if (!this.paused || this.cancelled) return;
+    this.paused = false;
+    this.active$.next(true);
+    this.peers$.next(this.connected());
+    for (const peer of this.connected()) this.openPeer(peer, true);
+    this.guard(this.pullRelay());
+    this.scheduleRelayFlush();
+  }
+
+  /** Stop for good; waits for in-flight writes. The network stays open (it is shared). */
+  async cancel(): Promise<void> {
+    if (this.cancelled) return;
+    this.pause();
+    this.cancelled = true;
+    this.network.off('message', this.onMessage);
+    this.network.off('peer-connected', this.onPeerConnected);
+    this.network.off('peer-disconnected', this.onPeerDisconnected);
+    for (const subscription of this.subscriptions) subscription.unsubscribe();
+    clearTimeout(this.relayRetry);
+    await Promise.all([...this.syncs.values()].map((sync) => sync.idle()));
+    await this.relayFlush?.catch(() => undefined);
+    await this.relayPulling?.catch(() => undefined);
+    for (const subject of [
+      this.active$,
+      this.error$,
+      this.peers$,
+      this.sent$,
+      this.received$,
+      this.pendingRelay$,
+    ]) {
+      subject.complete();
+    }
+    this.conflict$.complete();
+    this.changed$.complete();
+  }
+
+  /** Every conflict recorded on this device (newest last). */
+  async conflicts(): Promise<FerryConflict[]> {
+    return this.store.list<FerryConflict>('conflict/');
+  }
+
+  /** The collection engine (tests and diagnostics). */
+  collection(name: string): CollectionSync | undefined {
+    return this.syncs.get(name);
+  }
+
+  /**
+   * Read this device's relay mailbox: apply every diff, then acknowledge it (so the server deletes
+   * it). Runs at start, when a peer connects and whenever the app calls it (e.g. on a push hint).
+   */
+  pullRelay(): Promise<number> {
+    if (!this.relay || this.cancelled) {
+      this.initialRelayPullDone = true;
+      return Promise.resolve(0);
+    }
+    this.relayPulling ??= this.pullRelayNow().finally(() => {
+      this.relayPulling = undefined;
+      this.initialRelayPullDone = true;
+      this.changed$.next();
+    });
+    return this.relayPulling;
+  }
+
+  // ---- peers ----
+
+  private readonly onPeerConnected = (peer: string): void => {
+    if (peer === this.clientId) return;
+    if (!this.knownDevices.has(peer)) {
+      this.knownDevices.add(peer);
+      this.guard(this.store.set('devices', [...this.knownDevices]));
+    }
+    if (this.paused) return;
+    this.peers$.next(this.connected());
+    this.openPeer(peer);
+    this.guard(this.pullRelay());
+  };
+
+  private readonly onPeerDisconnected = (peer: string): void => {
+    this.outbound.delete(peer);
+    this.inbound.delete(peer);
+    if (!this.paused) this.peers$.next(this.connected());
+    this.changed$.next();
+  };
+
+  private connected(): string[] {
+    return this.network.connectedPeers().filter((peer) => peer !== this.clientId);
+  }
+
+  /** Ask the peer for everything after our checkpoint, per collection. */
+  private openPeer(peer: string, askBack = false): void {
+    for (const name of this.syncs.keys()) this.guard(this.openInbound(peer, name, askBack));
+  }
+
+  private async openInbound(peer: string, collection: string, askBack = false): Promise<void> {
+    const checkpoint = await this.store.get<Checkpoint>(`cp/${peer}/${collection}`);
+    if (this.paused || !this.connected().includes(peer)) return;
+    const streams = this.inbound.get(peer) ?? new Map<string, InStream>();
+    this.inbound.set(peer, streams);
+    const stream: InStream = { stream: newId(), checkpoint, caughtUp: false, chain: Promise.resolve() };
+    streams.set(collection, stream);
+    const init: SyncInit = {
+      collection,
+      stream: stream.stream,
+      checkpoint: formatVersion(checkpoint),
+      dbVersion: formatVersion({ epoch: this.epoch, seq: this.syncs.get(collection)!.head }),
+      ...(askBack ? { askBack } : {}),
+    };
+    await this.send(peer, DB_OPS.syncInit, init);
+  }
+
+  private caughtUpWith(peer: string): boolean {
+    const streams = this.inbound.get(peer);
+    return (
+      streams !== undefined && [...this.syncs.keys()].every((name) => streams.get(name)?.caughtUp === true)
+    );
+  }
+
+  private deliveredTo(peer: string): boolean {
+    const streams = this.outbound.get(peer);
+    if (!streams) return false;
+    return [...this.syncs].every(([name, sync]) => {
+      const out = streams.get(name);
+      return out !== undefined && out.cursor >= sync.head && out.inflight === 0 && !out.needsReply;
+    });
+  }
+
+  private async send(peer: string, op: string, data: unknown): Promise<boolean> {
+    const message: PeerMessage = { op, data, timestamp: Date.now(), id: newId() };
+    try {
+      await this.network.send(peer, message, { lane: 'sync' });
+      return true;
+    } catch (error) {
+      if (!isFerryError(error, 'CLOSED')) this.report(error);
+      return false;
+    }
+  }
+
+  // ---- messages ----
+
+  private readonly onMessage = (peer: string, message: PeerMessage): void => {
+    if (!OPS.has(message.op) || this.cancelled) return;
+    const checker = checkers[message.op as keyof typeof checkers];
+    if (!checker.Check(message.data)) {
+      const first = checker.Errors(message.data).First();
+      this.report(
+        new FerryError(
+          'SCHEMA_MISMATCH',
+          `${message.op} from ${peer}: ${first?.path ?? ''} ${first?.message ?? ''}`,
+        ),
+      );
+      const data = (message.data ?? {}) as Record<string, unknown>;
+      if (
+        message.op === DB_OPS.diffPush &&
+        typeof data.collection === 'string' &&
+        typeof data.stream === 'string'
+      ) {
+        this.nack(peer, data.collection, data.stream, '', 'invalid', 'the push does not match the schema');
+      }
+      return;
+    }
+    switch (message.op) {
+      case DB_OPS.syncInit:
+        this.onSyncInit(peer, message.data as SyncInit);
+        break;
+      case DB_OPS.diffPush:
+        this.onPush(peer, message.data as DiffPush);
+        break;
+      case DB_OPS.diffAck:
+        this.onAck(peer, message.data as DiffAck);
+        break;
+      case DB_OPS.diffNack:
+        this.onNack(peer, message.data as DiffNack);
+        break;
+      case DB_OPS.conflictResolve:
+        this.onConflictResolve(peer, message.data as ConflictResolve);
+        break;
+    }
+  };
+
+  private onSyncInit(peer: string, init: SyncInit): void {
+    if (this.paused) return; // resume() re-opens every peer, so the peer asks again
+    const sync = this.syncs.get(init.collection);
+    if (!sync) {
+      this.nack(
+        peer,
+        init.collection,
+        init.stream,
+        '',
+        'unknown-collection',
+        `no collection ${init.collection}`,
+      );
+      return;
+    }
+    const checkpoint = parseVersion(init.checkpoint);
+    const valid = checkpoint?.epoch === this.epoch && checkpoint.seq <= sync.head;
+    const streams = this.outbound.get(peer) ?? new Map<string, OutStream>();
+    this.outbound.set(peer, streams);
+    streams.set(init.collection, {
+      stream: init.stream,
+      cursor: valid ? checkpoint.seq : 0,
+      inflight: 0,
+      needsReply: true,
+      pumping: false,
+      again: false,
+    });
+    this.guard(this.pump(peer, init.collection));
+    if (init.askBack) this.guard(this.openInbound(peer, init.collection));
+  }
+
+  /** Send the peer what it lacks of one collection, in batches, a few unacknowledged at a time. */
+  private async pump(peer: string, collection: string): Promise<void> {
+    const out = this.outbound.get(peer)?.get(collection);
+    if (!out) return;
+    if (out.pumping) {
+      out.again = true;
+      return;
+    }
+    out.pumping = true;
+    const sync = this.syncs.get(collection)!;
+    try {
+      do {
+        out.again = false;
+        while (
+          this.outbound.get(peer)?.get(collection) === out &&
+          out.inflight < this.window &&
+          (out.cursor < sync.head || out.needsReply)
+        ) {
+          const batch = await sync.changesSince(out.cursor, peer, this.batchSize);
+          if (this.outbound.get(peer)?.get(collection) !== out) return;
+          if (batch.changes.length === 0 && !out.needsReply) {
+            out.cursor = batch.newSeq; // everything in range came from this peer
+            continue;
+          }
+          const push: DiffPush = {
+            collection,
+            stream: out.stream,
+            changes: batch.changes,
+            baseVersion: formatVersion({ epoch: this.epoch, seq: out.cursor }),
+            newVersion: formatVersion({ epoch: this.epoch, seq: batch.newSeq }),
+            more: batch.more,
+          };
+          out.cursor = batch.newSeq;
+          out.needsReply = false;
+          out.inflight += 1;
+          if (!(await this.send(peer, DB_OPS.diffPush, push))) return;
+          this.sent$.next(this.sent$.value + batch.changes.length);
+        }
+      } while (out.again);
+    } finally {
+      out.pumping = false;
+      this.changed$.next();
+    }
+  }
+
+  private onPush(peer: string, push: DiffPush): void {
+    const stream = this.inbound.get(peer)?.get(push.collection);
+    if (this.paused) {
+      this.nack(peer, push.collection, push.stream, push.baseVersion, 'paused', 'replication is paused');
+      return;
+    }
+    if (!stream || stream.stream !== push.stream) return; // a stream we replaced: its pushes are stale
+    stream.chain = stream.chain.then(() => this.applyPush(peer, push, stream));
+  }
+
+  private async applyPush(peer: string, push: DiffPush, stream: InStream): Promise<void> {
+    if (this.inbound.get(peer)?.get(push.collection) !== stream) return;
+    const base = parseVersion(push.baseVersion);
+    const next = parseVersion(push.newVersion);
+    const sync = this.syncs.get(push.collection)!;
+    const known = stream.checkpoint;
+    const contiguous =
+      base?.seq === 0 || (known !== undefined && base?.epoch === known.epoch && base.seq <= known.seq);
+    if (!base || !next || next.epoch !== base.epoch || next.seq < base.seq || !contiguous) {
+      this.nack(
+        peer,
+        push.collection,
+        push.stream,
+        push.baseVersion,
+        'gap',
+        'the push does not follow my checkpoint',
+      );
+      this.guard(this.openInbound(peer, push.collection));
+      return;
+    }
+    let outcome: Awaited<ReturnType<CollectionSync['apply']>>;
+    try {
+      outcome = await sync.apply(push.changes, peer);
+    } catch (error) {
+      this.report(error);
+      this.nack(peer, push.collection, push.stream, push.baseVersion, 'failed', 'applying the diff failed');
+      setTimeout(() => this.guard(this.openInbound(peer, push.collection)), this.retryDelayMs);
+      return;
+    }
+    this.received$.next(this.received$.value + push.changes.length);
+    if (known === undefined || known.epoch !== next.epoch || next.seq > known.seq) {
+      stream.checkpoint = next;
+      await this.store.set(`cp/${peer}/${push.collection}`, next);
+    }
+    await this.recordConflicts(outcome.conflicts);
+    if (outcome.rejected.length > 0) {
+      for (const { id, error } of outcome.rejected) {
+        this.report(
+          new FerryError('SCHEMA_MISMATCH', `document ${push.collection}/${id} from ${peer} was refused`, {
+            cause: error,
+          }),
+        );
+      }
+      this.nack(
+        peer,
+        push.collection,
+        push.stream,
+        push.baseVersion,
+        'rejected',
+        'documents failed the local schema',
+        outcome.rejected.map((r) => r.id),
+      );
+    } else {
+      const ack: DiffAck = {
+        collection: push.collection,
+        stream: push.stream,
+        ackVersion: push.newVersion,
+        ...(outcome.conflicts.length > 0 ? { resolvedConflicts: outcome.conflicts.map((c) => c.id) } : {}),
+      };
+      await this.send(peer, DB_OPS.diffAck, ack);
+    }
+    if (outcome.created.length > 0) {
+      const resolve: ConflictResolve = {
+        collection: push.collection,
+        conflicts: outcome.created.map(({ conflict }) => ({
+          id: conflict.id,
+          local: conflict.local,
+          remote: conflict.remote,
+        })),
+        clientResolution: outcome.created.map(({ resolution }) => resolution),
+      };
+      await this.send(peer, DB_OPS.conflictResolve, resolve);
+    }
+    if (!push.more && !stream.caughtUp) stream.caughtUp = true;
+    this.changed$.next();
+  }
+
+  private onAck(peer: string, ack: DiffAck): void {
+    this.settle(peer, ack.collection, ack.stream);
+  }
+
+  private onNack(peer: string, nack: DiffNack): void {
+    if (nack.reason === 'rejected' || nack.reason === 'unknown-collection' || nack.reason === 'invalid') {
+      const code = nack.reason === 'invalid' ? 'SCHEMA_MISMATCH' : 'REJECTED';
+      const ids = nack.ids ? ` (${nack.ids.join(', ')})` : '';
+      this.report(
+        new FerryError(code, `${peer} refused ${nack.collection}: ${nack.reason}: ${nack.message}${ids}`),
+      );
+    }
+    if (nack.reason === 'unknown-collection') this.outbound.get(peer)?.delete(nack.collection);
+    this.settle(peer, nack.collection, nack.stream);
+  }
+
+  private settle(peer: string, collection: string, stream: string): void {
+    const out = this.outbound.get(peer)?.get(collection);
+    if (!out || out.stream !== stream) return;
+    out.inflight = Math.max(0, out.inflight - 1);
+    this.guard(this.pump(peer, collection));
+    this.changed$.next();
+  }
+
+  private onConflictResolve(peer: string, resolve: ConflictResolve): void {
+    const sync = this.syncs.get(resolve.collection);
+    if (!sync || this.paused) return;
+    this.guard(
+      sync.apply(resolve.clientResolution, peer).then((outcome) => this.recordConflicts(outcome.conflicts)),
+    );
+  }
+
+  private nack(
+    peer: string,
+    collection: string,
+    stream: string,
+    baseVersion: string,
+    reason: NackReason,
+    message: string,
+    ids?: string[],
+  ): void {
+    const nack: DiffNack = { collection, stream, baseVersion, reason, message, ...(ids ? { ids } : {}) };
+    this.guard(this.send(peer, DB_OPS.diffNack, nack));
+  }
+
+  private async recordConflicts(conflicts: FerryConflict[]): Promise<void> {
+    for (const conflict of conflicts) {
+      await this.store.set(
+        `conflict/${conflict.collection}/${conflict.id}/${conflict.resolved.st}/${newId()}`,
+        conflict,
+      );
+      this.conflict$.next(conflict);
+    }
+  }
+
+  // ---- new versions: live pushes and the relay ----
+
+  private onVersions(sync: CollectionSync, metas: DocMeta[]): void {
+    if (this.cancelled) return;
+    for (const [peer, streams] of this.outbound)
+      if (streams.has(sync.name)) this.guard(this.pump(peer, sync.name));
+    const local = metas.filter((m) => m.local);
+    if (this.relay && local.length > 0) {
+      const ids = this.relayQueue.get(sync.name) ?? new Set<string>();
+      for (const meta of local) ids.add(meta.id);
+      this.relayQueue.set(sync.name, ids);
+      this.scheduleRelayFlush();
+    }
+    this.changed$.next();
+  }
+
+  private scheduleRelayFlush(): void {
+    if (this.relayFlush || this.relayRetry || this.paused || this.relayQueue.size === 0) return;
+    this.relayFlush = Promise.resolve()
+      .then(() => this.flushRelay())
+      .finally(() => {
+        this.relayFlush = undefined;
+        this.changed$.next();
+      });
+  }
+
+  /** Leave this device's own writes in the mailbox of every known device that is not connected. */
+  private async flushRelay(): Promise<void> {
+    const relay = this.relay!;
+    while (this.relayQueue.size > 0 && !this.paused) {
+      const connected = new Set(this.connected());
+      const targets = [...this.knownDevices].filter((id) => !connected.has(id));
+      const [name, ids] = this.relayQueue.entries().next().value as [string, Set<string>];
+      if (targets.length === 0) {
+        this.relayQueue.delete(name);
+        continue;
+      }
+      const batchIds = [...ids].slice(0, this.batchSize);
+      try {
+        const changes = await this.syncs.get(name)!.current(batchIds);
+        const diff: RelayDiff = { v: 1, collection: name, changes };
+        await relay.push(targets, utf8(JSON.stringify(diff)));
+        for (const id of batchIds) ids.delete(id);
+        if (ids.size === 0) this.relayQueue.delete(name);
+        this.sent$.next(this.sent$.value + changes.length);
+        this.relayRetryDelay = this.retryDelayMs;
+      } catch (error) {
+        this.report(error);
+        this.relayRetry = setTimeout(() => {
+          this.relayRetry = undefined;
+          this.scheduleRelayFlush();
+        }, this.relayRetryDelay);
+        this.relayRetryDelay = Math.min(this.relayRetryDelay * 2, MAX_RETRY_MS);
+        break;
+      } finally {
+        this.pendingRelay$.next([...this.relayQueue.values()].reduce((n, s) => n + s.size, 0));
+      }
+    }
+  }
+
+  private async pullRelayNow(): Promise<number> {
+    const relay = this.relay!;
+    let applied = 0;
+    for (;;) {
+      const diffs = await relay.pull();
+      if (diffs.length === 0 || this.cancelled) return applied;
+      for (const diff of diffs) {
+        const parsed = parseRelayDiff(diff.payload);
+        const sync = parsed && this.syncs.get(parsed.collection);
+        if (!parsed || !sync) {
+          this.report(
+            new FerryError(
+              'SCHEMA_MISMATCH',
+              `relay diff ${diff.diffId} from ${diff.senderClientId} is not a Ferry DB diff`,
+            ),
+          );
+          continue;
+        }
+        const outcome = await sync.apply(parsed.changes, diff.senderClientId);
+        await this.recordConflicts(outcome.conflicts);
+        for (const { id } of outcome.rejected) {
+          this.report(
+            new FerryError('SCHEMA_MISMATCH', `relayed document ${parsed.collection}/${id} was refused`),
+          );
+        }
+        applied += parsed.changes.length;
+        this.received$.next(this.received$.value + parsed.changes.length);
+      }
+      // Acknowledge only after the page is durably applied: a crash before this re-serves it.
+      await relay.ack(diffs.map((d) => d.diffId));
+    }
+  }
+
+  // ---- helpers ----
+
+  private async until(condition: () => boolean): Promise<void> {
+    while (!condition()) {
+      if (this.cancelled) throw new FerryError('CANCELLED', 'the replication was cancelled');
+      await firstValueFrom(this.changed$.pipe(filter(() => true)), { defaultValue: undefined });
+    }
+  }
+
+  private guard(promise: Promise<unknown>): void {
+    promise.catch((error) => this.report(error));
+  }
+
+  private report(error: unknown): void {
+    if (this.cancelled) return;
+    this.error$.next(
+      error instanceof FerryError
+        ? error
+        : new FerryError('INTERNAL', String((error as Error)?.message ?? error), { cause: error }),
+    );
+  }
+}
+
+function parseRelayDiff(payload: Uint8Array): RelayDiff | undefined {
+  try {
+    const value: unknown = JSON.parse(fromUtf8(payload));
+    return relayDiffChecker.Check(value) ? value : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+export type { Change, FerryConflict };

@@ -1,0 +1,202 @@
+import { type DiffRelay, MemoryHub, type MemoryNetwork, type RelayedDiff } from '@ferry/core';
+import { addRxPlugin, createRxDatabase, type RxCollection, type RxDatabase, type RxStorage } from 'rxdb';
+import { getRxStorageMemory } from 'rxdb/plugins/storage-memory';
+import { RxDBUpdatePlugin } from 'rxdb/plugins/update';
+import { wrappedValidateAjvStorage } from 'rxdb/plugins/validate-ajv';
+import { type FerryReplicationState, type ReplicateFerryOptions, replicateFerry } from '../src/index.js';
+
+export interface Todo {
+  id: string;
+  title: string;
+  done?: boolean;
+  n?: number;
+}
+
+export const todoSchema = {
+  version: 0,
+  primaryKey: 'id',
+  type: 'object',
+  properties: {
+    id: { type: 'string', maxLength: 100 },
+    title: { type: 'string', maxLength: 300 },
+    done: { type: 'boolean' },
+    n: { type: 'number' },
+  },
+  required: ['id', 'title'],
+} as const;
+
+export const noteSchema = {
+  version: 0,
+  primaryKey: 'key',
+  type: 'object',
+  properties: { key: { type: 'string', maxLength: 100 }, body: { type: 'string' } },
+  required: ['key', 'body'],
+} as const;
+
+addRxPlugin(RxDBUpdatePlugin);
+
+let dbCounter = 0;
+
+/** One storage per simulated disk: a database reopened on it finds its data (memory storage keeps it per name). */
+export const newDisk = (): { storage: RxStorage<unknown, unknown>; name: string } => ({
+  storage: wrappedValidateAjvStorage({ storage: getRxStorageMemory() }),
+  name: `ferrytest${++dbCounter}x${Math.random().toString(36).slice(2, 8)}`,
+});
+
+export type TodoDb = RxDatabase<{
+  todos: RxCollection<Todo>;
+  notes: RxCollection<{ key: string; body: string }>;
+}>;
+
+/** RxDB's open-core build allows 13 open collections per process: devices open `notes` only when asked. */
+export async function openDb(
+  disk: { storage: RxStorage<unknown, unknown>; name: string },
+  withNotes = false,
+): Promise<TodoDb> {
+  const db = (await createRxDatabase({
+    name: disk.name,
+    storage: disk.storage,
+    multiInstance: false,
+    eventReduce: true,
+    closeDuplicates: true,
+  })) as TodoDb;
+  await db.addCollections({
+    todos: { schema: todoSchema },
+    ...(withNotes ? { notes: { schema: noteSchema } } : {}),
+  });
+  return db;
+}
+
+/** A device: its disk, database, network endpoint and replication; restartable. */
+export class Device {
+  db!: TodoDb;
+  network!: MemoryNetwork;
+  replication!: FerryReplicationState;
+  readonly disk = newDisk();
+  online = false;
+
+  constructor(
+    readonly id: string,
+    private readonly hub: MemoryHub,
+    private readonly extra: DeviceOptions = {},
+  ) {}
+
+  async start(): Promise<this> {
+    this.db = await openDb(this.disk, this.extra.withNotes);
+    this.network = this.hub.join(this.id);
+    this.online = true;
+    const { relayServer, withNotes, ...rest } = this.extra;
+    this.replication = await replicateFerry({
+      collections: withNotes ? { todos: this.db.todos, notes: this.db.notes } : { todos: this.db.todos },
+      network: this.network,
+      ...(relayServer ? { relay: relayServer.client(this.id) } : {}),
+      retryDelayMs: 20,
+      ...rest,
+    });
+    return this;
+  }
+
+  /** Process death: replication and database gone, the disk stays. */
+  async stop(): Promise<void> {
+    await this.replication.cancel();
+    await this.network.close();
+    await this.db.close();
+    this.online = false;
+  }
+
+  async docs(collection: 'todos' | 'notes' = 'todos'): Promise<Record<string, unknown>[]> {
+    if (!this.db[collection]) return [];
+    const rows = await this.db[collection].find().exec();
+    return rows
+      .map((row) => row.toMutableJSON() as Record<string, unknown>)
+      .sort((a, b) => key(a).localeCompare(key(b)));
+  }
+}
+
+const key = (doc: Record<string, unknown>) => String(doc.id ?? doc.key);
+
+export type DeviceOptions = Partial<ReplicateFerryOptions> & {
+  relayServer?: MemoryRelayServer;
+  withNotes?: boolean;
+};
+
+export async function startDevices(
+  count: number,
+  extra: DeviceOptions = {},
+): Promise<{ hub: MemoryHub; devices: Device[] }> {
+  const hub = new MemoryHub();
+  const devices: Device[] = [];
+  for (let i = 0; i < count; i++)
+    devices.push(await new Device(`dev${String.fromCharCode(97 + i)}`, hub, extra).start());
+  return { hub, devices };
+}
+
+/**
+ * Wait until every online device reports in sync and all hold the same documents; a bounded number
+ * of rounds (each round is event-driven), so a replication that never converges fails.
+ */
+export async function converge(devices: Device[], rounds = 20): Promise<void> {
+  const online = devices.filter((d) => d.online);
+  for (let round = 0; round < rounds; round++) {
+    await Promise.all(online.map((d) => d.replication.awaitInSync()));
+    const states = await Promise.all(
+      online.map(async (d) => JSON.stringify([await d.docs('todos'), await d.docs('notes')])),
+    );
+    if (states.every((s) => s === states[0])) return;
+    await new Promise((resolve) => setImmediate(resolve));
+  }
+  const states = await Promise.all(online.map(async (d) => `${d.id}: ${JSON.stringify(await d.docs())}`));
+  throw new Error(`devices did not converge:\n${states.join('\n')}`);
+}
+
+/**
+ * An in-memory diff server for property tests: per-device mailboxes, and faults a real server or
+ * network may produce: a diff served twice, pages in another order, diffs that expired unread.
+ */
+export class MemoryRelayServer {
+  private readonly mailboxes = new Map<string, RelayedDiff[]>();
+  private readonly sequences = new Map<string, number>();
+  private counter = 0;
+  duplicate = false;
+  reorder = false;
+  pushes = 0;
+
+  client(clientId: string): DiffRelay {
+    return {
+      push: async (targets, payload) => {
+        const diffId = `d${++this.counter}`;
+        const sequence = (this.sequences.get(clientId) ?? 0) + 1;
+        this.sequences.set(clientId, sequence);
+        this.pushes++;
+        for (const target of targets) {
+          const box = this.mailboxes.get(target) ?? [];
+          box.push({ diffId, senderClientId: clientId, sequence, payload: payload.slice() });
+          this.mailboxes.set(target, box);
+        }
+        return { diffId };
+      },
+      pull: async (options) => {
+        let box = [...(this.mailboxes.get(clientId) ?? [])].slice(0, options?.limit ?? 3);
+        if (this.reorder) box = box.reverse();
+        if (this.duplicate && box.length > 0) box = [...box, box[0]!];
+        return box.map((d) => ({ ...d, payload: d.payload.slice() }));
+      },
+      ack: async (ids) => {
+        const box = this.mailboxes.get(clientId) ?? [];
+        this.mailboxes.set(
+          clientId,
+          box.filter((d) => !ids.includes(d.diffId)),
+        );
+      },
+    };
+  }
+
+  /** Drop everything waiting for a device, as a TTL expiry would. */
+  expire(clientId: string): void {
+    this.mailboxes.delete(clientId);
+  }
+
+  waiting(clientId: string): number {
+    return this.mailboxes.get(clientId)?.length ?? 0;
+  }
+}

@@ -1,0 +1,276 @@
+import { firstValueFrom, take, toArray } from 'rxjs';
+import { afterEach, describe, expect, it } from 'vitest';
+import type { FerryConflict } from '../src/index.js';
+import { converge, type Device, startDevices } from './support.js';
+
+const started: Device[] = [];
+afterEach(async () => {
+  await Promise.all(
+    started
+      .splice(0)
+      .filter((d) => d.online)
+      .map((d) => d.stop()),
+  );
+});
+
+/** One strictly increasing wall clock shared by the devices: "later" in a test is later in stamps too. */
+function sharedClock(): () => number {
+  let time = Date.now();
+  return () => time++;
+}
+
+async function devices(count: number, extra: Parameters<typeof startDevices>[1] = {}) {
+  const result = await startDevices(count, { now: sharedClock(), ...extra });
+  started.push(...result.devices);
+  return result;
+}
+
+describe('replicateFerry over the in-memory network', () => {
+  it('two devices: initial sync, live edits and deletes, both ways', async () => {
+    const {
+      devices: [a, b],
+    } = await devices(2, { withNotes: true });
+    await a!.db.todos.bulkInsert(Array.from({ length: 50 }, (_, i) => ({ id: `t${i}`, title: `todo ${i}` })));
+    await converge([a!, b!]);
+    expect(await b!.docs()).toHaveLength(50);
+
+    await b!.db.todos.findOne('t3').update({ $set: { done: true } });
+    await a!.db.todos.findOne('t4').remove();
+    await a!.db.notes.insert({ key: 'k', body: 'note' });
+    await converge([a!, b!]);
+    const atA = await a!.docs();
+    expect(atA).toHaveLength(49);
+    expect(atA.find((d) => d.id === 't3')).toEqual({ id: 't3', title: 'todo 3', done: true });
+    expect(await b!.docs('notes')).toEqual([{ key: 'k', body: 'note' }]);
+  });
+
+  it('three devices: a change reaches a device that never meets its author (A -> B -> C)', async () => {
+    const {
+      hub,
+      devices: [a, b, c],
+    } = await devices(3);
+    hub.setLinked('deva', 'devc', false);
+    await a!.db.todos.insert({ id: 'x', title: 'from a' });
+    await converge([a!, b!, c!]);
+    expect(await c!.docs()).toEqual([{ id: 'x', title: 'from a' }]);
+    await c!.db.todos.findOne('x').update({ $set: { title: 'from c' } });
+    await converge([a!, b!, c!]);
+    expect(await a!.docs()).toEqual([{ id: 'x', title: 'from c' }]);
+  });
+
+  it('five devices converge after concurrent edits of the same documents', async () => {
+    const { hub, devices: five } = await devices(5);
+    await five[0]!.db.todos.bulkInsert(
+      Array.from({ length: 20 }, (_, i) => ({ id: `d${i}`, title: 'base' })),
+    );
+    await converge(five);
+    // Everyone apart, everyone edits the same documents, then the network heals.
+    const ids = five.map((d) => d.id);
+    for (const x of ids) for (const y of ids) if (x < y) hub.setLinked(x, y, false);
+    for (const [i, device] of five.entries()) {
+      for (let j = 0; j < 20; j += i + 1)
+        await device.db.todos.findOne(`d${j}`).update({ $set: { title: `by ${device.id}` } });
+      if (i === 4) await device.db.todos.findOne('d1').remove();
+      await device.replication.awaitInSync(); // recorded (stamped) before the next device writes
+    }
+    for (const x of ids) for (const y of ids) if (x < y) hub.setLinked(x, y, true);
+    await converge(five);
+    const docs = await five[0]!.docs();
+    // d0 was edited by all five: the last writer (the highest stamp: device e, which wrote last) wins.
+    expect(docs.find((d) => d.id === 'd0')).toEqual({ id: 'd0', title: 'by deve' });
+    expect(docs.find((d) => d.id === 'd1')).toBeUndefined();
+    const conflicts = await five[0]!.replication.conflicts();
+    expect(conflicts.length).toBeGreaterThan(0);
+    expect(conflicts[0]).toMatchObject({ collection: 'todos', policy: 'lww' });
+  });
+
+  it('records and emits each conflict with both versions; the later write wins on every device', async () => {
+    const {
+      hub,
+      devices: [a, b],
+    } = await devices(2);
+    await a!.db.todos.insert({ id: 'c', title: 'base' });
+    await converge([a!, b!]);
+    hub.setLinked('deva', 'devb', false);
+    await a!.db.todos.findOne('c').update({ $set: { title: 'edit at a' } });
+    await a!.replication.awaitInSync();
+    await b!.db.todos.findOne('c').update({ $set: { title: 'edit at b' } });
+    const emitted = firstValueFrom(b!.replication.conflict$);
+    hub.setLinked('deva', 'devb', true);
+    await converge([a!, b!]);
+    const conflict: FerryConflict = await emitted;
+    expect(conflict.local.doc).toEqual({ id: 'c', title: 'edit at b' });
+    expect(conflict.remote.doc).toEqual({ id: 'c', title: 'edit at a' });
+    expect(conflict.resolved.doc).toEqual({ id: 'c', title: 'edit at b' });
+    expect(await a!.docs()).toEqual([{ id: 'c', title: 'edit at b' }]);
+    expect((await a!.replication.conflicts()).length).toBe(1);
+  });
+
+  it('a delete wins or loses by the same rule as an edit', async () => {
+    const {
+      hub,
+      devices: [a, b],
+    } = await devices(2);
+    await a!.db.todos.bulkInsert([
+      { id: 'p', title: 'p' },
+      { id: 'q', title: 'q' },
+    ]);
+    await converge([a!, b!]);
+    hub.setLinked('deva', 'devb', false);
+    // Each write is recorded (stamped) before the next one, as writes minutes apart would be.
+    const write = async (device: Device, action: Promise<unknown>) => {
+      await action;
+      await device.replication.awaitInSync();
+    };
+    await write(a!, a!.db.todos.findOne('p').remove()); // earlier delete loses to b's later edit
+    await write(b!, b!.db.todos.findOne('p').update({ $set: { title: 'p edited' } }));
+    await write(b!, b!.db.todos.findOne('q').update({ $set: { title: 'q edited' } })); // earlier edit loses to a's later delete
+    await write(a!, a!.db.todos.findOne('q').remove());
+    hub.setLinked('deva', 'devb', true);
+    await converge([a!, b!]);
+    expect(await a!.docs()).toEqual([{ id: 'p', title: 'p edited' }]);
+  });
+
+  it('the per-field policy keeps both sides edits of different fields', async () => {
+    const {
+      hub,
+      devices: [a, b],
+    } = await devices(2, { conflict: { merge: 'fields' } });
+    await a!.db.todos.insert({ id: 'f', title: 'base', done: false, n: 1 });
+    await converge([a!, b!]);
+    hub.setLinked('deva', 'devb', false);
+    await a!.db.todos.findOne('f').update({ $set: { title: 'renamed at a' } });
+    await b!.db.todos.findOne('f').update({ $set: { done: true } });
+    await b!.db.todos.findOne('f').update({ $unset: { n: '' } });
+    hub.setLinked('deva', 'devb', true);
+    await converge([a!, b!]);
+    expect(await a!.docs()).toEqual([{ id: 'f', title: 'renamed at a', done: true }]);
+    expect((await b!.replication.conflicts())[0]).toMatchObject({ policy: 'fields' });
+  });
+
+  it("the app's RxDB conflict handler decides; the resolution travels back (DB_CONFLICT_RESOLVE)", async () => {
+    const concat = {
+      isEqual: (x: { title: string }, y: { title: string }) => x.title === y.title,
+      resolve: async (input: { realMasterState: { title: string }; newDocumentState: { title: string } }) => {
+        const titles = [input.realMasterState.title, input.newDocumentState.title].sort();
+        return { ...input.realMasterState, title: titles.join(' + '), _deleted: false };
+      },
+    };
+    const {
+      hub,
+      devices: [a, b],
+    } = await devices(2, { conflict: concat });
+    const ops: string[] = [];
+    a!.network.on('message', (_from, message) => ops.push(message.op));
+    await a!.db.todos.insert({ id: 'h', title: 'base' });
+    await converge([a!, b!]);
+    hub.setLinked('deva', 'devb', false);
+    await a!.db.todos.findOne('h').update({ $set: { title: 'A' } });
+    await b!.db.todos.findOne('h').update({ $set: { title: 'B' } });
+    hub.setLinked('deva', 'devb', true);
+    await converge([a!, b!]);
+    expect(await a!.docs()).toEqual([{ id: 'h', title: 'A + B' }]);
+    expect(ops).toContain('DB_CONFLICT_RESOLVE');
+  });
+
+  it('sends batches, acknowledges them, and reports sent and received counts', async () => {
+    const {
+      devices: [a, b],
+    } = await devices(2, { batchSize: 100 });
+    const ops: string[] = [];
+    b!.network.on('message', (_from, message) => ops.push(message.op));
+    await a!.db.todos.bulkInsert(Array.from({ length: 1000 }, (_, i) => ({ id: `b${i}`, title: 'x' })));
+    await converge([a!, b!]);
+    expect(ops.filter((op) => op === 'DB_DIFF_PUSH').length).toBeLessThanOrEqual(12);
+    expect(b!.replication.received$.value).toBeGreaterThanOrEqual(1000);
+    expect(a!.replication.sent$.value).toBeGreaterThanOrEqual(1000);
+    // No echo: b does not send a's documents back to a.
+    expect(b!.replication.sent$.value).toBe(0);
+  });
+
+  it('a restart resumes from persisted checkpoints instead of resending everything', async () => {
+    const {
+      devices: [a, b],
+    } = await devices(2);
+    await a!.db.todos.bulkInsert(Array.from({ length: 300 }, (_, i) => ({ id: `r${i}`, title: 'x' })));
+    await converge([a!, b!]);
+    await b!.stop();
+    await a!.db.todos.insert({ id: 'late', title: 'written while b was down' });
+    const sentBefore = a!.replication.sent$.value;
+    await b!.start();
+    await converge([a!, b!]);
+    expect(await b!.docs()).toHaveLength(301);
+    expect(a!.replication.sent$.value - sentBefore).toBe(1);
+    await b!.replication.awaitInitialReplication();
+  });
+
+  it('pause stops the exchange; resume catches up', async () => {
+    const {
+      devices: [a, b],
+    } = await devices(2);
+    await converge([a!, b!]);
+    b!.replication.pause();
+    expect(b!.replication.active$.value).toBe(false);
+    await a!.db.todos.insert({ id: 'during-pause', title: 'x' });
+    await a!.replication.awaitInSync().catch(() => undefined);
+    expect(await b!.docs()).toEqual([]);
+    b!.replication.resume();
+    await converge([a!, b!]);
+    expect(await b!.docs()).toEqual([{ id: 'during-pause', title: 'x' }]);
+  });
+
+  it('bad input: malformed messages and documents the schema refuses are reported, never applied, never crash', async () => {
+    const {
+      devices: [a, b],
+    } = await devices(2);
+    const errors: string[] = [];
+    b!.replication.error$.subscribe((e) => errors.push(e.code));
+    const nacks: unknown[] = [];
+    a!.network.on('message', (_f, m) => m.op === 'DB_DIFF_NACK' && nacks.push(m.data));
+    await converge([a!, b!]);
+    const send = (op: string, data: unknown) =>
+      a!.network.send('devb', { op, data, timestamp: Date.now(), id: `m${Math.random()}` });
+    await send('DB_DIFF_PUSH', { collection: 'todos', stream: 's', changes: 'nope' });
+    await send('DB_SYNC_INIT', null);
+    await send('DB_DIFF_ACK', { collection: 'todos' });
+    await send('DB_SYNC_INIT', { collection: 'missing', stream: 's1', checkpoint: '', dbVersion: '' });
+    // A well-formed push on a stream b never opened is ignored.
+    await send('DB_DIFF_PUSH', {
+      collection: 'todos',
+      stream: 'unknown',
+      baseVersion: 'e@0',
+      newVersion: 'e@1',
+      more: false,
+      changes: [
+        {
+          id: 'evil',
+          st: '0000000000.00000.deva',
+          vv: { deva: 1 },
+          del: false,
+          doc: { id: 'evil', title: 'x' },
+        },
+      ],
+    });
+    // A document that breaks b's schema, inside an otherwise valid live push from a.
+    await a!.db.todos.insert({ id: 'ok', title: 'fine' });
+    await converge([a!, b!]);
+    const collection = b!.replication.collection('todos')!;
+    const outcome = await collection.apply(
+      [
+        {
+          id: 'bad',
+          st: a!.replication.clock.now(),
+          vv: { deva: 99 },
+          del: false,
+          doc: { id: 'bad', title: 42 },
+        },
+      ],
+      'deva',
+    );
+    expect(outcome.rejected.map((r) => r.id)).toEqual(['bad']);
+    expect(await b!.docs()).toEqual([{ id: 'ok', title: 'fine' }]);
+    expect(errors.filter((c) => c === 'SCHEMA_MISMATCH').length).toBeGreaterThanOrEqual(3);
+    expect(nacks).toContainEqual(expect.objectContaining({ reason: 'invalid' }));
+    expect(await firstValueFrom(a!.replication.peers$.pipe(take(1), toArray()))).toEqual([['devb']]);
+  });
+});
