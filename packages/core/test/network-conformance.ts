@@ -6,6 +6,8 @@ import type { PeerMessage, PeerNetwork } from '../src/network/types.js';
  * network. The sync engine and AI streams rely on exactly these behaviours.
  */
 export interface NetworkHarness {
+  /** The message size limit the harness configured (kept small so the test stays fast). */
+  maxMessageBytes: number;
   addDevice(clientId: string): Promise<PeerNetwork>;
   /** Take a device off the network abruptly (lid closed, process killed). */
   dropDevice(network: PeerNetwork): Promise<void>;
@@ -72,6 +74,31 @@ export function runNetworkConformance(name: string, createHarness: () => Promise
       const atB = nextMessages(b, 1);
       await a.send('conf-b', message('DB_BIG', payload));
       expect((await atB)[0]![1].data).toEqual(payload);
+    });
+
+    it('refuses oversized and malformed messages with typed errors, and keeps the session', async () => {
+      harness = await createHarness();
+      const a = await harness.addDevice('conf-a');
+      const b = await harness.addDevice('conf-b');
+      await whenConnected(a, 'conf-b');
+      const tooBig = message('DB_BIG', 'o'.repeat(harness.maxMessageBytes));
+      await expect(a.send('conf-b', tooBig)).rejects.toMatchObject({ code: 'TOO_LARGE' });
+      const refusals: [PeerMessage, string][] = [
+        [message('lower_case', 1), 'SCHEMA_MISMATCH'],
+        [{ ...message('DB_X', 1), id: '' }, 'SCHEMA_MISMATCH'],
+        [{ ...message('DB_X', 1), timestamp: Number.NaN }, 'SCHEMA_MISMATCH'],
+        [message('DB_X', undefined), 'SCHEMA_MISMATCH'],
+        [message('DB_X', { n: 1n }), 'BAD_ENCODING'],
+        [message('SESSION_PING', { notAPingId: 1 }), 'SCHEMA_MISMATCH'],
+      ];
+      for (const [bad, code] of refusals) {
+        await expect(a.send('conf-b', bad), bad.op).rejects.toMatchObject({ code });
+      }
+      const atB = nextMessages(b, 1);
+      await a.send('conf-b', message('DB_OK', { fine: true, gone: undefined }));
+      const [first] = await atB;
+      expect(first![1].data).toEqual({ fine: true }); // as JSON carries it
+      expect(a.connectedPeers()).toContain('conf-b');
     });
 
     it('rejects sends to an unknown peer with CLOSED', async () => {

@@ -66,20 +66,32 @@ export function runTransportConformance(
       a.close();
     });
 
-    it('closes both ends once, and refuses sends after close with CLOSED', async () => {
-      const [a, b] = await connectedPair();
-      let closesA = 0;
-      let closesB = 0;
-      a.on('close', () => closesA++);
-      const bClosed = new Promise<void>((resolve) => b.on('close', () => (closesB++, resolve())));
-      a.close();
-      a.close();
-      await bClosed;
-      await new Promise((resolve) => setTimeout(resolve, 50));
-      expect([closesA, closesB]).toEqual([1, 1]);
-      expect(a.closed && b.closed).toBe(true);
-      expect(() => a.send(new Uint8Array(1))).toThrowError(expect.objectContaining({ code: 'CLOSED' }));
-      expect(() => b.send(new Uint8Array(1))).toThrowError(expect.objectContaining({ code: 'CLOSED' }));
-    });
+    for (const closer of [0, 1] as const) {
+      it(`closes both ends once when ${closer === 0 ? 'the first' : 'the second'} end closes, then refuses sends with CLOSED`, async () => {
+        const pair = await connectedPair();
+        const closes = [0, 0];
+        const closed = pair.map(
+          (transport, i) =>
+            new Promise<void>((resolve) =>
+              transport.on('close', () => {
+                closes[i]!++;
+                resolve();
+              }),
+            ),
+        );
+        pair[closer].close();
+        pair[closer].close();
+        await Promise.all(closed);
+        // A second close event would come from a later turn of the event loop: give it a few.
+        await new Promise((resolve) => setTimeout(resolve, 20));
+        expect(closes).toEqual([1, 1]);
+        for (const transport of pair) {
+          expect(transport.closed).toBe(true);
+          expect(() => transport.send(new Uint8Array(1))).toThrowError(
+            expect.objectContaining({ code: 'CLOSED' }),
+          );
+        }
+      });
+    }
   });
 }

@@ -1,16 +1,28 @@
 import { EventEmitter } from 'eventemitter3';
 import { FerryError } from '../errors.js';
+import { DEFAULT_MAX_MESSAGE_BYTES } from '../protocol/message.js';
+import { decodeWireMessage, encodeWireMessage } from '../session/wire.js';
 import type { PeerMessage, PeerNetwork, PeerNetworkEvents } from './types.js';
+
+export interface MemoryHubOptions {
+  /** Largest encoded message, as the sessions' limit. Default 64 MiB. */
+  maxMessageBytes?: number;
+}
 
 /**
  * An in-process network of devices for tests and simulations: every device joined to one hub sees
- * every other, unless a link is cut. Deliveries are asynchronous and copied (structuredClone), like a
- * real wire. Property tests use it to run thousands of schedules; it passes the same network
- * conformance suite as the WebRTC mesh.
+ * every other, unless a link is cut. Deliveries are asynchronous and go through the same wire codec
+ * as the WebRTC sessions, so a message arrives exactly as it would over the mesh. Property tests use it
+ * to run thousands of schedules; it passes the same network conformance suite as the WebRTC mesh.
  */
 export class MemoryHub {
+  readonly maxMessageBytes: number;
   private readonly nodes = new Map<string, MemoryNetwork>();
   private readonly cut = new Set<string>();
+
+  constructor(options: MemoryHubOptions = {}) {
+    this.maxMessageBytes = options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
+  }
 
   join(clientId: string): MemoryNetwork {
     if (this.nodes.has(clientId)) throw new FerryError('LIMIT', `client id ${clientId} already joined`);
@@ -43,11 +55,10 @@ export class MemoryHub {
   }
 
   /** @internal */
-  deliver(from: string, to: string, message: PeerMessage): boolean {
+  deliver(from: string, to: string, bytes: Uint8Array): boolean {
     const target = this.nodes.get(to);
     if (!target || this.cut.has(pairKey(from, to)) || !target.isLinkedTo(from)) return false;
-    const copy = structuredClone(message);
-    queueMicrotask(() => target.receive(from, copy));
+    queueMicrotask(() => target.receive(from, bytes));
     return true;
   }
 
@@ -85,7 +96,16 @@ export class MemoryNetwork extends EventEmitter<PeerNetworkEvents> implements Pe
   }
 
   async send(peerId: string, message: PeerMessage): Promise<void> {
-    if (this.closed || !this.peers.has(peerId) || !this.hub.deliver(this.clientId, peerId, message)) {
+    if (this.closed || !this.peers.has(peerId))
+      throw new FerryError('CLOSED', `no session to peer ${peerId}`);
+    const bytes = encodeWireMessage(message);
+    if (bytes.length > this.hub.maxMessageBytes) {
+      throw new FerryError(
+        'TOO_LARGE',
+        `message of ${bytes.length} bytes exceeds the session limit of ${this.hub.maxMessageBytes}`,
+      );
+    }
+    if (!this.hub.deliver(this.clientId, peerId, bytes)) {
       throw new FerryError('CLOSED', `no session to peer ${peerId}`);
     }
   }
@@ -110,7 +130,9 @@ export class MemoryNetwork extends EventEmitter<PeerNetworkEvents> implements Pe
   }
 
   /** @internal */
-  receive(from: string, message: PeerMessage): void {
-    if (!this.closed && this.peers.has(from)) this.emit('message', from, message);
+  receive(from: string, bytes: Uint8Array): void {
+    if (!this.closed && this.peers.has(from)) {
+      this.emit('message', from, decodeWireMessage(bytes, this.hub.maxMessageBytes));
+    }
   }
 }

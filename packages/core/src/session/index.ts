@@ -3,3 +3,4 @@ export * from './mux.js';
 export * from './noise/node-chachapoly.js';
 export * from './peer-session.js';
 export * from './secure-channel.js';
+export * from './wire.js';

@@ -1,16 +1,15 @@
 import { EventEmitter } from 'eventemitter3';
 import { FerryError } from '../errors.js';
 import type { Lane, PeerMessage } from '../network/types.js';
+import { DEFAULT_MAX_MESSAGE_BYTES, newMessageId } from '../protocol/message.js';
+// Registers the SESSION_* operations this file sends and checks.
+import '../protocol/ops/session.js';
+import { getOp, hasOp, type KnownOp, type OpData } from '../protocol/registry.js';
 import type { Transport } from '../transport/types.js';
-import { fromUtf8, utf8 } from '../util/bytes.js';
 import { type HandshakeOptions, performHandshake } from './handshake.js';
 import { Multiplexer, type MultiplexerOptions, type MultiplexerStats } from './mux.js';
-import type { SecureChannelStats } from './secure-channel.js';
-
-/** Session-internal control messages; never surfaced to the application. */
-const PING = 'SESSION_PING';
-const PONG = 'SESSION_PONG';
-const CLOSE = 'SESSION_CLOSE';
+import type { SecureChannel, SecureChannelStats } from './secure-channel.js';
+import { decodeWireMessage, encodeWireMessage } from './wire.js';
 
 export interface PeerSessionOptions extends HandshakeOptions, MultiplexerOptions {
   /** Send a ping after this long without sending anything. Default 5,000 ms. */
@@ -23,39 +22,51 @@ export interface PeerSessionEvents {
   message: (message: PeerMessage) => void;
   /** Emitted once, with why the session ended. */
   close: (reason: string) => void;
-  /** Refused frames and undecodable messages; the session goes on. */
+  /** Refused frames, undecodable messages, and the peer refusing ours; the session goes on. */
   error: (error: FerryError) => void;
 }
 
-export interface PeerSessionStats extends SecureChannelStats, MultiplexerStats {}
+export interface PeerSessionStats extends SecureChannelStats, MultiplexerStats {
+  /** Round trip of the last keepalive ping, if one was answered. */
+  rttMs: number | undefined;
+}
 
-/** Default lane of an operation: AI traffic on 'ai', sync on 'sync', everything else is control. */
+/** Lane of an operation: its registered lane, else by prefix (AI_ -> 'ai', DB_ -> 'sync', else control). */
 export const laneForOp = (op: string): Lane =>
-  op.startsWith('AI_') ? 'ai' : op.startsWith('DB_') ? 'sync' : 'control';
+  hasOp(op) ? getOp(op).lane : op.startsWith('AI_') ? 'ai' : op.startsWith('DB_') ? 'sync' : 'control';
+
+/** Time the close message gets to leave before the transport is torn down. */
+const CLOSE_GRACE_MS = 20;
 
 /**
  * An authenticated, encrypted, multiplexed session with one device over one transport: the Noise
- * handshake first, then PeerMessages of any size on prioritised lanes, with keepalive.
+ * handshake first, then PeerMessages of any size on prioritised lanes, with keepalive. SESSION_*
+ * messages (ping, pong, close, error) are the session's own and never reach the application.
  */
 export class PeerSession extends EventEmitter<PeerSessionEvents> {
   readonly remoteClientId: string;
   readonly sessionId: string;
   private readonly mux: Multiplexer;
+  private readonly maxMessageBytes: number;
   private readonly keepaliveIntervalMs: number;
   private readonly keepaliveTimeoutMs: number;
   private lastHeard = Date.now();
   private lastSent = Date.now();
+  private pendingPing: { pingId: string; sentAt: number } | undefined;
+  private rttMs: number | undefined;
   private timer: ReturnType<typeof setInterval> | undefined;
+  private closing: FerryError | undefined;
   private ended = false;
 
   private constructor(
     private readonly transport: Transport,
-    private readonly channel: Awaited<ReturnType<typeof performHandshake>>,
+    private readonly channel: SecureChannel,
     options: PeerSessionOptions,
   ) {
     super();
     this.remoteClientId = channel.remoteClientId;
     this.sessionId = channel.sessionId;
+    this.maxMessageBytes = options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
     this.keepaliveIntervalMs = options.keepaliveIntervalMs ?? 5_000;
     this.keepaliveTimeoutMs = options.keepaliveTimeoutMs ?? 15_000;
     this.mux = new Multiplexer(transport, channel, options);
@@ -76,28 +87,41 @@ export class PeerSession extends EventEmitter<PeerSessionEvents> {
     return new PeerSession(transport, channel, options);
   }
 
+  /** True from the moment `close` is called or the session ends. */
   get closed(): boolean {
-    return this.ended;
+    return this.ended || this.closing !== undefined;
   }
 
   get stats(): PeerSessionStats {
-    return { ...this.channel.stats, ...this.mux.stats };
+    return { ...this.channel.stats, ...this.mux.stats, rttMs: this.rttMs };
   }
 
-  /** Resolves once the message is handed to the transport (flow control may make it wait). */
+  /**
+   * Resolves once the message is handed to the transport (flow control may make it wait). Rejects
+   * with CLOSED, TOO_LARGE, SCHEMA_MISMATCH (malformed message) or BAD_ENCODING (not JSON-able data).
+   */
   async send(message: PeerMessage, lane: Lane = laneForOp(message.op)): Promise<void> {
-    if (this.ended) throw new FerryError('CLOSED', `session with ${this.remoteClientId} is closed`);
+    if (this.closed) {
+      throw this.closing ?? new FerryError('CLOSED', `session with ${this.remoteClientId} is closed`);
+    }
+    const bytes = encodeWireMessage(message);
     this.lastSent = Date.now();
-    await this.mux.send(lane, utf8(JSON.stringify(message)));
+    await this.mux.send(lane, bytes);
   }
 
-  /** Tells the peer why, then closes the transport. */
+  /** Tells the peer why, then closes the transport. Later sends, and sends still queued then, reject with CLOSED. */
   close(reason = 'closed by peer'): void {
-    if (this.ended) return;
-    const bye: PeerMessage = { op: CLOSE, data: { reason }, timestamp: Date.now(), id: 'close' };
-    void this.mux.send('control', utf8(JSON.stringify(bye))).catch(() => {});
-    // Let the close message leave before the channel goes away.
-    setTimeout(() => this.end(`closed: ${reason}`, false), 20);
+    if (this.closed) return;
+    this.closing = new FerryError('CLOSED', `session with ${this.remoteClientId} is closing: ${reason}`);
+    const bye = this.sendControl('SESSION_CLOSE', { reason: reason.slice(0, 1024) });
+    // The transport would drop the close message if torn down at once.
+    const end = () => setTimeout(() => this.end(`closed: ${reason}`), CLOSE_GRACE_MS);
+    bye.then(end, end);
+  }
+
+  private sendControl<Op extends KnownOp & `SESSION_${string}`>(op: Op, data: OpData<Op>): Promise<void> {
+    const message: PeerMessage = { op, data, timestamp: Date.now(), id: newMessageId() };
+    return this.mux.send('control', encodeWireMessage(message)).catch(() => {});
   }
 
   private readonly onFrame = (frame: Uint8Array): void => {
@@ -108,35 +132,47 @@ export class PeerSession extends EventEmitter<PeerSessionEvents> {
   private readonly onMessage = (_lane: Lane, bytes: Uint8Array): void => {
     let message: PeerMessage;
     try {
-      message = JSON.parse(fromUtf8(bytes)) as PeerMessage;
-    } catch (cause) {
-      this.emit('error', new FerryError('BAD_JSON', 'peer sent a message that is not JSON', { cause }));
+      message = decodeWireMessage(bytes, this.maxMessageBytes);
+    } catch (error) {
+      const refused = error as FerryError;
+      this.emit('error', refused);
+      void this.sendControl('SESSION_ERROR', {
+        code: refused.code,
+        message: refused.message.slice(0, 4096),
+      });
       return;
     }
-    if (
-      typeof message?.op !== 'string' ||
-      typeof message.timestamp !== 'number' ||
-      typeof message.id !== 'string'
-    ) {
-      this.emit('error', new FerryError('SCHEMA_MISMATCH', 'peer message lacks op, timestamp or id'));
-      return;
+    switch (message.op) {
+      case 'SESSION_PING': {
+        const { pingId } = message.data as OpData<'SESSION_PING'>;
+        void this.sendControl('SESSION_PONG', { pingId });
+        return;
+      }
+      case 'SESSION_PONG': {
+        const { pingId } = message.data as OpData<'SESSION_PONG'>;
+        if (this.pendingPing?.pingId === pingId) {
+          this.rttMs = Date.now() - this.pendingPing.sentAt;
+          this.pendingPing = undefined;
+        }
+        return;
+      }
+      case 'SESSION_CLOSE': {
+        const { reason } = message.data as OpData<'SESSION_CLOSE'>;
+        this.end(`closed by ${this.remoteClientId}: ${reason}`);
+        return;
+      }
+      case 'SESSION_ERROR': {
+        const { code, message: text, inReplyTo } = message.data as OpData<'SESSION_ERROR'>;
+        const which = inReplyTo ? ` ${inReplyTo}` : '';
+        this.emit(
+          'error',
+          new FerryError('REJECTED', `${this.remoteClientId} refused message${which}: ${code}: ${text}`),
+        );
+        return;
+      }
+      default:
+        this.emit('message', message);
     }
-    if (message.op === PING) {
-      void this.mux
-        .send(
-          'control',
-          utf8(JSON.stringify({ op: PONG, data: null, timestamp: Date.now(), id: message.id })),
-        )
-        .catch(() => {});
-      return;
-    }
-    if (message.op === PONG) return;
-    if (message.op === CLOSE) {
-      const reason = (message.data as { reason?: unknown } | null)?.reason;
-      this.end(`closed by ${this.remoteClientId}: ${typeof reason === 'string' ? reason : 'no reason'}`);
-      return;
-    }
-    this.emit('message', message);
   };
 
   private readonly keepalive = (): void => {
@@ -145,16 +181,16 @@ export class PeerSession extends EventEmitter<PeerSessionEvents> {
       this.end(`no frame from ${this.remoteClientId} for ${this.keepaliveTimeoutMs} ms`);
       return;
     }
-    if (now - this.lastSent >= this.keepaliveIntervalMs) {
+    if (now - this.lastSent >= this.keepaliveIntervalMs && !this.closed) {
       this.lastSent = now;
-      const ping = { op: PING, data: null, timestamp: now, id: `ping-${now}` };
-      void this.mux.send('control', utf8(JSON.stringify(ping))).catch(() => {});
+      this.pendingPing = { pingId: newMessageId(), sentAt: now };
+      void this.sendControl('SESSION_PING', { pingId: this.pendingPing.pingId });
     }
   };
 
   private readonly onTransportClose = (): void => this.end('transport closed');
 
-  private end(reason: string, emitNow = true): void {
+  private end(reason: string): void {
     if (this.ended) return;
     this.ended = true;
     clearInterval(this.timer);
@@ -162,7 +198,6 @@ export class PeerSession extends EventEmitter<PeerSessionEvents> {
     this.transport.off('message', this.onFrame);
     this.transport.off('close', this.onTransportClose);
     this.transport.close();
-    if (emitNow) this.emit('close', reason);
-    else queueMicrotask(() => this.emit('close', reason));
+    this.emit('close', reason);
   }
 }

@@ -2,9 +2,11 @@ import { MemoryHub, type MemoryNetwork } from '../../src/network/memory.js';
 import { runNetworkConformance } from '../network-conformance.js';
 
 runNetworkConformance('MemoryNetwork', async () => {
-  const hub = new MemoryHub();
+  const maxMessageBytes = 4 * 1024 * 1024;
+  const hub = new MemoryHub({ maxMessageBytes });
   const devices: MemoryNetwork[] = [];
   return {
+    maxMessageBytes,
     addDevice: async (clientId) => {
       const device = hub.join(clientId);
       devices.push(device);

@@ -26,12 +26,13 @@ afterAll(async () => {
   await server.close();
 });
 
-function device(clientId: string, key = accountKey): MeshNetwork {
+function device(clientId: string, key = accountKey, maxMessageBytes?: number): MeshNetwork {
   const mesh = createNodeMesh({
     clientId,
     accountKey: key,
     signalingUrls: [server.url],
     reconnect: { initialDelayMs: 50, maxDelayMs: 500 },
+    ...(maxMessageBytes ? { session: { maxMessageBytes } } : {}),
   });
   mesh.on('error', () => {}); // failures are asserted through events and state below
   meshes.push(mesh);
@@ -98,11 +99,15 @@ describe('MeshNetwork over real WebRTC and a real signaling server', () => {
 
   it('never gives a session to a device with the wrong passphrase', async () => {
     const wrong = (await deriveAccount('a different passphrase entirely', MINIMUM_ACCOUNT_DESCRIPTOR)).key;
-    const honest = device('device-h');
     const intruder = device('device-0', wrong); // different key: different room, and a different PSK
-    await new Promise((resolve) => setTimeout(resolve, 1500));
+    await new Promise((resolve) => intruder.signaling.once('connected', resolve));
+    // Two honest devices that join after it find each other, so the intruder had every chance to be seen.
+    const honestKey = crypto.getRandomValues(new Uint8Array(32)); // an account of its own: no other devices
+    const [g, h] = [device('device-g', honestKey), device('device-h', honestKey)];
+    await Promise.all([connectedTo(g, 'device-h'), connectedTo(h, 'device-g')]);
     expect(intruder.connectedPeers()).toEqual([]);
-    expect(honest.connectedPeers()).not.toContain('device-0');
+    expect(intruder.signaling.peers()).toEqual([]);
+    expect(h.connectedPeers()).toEqual(['device-g']);
     await expect(intruder.send('device-h', message('TEST', 1))).rejects.toMatchObject({ code: 'CLOSED' });
   });
 
@@ -125,9 +130,11 @@ describe('MeshNetwork over real WebRTC and a real signaling server', () => {
 runNetworkConformance('MeshNetwork (WebRTC, real signaling)', async () => {
   const devices: MeshNetwork[] = [];
   const harnessKey = crypto.getRandomValues(new Uint8Array(32)); // a fresh account (room) per test
+  const maxMessageBytes = 4 * 1024 * 1024;
   return {
+    maxMessageBytes,
     addDevice: async (clientId) => {
-      const mesh = device(clientId, harnessKey);
+      const mesh = device(clientId, harnessKey, maxMessageBytes);
       devices.push(mesh);
       return mesh;
     },

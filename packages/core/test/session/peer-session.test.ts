@@ -1,12 +1,16 @@
 import { createHash } from 'node:crypto';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { deriveSubkey } from '../../src/crypto/subkeys.js';
+import type { FerryError } from '../../src/errors.js';
 import type { PeerMessage } from '../../src/network/types.js';
 import { nodeChaChaPoly } from '../../src/node.js';
+import { performHandshake } from '../../src/session/handshake.js';
+import { Multiplexer } from '../../src/session/mux.js';
 import { PeerSession, type PeerSessionOptions } from '../../src/session/peer-session.js';
 import { createMemoryTransportPair, type MemoryTransportOptions } from '../../src/transport/memory.js';
 import { SimplePeerTransport } from '../../src/transport/simple-peer.js';
 import type { Transport } from '../../src/transport/types.js';
+import { utf8 } from '../../src/util/bytes.js';
 import { connectedSimplePeers } from '../support/webrtc.js';
 
 const psk = deriveSubkey(new Uint8Array(32).fill(7), 'handshakePsk');
@@ -114,6 +118,27 @@ describe('PeerSession', () => {
     expect(ta.closed && tb.closed).toBe(true);
   });
 
+  it('never opens a session with a device holding another account key, over real WebRTC', async () => {
+    const [p, q] = await connectedSimplePeers();
+    const otherPsk = deriveSubkey(new Uint8Array(32).fill(8), 'handshakePsk');
+    const [ta, tb] = [new SimplePeerTransport(p), new SimplePeerTransport(q)];
+    const results = await Promise.allSettled([
+      PeerSession.open(ta, { ...base, initiator: true, localClientId: 'alice', timeoutMs: 5000 }),
+      PeerSession.open(tb, {
+        ...base,
+        psk: otherPsk,
+        initiator: false,
+        localClientId: 'mallory',
+        timeoutMs: 5000,
+      }),
+    ]);
+    for (const result of results) {
+      expect(result.status).toBe('rejected');
+      expect((result as PromiseRejectedResult).reason.code).toBe('HANDSHAKE_FAILED');
+    }
+    expect(ta.closed && tb.closed).toBe(true);
+  });
+
   it('refuses messages above the limit, and closes a session whose peer announces one', async () => {
     const [a, b] = await sessionPair(createMemoryTransportPair(), { maxMessageBytes: 1024 * 1024 });
     await expect(a.send(msg('DB_HUGE', 'x'.repeat(2 * 1024 * 1024)))).rejects.toMatchObject({
@@ -133,12 +158,62 @@ describe('PeerSession', () => {
     expect(await closed).toMatch(/protocol violation: announced message of \d+ bytes exceeds 1048576/);
   });
 
+  it('answers undecodable messages with SESSION_ERROR and goes on', async () => {
+    // The far side is a bare handshake + multiplexer, so it can put any bytes on a lane.
+    const [ta, tb] = createMemoryTransportPair();
+    const [session, channel] = await Promise.all([
+      PeerSession.open(ta, { ...base, initiator: true, localClientId: 'alice' }),
+      performHandshake(tb, { ...base, initiator: false, localClientId: 'bob' }),
+    ]);
+    const raw = new Multiplexer(tb, channel);
+    tb.on('message', (frame) => raw.receive(frame));
+    const replies: PeerMessage[] = [];
+    raw.on('message', (_lane, bytes) => replies.push(JSON.parse(new TextDecoder().decode(bytes))));
+    const errors: string[] = [];
+    session.on('error', (e) => errors.push(e.code));
+    const bad = [
+      new Uint8Array([0xff, 0xfe]),
+      utf8('{"op":'),
+      utf8(JSON.stringify({ op: 'DB_X', data: 1, timestamp: 1 })),
+      utf8(JSON.stringify({ op: 'SESSION_NOPE', data: 1, timestamp: 1, id: 'x' })),
+    ];
+    for (const bytes of bad) await raw.send('sync', bytes);
+    const ok = received(session, 1);
+    await raw.send('sync', utf8(JSON.stringify(msg('DB_FINE', 1))));
+    expect((await ok)[0]!.op).toBe('DB_FINE');
+    expect(errors).toEqual(['BAD_ENCODING', 'BAD_JSON', 'SCHEMA_MISMATCH', 'UNKNOWN_OP']);
+    await vi.waitFor(() => expect(replies).toHaveLength(4));
+    expect(replies.map((r) => [r.op, (r.data as { code: string }).code])).toEqual([
+      ['SESSION_ERROR', 'BAD_ENCODING'],
+      ['SESSION_ERROR', 'BAD_JSON'],
+      ['SESSION_ERROR', 'SCHEMA_MISMATCH'],
+      ['SESSION_ERROR', 'UNKNOWN_OP'],
+    ]);
+    expect(session.closed).toBe(false);
+    session.close();
+  });
+
+  it('reports a refusal by the peer as REJECTED, and measures round trips with its keepalive', async () => {
+    const [a, b] = await sessionPair(createMemoryTransportPair(), { keepaliveIntervalMs: 20 });
+    await vi.waitFor(() => expect(a.stats.rttMs).toBeTypeOf('number'));
+    const refused = new Promise<FerryError>((resolve) => a.once('error', resolve));
+    // What a session sends when it refuses a message (see the test above).
+    await b.send(msg('SESSION_ERROR', { code: 'UNKNOWN_OP', message: 'no such op', inReplyTo: 'm-1' }));
+    const error = await refused;
+    expect(error.code).toBe('REJECTED');
+    expect(error.message).toMatch(/bob refused message m-1: UNKNOWN_OP: no such op/);
+    a.close();
+  });
+
   it('ends a session whose peer falls silent (keepalive), and emits close once', async () => {
     const [ta, tb] = createMemoryTransportPair();
     const [a, b] = await sessionPair([ta, tb], { keepaliveIntervalMs: 50, keepaliveTimeoutMs: 300 });
     const reasons: string[] = [];
     const closed = new Promise<void>((resolve) =>
-      b.on('close', (reason) => (reasons.push(reason), resolve())),
+      b.on('close', (reason) => {
+        reasons.push(reason);
+        resolve();
+      }),
     );
     tb.removeAllListeners('message'); // b hears nothing more from a
     await closed;
