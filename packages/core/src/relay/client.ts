@@ -216,7 +216,7 @@ export class RelayClient extends EventEmitter<RelayClientEvents> implements Diff
           accepted.push(result);
         }
       }
-      if (!page.more || page.cursor === null) break;
+      if (!page.more) break;
       cursor = page.cursor;
     }
     if (refused.length > 0) await this.ack(refused);

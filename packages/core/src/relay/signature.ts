@@ -54,14 +54,19 @@ export interface SignRequestInput {
   nonce?: string;
 }
 
-export function signRequest(key: SigningKeyPair, input: SignRequestInput): SignedRequestHeaders {
+/** `signWith` swaps the Ed25519 implementation (e.g. a native one in Node); the default is noble's. */
+export function signRequest(
+  key: SigningKeyPair,
+  input: SignRequestInput,
+  signWith: (secretKey: Uint8Array, message: Uint8Array) => Uint8Array = sign,
+): SignedRequestHeaders {
   const digest = contentDigestHeader(input.body);
   const params = paramsString({
     created: input.created ?? Math.floor(Date.now() / 1000),
     nonce: input.nonce ?? toBase64(randomBytes(16), { url: true }),
     keyId: toBase64(key.publicKey, { url: true }),
   });
-  const signature = sign(key.secretKey, utf8(signatureBase(input.method, input.path, digest, params)));
+  const signature = signWith(key.secretKey, utf8(signatureBase(input.method, input.path, digest, params)));
   return {
     'content-digest': digest,
     'signature-input': `${LABEL}=${params}`,

@@ -88,8 +88,8 @@ export const PulledDiffSchema = body({
 });
 export const PullDiffResponseSchema = body({
   diffs: Type.Array(PulledDiffSchema),
-  /** Position of the last diff returned; pass it back to get the next page. */
-  cursor: Type.Union([CursorSchema, Type.Null()]),
+  /** Position of the last diff returned (else the cursor given, else "0"); pass it back for the next page. */
+  cursor: CursorSchema,
   more: Type.Boolean(),
 });
 
@@ -162,7 +162,8 @@ export const RELAY_ERRORS = {
 export type RelayErrorReason = keyof typeof RELAY_ERRORS;
 
 export const RelayErrorResponseSchema = body({
-  error: Type.Union(Object.keys(RELAY_ERRORS).map((reason) => Type.Literal(reason))),
+  // A string enum rather than a union of literals: serializers write it without a per-response validation.
+  error: Type.String({ enum: Object.keys(RELAY_ERRORS) }),
   message: Type.String(),
 });
 

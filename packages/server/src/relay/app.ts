@@ -21,7 +21,6 @@ import {
   RemoveDeviceRequestSchema,
   RemoveDeviceResponseSchema,
   SIGNATURE_WINDOW_MS,
-  toBase64,
 } from '@ferry/core';
 import { EventEmitter } from 'eventemitter3';
 import Fastify, {
@@ -160,7 +159,7 @@ export async function createDiffServer(options: DiffServerOptions): Promise<Diff
   });
   app.addHook('preValidation', async (request) => {
     if (!request.routeOptions.config.signers) return;
-    request.signedBy = verifier.verify({
+    request.signedBy = await verifier.verify({
       method: request.method,
       path: request.url.split('?', 1)[0]!,
       headers: request.headers,
@@ -292,10 +291,12 @@ export async function createDiffServer(options: DiffServerOptions): Promise<Diff
         diffs: page.diffs.map((diff) => ({
           diffId: diff.diffId,
           senderClientId: diff.senderClientId,
-          encryptedDiff: toBase64(diff.body, { url: true }),
+          encryptedDiff: Buffer.from(diff.body.buffer, diff.body.byteOffset, diff.body.byteLength).toString(
+            'base64url',
+          ),
           expiresAt: diff.expiresAt,
         })),
-        cursor: last ? String(last.position) : (body.cursor ?? null),
+        cursor: last ? String(last.position) : (body.cursor ?? '0'),
         more: page.more,
       };
     },

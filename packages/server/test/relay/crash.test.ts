@@ -18,7 +18,7 @@ async function spawnRelay(dataDir: string) {
     env: {
       ...process.env,
       FERRY_DATA_DIR: dataDir,
-      TSX_TSCONFIG_PATH: here('../signaling/fixtures/tsconfig.json'),
+      TSX_TSCONFIG_PATH: here('./fixtures/tsconfig.json'),
     },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
