@@ -52,7 +52,7 @@ export async function startFerryServer(options: FerryServerOptions = {}): Promis
   const logger = options.logger ?? pino({ name: 'ferry-server' });
   const databaseUrl = options.databaseUrl ?? process.env.FERRY_DATABASE_URL;
   const redisUrl = options.redisUrl ?? process.env.FERRY_REDIS_URL;
-  const storage = await openStorage(databaseUrl, options);
+  const storage = await openStorage(databaseUrl, options, logger);
   const diff = await createDiffServer({
     storage,
     logger: logger.child({ component: 'relay' }),
@@ -99,7 +99,11 @@ export async function startFerryServer(options: FerryServerOptions = {}): Promis
   };
 }
 
-function openStorage(databaseUrl: string | undefined, options: FerryServerOptions): Promise<RelayStorage> {
+function openStorage(
+  databaseUrl: string | undefined,
+  options: FerryServerOptions,
+  logger: Logger,
+): Promise<RelayStorage> {
   if (databaseUrl) {
     if (!/^postgres(ql)?:\/\//.test(databaseUrl)) {
       throw new FerryError(
@@ -110,6 +114,7 @@ function openStorage(databaseUrl: string | undefined, options: FerryServerOption
     return createPostgresStorage({
       url: databaseUrl,
       ...(options.databaseSchema ? { schema: options.databaseSchema } : {}),
+      onIdleError: (error) => logger.warn({ err: error }, 'an idle PostgreSQL connection failed'),
     });
   }
   if (!options.dataDir) {

@@ -150,6 +150,10 @@ describe.each(backends)('diff server endpoints on %s', (backend) => {
         error: 'UNKNOWN_KEY',
       },
     );
+    const after = await (await fetch(`${relay.url}/metrics`)).text();
+    expect(after).toMatch(/^ferry_relay_rejections_total\{reason="UNKNOWN_KEY"\} 1$/m);
+    expect(after).toMatch(/^ferry_relay_stored_diffs 0$/m);
+    expect(after).toMatch(/^ferry_relay_pushed_bytes_total 192$/m);
   });
 
   it('notifies listeners when diffs arrive for devices', async () => {

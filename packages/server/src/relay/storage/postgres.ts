@@ -9,6 +9,8 @@ export interface PostgresStorageOptions {
   schema?: string;
   /** Pool size. Default 10. */
   maxConnections?: number;
+  /** An idle pooled connection failed (the pool replaces it); default: ignored. */
+  onIdleError?: (error: Error) => void;
 }
 
 const SCHEMA_NAME = /^[a-z_][a-z0-9_]{0,62}$/;
@@ -140,7 +142,8 @@ export async function createPostgresStorage(options: PostgresStorageOptions): Pr
     options: `-c search_path=${schema}`,
     types,
   });
-  pool.on('error', () => undefined); // an idle client's broken connection is replaced on next use
+  // An idle client's broken connection is replaced on next use; without a listener it would crash the process.
+  pool.on('error', (error) => options.onIdleError?.(error));
   const client = await pool.connect();
   try {
     await client.query('BEGIN');
