@@ -1,8 +1,7 @@
-import { type PeerMessage, randomBytes, toBase64, toHex } from '@ferry/core';
+import { type PeerMessage, randomBytes, toBase64, toHex, validateOpData } from '@ferry/core';
 import { sha256 } from '@noble/hashes/sha2.js';
-import type { TSchema } from '@sinclair/typebox';
-import { type TypeCheck, TypeCompiler } from '@sinclair/typebox/compiler';
-import { AI_OPS, AI_SCHEMAS, type AiData, type AiOp, StreamIdSchema } from './wire.js';
+import { TypeCompiler } from '@sinclair/typebox/compiler';
+import { AI_OPS, type AiData, type AiOp, StreamIdSchema } from './wire.js';
 
 const encoder = new TextEncoder();
 export const utf8Length = (text: string): number => encoder.encode(text).length;
@@ -19,25 +18,19 @@ export const isStreamId = (value: unknown): value is string => streamIdCheck.Che
 const AI_OP_SET = new Set<string>(Object.values(AI_OPS));
 export const isAiOp = (op: string): op is AiOp => AI_OP_SET.has(op);
 
-const checks = new Map<AiOp, TypeCheck<TSchema>>();
-const checkFor = (op: AiOp): TypeCheck<TSchema> => {
-  let check = checks.get(op);
-  if (!check) {
-    check = TypeCompiler.Compile(AI_SCHEMAS[op]);
-    checks.set(op, check);
-  }
-  return check;
-};
-
 /** Validate the data of an incoming AI message; returns undefined (never throws) when it does not fit. */
 export function parseAiData<Op extends AiOp>(op: Op, data: unknown): AiData<Op> | undefined {
-  return checkFor(op).Check(data) ? (data as AiData<Op>) : undefined;
+  return schemaError(op, data) === undefined ? (data as AiData<Op>) : undefined;
 }
 
-/** Why `data` does not fit the schema of `op` ("/params/temperature: Expected number <= 10"), if it does not. */
+/** Why `data` does not fit the schema of `op` ("... at /data/params/temperature"), if it does not. */
 export function schemaError(op: AiOp, data: unknown): string | undefined {
-  const error = checkFor(op).Errors(data).First();
-  return error && `${error.path || '/'}: ${error.message}`;
+  try {
+    validateOpData(op, data);
+    return undefined;
+  } catch (error) {
+    return (error as Error).message;
+  }
 }
 
 /**

@@ -1,3 +1,4 @@
+import { defineOps } from '@ferry/core';
 import { type Static, type TSchema, Type } from '@sinclair/typebox';
 
 /**
@@ -184,6 +185,12 @@ export const AI_SCHEMAS = {
   [AI_OPS.cancel]: StreamCancelSchema,
   [AI_OPS.error]: StreamErrorSchema,
 } as const satisfies Record<AiOp, TSchema>;
+
+/**
+ * The AI operations in core's registry, on the 'ai' lane: they validate through `validateOpData` and
+ * appear in the exported JSON Schemas and docs/PROTOCOL.md like core's own operations.
+ */
+export const AI_OP_DEFINITIONS = defineOps('ai', AI_SCHEMAS);
 
 export type StreamError = Static<typeof StreamErrorSchema>;
 export type AiData<Op extends AiOp> = Static<(typeof AI_SCHEMAS)[Op]>;
