@@ -10,7 +10,7 @@ import {
 } from '../../packages/core/src/protocol/message.js';
 import { defineOps, validateOpData } from '../../packages/core/src/protocol/registry.js';
 import { fromUtf8, randomBytes, toBase64, utf8 } from '../../packages/core/src/util/bytes.js';
-import { opsPerSecond, ratio, significant } from '../lib/measure.js';
+import { median, opsPerSecond, ratio, significant } from '../lib/measure.js';
 import type { BenchMetric, BenchReport } from '../lib/types.js';
 
 // Same registration @ferry/ai makes at import time (idempotent if it already did).
@@ -96,6 +96,19 @@ const MESSAGES: Array<{ label: string; message: PeerMessage }> = [
   { label: 'DB_DIFF_PUSH 1000 docs', message: push(1000) },
 ];
 
+/**
+ * Rates of `a` and `b` measured in alternation (median of 3 rounds each), so a load change on the
+ * machine during the run hits both alike.
+ */
+async function paired(a: () => unknown, b: () => unknown): Promise<[number, number]> {
+  const rates: [number[], number[]] = [[], []];
+  for (let round = 0; round < 3; round++) {
+    rates[0].push(await opsPerSecond(a, { passes: 3, minPassMs: 150 }));
+    rates[1].push(await opsPerSecond(b, { passes: 3, minPassMs: 150 }));
+  }
+  return [median(rates[0]), median(rates[1])];
+}
+
 /** One message at a time: concurrent measurements would share the event loop and skew each other. */
 async function codecMetrics({
   label,
@@ -108,12 +121,18 @@ async function codecMetrics({
     validateOpData(message.op, message.data);
     const json = encodePeerMessage(message);
     const binary = encodeBinaryCandidate(message);
-    const jsonRoundTrip = await opsPerSecond(() => decodePeerMessage(encodePeerMessage(message)));
-    const binaryRoundTrip = await opsPerSecond(() => decodeBinaryCandidate(encodeBinaryCandidate(message)));
-    const jsonEncode = await opsPerSecond(() => encodePeerMessage(message));
-    const binaryEncode = await opsPerSecond(() => encodeBinaryCandidate(message));
-    const jsonDecode = await opsPerSecond(() => decodePeerMessage(json));
-    const binaryDecode = await opsPerSecond(() => decodeBinaryCandidate(binary));
+    const [jsonRoundTrip, binaryRoundTrip] = await paired(
+      () => decodePeerMessage(encodePeerMessage(message)),
+      () => decodeBinaryCandidate(encodeBinaryCandidate(message)),
+    );
+    const [jsonEncode, binaryEncode] = await paired(
+      () => encodePeerMessage(message),
+      () => encodeBinaryCandidate(message),
+    );
+    const [jsonDecode, binaryDecode] = await paired(
+      () => decodePeerMessage(json),
+      () => decodeBinaryCandidate(binary),
+    );
     const metric = (name: string, value: number, baseline: number): BenchMetric => ({
       name: `${name} ${label}`,
       value: significant(value),
@@ -180,7 +199,7 @@ async function run(): Promise<BenchReport> {
     baseline:
       'codec metrics: encodePeerMessage/decodePeerMessage (UTF-8 JSON + validation), same messages, same run; envelope metrics: a plain encode+decode round trip of the same message',
     metrics: [...codec, ...(await envelopeMetrics())],
-    notes: `ratio > 1: the binary candidate is faster (or larger, for sizes). Binary round trip faster in ${binaryWins} of ${roundTrips.length} message kinds this run; core ships JSON on the peer channel (the candidate lost on small messages, the common case, and saves at most 40 bytes). Medians of 5 passes of >= 300 ms.`,
+    notes: `ratio > 1: the binary candidate is faster (or larger, for sizes). Binary round trip faster in ${binaryWins} of ${roundTrips.length} message kinds this run; core ships JSON on the peer channel (the candidate lost on small messages, the common case, and saves at most 40 bytes). Codec pairs measured in alternation, median of 3 rounds of 3 passes >= 150 ms; envelope: medians of 5 passes >= 300 ms.`,
   };
 }
 
