@@ -145,6 +145,8 @@ export class RelayClient extends EventEmitter<RelayClientEvents> implements Diff
   /** Expiry of diffs handed to the caller and not yet acknowledged, to bound the acked set. */
   private readonly pending = new Map<string, number>();
   private pushChain: Promise<unknown> = Promise.resolve();
+  /** Server clock minus ours, learned from a STALE answer. */
+  private clockOffsetMs = 0;
   private saveChain: Promise<void> = Promise.resolve();
 
   constructor(options: RelayClientOptions) {
@@ -421,6 +423,7 @@ export class RelayClient extends EventEmitter<RelayClientEvents> implements Diff
   ): Promise<Static<S>> {
     const bytes = utf8(JSON.stringify(body));
     const signedPath = this.basePath + path;
+    let clockCorrected = false;
     for (let attempt = 1; ; attempt++) {
       const last = attempt >= this.retry.attempts;
       let response: Response;
@@ -429,7 +432,12 @@ export class RelayClient extends EventEmitter<RelayClientEvents> implements Diff
           method: 'POST',
           headers: {
             'content-type': 'application/json',
-            ...signRequest(signer, { method: 'POST', path: signedPath, body: bytes }),
+            ...signRequest(signer, {
+              method: 'POST',
+              path: signedPath,
+              body: bytes,
+              created: Math.floor((this.now() + this.clockOffsetMs) / 1000),
+            }),
           },
           body: bytes as Uint8Array<ArrayBuffer>,
           signal: AbortSignal.timeout(this.timeoutMs),
@@ -455,6 +463,11 @@ export class RelayClient extends EventEmitter<RelayClientEvents> implements Diff
         return json;
       }
       const error = await errorFrom(response, path);
+      // A clock more than the signature window off: sign again with the server's time (its Date header).
+      if (error.reason === 'STALE' && !clockCorrected && !last && this.learnClockOffset(response)) {
+        clockCorrected = true;
+        continue;
+      }
       const retryable = response.status >= 500 || error.reason === 'RATE_LIMITED';
       if (!retryable || last) throw error;
       const retryAfter = Number(response.headers.get('retry-after'));
@@ -462,6 +475,14 @@ export class RelayClient extends EventEmitter<RelayClientEvents> implements Diff
         retryAfter > 0 ? Math.min(retryAfter * 1000, this.retry.maxDelayMs) : this.backoff(attempt),
       );
     }
+  }
+
+  /** True when the server's Date header gave a usable offset (browsers may hide it across origins). */
+  private learnClockOffset(response: Response): boolean {
+    const serverTime = Date.parse(response.headers.get('date') ?? '');
+    if (Number.isNaN(serverTime)) return false;
+    this.clockOffsetMs = serverTime - this.now();
+    return true;
   }
 
   private backoff(attempt: number): number {

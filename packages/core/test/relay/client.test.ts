@@ -105,6 +105,16 @@ describe('RelayClient against a real diff server', () => {
     await expect(client.register()).rejects.toMatchObject({ code: 'TRANSPORT' });
   });
 
+  it('signs with the server clock after a STALE answer when its own clock is far off', async () => {
+    const relay = await startRelay('sqlite', defer);
+    const key = newAccount().key;
+    const skewed = relayClient(relay.url, key, 'a', { now: () => Date.now() - 3_600_000 });
+    const b = relayClient(relay.url, key, 'b');
+    await b.register();
+    await skewed.push(['b'], utf8('from an hour ago'));
+    expect((await b.pull()).map((d) => text(d.payload))).toEqual(['from an hour ago']);
+  });
+
   it('surfaces refusals as RelayError and gives refused sequence numbers back', async () => {
     const relay = await startRelay('sqlite', defer, { limits: { maxAccountBytes: 2_000 } });
     const key = newAccount().key;

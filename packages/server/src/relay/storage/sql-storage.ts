@@ -37,6 +37,9 @@ interface AccountRow {
   diffs: number;
 }
 
+/** Rows deleted per sweep transaction. */
+const SWEEP_SLICE = 5_000;
+
 const placeholders = (count: number): string => Array.from({ length: count }, () => '?').join(',');
 
 /**
@@ -283,9 +286,18 @@ export class SqlRelayStorage implements RelayStorage {
   }
 
   async sweep(now: number): Promise<{ diffs: number; nonces: number }> {
-    const nonces = await this.driver.transaction((tx) =>
-      tx.run('DELETE FROM nonces WHERE expires_at <= ?', [now]),
-    );
+    // In slices, so a backlog of expired nonces never holds the writer (or the event loop) for long.
+    let nonces = 0;
+    for (;;) {
+      const deleted = await this.driver.transaction((tx) =>
+        tx.run(
+          'DELETE FROM nonces WHERE (key_id, nonce) IN (SELECT key_id, nonce FROM nonces WHERE expires_at <= ? LIMIT ?)',
+          [now, SWEEP_SLICE],
+        ),
+      );
+      nonces += deleted;
+      if (deleted < SWEEP_SLICE) break;
+    }
     const accounts = await this.driver.read((tx) =>
       tx.all<{ account_id: string }>(
         'SELECT DISTINCT account_id FROM diffs WHERE expires_at <= ? LIMIT 1000',
