@@ -81,6 +81,7 @@ export class CollectionSync {
   private log: Array<{ seq: number; id: string }> = [];
   private scanCheckpoint: unknown;
   private queue: Promise<unknown> = Promise.resolve();
+  private pendingScan: Promise<void> | undefined;
   private readonly storage: RxStorageInstance<Record<string, unknown>, unknown, unknown, unknown>;
 
   private constructor(
@@ -117,9 +118,16 @@ export class CollectionSync {
     return run;
   }
 
-  /** Record the app's writes since the last scan as new local versions. */
+  /**
+   * Record the app's writes since the last scan as new local versions. Calls while a scan is waiting
+   * in the queue share it (a bulk write fires one change event per document).
+   */
   scan(): Promise<void> {
-    return this.serial(() => this.scanNow());
+    this.pendingScan ??= this.serial(() => {
+      this.pendingScan = undefined;
+      return this.scanNow();
+    });
+    return this.pendingScan;
   }
 
   /** Apply versions received from `from` (a peer or a relay sender). */

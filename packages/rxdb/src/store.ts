@@ -1,4 +1,12 @@
-import type { RxCollection, RxDatabase } from 'rxdb';
+import {
+  type BulkWriteRow,
+  createRevision,
+  now,
+  type RxCollection,
+  type RxDatabase,
+  type RxDocumentData,
+  type RxStorageInstance,
+} from 'rxdb';
 import type { Change } from './wire.js';
 
 /**
@@ -49,7 +57,15 @@ const docKey = (collection: string, id: string) => `d${collection}\u0000${id}`;
 const stateKey = (key: string) => `s${key}`;
 
 export class MetaStore {
-  private constructor(private readonly rows: RxCollection<MetaRow>) {}
+  /** `_rev` of every row this store wrote or loaded: writes go straight to the storage instance
+   * (no RxDocument objects, which cost more than the sync itself), with the previous revision
+   * RxDB needs to detect a concurrent writer. */
+  private readonly revs = new Map<string, string>();
+  private readonly storage: RxStorageInstance<MetaRow, unknown, unknown, unknown>;
+
+  private constructor(private readonly rows: RxCollection<MetaRow>) {
+    this.storage = rows.storageInstance as unknown as typeof this.storage;
+  }
 
   static async open(db: RxDatabase): Promise<MetaStore> {
     if (!db.collections[META_COLLECTION])
@@ -59,24 +75,26 @@ export class MetaStore {
 
   async loadMetas(collection: string): Promise<DocMeta[]> {
     const rows = await this.rows.find({ selector: { c: collection } }).exec();
-    return rows.map((row) => row.toJSON().v.value as DocMeta);
+    return rows.map((row) => {
+      this.revs.set(row.k, row.revision);
+      return row.toJSON().v.value as DocMeta;
+    });
   }
 
   async saveMetas(collection: string, metas: DocMeta[]): Promise<void> {
     if (metas.length === 0) return;
-    const result = await this.rows.bulkUpsert(
-      metas.map((m) => ({ k: docKey(collection, m.id), c: collection, v: { value: stripUndefined(m) } })),
-    );
-    if (result.error.length > 0) throw result.error[0];
+    await this.write(metas.map((m) => ({ k: docKey(collection, m.id), c: collection, v: { value: m } })));
   }
 
   async get<T>(key: string): Promise<T | undefined> {
-    const row = await this.rows.findOne(stateKey(key)).exec();
-    return row ? (row.toJSON().v.value as T) : undefined;
+    const [row] = await this.storage.findDocumentsById([stateKey(key)], false);
+    if (!row) return undefined;
+    this.revs.set(row.k, row._rev);
+    return row.v.value as T;
   }
 
   async set(key: string, value: unknown): Promise<void> {
-    await this.rows.upsert({ k: stateKey(key), c: '', v: { value } });
+    await this.write([{ k: stateKey(key), c: '', v: { value } }]);
   }
 
   async list<T>(prefix: string): Promise<T[]> {
@@ -84,7 +102,53 @@ export class MetaStore {
     const rows = await this.rows.find({ selector: { k: { $regex: pattern } } }).exec();
     return rows.map((row) => row.toJSON().v.value as T);
   }
+
+  private async write(rows: MetaRow[]): Promise<void> {
+    const token = this.rows.database.token;
+    let pending: Array<BulkWriteRow<MetaRow>> = rows.map((row) => {
+      const rev = this.revs.get(row.k);
+      // Only `_rev` of `previous` matters for the conflict check; the rest is a placeholder.
+      const previous = rev === undefined ? undefined : placeholder(row, rev);
+      return previous
+        ? { previous, document: stored(row, token, previous) }
+        : { document: stored(row, token) };
+    });
+    for (let attempt = 0; pending.length > 0; attempt++) {
+      const result = await this.storage.bulkWrite(pending, 'ferry-meta');
+      const retry: Array<BulkWriteRow<MetaRow>> = [];
+      const failed = new Set<string>();
+      for (const error of result.error) {
+        failed.add(error.documentId);
+        if (error.status !== 409 || !error.documentInDb || attempt > 3) throw error;
+        const previous = error.documentInDb;
+        retry.push({ previous, document: stored(error.writeRow.document, token, previous) });
+      }
+      for (const row of pending)
+        if (!failed.has(row.document.k)) this.revs.set(row.document.k, row.document._rev);
+      pending = retry;
+    }
+  }
 }
+
+function stored(row: MetaRow, token: string, previous?: RxDocumentData<MetaRow>): RxDocumentData<MetaRow> {
+  return {
+    k: row.k,
+    c: row.c,
+    v: { value: stripUndefined(row.v.value) },
+    _deleted: false,
+    _attachments: {},
+    _meta: { lwt: now() },
+    _rev: createRevision(token, previous),
+  };
+}
+
+const placeholder = (row: MetaRow, rev: string): RxDocumentData<MetaRow> => ({
+  ...row,
+  _deleted: false,
+  _attachments: {},
+  _meta: { lwt: 0 },
+  _rev: rev,
+});
 
 const escapeRegex = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 const stripUndefined = <T>(value: T): T => JSON.parse(JSON.stringify(value)) as T;
