@@ -1,4 +1,5 @@
 import { Command, InvalidArgumentError } from 'commander';
+import { runDemo } from './commands/demo.js';
 import { init } from './commands/init.js';
 import { runServer } from './commands/server.js';
 import { defaultConfigPath } from './config.js';
@@ -39,6 +40,16 @@ export function createProgram(out: (line: string) => void = console.log): Comman
         ...(options.passphraseStdin ? { passphrase: await readStdin() } : {}),
         out,
       });
+    });
+
+  program
+    .command('demo')
+    .description(
+      'run the whole system in one process: server, three devices, live and offline sync, AI streaming',
+    )
+    .option('--no-ai', 'skip the AI streaming step')
+    .action(async (options: { ai: boolean }) => {
+      await runDemo({ out, write: (text) => process.stdout.write(text), ai: options.ai });
     });
 
   program

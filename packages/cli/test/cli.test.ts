@@ -112,3 +112,16 @@ describe('ferry server', () => {
     expect(run.stderr).toContain('a port is a whole number');
   });
 });
+
+describe('ferry demo', () => {
+  it('runs the whole system in one process and exits 0 with a summary', async () => {
+    const run = await ferry(['demo']);
+    expect(run.stderr).toBe('');
+    expect(run.code).toBe(0);
+    expect(run.stdout).toContain('3 devices, 3 encrypted WebRTC sessions');
+    expect(run.stdout).toMatch(/phone caught up from the diff server alone/);
+    expect(run.stdout).toContain('mailbox empty');
+    expect(run.stdout).toMatch(/\d+ tokens streamed over the encrypted session/);
+    expect(run.stdout).toContain('Summary');
+  }, 120_000);
+});
