@@ -3,5 +3,6 @@
 import { AI_SCHEMAS } from '../packages/ai/src/wire.js';
 import { defineOps } from '../packages/core/src/index.js';
 
-// @ferry/ai's ops; idempotent once packages/ai/src/wire.ts registers them itself.
+// ai/wire.ts registers these itself, but through `@ferry/core`: under tsx that is the built package,
+// a second registry beside the sources imported here. Defining them again is idempotent.
 defineOps('ai', AI_SCHEMAS);
