@@ -82,6 +82,11 @@ export class CollectionSync {
   private scanCheckpoint: unknown;
   private queue: Promise<unknown> = Promise.resolve();
   private pendingScan: Promise<void> | undefined;
+  /** Set when the app may have written since the last scan (a change event, or a write that lost a race). */
+  private dirty = true;
+  /** `id\0_rev` of Ferry's write in progress: their change events arrive before the metadata is saved
+   * (a `_rev` alone is not unique: it is the height plus this database's token). */
+  private writing = new Set<string>();
   private readonly storage: RxStorageInstance<Record<string, unknown>, unknown, unknown, unknown>;
 
   private constructor(
@@ -123,11 +128,20 @@ export class CollectionSync {
    * in the queue share it (a bulk write fires one change event per document).
    */
   scan(): Promise<void> {
+    this.dirty = true;
     this.pendingScan ??= this.serial(() => {
       this.pendingScan = undefined;
       return this.scanNow();
     });
     return this.pendingScan;
+  }
+
+  /**
+   * Whether a change event is a write Ferry did not make (or has not recorded yet). Ferry's own
+   * writes do not need a scan, and scanning the storage's change feed is the costly part of a sync.
+   */
+  isForeignWrite(id: string, rev: string | undefined): boolean {
+    return rev === undefined || (this.metas.get(id)?.rev !== rev && !this.writing.has(`${id}\u0000${rev}`));
   }
 
   /** Apply versions received from `from` (a peer or a relay sender). */
@@ -158,7 +172,8 @@ export class CollectionSync {
         }
         const changes = await this.read(picked);
         if (changes) return { changes, newSeq, more: newSeq < this.head };
-        await this.scanNow(); // the app wrote meanwhile: record it, then read again
+        this.dirty = true; // the app wrote meanwhile: record it, then read again
+        await this.scanNow();
       }
     });
   }
@@ -170,6 +185,7 @@ export class CollectionSync {
         const metas = ids.map((id) => this.metas.get(id)).filter((m): m is DocMeta => m !== undefined);
         const changes = await this.read(metas);
         if (changes) return changes;
+        this.dirty = true;
         await this.scanNow();
       }
     });
@@ -227,6 +243,8 @@ export class CollectionSync {
   }
 
   private async scanNow(): Promise<void> {
+    if (!this.dirty) return;
+    this.dirty = false;
     const fieldMode = typeof this.host.policy === 'object' && 'merge' in this.host.policy;
     const self = this.host.clock.clientId;
     for (;;) {
@@ -321,7 +339,9 @@ export class CollectionSync {
         }
       }
       await this.commit(committed);
+      this.writing.clear();
       pending = pending.filter((c) => retry.has(c.id));
+      if (pending.length > 0) this.dirty = true; // the app wrote under us: record that write first
     }
     return outcome;
   }
@@ -396,6 +416,9 @@ export class CollectionSync {
     const retry = new Set<string>();
     const rejected: Array<{ id: string; error: unknown }> = [];
     if (rows.length > 0) {
+      this.writing = new Set(
+        rows.map((row) => `${row.document[this.primaryPath]}\u0000${row.document._rev}`),
+      );
       const result = await this.storage.bulkWrite(rows, CONTEXT);
       for (const error of result.error) {
         if (error.status === 409) retry.add(error.documentId);

@@ -171,7 +171,11 @@ export class FerryReplicationState {
       const sync = await CollectionSync.open(name, collection, host);
       this.syncs.set(name, sync);
       // The storage's change feed tells us the app wrote; the scan itself reads from a checkpoint.
-      this.subscriptions.push(collection.$.subscribe(() => this.guard(sync.scan())));
+      this.subscriptions.push(
+        collection.$.subscribe((event) => {
+          if (sync.isForeignWrite(event.documentId, event.documentData?._rev)) this.guard(sync.scan());
+        }),
+      );
     }
     this.network.on('message', this.onMessage);
     this.network.on('peer-connected', this.onPeerConnected);

@@ -134,7 +134,7 @@ function stored(row: MetaRow, token: string, previous?: RxDocumentData<MetaRow>)
   return {
     k: row.k,
     c: row.c,
-    v: { value: stripUndefined(row.v.value) },
+    v: row.v,
     _deleted: false,
     _attachments: {},
     _meta: { lwt: now() },
@@ -151,7 +151,6 @@ const placeholder = (row: MetaRow, rev: string): RxDocumentData<MetaRow> => ({
 });
 
 const escapeRegex = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
-const stripUndefined = <T>(value: T): T => JSON.parse(JSON.stringify(value)) as T;
 
 /** The version a meta row describes, with the document content read from storage. */
 export function versionOf(meta: DocMeta, doc: Record<string, unknown> | undefined): Change {
