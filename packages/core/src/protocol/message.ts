@@ -8,6 +8,7 @@ import './ops/db.js';
 import './ops/relay.js';
 import './ops/session.js';
 import {
+  hasOp,
   type KnownOp,
   type OpData,
   SchemaMismatchError,
@@ -42,6 +43,12 @@ const checkPeerMessageShape = TypeCompiler.Compile(PeerMessageSchema);
 export interface DecodeOptions {
   /** Inputs larger than this are TOO_LARGE before any parsing. Default DEFAULT_MAX_MESSAGE_BYTES. */
   maxBytes?: number;
+  /**
+   * 'reject' (default): an op this process never registered is UNKNOWN_OP. 'accept': such a message
+   * passes with its data unchecked (a relay of messages, or a peer session that leaves the data to
+   * the component handling the op); registered ops are still checked.
+   */
+  unknownOps?: 'reject' | 'accept';
 }
 
 /** A fresh message id: 128 random bits, base64url. */
@@ -61,12 +68,15 @@ export function createPeerMessage<Name extends KnownOp>(
  * Checks a parsed value: the message shape, a known operation and data matching its schema.
  * Returns the same object, typed.
  */
-export function checkPeerMessage(value: unknown): PeerMessage {
+export function checkPeerMessage(
+  value: unknown,
+  options: Pick<DecodeOptions, 'unknownOps'> = {},
+): PeerMessage {
   if (!checkPeerMessageShape.Check(value)) {
     const first = checkPeerMessageShape.Errors(value).First();
     throw new SchemaMismatchError(first?.path ?? '', `not a peer message: ${first?.message ?? 'bad shape'}`);
   }
-  validateOpData(value.op, value.data);
+  if (options.unknownOps !== 'accept' || hasOp(value.op)) validateOpData(value.op, value.data);
   return value;
 }
 
@@ -106,7 +116,7 @@ export function decodePeerMessageJson(input: string | Uint8Array, options: Decod
   // A string of n characters is at least n UTF-8 bytes, so this bound never lets an oversized input through.
   checkSize(input.length, options, typeof input === 'string' ? 'characters' : 'bytes');
   const text = typeof input === 'string' ? input : fromUtf8(input);
-  return checkPeerMessage(parseJson(text));
+  return checkPeerMessage(parseJson(text), options);
 }
 
 /** A PeerMessage as bytes for the peer channel (UTF-8 JSON). */

@@ -150,6 +150,17 @@ describe('bad inputs and their error codes', () => {
     expect(codeOf(() => decodePeerMessage(bytes, options))).toBe(expected);
   });
 
+  it('passes ops this process never registered when asked to, still checking registered ones', () => {
+    const future = message({ op: 'FUTURE_OP', data: { anything: [1, 2] } });
+    expect(codeOf(() => decodePeerMessage(utf8(future)))).toBe('UNKNOWN_OP');
+    expect(decodePeerMessage(utf8(future), { unknownOps: 'accept' })).toMatchObject({ op: 'FUTURE_OP' });
+    const badKnown = message({ data: { collection: 'todos' } });
+    expect(codeOf(() => decodePeerMessage(utf8(badKnown), { unknownOps: 'accept' }))).toBe('SCHEMA_MISMATCH');
+    expect(codeOf(() => decodePeerMessage(utf8(message({ op: 'bad op' })), { unknownOps: 'accept' }))).toBe(
+      'SCHEMA_MISMATCH',
+    );
+  });
+
   it('names the JSON path of a schema mismatch', () => {
     expect(() =>
       decodePeerMessageJson(message({ data: { ...goodMessage.data, changes: [{ id: 'a' }] } })),
