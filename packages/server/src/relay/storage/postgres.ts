@@ -48,11 +48,10 @@ CREATE TABLE IF NOT EXISTS ${schema}.mailbox (
   account_id TEXT NOT NULL,
   client_id TEXT NOT NULL,
   diff_id TEXT NOT NULL,
-  acked SMALLINT NOT NULL,
-  UNIQUE (account_id, client_id, diff_id)
+  acked SMALLINT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS mailbox_pending ON ${schema}.mailbox (account_id, client_id, position) WHERE acked = 0;
-CREATE INDEX IF NOT EXISTS mailbox_diff ON ${schema}.mailbox (account_id, diff_id);
+CREATE INDEX IF NOT EXISTS mailbox_diff ON ${schema}.mailbox (account_id, diff_id, client_id);
 CREATE TABLE IF NOT EXISTS ${schema}.nonces (
   key_id TEXT NOT NULL,
   nonce TEXT NOT NULL,

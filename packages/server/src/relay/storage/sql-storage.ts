@@ -49,8 +49,9 @@ const placeholders = (count: number): string => Array.from({ length: count }, ()
  *
  * Tables: accounts (quota counters), devices (one key per client id), diffs (one shared body per
  * pushed diff with a reference count, kept as a body-less tombstone until expiry so retried pushes
- * stay idempotent), mailbox (one row per target in push order; acked rows stay until expiry so a
- * repeated ack succeeds while an ack for someone else's diff is refused), nonces.
+ * stay idempotent), mailbox (one row per target in push order, unique per diff and target by
+ * construction; acked rows stay until expiry so a repeated ack succeeds while an ack for someone
+ * else's diff is refused), nonces.
  */
 export class SqlRelayStorage implements RelayStorage {
   readonly kind: RelayStorage['kind'];

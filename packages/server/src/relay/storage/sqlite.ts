@@ -26,7 +26,10 @@ CREATE TABLE IF NOT EXISTS devices (
   created_at INTEGER NOT NULL,
   PRIMARY KEY (account_id, client_id)
 );
+-- Bodies live in rowid order (appended at the tail page) rather than in a random-keyed B-tree:
+-- fewer pages written per commit.
 CREATE TABLE IF NOT EXISTS diffs (
+  row INTEGER PRIMARY KEY,
   account_id TEXT NOT NULL,
   diff_id TEXT NOT NULL,
   sender TEXT NOT NULL,
@@ -36,7 +39,7 @@ CREATE TABLE IF NOT EXISTS diffs (
   refs INTEGER NOT NULL,
   created_at INTEGER NOT NULL,
   expires_at INTEGER NOT NULL,
-  PRIMARY KEY (account_id, diff_id)
+  UNIQUE (account_id, diff_id)
 );
 CREATE INDEX IF NOT EXISTS diffs_expiry ON diffs (expires_at);
 CREATE TABLE IF NOT EXISTS mailbox (
@@ -44,11 +47,10 @@ CREATE TABLE IF NOT EXISTS mailbox (
   account_id TEXT NOT NULL,
   client_id TEXT NOT NULL,
   diff_id TEXT NOT NULL,
-  acked INTEGER NOT NULL,
-  UNIQUE (account_id, client_id, diff_id)
+  acked INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS mailbox_pending ON mailbox (account_id, client_id, position) WHERE acked = 0;
-CREATE INDEX IF NOT EXISTS mailbox_diff ON mailbox (account_id, diff_id);
+CREATE INDEX IF NOT EXISTS mailbox_diff ON mailbox (account_id, diff_id, client_id);
 CREATE TABLE IF NOT EXISTS nonces (
   key_id TEXT NOT NULL,
   nonce TEXT NOT NULL,
