@@ -4,6 +4,9 @@ import { getRxStorageMemory } from 'rxdb/plugins/storage-memory';
 import { RxDBUpdatePlugin } from 'rxdb/plugins/update';
 import { wrappedValidateAjvStorage } from 'rxdb/plugins/validate-ajv';
 import { type FerryReplicationState, type ReplicateFerryOptions, replicateFerry } from '../src/index.js';
+import { noteSchema, todoSchema } from './support-schema.js';
+
+export { noteSchema, todoSchema };
 
 export interface Todo {
   id: string;
@@ -11,27 +14,6 @@ export interface Todo {
   done?: boolean;
   n?: number;
 }
-
-export const todoSchema = {
-  version: 0,
-  primaryKey: 'id',
-  type: 'object',
-  properties: {
-    id: { type: 'string', maxLength: 100 },
-    title: { type: 'string', maxLength: 300 },
-    done: { type: 'boolean' },
-    n: { type: 'number' },
-  },
-  required: ['id', 'title'],
-} as const;
-
-export const noteSchema = {
-  version: 0,
-  primaryKey: 'key',
-  type: 'object',
-  properties: { key: { type: 'string', maxLength: 100 }, body: { type: 'string' } },
-  required: ['key', 'body'],
-} as const;
 
 addRxPlugin(RxDBUpdatePlugin);
 

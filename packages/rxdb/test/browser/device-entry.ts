@@ -1,0 +1,63 @@
+// Bundled for Chromium by browser.test.ts: a Ferry device in a page: RxDB on Dexie (IndexedDB), the
+// MeshNetwork on the browser's native WebRTC, and replicateFerry, driven through a page global.
+import { fromBase64, MeshNetwork } from '@ferry/core';
+import { type FerryReplicationState, replicateFerry } from '@ferry/rxdb';
+import { createRxDatabase, type RxCollection, type RxDatabase } from 'rxdb';
+import { getRxStorageDexie } from 'rxdb/plugins/storage-dexie';
+import { todoSchema } from '../support-schema.js';
+
+// simple-peer's streams call process.nextTick at run time (see core/test/browser/mesh-entry.ts).
+(globalThis as { process?: unknown }).process ??= {
+  env: {},
+  nextTick: (fn: (...args: unknown[]) => void, ...args: unknown[]) => queueMicrotask(() => fn(...args)),
+};
+
+type Todo = { id: string; title: string; done?: boolean };
+let db: RxDatabase | undefined;
+let todos: RxCollection<Todo>;
+let mesh: MeshNetwork | undefined;
+let replication: FerryReplicationState | undefined;
+
+const api = {
+  async start(url: string, accountKey: string, clientId: string, peerId: string): Promise<void> {
+    db = await createRxDatabase({
+      name: `ferry${clientId}`,
+      storage: getRxStorageDexie(),
+      multiInstance: false,
+    });
+    await db.addCollections({ todos: { schema: todoSchema } });
+    todos = db.todos as RxCollection<Todo>;
+    mesh = new MeshNetwork({ clientId, accountKey: fromBase64(accountKey), signalingUrls: [url] });
+    replication = await replicateFerry({ collections: { todos }, network: mesh });
+    replication.error$.subscribe((error) => console.error('ferry error', error.code, error.message));
+    if (mesh.connectedPeers().includes(peerId)) return;
+    await new Promise<void>((resolve) => mesh!.on('peer-connected', (id) => id === peerId && resolve()));
+  },
+  async insert(docs: Todo[]): Promise<void> {
+    await todos.bulkInsert(docs);
+  },
+  async setTitle(id: string, title: string): Promise<void> {
+    await (await todos.findOne(id).exec())!.incrementalPatch({ title });
+  },
+  async remove(id: string): Promise<void> {
+    await (await todos.findOne(id).exec())!.remove();
+  },
+  async awaitInSync(): Promise<void> {
+    await replication!.awaitInSync();
+  },
+  async docs(): Promise<Todo[]> {
+    const rows = await todos.find().exec();
+    return rows.map((row) => row.toMutableJSON()).sort((a, b) => a.id.localeCompare(b.id));
+  },
+  async close(): Promise<void> {
+    await replication?.cancel();
+    await mesh?.close();
+    await db?.close();
+  },
+};
+
+declare global {
+  // eslint-disable-next-line no-var
+  var ferryDevice: typeof api;
+}
+globalThis.ferryDevice = api;

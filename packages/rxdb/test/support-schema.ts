@@ -1,0 +1,22 @@
+// RxDB schemas of the test documents (no imports: the browser bundle uses them too).
+
+export const todoSchema = {
+  version: 0,
+  primaryKey: 'id',
+  type: 'object',
+  properties: {
+    id: { type: 'string', maxLength: 100 },
+    title: { type: 'string', maxLength: 300 },
+    done: { type: 'boolean' },
+    n: { type: 'number' },
+  },
+  required: ['id', 'title'],
+} as const;
+
+export const noteSchema = {
+  version: 0,
+  primaryKey: 'key',
+  type: 'object',
+  properties: { key: { type: 'string', maxLength: 100 }, body: { type: 'string' } },
+  required: ['key', 'body'],
+} as const;
