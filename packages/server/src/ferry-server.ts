@@ -1,5 +1,6 @@
 import type { AddressInfo } from 'node:net';
 import { FerryError } from '@ferry/core';
+import type { FastifyInstance } from 'fastify';
 import { type BaseLogger, type Logger, pino } from 'pino';
 import { createDiffServer, type DiffServer, type RelayLimits } from './relay/app.js';
 import { createPostgresStorage } from './relay/storage/postgres.js';
@@ -30,6 +31,10 @@ export interface FerryServerOptions {
   relayLimits?: Partial<RelayLimits>;
   signaling?: Omit<SignalingServerOptions, 'server' | 'host' | 'port' | 'redisUrl' | 'logger'>;
   trustProxy?: boolean;
+  /** Diff server CORS origins (default `*`, see DiffServerOptions). */
+  corsOrigins?: string[] | '*' | false;
+  /** Called before listening, to add routes or plugins (e.g. the web app) to the shared Fastify app. */
+  configure?: (app: FastifyInstance) => Promise<void> | void;
 }
 
 export interface FerryServer {
@@ -59,6 +64,7 @@ export async function startFerryServer(options: FerryServerOptions = {}): Promis
     logRequests: options.logRequests ?? true,
     trustProxy: options.trustProxy ?? false,
     ...(options.relayLimits ? { limits: options.relayLimits } : {}),
+    ...(options.corsOrigins === undefined ? {} : { corsOrigins: options.corsOrigins }),
   });
   let signaling: SignalingServer | undefined;
   try {
@@ -68,6 +74,7 @@ export async function startFerryServer(options: FerryServerOptions = {}): Promis
       logger: logger.child({ component: 'signaling' }) as BaseLogger,
       ...(redisUrl ? { redisUrl } : {}),
     });
+    await options.configure?.(diff.app);
     await diff.app.listen({ port: options.port ?? 8787, host: options.host ?? '127.0.0.1' });
   } catch (error) {
     await signaling?.close();

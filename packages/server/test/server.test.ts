@@ -35,7 +35,13 @@ describe('startFerryServer', () => {
   it('serves the diff server and the signaling WebSocket on one port (SQLite under dataDir)', async () => {
     const dataDir = mkdtempSync(join(tmpdir(), 'ferry-server-'));
     cleanups.push(() => rmSync(dataDir, { recursive: true, force: true }));
-    const server = await start({ dataDir });
+    const server = await start({
+      dataDir,
+      configure: (app) => {
+        app.get('/hello', async () => ({ from: 'configure' }));
+      },
+    });
+    expect(await (await fetch(`${server.url}/hello`)).json()).toEqual({ from: 'configure' });
     expect(new URL(server.signalingUrl).port).toBe(String(server.port));
     expect(await (await fetch(`${server.url}/health`)).json()).toEqual({ status: 'ok', storage: 'sqlite' });
     await roundTrip(server);

@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import cors from '@fastify/cors';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import {
   AckDiffRequestSchema,
@@ -81,6 +82,11 @@ export interface DiffServerOptions {
   logRequests?: boolean;
   /** Behind a reverse proxy: take the client IP (for rate limits) from X-Forwarded-For. */
   trustProxy?: boolean;
+  /**
+   * Origins whose pages may call the server (CORS). Default `*`: requests carry no cookies or other
+   * ambient credentials, only signatures, so any page may send them; `false` turns CORS off.
+   */
+  corsOrigins?: string[] | '*' | false;
   now?: () => number;
 }
 
@@ -141,6 +147,17 @@ export async function createDiffServer(options: DiffServerOptions): Promise<Diff
     // The serializer validates `anyOf` branches with its own Ajv, which must know the format too.
     serializerOpts: { ajv: { formats: { [BASE64URL_FORMAT]: isBase64Url } } },
   }).withTypeProvider<TypeBoxTypeProvider>();
+
+  if (options.corsOrigins !== false) {
+    await app.register(cors, {
+      origin: options.corsOrigins ?? '*',
+      methods: ['GET', 'POST'],
+      allowedHeaders: ['content-type', 'content-digest', 'signature-input', 'signature'],
+      // The client reads Date to correct a skewed clock, and Retry-After when rate limited.
+      exposedHeaders: ['date', 'retry-after'],
+      maxAge: 600,
+    });
+  }
 
   const jsonParser = app.getDefaultJsonParser('error', 'error');
   app.removeAllContentTypeParsers();

@@ -156,6 +156,23 @@ describe.each(backends)('diff server endpoints on %s', (backend) => {
     expect(after).toMatch(/^ferry_relay_pushed_bytes_total 192$/m);
   });
 
+  it('answers CORS preflights for the signature headers', async () => {
+    const relay = await startRelay(backend, defer);
+    const preflight = await fetch(`${relay.url}/pushDiff`, {
+      method: 'OPTIONS',
+      headers: {
+        origin: 'https://app.example',
+        'access-control-request-method': 'POST',
+        'access-control-request-headers': 'content-type,content-digest,signature-input,signature',
+      },
+    });
+    expect(preflight.status).toBe(204);
+    expect(preflight.headers.get('access-control-allow-origin')).toBe('*');
+    expect(preflight.headers.get('access-control-allow-headers')).toContain('signature-input');
+    const health = await fetch(`${relay.url}/health`, { headers: { origin: 'https://app.example' } });
+    expect(health.headers.get('access-control-expose-headers')).toBe('date, retry-after');
+  });
+
   it('notifies listeners when diffs arrive for devices', async () => {
     const relay = await startRelay(backend, defer);
     const account = newAccount();
