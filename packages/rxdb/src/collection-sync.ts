@@ -191,6 +191,17 @@ export class CollectionSync {
     });
   }
 
+  /** Documents whose current version was written on this device after log position `seq`. */
+  localIdsAfter(seq: number): string[] {
+    const ids: string[] = [];
+    for (let i = this.firstAfter(seq); i < this.log.length; i++) {
+      const entry = this.log[i]!;
+      const meta = this.metas.get(entry.id)!;
+      if (meta.seq === entry.seq && meta.local) ids.push(entry.id);
+    }
+    return ids;
+  }
+
   /** Snapshot of the metadata, for tests and diagnostics. */
   meta(id: string): DocMeta | undefined {
     const meta = this.metas.get(id);

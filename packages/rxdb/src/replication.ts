@@ -20,7 +20,6 @@ import {
   type Checkpoint,
   type ConflictResolve,
   checkers,
-  DB_OPS,
   type DiffAck,
   type DiffNack,
   type DiffPush,
@@ -29,6 +28,7 @@ import {
   parseVersion,
   type RelayDiff,
   relayDiffChecker,
+  SYNC_OPS,
   type SyncInit,
 } from './wire.js';
 
@@ -58,6 +58,8 @@ export interface ReplicateFerryOptions {
 interface OutStream {
   stream: string;
   cursor: number;
+  /** Log position the peer acknowledged (applied durably). */
+  acked: number;
   inflight: number;
   needsReply: boolean;
   pumping: boolean;
@@ -71,7 +73,7 @@ interface InStream {
   chain: Promise<void>;
 }
 
-const OPS = new Set<string>(Object.values(DB_OPS));
+const OPS = new Set<string>(Object.values(SYNC_OPS));
 const newId = () => toBase64(randomBytes(12), { url: true });
 const MAX_RETRY_MS = 30_000;
 
@@ -296,6 +298,11 @@ export class FerryReplicationState {
   };
 
   private readonly onPeerDisconnected = (peer: string): void => {
+    // Own writes the peer never acknowledged go to its mailbox, in case we are gone when it is back.
+    for (const [name, out] of this.outbound.get(peer) ?? []) {
+      const ids = this.syncs.get(name)!.localIdsAfter(out.acked);
+      if (ids.length > 0) this.queueRelay(name, ids);
+    }
     this.outbound.delete(peer);
     this.inbound.delete(peer);
     if (!this.paused) this.peers$.next(this.connected());
@@ -325,7 +332,7 @@ export class FerryReplicationState {
       dbVersion: formatVersion({ epoch: this.epoch, seq: this.syncs.get(collection)!.head }),
       ...(askBack ? { askBack } : {}),
     };
-    await this.send(peer, DB_OPS.syncInit, init);
+    await this.send(peer, SYNC_OPS.syncInit, init);
   }
 
   private caughtUpWith(peer: string): boolean {
@@ -370,7 +377,7 @@ export class FerryReplicationState {
       );
       const data = (message.data ?? {}) as Record<string, unknown>;
       if (
-        message.op === DB_OPS.diffPush &&
+        message.op === SYNC_OPS.diffPush &&
         typeof data.collection === 'string' &&
         typeof data.stream === 'string'
       ) {
@@ -379,19 +386,19 @@ export class FerryReplicationState {
       return;
     }
     switch (message.op) {
-      case DB_OPS.syncInit:
+      case SYNC_OPS.syncInit:
         this.onSyncInit(peer, message.data as SyncInit);
         break;
-      case DB_OPS.diffPush:
+      case SYNC_OPS.diffPush:
         this.onPush(peer, message.data as DiffPush);
         break;
-      case DB_OPS.diffAck:
+      case SYNC_OPS.diffAck:
         this.onAck(peer, message.data as DiffAck);
         break;
-      case DB_OPS.diffNack:
+      case SYNC_OPS.diffNack:
         this.onNack(peer, message.data as DiffNack);
         break;
-      case DB_OPS.conflictResolve:
+      case SYNC_OPS.conflictResolve:
         this.onConflictResolve(peer, message.data as ConflictResolve);
         break;
     }
@@ -418,6 +425,7 @@ export class FerryReplicationState {
     streams.set(init.collection, {
       stream: init.stream,
       cursor: valid ? checkpoint.seq : 0,
+      acked: valid ? checkpoint.seq : 0,
       inflight: 0,
       needsReply: true,
       pumping: false,
@@ -462,7 +470,7 @@ export class FerryReplicationState {
           out.cursor = batch.newSeq;
           out.needsReply = false;
           out.inflight += 1;
-          if (!(await this.send(peer, DB_OPS.diffPush, push))) return;
+          if (!(await this.send(peer, SYNC_OPS.diffPush, push))) return;
           this.sent$.next(this.sent$.value + batch.changes.length);
         }
       } while (out.again);
@@ -541,7 +549,7 @@ export class FerryReplicationState {
         ackVersion: push.newVersion,
         ...(outcome.conflicts.length > 0 ? { resolvedConflicts: outcome.conflicts.map((c) => c.id) } : {}),
       };
-      await this.send(peer, DB_OPS.diffAck, ack);
+      await this.send(peer, SYNC_OPS.diffAck, ack);
     }
     if (outcome.created.length > 0) {
       const resolve: ConflictResolve = {
@@ -553,13 +561,17 @@ export class FerryReplicationState {
         })),
         clientResolution: outcome.created.map(({ resolution }) => resolution),
       };
-      await this.send(peer, DB_OPS.conflictResolve, resolve);
+      await this.send(peer, SYNC_OPS.conflictResolve, resolve);
     }
     if (!push.more && !stream.caughtUp) stream.caughtUp = true;
     this.changed$.next();
   }
 
   private onAck(peer: string, ack: DiffAck): void {
+    const out = this.outbound.get(peer)?.get(ack.collection);
+    const version = parseVersion(ack.ackVersion);
+    if (out && out.stream === ack.stream && version?.epoch === this.epoch)
+      out.acked = Math.max(out.acked, version.seq);
     this.settle(peer, ack.collection, ack.stream);
   }
 
@@ -601,7 +613,7 @@ export class FerryReplicationState {
     ids?: string[],
   ): void {
     const nack: DiffNack = { collection, stream, baseVersion, reason, message, ...(ids ? { ids } : {}) };
-    this.guard(this.send(peer, DB_OPS.diffNack, nack));
+    this.guard(this.send(peer, SYNC_OPS.diffNack, nack));
   }
 
   private async recordConflicts(conflicts: FerryConflict[]): Promise<void> {
@@ -620,14 +632,17 @@ export class FerryReplicationState {
     if (this.cancelled) return;
     for (const [peer, streams] of this.outbound)
       if (streams.has(sync.name)) this.guard(this.pump(peer, sync.name));
-    const local = metas.filter((m) => m.local);
-    if (this.relay && local.length > 0) {
-      const ids = this.relayQueue.get(sync.name) ?? new Set<string>();
-      for (const meta of local) ids.add(meta.id);
-      this.relayQueue.set(sync.name, ids);
-      this.scheduleRelayFlush();
-    }
+    const local = metas.filter((m) => m.local).map((m) => m.id);
+    if (local.length > 0) this.queueRelay(sync.name, local);
     this.changed$.next();
+  }
+
+  private queueRelay(collection: string, ids: string[]): void {
+    if (!this.relay) return;
+    const queued = this.relayQueue.get(collection) ?? new Set<string>();
+    for (const id of ids) queued.add(id);
+    this.relayQueue.set(collection, queued);
+    this.scheduleRelayFlush();
   }
 
   private scheduleRelayFlush(): void {

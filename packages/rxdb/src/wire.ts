@@ -10,7 +10,7 @@ import { TypeCompiler } from '@sinclair/typebox/compiler';
  * sender's change log for one collection: `<epoch>@<sequence>`, where the epoch names one life of
  * the sender's metadata store (a wiped device starts a new epoch, and old checkpoints stop applying).
  */
-export const DB_OPS = {
+export const SYNC_OPS = {
   syncInit: 'DB_SYNC_INIT',
   diffPush: 'DB_DIFF_PUSH',
   diffAck: 'DB_DIFF_ACK',
@@ -115,11 +115,11 @@ export const RelayDiffSchema = Type.Object({
 export type RelayDiff = Static<typeof RelayDiffSchema>;
 
 export const checkers = {
-  [DB_OPS.syncInit]: TypeCompiler.Compile(SyncInitSchema),
-  [DB_OPS.diffPush]: TypeCompiler.Compile(DiffPushSchema),
-  [DB_OPS.diffAck]: TypeCompiler.Compile(DiffAckSchema),
-  [DB_OPS.diffNack]: TypeCompiler.Compile(DiffNackSchema),
-  [DB_OPS.conflictResolve]: TypeCompiler.Compile(ConflictResolveSchema),
+  [SYNC_OPS.syncInit]: TypeCompiler.Compile(SyncInitSchema),
+  [SYNC_OPS.diffPush]: TypeCompiler.Compile(DiffPushSchema),
+  [SYNC_OPS.diffAck]: TypeCompiler.Compile(DiffAckSchema),
+  [SYNC_OPS.diffNack]: TypeCompiler.Compile(DiffNackSchema),
+  [SYNC_OPS.conflictResolve]: TypeCompiler.Compile(ConflictResolveSchema),
 } as const;
 export const relayDiffChecker = TypeCompiler.Compile(RelayDiffSchema);
 

@@ -1,7 +1,7 @@
 import { firstValueFrom, take, toArray } from 'rxjs';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { FerryConflict } from '../src/index.js';
-import { converge, type Device, startDevices } from './support.js';
+import { converge, type Device, MemoryRelayServer, startDevices } from './support.js';
 
 const started: Device[] = [];
 afterEach(async () => {
@@ -202,6 +202,27 @@ describe('replicateFerry over the in-memory network', () => {
     expect(await b!.docs()).toHaveLength(301);
     expect(a!.replication.sent$.value - sentBefore).toBe(1);
     await b!.replication.awaitInitialReplication();
+  });
+
+  it('own writes a peer never acknowledged go to its relay mailbox when it disconnects', async () => {
+    const relayServer = new MemoryRelayServer();
+    const {
+      hub,
+      devices: [a, b],
+    } = await devices(2, { relayServer });
+    await converge([a!, b!]);
+    b!.replication.pause(); // b refuses pushes (DB_DIFF_NACK paused): a's write stays unacknowledged
+    await a!.db.todos.insert({ id: 'unacked', title: 'x' });
+    await a!.replication.awaitInSync();
+    expect(relayServer.waiting('devb')).toBe(0); // b was connected: no relay yet
+    hub.setLinked('deva', 'devb', false);
+    await a!.replication.awaitInSync();
+    expect(relayServer.waiting('devb')).toBe(1);
+    await a!.stop();
+    b!.replication.resume();
+    await b!.replication.pullRelay();
+    expect(await b!.docs()).toEqual([{ id: 'unacked', title: 'x' }]);
+    expect(relayServer.waiting('devb')).toBe(0);
   });
 
   it('pause stops the exchange; resume catches up', async () => {
