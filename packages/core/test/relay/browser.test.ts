@@ -22,11 +22,17 @@ describe.skipIf(!(await hasChromium()))('RelayClient in headless Chromium', () =
     await node.register();
     // The page registers as "phone" with its first request; the laptop then writes to it.
     expect(
-      await harness.page.evaluate(([u, k]) => browserRelay.pullAndAck(u, k, 'phone'), [relay.url, key]),
+      await harness.page.evaluate(([u, k]) => browserRelay.pullAndAck(u, k, 'phone'), [
+        relay.url,
+        key,
+      ] as const),
     ).toEqual([]);
     await node.push(['phone'], utf8('from Node ✓'));
     expect(
-      await harness.page.evaluate(([u, k]) => browserRelay.pullAndAck(u, k, 'phone'), [relay.url, key]),
+      await harness.page.evaluate(([u, k]) => browserRelay.pullAndAck(u, k, 'phone'), [
+        relay.url,
+        key,
+      ] as const),
     ).toEqual([['laptop', 1, 'from Node ✓']]);
     await harness.page.evaluate(
       ([u, k]) => browserRelay.push(u, k, 'phone', 'laptop', 'from Chromium ✓'),
