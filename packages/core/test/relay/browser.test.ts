@@ -34,10 +34,10 @@ describe.skipIf(!(await hasChromium()))('RelayClient in headless Chromium', () =
         key,
       ] as const),
     ).toEqual([['laptop', 1, 'from Node ✓']]);
-    await harness.page.evaluate(
-      ([u, k]) => browserRelay.push(u, k, 'phone', 'laptop', 'from Chromium ✓'),
-      [relay.url, key],
-    );
+    await harness.page.evaluate(([u, k]) => browserRelay.push(u, k, 'phone', 'laptop', 'from Chromium ✓'), [
+      relay.url,
+      key,
+    ] as const);
     const pulled = await node.pull();
     expect(pulled.map((d) => [d.senderClientId, d.sequence, fromUtf8(d.payload)])).toEqual([
       ['phone', 1, 'from Chromium ✓'],
