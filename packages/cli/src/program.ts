@@ -1,7 +1,9 @@
 import { Command, InvalidArgumentError } from 'commander';
 import { runDemo } from './commands/demo.js';
 import { init } from './commands/init.js';
+import { chat, shareModel } from './commands/models.js';
 import { runServer } from './commands/server.js';
+import { status } from './commands/status.js';
 import { defaultConfigPath } from './config.js';
 
 const readStdin = async (): Promise<string> => {
@@ -25,6 +27,7 @@ export function createProgram(out: (line: string) => void = console.log): Comman
     .option('--config <path>', 'device config file', defaultConfigPath())
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride();
+  const config = () => program.opts<{ config: string }>().config;
 
   program
     .command('init')
@@ -34,7 +37,7 @@ export function createProgram(out: (line: string) => void = console.log): Comman
     .option('--force', 'replace an existing config')
     .action(async (options: { passphraseStdin?: boolean; server: string; force?: boolean }) => {
       await init({
-        config: program.opts<{ config: string }>().config,
+        config: config(),
         server: options.server,
         force: options.force ?? false,
         ...(options.passphraseStdin ? { passphrase: await readStdin() } : {}),
@@ -63,5 +66,59 @@ export function createProgram(out: (line: string) => void = console.log): Comman
       await runServer({ ...options, out });
     });
 
+  program
+    .command('share-model')
+    .description("serve a local model to this account's other devices (until Ctrl-C)")
+    .option('--gguf <path>', 'a GGUF model file, run with node-llama-cpp')
+    .option('--openai-url <url>', 'an OpenAI-compatible server, e.g. http://127.0.0.1:11434/v1 (Ollama)')
+    .option('--model <name>', 'model name (required with --openai-url; the id peers ask for)')
+    .action(async (options: { gguf?: string; openaiUrl?: string; model?: string }) => {
+      await shareModel({ config: config(), ...options, out });
+    });
+
+  program
+    .command('chat')
+    .description("ask a model that one of this account's devices serves; tokens print as they arrive")
+    .requiredOption('--model <name>', 'the model id (see `ferry share-model`)')
+    .option('--wait <seconds>', 'how long to look for a device serving it', parseSeconds, 10)
+    .option('--max-tokens <n>', 'longest answer, in tokens', parseCount, 256)
+    .argument('[prompt...]', 'the question (default: standard input)')
+    .action(async (words: string[], options: { model: string; wait: number; maxTokens: number }) => {
+      const prompt = words.length > 0 ? words.join(' ') : await readStdin();
+      await chat({
+        config: config(),
+        model: options.model,
+        prompt,
+        waitMs: options.wait * 1000,
+        maxTokens: options.maxTokens,
+        write: (text) => process.stdout.write(text),
+        out,
+      });
+    });
+
+  program
+    .command('status')
+    .description("this device, the server, the account's devices and the diffs waiting for this device")
+    .option('--wait <seconds>', 'how long to listen for devices coming online', parseSeconds, 3)
+    .action(async (options: { wait: number }) => {
+      await status({ config: config(), waitMs: options.wait * 1000, out });
+    });
+
   return program;
 }
+
+const parseCount = (value: string): number => {
+  const count = Number(value);
+  if (!Number.isInteger(count) || count < 1 || count > 1_000_000) {
+    throw new InvalidArgumentError('a whole number from 1 to 1000000');
+  }
+  return count;
+};
+
+const parseSeconds = (value: string): number => {
+  const seconds = Number(value);
+  if (!Number.isFinite(seconds) || seconds < 0 || seconds > 3600) {
+    throw new InvalidArgumentError('a number of seconds from 0 to 3600');
+  }
+  return seconds;
+};

@@ -125,3 +125,97 @@ describe('ferry demo', () => {
     expect(run.stdout).toContain('Summary');
   }, 120_000);
 });
+
+describe('ferry share-model, chat and status between two devices of one account', () => {
+  it('streams an answer from the device sharing a GGUF model, and reports status', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'ferry-cli-share-'));
+    const server = spawn(process.execPath, [
+      BIN,
+      'server',
+      '--port',
+      '0',
+      '--data',
+      join(dir, 'data'),
+      '--log-level',
+      'warn',
+    ]);
+    const children: ChildProcess[] = [server];
+    try {
+      const url = await new Promise<string>((resolve) => {
+        let text = '';
+        server.stdout.on('data', (chunk) => {
+          text += chunk;
+          const match = /listening on (http:\/\/\S+)/.exec(text);
+          if (match) resolve(match[1]!);
+        });
+      });
+      const desktop = join(dir, 'desktop.json');
+      const phone = join(dir, 'phone.json');
+      const created = await ferry(['--config', desktop, 'init', '--server', url]);
+      const passphrase = created.stdout
+        .split('\n')
+        .find((line) => line.startsWith('    '))!
+        .trim();
+      expect(
+        (await ferry(['--config', phone, 'init', '--server', url, '--passphrase-stdin'], passphrase)).code,
+      ).toBe(0);
+
+      const { writeTinyLlamaGguf } = await import('@ferry/ai/node');
+      const model = join(dir, 'tiny.gguf');
+      await writeTinyLlamaGguf(model, { seed: 5 });
+      const share = spawn(process.execPath, [
+        BIN,
+        '--config',
+        desktop,
+        'share-model',
+        '--gguf',
+        model,
+        '--model',
+        'tiny',
+      ]);
+      children.push(share);
+      await new Promise<void>((resolve) => {
+        share.stdout.on('data', (chunk) => String(chunk).includes('Serving model') && resolve());
+      });
+
+      const answer = await ferry([
+        '--config',
+        phone,
+        'chat',
+        '--model',
+        'tiny',
+        '--max-tokens',
+        '16',
+        'hello',
+      ]);
+      expect(answer.stderr).toBe('');
+      expect(answer.code).toBe(0);
+      expect(answer.stdout).toMatch(/\(16 tokens from [0-9a-f-]+ in \d+ ms\)/);
+
+      const missing = await ferry([
+        '--config',
+        phone,
+        'chat',
+        '--model',
+        'no-such-model',
+        '--wait',
+        '2',
+        'hello',
+      ]);
+      expect(missing.code).toBe(1);
+      expect(missing.stderr).toContain('no device of this account serves "no-such-model"');
+
+      const state = await ferry(['--config', phone, 'status', '--wait', '5']);
+      expect(state.code).toBe(0);
+      expect(state.stdout).toContain(`${url}: reachable`);
+      expect(state.stdout).toMatch(/connected \(encrypted session\)/);
+      expect(state.stdout).toMatch(/mailbox +0 diff\(s\) waiting/);
+
+      const bad = await ferry(['--config', phone, 'share-model', '--openai-url', 'http://127.0.0.1:1/v1']);
+      expect(bad.code).toBe(1);
+      expect(bad.stderr).toContain('--openai-url needs --model NAME');
+    } finally {
+      for (const child of children) child.kill('SIGTERM');
+    }
+  }, 120_000);
+});
