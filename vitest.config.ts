@@ -12,6 +12,7 @@ export default defineConfig({
       { find: /^@ferry\/core$/, replacement: src('core') },
       { find: /^@ferry\/server$/, replacement: src('server') },
       { find: /^@ferry\/rxdb$/, replacement: src('rxdb') },
+      { find: /^@ferry\/ai\/node$/, replacement: src('ai', 'node.ts') },
       { find: /^@ferry\/ai$/, replacement: src('ai') },
       { find: /^@ferry\/cli$/, replacement: src('cli') },
     ],
