@@ -293,7 +293,7 @@ export class FerryReplicationState {
     }
     if (this.paused) return;
     this.peers$.next(this.connected());
-    this.openPeer(peer);
+    if (!this.inbound.has(peer)) this.openPeer(peer); // resume() may have opened it already
     this.guard(this.pullRelay());
   };
 
@@ -313,18 +313,32 @@ export class FerryReplicationState {
     return this.network.connectedPeers().filter((peer) => peer !== this.clientId);
   }
 
-  /** Ask the peer for everything after our checkpoint, per collection. */
-  private openPeer(peer: string, askBack = false): void {
-    for (const name of this.syncs.keys()) this.guard(this.openInbound(peer, name, askBack));
+  /**
+   * Ask the peer for everything after our checkpoint, per collection. `mayHaveMissed`: we just
+   * started or resumed, so the peer's own DB_SYNC_INIT may have reached no listener; unless it
+   * already arrived, ask the peer to send it again.
+   */
+  private openPeer(peer: string, mayHaveMissed = false): void {
+    for (const name of this.syncs.keys()) {
+      const askBack = mayHaveMissed && !this.outbound.get(peer)?.has(name);
+      this.guard(this.openInbound(peer, name, askBack));
+    }
   }
 
   private async openInbound(peer: string, collection: string, askBack = false): Promise<void> {
-    const checkpoint = await this.store.get<Checkpoint>(`cp/${peer}/${collection}`);
-    if (this.paused || !this.connected().includes(peer)) return;
     const streams = this.inbound.get(peer) ?? new Map<string, InStream>();
     this.inbound.set(peer, streams);
-    const stream: InStream = { stream: newId(), checkpoint, caughtUp: false, chain: Promise.resolve() };
+    // Registered before the first await, so pushes of the stream it replaces are ignored from now on.
+    const stream: InStream = {
+      stream: newId(),
+      checkpoint: undefined,
+      caughtUp: false,
+      chain: Promise.resolve(),
+    };
     streams.set(collection, stream);
+    const checkpoint = await this.store.get<Checkpoint>(`cp/${peer}/${collection}`);
+    if (this.paused || this.inbound.get(peer)?.get(collection) !== stream) return;
+    stream.checkpoint = checkpoint;
     const init: SyncInit = {
       collection,
       stream: stream.stream,
