@@ -665,6 +665,7 @@ export class FerryReplicationState {
       .then(() => this.flushRelay())
       .finally(() => {
         this.relayFlush = undefined;
+        this.scheduleRelayFlush(); // ids queued after the loop's last check
         this.changed$.next();
       });
   }
