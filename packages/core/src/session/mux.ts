@@ -5,21 +5,37 @@ import type { Transport } from '../transport/types.js';
 import { SECURE_FRAME_OVERHEAD, type SecureChannel } from './secure-channel.js';
 
 /**
- * Chunk layout inside each encrypted frame:
- *   lane (1 byte) | flags (1 byte: FIRST, LAST) | [FIRST only: total length, u32 big-endian] | data
- * A lane carries one message at a time, so chunks need no message id; lanes interleave chunk by chunk,
- * highest priority first, which bounds how long a control or AI frame waits behind sync data.
+ * Each encrypted transport frame carries one or more records:
+ *   lane (1 byte) | flags (1 byte: FIRST, LAST) | data length (u32 BE) | [FIRST: message length, u32 BE] | data
+ * A lane carries one message at a time, so records need no message id. A large message is split over
+ * many frames; small messages queued together share one frame (one encryption, one data-channel
+ * message), which is what makes many small messages cheap.
+ *
+ * Priority has two parts. Here, frames are filled highest lane first, so a waiting control or AI
+ * message goes out before the next sync chunk. In the transport's own buffer nothing can overtake,
+ * so while a higher lane is active (it sent within `busyHoldMs`) a lower lane may only fill that
+ * buffer up to `busyWindow` bytes: a token then waits behind at most that much sync data, not a whole
+ * `highWaterMark`. Idle, sync uses the full window.
  */
 const FIRST = 1;
 const LAST = 2;
-const HEADER_BYTES = 2;
-const LENGTH_BYTES = 4;
+const RECORD_HEADER_BYTES = 6;
+const TOTAL_BYTES = 4;
+/** A frame with less room than this left is sent as it is rather than carrying a sliver of a message. */
+const MIN_SPLIT_BYTES = 256;
 
 export interface MultiplexerOptions {
   /** Largest message accepted in either direction. Default 64 MiB. */
   maxMessageBytes?: number;
-  /** Stop writing while the transport buffers more than this. Default 1 MiB. */
+  /**
+   * Stop writing while the transport buffers more than this. Default 512 KiB: enough to keep a data
+   * channel busy through event-loop stalls of ~10 ms, and the most a first AI token can wait behind.
+   */
   highWaterMark?: number;
+  /** Transport bytes a lower lane may have queued while a higher lane is active. Default one transport message. */
+  busyWindow?: number;
+  /** A lane counts as active this long after it last sent. Default 100 ms. */
+  busyHoldMs?: number;
 }
 
 export interface MultiplexerStats {
@@ -55,9 +71,16 @@ export class Multiplexer extends EventEmitter<MultiplexerEvents> {
   readonly stats: MultiplexerStats = { messagesSent: 0, messagesReceived: 0, framesRejected: 0 };
   private readonly maxMessageBytes: number;
   private readonly highWaterMark: number;
-  private readonly chunkBytes: number;
+  private readonly busyWindow: number;
+  private readonly busyHoldMs: number;
+  /** Plaintext bytes that fit one transport message once encrypted. */
+  private readonly frameCapacity: number;
+  /** performance.now() of each lane's last send. */
+  private readonly lastActive: number[] = LANES.map(() => Number.NEGATIVE_INFINITY);
   private readonly outgoing: Outgoing[][] = LANES.map(() => []);
   private readonly incoming: (Incoming | undefined)[] = LANES.map(() => undefined);
+  private pumpScheduled = false;
+  private retryTimer: ReturnType<typeof setTimeout> | undefined;
   private stopped: FerryError | undefined;
 
   constructor(
@@ -67,14 +90,17 @@ export class Multiplexer extends EventEmitter<MultiplexerEvents> {
   ) {
     super();
     this.maxMessageBytes = options.maxMessageBytes ?? 64 * 1024 * 1024;
-    this.highWaterMark = options.highWaterMark ?? 1024 * 1024;
-    this.chunkBytes = transport.maxMessageSize - SECURE_FRAME_OVERHEAD - HEADER_BYTES - LENGTH_BYTES;
-    if (this.chunkBytes < 64)
-      throw new FerryError('INTERNAL', 'transport messages are too small to carry chunks');
+    this.highWaterMark = options.highWaterMark ?? 512 * 1024;
+    this.busyWindow = options.busyWindow ?? transport.maxMessageSize;
+    this.busyHoldMs = options.busyHoldMs ?? 100;
+    this.frameCapacity = transport.maxMessageSize - SECURE_FRAME_OVERHEAD;
+    if (this.frameCapacity < RECORD_HEADER_BYTES + TOTAL_BYTES + MIN_SPLIT_BYTES) {
+      throw new FerryError('INTERNAL', 'transport messages are too small to carry frames');
+    }
     transport.on('drain', this.pump);
   }
 
-  /** Resolves when the last chunk is handed to the transport; waits (never buffers unboundedly) while it is full. */
+  /** Resolves when the last byte is handed to the transport; waits (never buffers unboundedly) while it is full. */
   send(lane: Lane, data: Uint8Array): Promise<void> {
     if (this.stopped) return Promise.reject(this.stopped);
     if (data.length > this.maxMessageBytes) {
@@ -86,23 +112,29 @@ export class Multiplexer extends EventEmitter<MultiplexerEvents> {
       );
     }
     return new Promise((resolve, reject) => {
-      this.outgoing[laneIndex(lane)]!.push({ data, offset: 0, resolve, reject });
-      this.pump();
+      const index = laneIndex(lane);
+      this.lastActive[index] = performance.now();
+      this.outgoing[index]!.push({ data, offset: 0, resolve, reject });
+      // Sends made in the same turn are gathered, so small messages share frames.
+      if (!this.pumpScheduled) {
+        this.pumpScheduled = true;
+        queueMicrotask(this.pump);
+      }
     });
   }
 
   /** Feed one frame from the transport. */
   receive(frame: Uint8Array): void {
     if (this.stopped) return;
-    let chunk: Uint8Array;
+    let plaintext: Uint8Array;
     try {
-      chunk = this.channel.decrypt(frame);
+      plaintext = this.channel.decrypt(frame);
     } catch (error) {
       this.stats.framesRejected++;
       this.emit('rejected', error as FerryError);
       return;
     }
-    const problem = this.reassemble(chunk);
+    const problem = this.readRecords(plaintext);
     if (problem) this.emit('violation', new FerryError('BAD_ENCODING', problem));
   }
 
@@ -111,70 +143,119 @@ export class Multiplexer extends EventEmitter<MultiplexerEvents> {
     if (this.stopped) return;
     this.stopped = reason;
     this.transport.off('drain', this.pump);
+    clearTimeout(this.retryTimer);
     for (const queue of this.outgoing) for (const item of queue.splice(0)) item.reject(reason);
   }
 
+  /** Bytes lane `lane` may have in the transport buffer now. */
+  private windowFor(lane: number): number {
+    const now = performance.now();
+    for (let higher = 0; higher < lane; higher++) {
+      if (now - this.lastActive[higher]! < this.busyHoldMs) return this.busyWindow;
+    }
+    return this.highWaterMark;
+  }
+
   private readonly pump = (): void => {
-    while (!this.stopped && this.transport.bufferedAmount < this.highWaterMark) {
-      const queue = this.outgoing.find((q) => q.length > 0);
-      if (!queue) return;
-      const item = queue[0]!;
-      const lane = this.outgoing.indexOf(queue);
-      const first = item.offset === 0;
-      const end = Math.min(item.data.length, item.offset + this.chunkBytes);
-      const last = end === item.data.length;
-      const header = HEADER_BYTES + (first ? LENGTH_BYTES : 0);
-      const chunk = new Uint8Array(header + end - item.offset);
-      chunk[0] = lane;
-      chunk[1] = (first ? FIRST : 0) | (last ? LAST : 0);
-      if (first) new DataView(chunk.buffer).setUint32(HEADER_BYTES, item.data.length);
-      chunk.set(item.data.subarray(item.offset, end), header);
+    this.pumpScheduled = false;
+    while (!this.stopped) {
+      const lane = this.outgoing.findIndex((queue) => queue.length > 0);
+      if (lane < 0) return;
+      const window = this.windowFor(lane);
+      if (this.transport.bufferedAmount >= window) {
+        // Above the high-water mark, `drain` wakes us; below it only time does (the buffer empties,
+        // or the higher lane goes quiet).
+        if (window < this.highWaterMark) this.retryTimer ??= setTimeout(this.retry, 1);
+        return;
+      }
+      const { plaintext, completed } = this.fillFrame();
       try {
-        this.transport.send(this.channel.encrypt(chunk));
+        this.transport.send(this.channel.encrypt(plaintext));
       } catch (error) {
         this.stop(
           error instanceof FerryError ? error : new FerryError('TRANSPORT', String(error), { cause: error }),
         );
         return;
       }
-      item.offset = end;
-      if (last) {
-        queue.shift();
-        this.stats.messagesSent++;
-        item.resolve();
-      }
+      this.stats.messagesSent += completed.length;
+      for (const item of completed) item.resolve();
     }
   };
 
-  /** Returns a description of the violation, or undefined when the chunk was fine. */
-  private reassemble(chunk: Uint8Array): string | undefined {
-    if (chunk.length < HEADER_BYTES) return 'chunk shorter than its header';
-    const lane = chunk[0]!;
-    const flags = chunk[1]!;
-    if (lane >= LANES.length) return `unknown lane ${lane}`;
-    let current = this.incoming[lane];
-    let body: Uint8Array;
-    if (flags & FIRST) {
-      if (current) return 'a new message started before the previous one ended';
-      if (chunk.length < HEADER_BYTES + LENGTH_BYTES) return 'first chunk without a length';
-      const total = new DataView(chunk.buffer, chunk.byteOffset).getUint32(HEADER_BYTES);
-      if (total > this.maxMessageBytes)
-        return `announced message of ${total} bytes exceeds ${this.maxMessageBytes}`;
-      current = { buffer: new Uint8Array(total), filled: 0 };
-      this.incoming[lane] = current;
-      body = chunk.subarray(HEADER_BYTES + LENGTH_BYTES);
-    } else {
-      if (!current) return 'continuation chunk without a message';
-      body = chunk.subarray(HEADER_BYTES);
+  private readonly retry = (): void => {
+    this.retryTimer = undefined;
+    this.pump();
+  };
+
+  /** Takes records from the queues, highest lane first, until the frame is full or nothing is left. */
+  private fillFrame(): { plaintext: Uint8Array; completed: Outgoing[] } {
+    const frame = new Uint8Array(this.frameCapacity);
+    const view = new DataView(frame.buffer);
+    const completed: Outgoing[] = [];
+    let used = 0;
+    for (const [lane, queue] of this.outgoing.entries()) {
+      while (queue.length > 0) {
+        const item = queue[0]!;
+        const first = item.offset === 0;
+        const header = RECORD_HEADER_BYTES + (first ? TOTAL_BYTES : 0);
+        const left = item.data.length - item.offset;
+        const room = this.frameCapacity - used - header;
+        if (room < Math.min(left, MIN_SPLIT_BYTES)) return { plaintext: frame.subarray(0, used), completed };
+        const take = Math.min(left, room);
+        const last = take === left;
+        frame[used] = lane;
+        frame[used + 1] = (first ? FIRST : 0) | (last ? LAST : 0);
+        view.setUint32(used + 2, take);
+        if (first) view.setUint32(used + RECORD_HEADER_BYTES, item.data.length);
+        used += header;
+        frame.set(item.data.subarray(item.offset, item.offset + take), used);
+        used += take;
+        item.offset += take;
+        if (!last) return { plaintext: frame.subarray(0, used), completed };
+        queue.shift();
+        completed.push(item);
+      }
     }
-    if (current.filled + body.length > current.buffer.length) return 'message longer than announced';
-    current.buffer.set(body, current.filled);
-    current.filled += body.length;
-    if (flags & LAST) {
-      if (current.filled !== current.buffer.length) return 'message shorter than announced';
-      this.incoming[lane] = undefined;
-      this.stats.messagesReceived++;
-      this.emit('message', LANES[lane]!, current.buffer);
+    return { plaintext: frame.subarray(0, used), completed };
+  }
+
+  /** Returns a description of the first violation, or undefined when every record was fine. */
+  private readRecords(plaintext: Uint8Array): string | undefined {
+    if (plaintext.length === 0) return 'empty frame';
+    const view = new DataView(plaintext.buffer, plaintext.byteOffset, plaintext.byteLength);
+    let at = 0;
+    while (at < plaintext.length && !this.stopped) {
+      if (plaintext.length - at < RECORD_HEADER_BYTES) return 'record shorter than its header';
+      const lane = plaintext[at]!;
+      const flags = plaintext[at + 1]!;
+      const length = view.getUint32(at + 2);
+      at += RECORD_HEADER_BYTES;
+      if (lane >= LANES.length) return `unknown lane ${lane}`;
+      let current = this.incoming[lane];
+      if (flags & FIRST) {
+        if (current) return 'a new message started before the previous one ended';
+        if (plaintext.length - at < TOTAL_BYTES) return 'first record without a message length';
+        const total = view.getUint32(at);
+        at += TOTAL_BYTES;
+        if (total > this.maxMessageBytes) {
+          return `announced message of ${total} bytes exceeds ${this.maxMessageBytes}`;
+        }
+        current = { buffer: new Uint8Array(total), filled: 0 };
+        this.incoming[lane] = current;
+      } else if (!current) {
+        return 'continuation record without a message';
+      }
+      if (length > plaintext.length - at) return 'record longer than its frame';
+      if (current.filled + length > current.buffer.length) return 'message longer than announced';
+      current.buffer.set(plaintext.subarray(at, at + length), current.filled);
+      current.filled += length;
+      at += length;
+      if (flags & LAST) {
+        if (current.filled !== current.buffer.length) return 'message shorter than announced';
+        this.incoming[lane] = undefined;
+        this.stats.messagesReceived++;
+        this.emit('message', LANES[lane]!, current.buffer);
+      }
     }
     return undefined;
   }

@@ -21,7 +21,9 @@ interface SimplePeerInternals {
  * `bufferedAmount`: simple-peer's stream backpressure lags, and @roamhq/wrtc silently drops messages
  * once about 16 MiB are queued. @roamhq/wrtc also updates `bufferedAmount` only on a later event-loop
  * turn and never fires `bufferedamountlow`, so bytes sent in the current turn are counted here, and
- * `drain` comes from a short poll (or the event, where the implementation has it).
+ * `drain` comes from a short poll (or the event, where the implementation has it). Reading the
+ * native `bufferedAmount` costs a native call (a tenth of a bulk transfer's CPU when read per
+ * message), so it is read once per turn: it cannot change within one anyway.
  */
 export class SimplePeerTransport extends EventEmitter<TransportEvents> implements Transport {
   readonly maxMessageSize: number;
@@ -31,6 +33,7 @@ export class SimplePeerTransport extends EventEmitter<TransportEvents> implement
   private readonly channel: RTCDataChannel;
   private isClosed = false;
   private sentThisTurn = 0;
+  private nativeBuffered: number | undefined;
   private turnReset: ReturnType<typeof setTimeout> | undefined;
   private drainPoll: ReturnType<typeof setInterval> | undefined;
 
@@ -57,7 +60,12 @@ export class SimplePeerTransport extends EventEmitter<TransportEvents> implement
   }
 
   get bufferedAmount(): number {
-    return this.isClosed ? 0 : this.channel.bufferedAmount + this.sentThisTurn;
+    if (this.isClosed) return 0;
+    if (this.nativeBuffered === undefined) {
+      this.nativeBuffered = this.channel.bufferedAmount;
+      this.endTurnLater();
+    }
+    return this.nativeBuffered + this.sentThisTurn;
   }
 
   get closed(): boolean {
@@ -75,15 +83,21 @@ export class SimplePeerTransport extends EventEmitter<TransportEvents> implement
       throw new FerryError('TRANSPORT', 'data channel refused the message', { cause });
     }
     this.sentThisTurn += data.length;
-    this.turnReset ??= setTimeout(() => {
-      this.sentThisTurn = 0;
-      this.turnReset = undefined;
-    }, 0);
+    this.endTurnLater();
     if (!this.drainPoll && this.bufferedAmount > this.lowWaterMark) {
       this.drainPoll = setInterval(() => {
         if (this.isClosed || this.bufferedAmount <= this.lowWaterMark) this.onLow();
       }, 2);
     }
+  }
+
+  /** The native counter catches up on a later event-loop turn: until then, count what this turn sent. */
+  private endTurnLater(): void {
+    this.turnReset ??= setTimeout(() => {
+      this.sentThisTurn = 0;
+      this.nativeBuffered = undefined;
+      this.turnReset = undefined;
+    }, 0);
   }
 
   close(): void {

@@ -1,0 +1,168 @@
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { deriveSubkey } from '../../src/crypto/subkeys.js';
+import type { FerryError } from '../../src/errors.js';
+import { LANES, type Lane } from '../../src/network/types.js';
+import { nodeChaChaPoly } from '../../src/node.js';
+import { performHandshake } from '../../src/session/handshake.js';
+import { Multiplexer, type MultiplexerOptions } from '../../src/session/mux.js';
+import { createMemoryTransportPair } from '../../src/transport/memory.js';
+
+const psk = deriveSubkey(new Uint8Array(32).fill(3), 'handshakePsk');
+const base = { psk, roomId: 'mux', aead: nodeChaChaPoly };
+
+/** Two multiplexers over a handshaken memory pair, plus the far side's channel to forge frames with. */
+async function muxPair(options: MultiplexerOptions = {}) {
+  const [ta, tb] = createMemoryTransportPair();
+  const [ca, cb] = await Promise.all([
+    performHandshake(ta, { ...base, initiator: true, localClientId: 'a' }),
+    performHandshake(tb, { ...base, initiator: false, localClientId: 'b' }),
+  ]);
+  const a = new Multiplexer(ta, ca, options);
+  const b = new Multiplexer(tb, cb, options);
+  ta.on('message', (frame) => a.receive(frame));
+  tb.on('message', (frame) => b.receive(frame));
+  return { a, b, ta, tb, ca, cb };
+}
+
+const collect = (mux: Multiplexer, count: number) =>
+  new Promise<[Lane, Uint8Array][]>((resolve) => {
+    const got: [Lane, Uint8Array][] = [];
+    if (count === 0) resolve(got);
+    mux.on('message', (lane, data) => {
+      got.push([lane, data]);
+      if (got.length === count) resolve(got);
+    });
+  });
+
+/** A record as the wire format defines it (see mux.ts). */
+function record(lane: number, flags: number, data: Uint8Array, total?: number): Uint8Array {
+  const out = new Uint8Array(6 + (total === undefined ? 0 : 4) + data.length);
+  const view = new DataView(out.buffer);
+  out[0] = lane;
+  out[1] = flags;
+  view.setUint32(2, data.length);
+  if (total !== undefined) view.setUint32(6, total);
+  out.set(data, out.length - data.length);
+  return out;
+}
+
+describe('Multiplexer', () => {
+  it('delivers any mix of sizes and lanes intact, in order within each lane', async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.array(
+          fc.record({
+            lane: fc.constantFrom(...LANES),
+            size: fc.oneof(fc.integer({ min: 0, max: 300 }), fc.integer({ min: 16_000, max: 36_000 })),
+          }),
+          { minLength: 1, maxLength: 20 },
+        ),
+        async (plan) => {
+          // No busy window here: lanes mixing is the point, not how fast sync yields to them.
+          const { a, b } = await muxPair({ busyHoldMs: 0 });
+          const sent = plan.map(({ lane, size }, i) => {
+            const data = new Uint8Array(size);
+            for (let j = 0; j < size; j++) data[j] = (i * 31 + j) & 0xff;
+            return [lane, data] as const;
+          });
+          const arrived = collect(b, sent.length);
+          await Promise.all(sent.map(([lane, data]) => a.send(lane, data)));
+          const got = await arrived;
+          for (const lane of LANES) {
+            expect(got.filter(([l]) => l === lane).map(([, d]) => d)).toEqual(
+              sent.filter(([l]) => l === lane).map(([, d]) => d),
+            );
+          }
+        },
+      ),
+      { numRuns: 15 },
+    );
+  });
+
+  it('packs small messages sent together into shared frames', async () => {
+    const { a, b, ca } = await muxPair();
+    const arrived = collect(b, 200);
+    await Promise.all(Array.from({ length: 200 }, (_, i) => a.send('ai', new Uint8Array(50).fill(i))));
+    expect((await arrived).map(([, d]) => d[0])).toEqual([...Array(200).keys()]);
+    // 200 records of 56 bytes fit a 16 KiB frame: one frame (handshake frames are not counted here).
+    expect(ca.stats.framesSent).toBe(1);
+  });
+
+  it('puts queued control and AI messages before the rest of a sync message', async () => {
+    const { a, b } = await muxPair();
+    const arrived = collect(b, 3);
+    const bulk = a.send('sync', new Uint8Array(2 * 1024 * 1024));
+    await new Promise((resolve) => setTimeout(resolve, 1));
+    await Promise.all([a.send('ai', new Uint8Array([1])), a.send('control', new Uint8Array([2]))]);
+    await bulk;
+    expect((await arrived).map(([lane]) => lane)).toEqual(['control', 'ai', 'sync']);
+  });
+
+  it('refuses sends above the limit with TOO_LARGE and after stop with the stop reason', async () => {
+    const { a } = await muxPair({ maxMessageBytes: 1000 });
+    await expect(a.send('sync', new Uint8Array(1001))).rejects.toMatchObject({ code: 'TOO_LARGE' });
+    const pending = a.send('sync', new Uint8Array(1000));
+    const reason = { code: 'CLOSED' } as FerryError;
+    a.stop(reason);
+    await expect(pending).rejects.toBe(reason);
+    await expect(a.send('sync', new Uint8Array(1))).rejects.toBe(reason);
+  });
+
+  const FIRST = 1;
+  const LAST = 2;
+  const violations: [string, Uint8Array, RegExp][] = [
+    ['an empty frame', new Uint8Array(0), /empty frame/],
+    ['a truncated record header', new Uint8Array([0, 3, 0]), /shorter than its header/],
+    ['an unknown lane', record(7, FIRST | LAST, new Uint8Array(1), 1), /unknown lane 7/],
+    [
+      'a first record without its message length',
+      record(0, FIRST | LAST, new Uint8Array(0)),
+      /without a message length/,
+    ],
+    ['a continuation with no message', record(0, LAST, new Uint8Array(4)), /continuation record/],
+    [
+      'a record longer than its frame',
+      record(0, FIRST | LAST, new Uint8Array(8), 8).subarray(0, 14),
+      /longer than its frame/,
+    ],
+    ['more data than announced', record(1, FIRST | LAST, new Uint8Array(8), 4), /longer than announced/],
+    ['less data than announced', record(1, FIRST | LAST, new Uint8Array(4), 8), /shorter than announced/],
+    ['an announced size above the limit', record(2, FIRST, new Uint8Array(4), 2 ** 31), /exceeds/],
+    [
+      'a new message before the previous one ended',
+      new Uint8Array([...record(2, FIRST, new Uint8Array(4), 8), ...record(2, FIRST, new Uint8Array(4), 8)]),
+      /started before the previous one ended/,
+    ],
+  ];
+  for (const [what, plaintext, reason] of violations) {
+    it(`reports ${what} from the authenticated peer as a violation`, async () => {
+      const { a, cb } = await muxPair({ maxMessageBytes: 1024 * 1024 });
+      const seen: FerryError[] = [];
+      a.on('violation', (error) => seen.push(error));
+      a.on('message', () => expect.unreachable('no message may come out of a bad frame'));
+      a.receive(cb.encrypt(plaintext));
+      expect(seen).toHaveLength(1);
+      expect(seen[0]!.code).toBe('BAD_ENCODING');
+      expect(seen[0]!.message).toMatch(reason);
+    });
+  }
+
+  it('drops and counts frames the secure channel refuses, and keeps going', async () => {
+    const { a, b, ta } = await muxPair();
+    const frames: Uint8Array[] = [];
+    ta.on('message', (frame) => frames.push(frame));
+    const rejected: string[] = [];
+    a.on('rejected', (error) => rejected.push(error.code));
+    const first = collect(a, 1);
+    await b.send('sync', new Uint8Array([1]));
+    await first;
+    a.receive(frames[0]!); // replayed
+    a.receive(new Uint8Array(40)); // forged
+    expect(rejected).toEqual(['REPLAY', 'DECRYPT_FAILED']);
+    expect(a.stats.framesRejected).toBe(2);
+    const next = collect(a, 1);
+    await b.send('sync', new Uint8Array([2]));
+    expect((await next)[0]![1]).toEqual(new Uint8Array([2]));
+  });
+});
