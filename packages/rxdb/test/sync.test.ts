@@ -225,6 +225,24 @@ describe('replicateFerry over the in-memory network', () => {
     expect(relayServer.waiting('devb')).toBe(0);
   });
 
+  it('bad relay diffs (not JSON, wrong shape, unknown collection) are reported, acknowledged and never applied', async () => {
+    const relayServer = new MemoryRelayServer();
+    const {
+      devices: [, b],
+    } = await devices(2, { relayServer });
+    const errors: string[] = [];
+    b!.replication.error$.subscribe((e) => errors.push(e.code));
+    const stranger = relayServer.client('devx');
+    const encode = (value: unknown) => new TextEncoder().encode(JSON.stringify(value));
+    await stranger.push(['devb'], new TextEncoder().encode('not json {'));
+    await stranger.push(['devb'], encode({ v: 1, collection: 'todos', changes: [{ id: 'x', doc: 'nope' }] }));
+    await stranger.push(['devb'], encode({ v: 1, collection: 'secrets', changes: [] }));
+    await b!.replication.pullRelay();
+    expect(errors).toEqual(['SCHEMA_MISMATCH', 'SCHEMA_MISMATCH', 'SCHEMA_MISMATCH']);
+    expect(relayServer.waiting('devb')).toBe(0);
+    expect(await b!.docs()).toEqual([]);
+  });
+
   it('pause stops the exchange; resume catches up', async () => {
     const {
       devices: [a, b],

@@ -11,6 +11,7 @@ import {
 } from '@ferry/core/node';
 import { type FerryServer, startFerryServer } from '@ferry/server';
 import { pino } from 'pino';
+import type { RxDatabase } from 'rxdb';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { type FerryReplicationState, MetaStore, replicateFerry } from '../src/index.js';
 import { newDisk, openDb, type TodoDb } from './support.js';
@@ -87,7 +88,7 @@ class RealDevice {
   async docs(): Promise<Record<string, unknown>[]> {
     const rows = await this.db.todos.find().exec();
     return rows
-      .map((r) => r.toMutableJSON() as Record<string, unknown>)
+      .map((r): Record<string, unknown> => ({ ...r.toMutableJSON() }))
       .sort((a, b) => String(a.id).localeCompare(String(b.id)));
   }
 }
@@ -216,7 +217,9 @@ describe('replicateFerry over real WebRTC sessions and a real Ferry server', () 
     // What B holds on disk after the crash: some documents, and its checkpoint in A's log.
     const disk = await openDb(b!.disk);
     const kept = await disk.todos.count().exec();
-    const checkpoint = await (await MetaStore.open(disk)).get<{ seq: number }>(`cp/${a!.id}/todos`);
+    const checkpoint = await (await MetaStore.open(disk as unknown as RxDatabase)).get<{ seq: number }>(
+      `cp/${a!.id}/todos`,
+    );
     await disk.close();
     expect(kept).toBeGreaterThan(0);
     expect(kept).toBeLessThan(3000);
