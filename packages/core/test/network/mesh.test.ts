@@ -111,6 +111,27 @@ describe('MeshNetwork over real WebRTC and a real signaling server', () => {
     await expect(intruder.send('device-h', message('TEST', 1))).rejects.toMatchObject({ code: 'CLOSED' });
   });
 
+  it('fails over to the next signaling server when the first is down', async () => {
+    const dead = await createSignalingServer({
+      host: '127.0.0.1',
+      port: 0,
+      logger: pino({ level: 'silent' }),
+    });
+    const deadUrl = dead.url;
+    await dead.close(); // nothing listens there any more
+    const key = crypto.getRandomValues(new Uint8Array(32));
+    const [x, y] = ['device-x', 'device-y'].map((clientId) => {
+      const mesh = createNodeMesh({ clientId, accountKey: key, signalingUrls: [deadUrl, server.url] });
+      mesh.on('error', () => {});
+      meshes.push(mesh);
+      return mesh;
+    }) as [MeshNetwork, MeshNetwork];
+    await Promise.all([connectedTo(x, 'device-y'), connectedTo(y, 'device-x')]);
+    const atY = nextMessage(y, 'TEST_FAILOVER');
+    await x.send('device-y', message('TEST_FAILOVER', 'via the second server'));
+    expect((await atY).message.data).toBe('via the second server');
+  });
+
   it('reconnects by itself after the connection drops', async () => {
     const [d, e] = [device('device-d'), device('device-e')];
     await Promise.all([connectedTo(d, 'device-e'), connectedTo(e, 'device-d')]);

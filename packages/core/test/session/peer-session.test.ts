@@ -118,6 +118,36 @@ describe('PeerSession', () => {
     expect(ta.closed && tb.closed).toBe(true);
   });
 
+  it('fails the handshake through a real WebRTC man in the middle with its own DTLS certificates', async () => {
+    // What a signaling server that rewrites SDP fingerprints achieves: two DTLS connections that it
+    // terminates, relaying the data channel between them. Only the first handshake message crosses.
+    const [p, mitmToAlice] = await connectedSimplePeers();
+    const [mitmToBob, q] = await connectedSimplePeers();
+    const relayed: number[] = [];
+    mitmToAlice.on('data', (data: Uint8Array) => {
+      relayed.push(data.length);
+      mitmToBob.send(data);
+    });
+    mitmToBob.on('data', (data: Uint8Array) => {
+      relayed.push(data.length);
+      mitmToAlice.send(data);
+    });
+    const [ta, tb] = [new SimplePeerTransport(p), new SimplePeerTransport(q)];
+    expect(ta.remoteFingerprint).not.toBe(tb.localFingerprint);
+    const results = await Promise.allSettled([
+      // Bob refuses the first message; Alice, whose link the attacker keeps open, gives up at her timeout.
+      PeerSession.open(ta, { ...base, initiator: true, localClientId: 'alice', timeoutMs: 1000 }),
+      PeerSession.open(tb, { ...base, initiator: false, localClientId: 'bob', timeoutMs: 5000 }),
+    ]);
+    for (const result of results) {
+      expect(result.status).toBe('rejected');
+      expect((result as PromiseRejectedResult).reason.code).toBe('HANDSHAKE_FAILED');
+    }
+    expect(relayed).toHaveLength(1);
+    mitmToAlice.destroy();
+    mitmToBob.destroy();
+  });
+
   it('never opens a session with a device holding another account key, over real WebRTC', async () => {
     const [p, q] = await connectedSimplePeers();
     const otherPsk = deriveSubkey(new Uint8Array(32).fill(8), 'handshakePsk');
