@@ -28,7 +28,13 @@ export interface MeshNetworkOptions {
   reconnect?: { initialDelayMs?: number; maxDelayMs?: number };
   session?: Pick<
     PeerSessionOptions,
-    'keepaliveIntervalMs' | 'keepaliveTimeoutMs' | 'maxMessageBytes' | 'highWaterMark' | 'timeoutMs'
+    | 'keepaliveIntervalMs'
+    | 'keepaliveTimeoutMs'
+    | 'maxMessageBytes'
+    | 'highWaterMark'
+    | 'busyWindow'
+    | 'busyHoldMs'
+    | 'timeoutMs'
   >;
   signaling?: Omit<SignalingClientOptions, 'urls' | 'accountKey' | 'clientId' | 'WebSocket'>;
 }
@@ -208,14 +214,18 @@ export class MeshNetwork extends EventEmitter<PeerNetworkEvents> implements Peer
     this.emit('peer-connected', link.peerId);
   }
 
-  /** Forget a link (idempotent) and, when we dial this device, schedule a redial with backoff. */
-  private drop(link: Link, _reason: string, redial = true): void {
+  /**
+   * Forget a link (idempotent), telling the peer `reason` if the session is still up, and, when we
+   * dial this device, schedule a redial with backoff.
+   */
+  private drop(link: Link, reason: string, redial = true): void {
     if (this.links.get(link.peerId) !== link) return;
     this.links.delete(link.peerId);
     clearTimeout(link.timer);
     const wasConnected = Boolean(link.session);
-    link.session?.close('link dropped');
-    link.rtc.destroy();
+    // A session tells the peer why, then tears the connection down itself.
+    if (link.session) link.session.close(reason);
+    else link.rtc.destroy();
     if (wasConnected) this.emit('peer-disconnected', link.peerId);
     if (redial && link.initiator && !this.isClosed && this.signaling.peers().includes(link.peerId)) {
       this.scheduleRedial(link.peerId);
