@@ -144,9 +144,12 @@ export class CollectionSync {
     return rev === undefined || (this.metas.get(id)?.rev !== rev && !this.writing.has(`${id}\u0000${rev}`));
   }
 
-  /** Apply versions received from `from` (a peer or a relay sender). */
-  apply(changes: Change[], from: string): Promise<ApplyOutcome> {
-    return this.serial(() => this.applyNow(changes, from));
+  /**
+   * Apply versions received from `from` (a peer or a relay sender). `state` (e.g. the new checkpoint
+   * for that peer) is saved in the same write as the last of the batch's metadata.
+   */
+  apply(changes: Change[], from: string, state: Array<[string, unknown]> = []): Promise<ApplyOutcome> {
+    return this.serial(() => this.applyNow(changes, from, state));
   }
 
   /**
@@ -286,15 +289,17 @@ export class CollectionSync {
           local: true,
         });
       }
-      await this.commit(written);
+      await this.commit(written, [[`scan/${this.name}`, checkpoint]]);
       this.scanCheckpoint = checkpoint;
-      await this.host.store.set(`scan/${this.name}`, checkpoint);
     }
   }
 
   /** Give new versions their log positions, persist them, and tell the host. */
-  private async commit(metas: DocMeta[]): Promise<void> {
-    if (metas.length === 0) return;
+  private async commit(metas: DocMeta[], state: Array<[string, unknown]> = []): Promise<void> {
+    if (metas.length === 0) {
+      await this.host.store.saveMetas(this.name, [], state);
+      return;
+    }
     for (const meta of metas) {
       meta.seq = ++this.head;
       this.metas.set(meta.id, meta);
@@ -305,11 +310,15 @@ export class CollectionSync {
         .sort((a, b) => a.seq - b.seq)
         .map((m) => ({ seq: m.seq, id: m.id }));
     }
-    await this.host.store.saveMetas(this.name, metas);
+    await this.host.store.saveMetas(this.name, metas, state);
     this.host.onVersions(this, metas);
   }
 
-  private async applyNow(changes: Change[], from: string): Promise<ApplyOutcome> {
+  private async applyNow(
+    changes: Change[],
+    from: string,
+    state: Array<[string, unknown]>,
+  ): Promise<ApplyOutcome> {
     const outcome: ApplyOutcome = { rejected: [], conflicts: [], created: [] };
     let pending = changes;
     for (let attempt = 0; pending.length > 0; attempt++) {
@@ -349,7 +358,7 @@ export class CollectionSync {
           if (decision.created) outcome.created.push({ conflict: decision.conflict, resolution: version });
         }
       }
-      await this.commit(committed);
+      await this.commit(committed, retry.size === 0 ? state : []);
       this.writing.clear();
       pending = pending.filter((c) => retry.has(c.id));
       if (pending.length > 0) this.dirty = true; // the app wrote under us: record that write first

@@ -524,9 +524,12 @@ export class FerryReplicationState {
       this.guard(this.openInbound(peer, push.collection));
       return;
     }
+    const advances = known === undefined || known.epoch !== next.epoch || next.seq > known.seq;
+    const checkpointKey = `cp/${peer}/${push.collection}`;
     let outcome: Awaited<ReturnType<CollectionSync['apply']>>;
     try {
-      outcome = await sync.apply(push.changes, peer);
+      // The checkpoint goes into the same storage write as the batch's metadata, never before it.
+      outcome = await sync.apply(push.changes, peer, advances ? [[checkpointKey, next]] : []);
     } catch (error) {
       this.report(error);
       this.nack(peer, push.collection, push.stream, push.baseVersion, 'failed', 'applying the diff failed');
@@ -534,10 +537,7 @@ export class FerryReplicationState {
       return;
     }
     this.received$.next(this.received$.value + push.changes.length);
-    if (known === undefined || known.epoch !== next.epoch || next.seq > known.seq) {
-      stream.checkpoint = next;
-      await this.store.set(`cp/${peer}/${push.collection}`, next);
-    }
+    if (advances) stream.checkpoint = next;
     await this.recordConflicts(outcome.conflicts);
     if (outcome.rejected.length > 0) {
       for (const { id, error } of outcome.rejected) {
@@ -653,10 +653,14 @@ export class FerryReplicationState {
 
   private queueRelay(collection: string, ids: string[]): void {
     if (!this.relay) return;
+    this.queueIds(collection, ids);
+    this.scheduleRelayFlush();
+  }
+
+  private queueIds(collection: string, ids: string[]): void {
     const queued = this.relayQueue.get(collection) ?? new Set<string>();
     for (const id of ids) queued.add(id);
     this.relayQueue.set(collection, queued);
-    this.scheduleRelayFlush();
   }
 
   private scheduleRelayFlush(): void {
@@ -681,17 +685,19 @@ export class FerryReplicationState {
         this.relayQueue.delete(name);
         continue;
       }
+      // Taken out of the queue before the awaits: an id queued again meanwhile (a newer write) stays queued.
       const batchIds = [...ids].slice(0, this.batchSize);
+      for (const id of batchIds) ids.delete(id);
+      if (ids.size === 0) this.relayQueue.delete(name);
       try {
         const changes = await this.syncs.get(name)!.current(batchIds);
         const diff: RelayDiff = { v: 1, collection: name, changes };
         await relay.push(targets, utf8(JSON.stringify(diff)));
-        for (const id of batchIds) ids.delete(id);
-        if (ids.size === 0) this.relayQueue.delete(name);
         this.sent$.next(this.sent$.value + changes.length);
         this.relayRetryDelay = this.retryDelayMs;
       } catch (error) {
         this.report(error);
+        this.queueIds(name, batchIds);
         this.relayRetry = setTimeout(() => {
           this.relayRetry = undefined;
           this.scheduleRelayFlush();

@@ -81,9 +81,11 @@ export class MetaStore {
     });
   }
 
-  async saveMetas(collection: string, metas: DocMeta[]): Promise<void> {
-    if (metas.length === 0) return;
-    await this.write(metas.map((m) => ({ k: docKey(collection, m.id), c: collection, v: { value: m } })));
+  /** Document metadata and state values in one storage write (one write per batch, not three). */
+  async saveMetas(collection: string, metas: DocMeta[], state: Array<[string, unknown]> = []): Promise<void> {
+    const rows = metas.map((m): MetaRow => ({ k: docKey(collection, m.id), c: collection, v: { value: m } }));
+    for (const [key, value] of state) rows.push({ k: stateKey(key), c: '', v: { value } });
+    if (rows.length > 0) await this.write(rows);
   }
 
   async get<T>(key: string): Promise<T | undefined> {

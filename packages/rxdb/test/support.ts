@@ -146,6 +146,7 @@ export class MemoryRelayServer {
   client(clientId: string): DiffRelay {
     return {
       push: async (targets, payload) => {
+        await new Promise((resolve) => setImmediate(resolve)); // a network round trip: writes go on meanwhile
         const diffId = `d${++this.counter}`;
         const sequence = (this.sequences.get(clientId) ?? 0) + 1;
         this.sequences.set(clientId, sequence);
