@@ -22,7 +22,13 @@ const LIMITS = {
 };
 
 beforeAll(async () => {
-  server = await startServer(new Cleanup(), { limits: LIMITS });
+  // Lenient heartbeats: these rows are about limits, and on a loaded 2-core CI machine a 400 ms
+  // heartbeat timeout can drop a test socket as dead before its row's error arrives.
+  server = await startServer(new Cleanup(), {
+    limits: LIMITS,
+    heartbeatIntervalMs: 500,
+    heartbeatTimeoutMs: 10_000,
+  });
   cleanup.add(() => server.close(), server);
   const key = newAccountKey();
   alice = startClient(cleanup, {
