@@ -1,0 +1,471 @@
+import { type ChildProcess, fork } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { fileURLToPath } from 'node:url';
+import wrtc from '@roamhq/wrtc';
+import { pino } from 'pino';
+import { createRxDatabase, type RxCollection, type RxDatabase } from 'rxdb';
+import {
+  getConnectionHandlerSimplePeer,
+  type RxWebRTCReplicationPool,
+  replicateWebRTC,
+  type SimplePeer,
+  startSignalingServerSimplePeer,
+} from 'rxdb/plugins/replication-webrtc';
+import { getRxStorageMemory } from 'rxdb/plugins/storage-memory';
+import { WebSocket } from 'ws';
+import { createNodeMesh, fromHex, type MeshNetwork } from '../../packages/core/src/node.js';
+import { type FerryReplicationState, replicateFerry } from '../../packages/rxdb/src/index.js';
+import { createSignalingServer } from '../../packages/server/src/signaling/index.js';
+import { MB, median, percentile, ratio, sampleRss, significant } from '../lib/measure.js';
+import type { BenchMetric, BenchReport } from '../lib/types.js';
+
+// Ferry's RxDB replication (encrypted Noise sessions over the WebRTC mesh, real signaling server)
+// against RxDB's own replication-webrtc plugin (unencrypted, simple-peer, RxDB's signaling server),
+// both on @roamhq/wrtc with RxDB memory storage, on the same ~300-byte documents. Every device is its
+// own Node process (forked from this file), so each one's peak RSS is its own; timestamps compare
+// across processes through performance.timeOrigin + performance.now() (one machine, one clock).
+
+const PEER_FLAG = '--rxdb-bench-peer';
+const LIVE_WRITES = 200;
+const RUNS = 3;
+
+type System = 'ferry' | 'plugin';
+
+interface PeerConfig {
+  system: System;
+  clientId: string;
+  signalingUrl: string;
+  /** Ferry: hex account key shared by both devices. Plugin: the room (topic). */
+  secret: string;
+  batchSize: number;
+}
+
+type Command =
+  | { cmd: 'open'; config: PeerConfig }
+  | { cmd: 'insert'; count: number }
+  /** Ferry: start the mesh and wait for the other device (the plugin connects inside its replication). */
+  | { cmd: 'connect' }
+  | { cmd: 'replicate' }
+  /** Start replicating and wait until `count` documents are here; timed from the connection being usable. */
+  | { cmd: 'sync'; count: number }
+  | { cmd: 'write'; index: number }
+  | { cmd: 'peak' }
+  | { cmd: 'close' };
+
+type Reply = { id: number; result?: unknown; error?: string };
+type Arrival = { event: 'arrived'; index: number; at: number };
+
+/** A wall-clock instant comparable between processes of this machine, in ms. */
+const wallNow = () => performance.timeOrigin + performance.now();
+
+interface BenchDoc {
+  id: string;
+  title: string;
+  body: string;
+  done: boolean;
+  priority: number;
+  tags: string[];
+  updatedAt: number;
+}
+
+const docSchema = {
+  version: 0,
+  primaryKey: 'id',
+  type: 'object',
+  properties: {
+    id: { type: 'string', maxLength: 40 },
+    title: { type: 'string' },
+    body: { type: 'string' },
+    done: { type: 'boolean' },
+    priority: { type: 'number' },
+    tags: { type: 'array', items: { type: 'string' } },
+    updatedAt: { type: 'number' },
+  },
+  required: ['id', 'title', 'body', 'done', 'priority', 'tags', 'updatedAt'],
+} as const;
+
+const LOREM =
+  'Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor incididunt ut labore et ' +
+  'dolore magna aliqua. Ut enim ad minim veniam, quis nostrud exercitation ullamco laboris nisi ut aliquip.';
+
+/** About 300 bytes of JSON, like a todo with a note. */
+const makeDoc = (id: string, n: number): BenchDoc => ({
+  id,
+  title: `Task number ${n}`,
+  body: LOREM.slice(0, 150 + (n % 50)),
+  done: n % 3 === 0,
+  priority: n % 5,
+  tags: ['home', `list-${n % 7}`],
+  updatedAt: 1_700_000_000_000 + n,
+});
+
+// ---------------------------------------------------------------- peer process
+
+class Peer {
+  db!: RxDatabase;
+  docs!: RxCollection<BenchDoc>;
+  config!: PeerConfig;
+  mesh?: MeshNetwork;
+  ferry?: FerryReplicationState;
+  plugin?: RxWebRTCReplicationPool<BenchDoc, SimplePeer>;
+  private readonly rss = sampleRss(10);
+  /** Ids of documents present (from the collection's change stream, which storage-level writes feed too). */
+  private readonly present = new Set<string>();
+  private countWaiter: { count: number; resolve: () => void } | undefined;
+
+  async open(config: PeerConfig): Promise<void> {
+    this.config = config;
+    this.db = await createRxDatabase({
+      name: `bench${config.clientId}`,
+      storage: getRxStorageMemory(),
+      multiInstance: false,
+      eventReduce: true,
+    });
+    await this.db.addCollections({ docs: { schema: docSchema } });
+    this.docs = this.db.docs as RxCollection<BenchDoc>;
+    this.docs.$.subscribe((event) => {
+      if (event.operation === 'DELETE') return;
+      this.present.add(event.documentId);
+      if (event.documentId.startsWith('live-')) {
+        const arrival: Arrival = {
+          event: 'arrived',
+          index: Number(event.documentId.slice(5)),
+          at: wallNow(),
+        };
+        process.send!(arrival);
+      }
+      if (this.countWaiter && this.present.size >= this.countWaiter.count) this.countWaiter.resolve();
+    });
+  }
+
+  async insert(count: number): Promise<void> {
+    const CHUNK = 1000;
+    for (let start = 0; start < count; start += CHUNK) {
+      const docs = Array.from({ length: Math.min(CHUNK, count - start) }, (_, i) =>
+        makeDoc(`doc-${String(start + i).padStart(6, '0')}`, start + i),
+      );
+      await this.docs.bulkInsert(docs);
+    }
+  }
+
+  async connect(): Promise<void> {
+    if (this.config.system !== 'ferry') return;
+    const mesh = createNodeMesh({
+      clientId: this.config.clientId,
+      accountKey: fromHex(this.config.secret),
+      signalingUrls: [this.config.signalingUrl],
+    });
+    this.mesh = mesh;
+    if (mesh.connectedPeers().length > 0) return;
+    await new Promise((resolve) => mesh.once('peer-connected', resolve));
+  }
+
+  /** Starts replication; `connected` resolves with the instant the connection to the other device is usable. */
+  async replicate(): Promise<{ connected: Promise<number> }> {
+    if (this.config.system === 'ferry') {
+      if (!this.mesh) await this.connect();
+      const start = wallNow();
+      this.ferry = await replicateFerry({
+        collections: { docs: this.docs },
+        network: this.mesh!,
+        batchSize: this.config.batchSize,
+      });
+      this.ferry.error$.subscribe((error) => console.error('ferry error', error));
+      return { connected: Promise.resolve(start) };
+    }
+    const pool = await replicateWebRTC<BenchDoc, SimplePeer>({
+      collection: this.docs,
+      topic: this.config.secret,
+      connectionHandlerCreator: getConnectionHandlerSimplePeer({
+        signalingServerUrl: this.config.signalingUrl,
+        wrtc: wrtc as never,
+        config: { iceServers: [] },
+        webSocketConstructor: WebSocket as never,
+      }),
+      pull: { batchSize: this.config.batchSize },
+      push: { batchSize: this.config.batchSize },
+    });
+    pool.error$.subscribe((error) => console.error('plugin error', error));
+    this.plugin = pool;
+    // The handler's socket cannot open before this subscription: no event is missed.
+    const connected = new Promise<number>((resolve) => {
+      const sub = pool.connectionHandler.connect$.subscribe(() => {
+        sub.unsubscribe();
+        resolve(wallNow());
+      });
+    });
+    return { connected };
+  }
+
+  async sync(count: number): Promise<{ ms: number }> {
+    const reached = new Promise<void>((resolve) => {
+      this.countWaiter = { count, resolve };
+      if (this.present.size >= count) resolve();
+    });
+    const { connected } = await this.replicate();
+    await reached;
+    return { ms: wallNow() - (await connected) };
+  }
+
+  async write(index: number): Promise<{ at: number }> {
+    const at = wallNow();
+    await this.docs.insert(makeDoc(`live-${index}`, index));
+    return { at };
+  }
+
+  async close(): Promise<void> {
+    await this.ferry?.cancel();
+    await this.plugin?.cancel();
+    await this.mesh?.close();
+    await this.db.close();
+  }
+
+  async handle(command: Command): Promise<unknown> {
+    switch (command.cmd) {
+      case 'open':
+        return this.open(command.config);
+      case 'insert':
+        return this.insert(command.count);
+      case 'connect':
+        return this.connect();
+      case 'replicate':
+        return this.replicate().then(() => undefined);
+      case 'sync':
+        return this.sync(command.count);
+      case 'write':
+        return this.write(command.index);
+      case 'peak':
+        return this.rss.stop().peakBytes;
+      case 'close':
+        return this.close();
+    }
+  }
+}
+
+function runPeer(): void {
+  const peer = new Peer();
+  process.on('message', (message: { id: number; command: Command }) => {
+    peer.handle(message.command).then(
+      (result) => process.send!({ id: message.id, result } satisfies Reply),
+      (error: Error) =>
+        process.send!({ id: message.id, error: error.stack ?? String(error) } satisfies Reply),
+    );
+  });
+}
+
+// ---------------------------------------------------------------- parent side
+
+class PeerProcess {
+  private readonly child: ChildProcess;
+  private nextId = 0;
+  private readonly pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
+  readonly arrivals = new Map<number, number>();
+  private arrivalWaiter: { index: number; resolve: () => void } | undefined;
+
+  constructor() {
+    this.child = fork(fileURLToPath(import.meta.url), [PEER_FLAG], {
+      execArgv: process.execArgv.filter((arg) => arg !== '--expose-gc'),
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    });
+    this.child.on('message', (message: Reply | Arrival) => {
+      if ('event' in message) {
+        this.arrivals.set(message.index, message.at);
+        if (this.arrivalWaiter?.index === message.index) this.arrivalWaiter.resolve();
+        return;
+      }
+      const waiter = this.pending.get(message.id);
+      this.pending.delete(message.id);
+      if (message.error !== undefined) waiter?.reject(new Error(message.error));
+      else waiter?.resolve(message.result);
+    });
+    this.child.on('exit', (code) => {
+      for (const waiter of this.pending.values()) waiter.reject(new Error(`peer process exited (${code})`));
+      this.pending.clear();
+    });
+  }
+
+  call<T>(command: Command): Promise<T> {
+    const id = this.nextId++;
+    return new Promise<T>((resolve, reject) => {
+      this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
+      this.child.send({ id, command });
+    });
+  }
+
+  arrival(index: number): Promise<void> {
+    if (this.arrivals.has(index)) return Promise.resolve();
+    return new Promise((resolve) => {
+      this.arrivalWaiter = { index, resolve };
+    });
+  }
+
+  async close(): Promise<void> {
+    await this.call({ cmd: 'close' }).catch(() => undefined);
+    this.child.kill();
+  }
+}
+
+interface Servers {
+  ferryUrl: string;
+  pluginUrl: string;
+}
+
+interface Scenario {
+  system: System;
+  batchSize: number;
+  count: number;
+  live?: boolean;
+}
+
+interface ScenarioResult {
+  docsPerSecond: number;
+  syncMs: number;
+  peakBytes: number;
+  latencies?: number[];
+}
+
+let scenarioCounter = 0;
+
+async function runScenario(servers: Servers, scenario: Scenario): Promise<ScenarioResult> {
+  const run = ++scenarioCounter;
+  const secret =
+    scenario.system === 'ferry' ? randomBytes(32).toString('hex') : `benchroom${run}x${Date.now()}`;
+  const signalingUrl = scenario.system === 'ferry' ? servers.ferryUrl : servers.pluginUrl;
+  const source = new PeerProcess();
+  const sink = new PeerProcess();
+  const config = (clientId: string): PeerConfig => ({
+    system: scenario.system,
+    clientId,
+    signalingUrl,
+    secret,
+    batchSize: scenario.batchSize,
+  });
+  try {
+    await Promise.all([
+      source.call({ cmd: 'open', config: config(`a${run}`) }),
+      sink.call({ cmd: 'open', config: config(`b${run}`) }),
+    ]);
+    await source.call({ cmd: 'insert', count: scenario.count });
+    if (scenario.system === 'ferry') {
+      await Promise.all([source.call({ cmd: 'connect' }), sink.call({ cmd: 'connect' })]);
+    }
+    await source.call({ cmd: 'replicate' });
+    const { ms } = await sink.call<{ ms: number }>({ cmd: 'sync', count: scenario.count });
+    let latencies: number[] | undefined;
+    if (scenario.live) {
+      latencies = [];
+      for (let i = 0; i < LIVE_WRITES; i++) {
+        const { at } = await source.call<{ at: number }>({ cmd: 'write', index: i });
+        await sink.arrival(i);
+        latencies.push(sink.arrivals.get(i)! - at);
+        await new Promise((resolve) => setTimeout(resolve, 5)); // single writes, not a stream
+      }
+    }
+    const peaks = await Promise.all([
+      source.call<number>({ cmd: 'peak' }),
+      sink.call<number>({ cmd: 'peak' }),
+    ]);
+    return {
+      docsPerSecond: scenario.count / (ms / 1000),
+      syncMs: ms,
+      peakBytes: Math.max(...peaks),
+      ...(latencies ? { latencies } : {}),
+    };
+  } finally {
+    await Promise.all([source.close(), sink.close()]);
+  }
+}
+
+/** Median docs/s (and the peak RSS and latencies of the median run) over RUNS fresh process pairs. */
+async function measure(servers: Servers, scenario: Scenario, runs = RUNS): Promise<ScenarioResult> {
+  const results: ScenarioResult[] = [];
+  for (let i = 0; i < runs; i++) results.push(await runScenario(servers, scenario));
+  results.sort((a, b) => a.docsPerSecond - b.docsPerSecond);
+  const mid = results[Math.floor(results.length / 2)]!;
+  return {
+    ...mid,
+    peakBytes: median(results.map((r) => r.peakBytes)),
+    ...(scenario.live ? { latencies: results.flatMap((r) => r.latencies ?? []) } : {}),
+  };
+}
+
+async function run(): Promise<BenchReport> {
+  const ferrySignaling = await createSignalingServer({
+    host: '127.0.0.1',
+    port: 0,
+    logger: pino({ level: 'silent' }),
+  });
+  const pluginPort = 20_000 + Math.floor(Math.random() * 20_000);
+  const pluginSignaling = await startSignalingServerSimplePeer({ port: pluginPort, host: '127.0.0.1' });
+  const servers: Servers = { ferryUrl: ferrySignaling.url, pluginUrl: `ws://127.0.0.1:${pluginPort}` };
+  const metrics: BenchMetric[] = [];
+  try {
+    const ferry1k = await measure(servers, { system: 'ferry', batchSize: 500, count: 1_000, live: true });
+    const plugin1k = await measure(servers, { system: 'plugin', batchSize: 500, count: 1_000, live: true });
+    const ferry10k = await measure(servers, { system: 'ferry', batchSize: 500, count: 10_000 });
+    const plugin10k = await measure(servers, { system: 'plugin', batchSize: 500, count: 10_000 });
+    const pluginDefault10k = await measure(servers, { system: 'plugin', batchSize: 20, count: 10_000 }, 1);
+
+    const rate = (name: string, ferry: ScenarioResult, plugin: ScenarioResult, target?: string) =>
+      metrics.push({
+        name,
+        value: significant(ferry.docsPerSecond),
+        unit: 'docs/s',
+        baseline: significant(plugin.docsPerSecond),
+        ratio: ratio(ferry.docsPerSecond, plugin.docsPerSecond),
+        ...(target ? { target } : {}),
+      });
+    rate('initial sync, 1,000 docs', ferry1k, plugin1k);
+    rate('initial sync, 10,000 docs', ferry10k, plugin10k, '>= 50,000 docs/s');
+
+    const sortedFerry = [...ferry1k.latencies!].sort((a, b) => a - b);
+    const sortedPlugin = [...plugin1k.latencies!].sort((a, b) => a - b);
+    for (const [p, target] of [
+      [50, '< 1 ms'],
+      [95, '< 2 ms'],
+    ] as const) {
+      const value = percentile(sortedFerry, p);
+      const baseline = percentile(sortedPlugin, p);
+      metrics.push({
+        name: `live propagation of a single write, p${p}`,
+        value: significant(value),
+        unit: 'ms',
+        baseline: significant(baseline),
+        ratio: ratio(value, baseline),
+        target,
+      });
+    }
+    metrics.push({
+      name: 'peak RSS per device, 10,000-doc sync',
+      value: significant(ferry10k.peakBytes / MB),
+      unit: 'MB',
+      baseline: significant(plugin10k.peakBytes / MB),
+      ratio: ratio(ferry10k.peakBytes, plugin10k.peakBytes),
+      target: 'less than the plugin',
+    });
+
+    return {
+      name: 'rxdb',
+      description:
+        'RxDB replication between two Node processes over @roamhq/wrtc on loopback, memory storage, ~300 B docs: ' +
+        'Ferry (replicateFerry over the encrypted WebRTC mesh, batch 500) vs RxDB replication-webrtc',
+      baseline:
+        "RxDB 17 replication-webrtc plugin (simple-peer, unencrypted, RxDB's signaling server) with pull/push batch size 500, same run",
+      metrics,
+      notes:
+        `Sync time runs from the moment the connection is usable (Ferry: replicateFerry() on a connected mesh; plugin: its ` +
+        `peer connect event) until the receiver holds every document; median of ${RUNS} fresh process pairs. ` +
+        `Live: ${LIVE_WRITES * RUNS} single inserts 5 ms apart, write call to change event on the other process. ` +
+        `Peak RSS: the larger of the two processes (median run). RxDB plugin with its default batch size (20): ` +
+        `${significant(pluginDefault10k.docsPerSecond)} docs/s for 10,000 docs. Ferry 10k sync ` +
+        `${significant(ferry10k.syncMs)} ms, plugin ${significant(plugin10k.syncMs)} ms.`,
+    };
+  } finally {
+    await ferrySignaling.close();
+    await pluginSignaling.server.close();
+  }
+}
+
+if (process.argv.includes(PEER_FLAG)) runPeer();
+
+export default { name: 'rxdb', run };
