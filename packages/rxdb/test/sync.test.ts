@@ -243,6 +243,86 @@ describe('replicateFerry over the in-memory network', () => {
     expect(await b!.docs()).toEqual([]);
   });
 
+  it('an app write racing an incoming diff is never overwritten by it', async () => {
+    const {
+      devices: [a, b],
+    } = await devices(2);
+    const sync = b!.replication.collection('todos')!;
+    for (let delay = 0; delay < 12; delay++) {
+      const id = `race${String(delay).padStart(2, '0')}`;
+      await b!.db.todos.insert({ id, title: 'base' });
+      await b!.replication.awaitInSync();
+      const base = sync.meta(id)!;
+      // A version from a that does not include b's coming write.
+      const remote = {
+        id,
+        st: a!.replication.clock.now(),
+        vv: { ...base.vv, deva: 1 },
+        del: false,
+        doc: { id, title: 'from a' },
+      };
+      const applying = sync.apply([remote], 'deva');
+      for (let i = 0; i < delay; i++) await new Promise((resolve) => setImmediate(resolve));
+      // incrementalPatch: RxDB's write that re-reads on a conflict (a plain update may throw CONFLICT
+      // when any replication writes the document at the same moment).
+      await (await b!.db.todos.findOne(id).exec())!.incrementalPatch({ title: `app write ${delay}` });
+      await applying;
+      await b!.replication.awaitInSync();
+      expect((await b!.db.todos.findOne(id).exec())!.title).toBe(`app write ${delay}`);
+      expect(sync.meta(id)!.vv.devb).toBeGreaterThan(base.vv.devb!); // recorded as b's own write
+    }
+    await converge([a!, b!]);
+    expect((await a!.docs()).map((d) => d.title)).toEqual(
+      Array.from({ length: 12 }, (_, i) => `app write ${i}`),
+    );
+  });
+
+  it('an app write landing while a conflict is being resolved is resolved again, not overwritten', async () => {
+    const seen: string[] = [];
+    let release = () => {};
+    const released = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    // An app conflict handler that takes its time (a prompt, a network call): the app writes meanwhile.
+    const slowMerge = {
+      isEqual: (x: { title: string }, y: { title: string }) => x.title === y.title,
+      resolve: async (input: { realMasterState: { title: string }; newDocumentState: { title: string } }) => {
+        seen.push(input.realMasterState.title);
+        await released;
+        return {
+          ...input.realMasterState,
+          title: `${input.realMasterState.title} + ${input.newDocumentState.title}`,
+          _deleted: false,
+        };
+      },
+    };
+    const {
+      devices: [a, b],
+    } = await devices(2, { conflict: slowMerge });
+    await b!.db.todos.insert({ id: 'slow', title: 'base' });
+    await b!.replication.awaitInSync();
+    const sync = b!.replication.collection('todos')!;
+    const base = sync.meta('slow')!;
+    await (await b!.db.todos.findOne('slow').exec())!.incrementalPatch({ title: 'local edit' });
+    await b!.replication.awaitInSync();
+    const remote = {
+      id: 'slow',
+      st: a!.replication.clock.now(),
+      vv: { ...base.vv, deva: 1 },
+      del: false,
+      doc: { id: 'slow', title: 'from a' },
+    };
+    const applying = sync.apply([remote], 'deva');
+    while (seen.length === 0) await new Promise((resolve) => setImmediate(resolve));
+    await (await b!.db.todos.findOne('slow').exec())!.incrementalPatch({ title: 'written during resolve' });
+    release();
+    await applying;
+    // The storage refused the resolution written over the app's write (409); the engine recorded the
+    // app's write and asked the handler again with it.
+    expect(seen).toEqual(['local edit', 'written during resolve']);
+    expect((await b!.db.todos.findOne('slow').exec())!.title).toBe('written during resolve + from a');
+  });
+
   it('pause stops the exchange; resume catches up', async () => {
     const {
       devices: [a, b],
