@@ -87,7 +87,7 @@ export class SimplePeerTransport extends EventEmitter<TransportEvents> implement
     if (!this.drainPoll && this.bufferedAmount > this.lowWaterMark) {
       this.drainPoll = setInterval(() => {
         if (this.isClosed || this.bufferedAmount <= this.lowWaterMark) this.onLow();
-      }, 2);
+      }, 1);
     }
   }
 
