@@ -23,20 +23,29 @@ export interface DeviceStatus {
   signaling: SignalingState;
   /** Other devices of the account with an open, authenticated session. */
   peers: string[];
-  /** Diffs this device left on the diff server that their targets have not acknowledged yet. */
+  /** Every other device of the account this device knows of (registered on the diff server or met). */
+  devices: string[];
+  /** Changes for away devices still waiting to be stored on the diff server (being retried). */
   pendingRelay: number;
+  /** Document versions sent to and received from other devices (directly or through the diff server). */
+  sent: number;
+  received: number;
   /** Last time a change from another device was applied here. */
   lastSyncAt?: number;
   /** Latest non-fatal problem, for the user to see (e.g. "diff server unreachable"). */
   lastError?: string;
 }
 
+/** Two devices edited one document concurrently; every device settled on the same `resolved` version. */
 export interface ConflictView {
   documentId: string;
-  /** The version every device now holds. */
-  winner: unknown;
-  /** The concurrent version the conflict rule set aside. */
-  loser: unknown;
+  /** The other device whose version met this device's one. */
+  from: string;
+  /** Both versions (the document, or `{ deleted: true }`) and which one the conflict rule kept. */
+  local: unknown;
+  remote: unknown;
+  kept: 'local' | 'remote' | 'merged';
+  resolved: unknown;
   at: number;
 }
 

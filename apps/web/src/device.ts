@@ -1,6 +1,7 @@
 import { askPeer, listPeerModels } from '@ferry/ai';
 import { deriveAccount, FerryError, MeshNetwork, RelayClient } from '@ferry/core';
-import { BehaviorSubject } from 'rxjs';
+import { type Change, decodeStamp, type FerryConflict, replicateFerry } from '@ferry/rxdb';
+import { BehaviorSubject, combineLatest } from 'rxjs';
 import { openTodoDatabase } from './db.js';
 import type { ChatReply, ConflictView, Device, DeviceStatus, PeerModel } from './device-types.js';
 import { newId } from './ids.js';
@@ -40,27 +41,72 @@ export async function openDevice(passphrase: string, options: OpenDeviceOptions)
       state: new LocalDocumentRelayStateStore(db),
     });
 
+    // Devices registered on the diff server get relay diffs even before this device first meets them.
+    const knownDevices = await relay.listDevices().catch(() => [] as string[]);
+    const replication = await replicateFerry({
+      collections: { todos: db.todos },
+      network,
+      relay,
+      knownDevices: knownDevices.filter((id) => id !== clientId),
+    });
+    cleanup.push(() => replication.cancel());
+
+    // The network has been connecting meanwhile: start from its current state, then follow its events.
     const status$ = new BehaviorSubject<DeviceStatus>({
-      signaling: 'connecting',
+      signaling: network.signaling.connected ? 'online' : 'connecting',
       peers: [],
+      devices: knownDevices.filter((id) => id !== clientId),
       pendingRelay: 0,
+      sent: 0,
+      received: 0,
     });
     const update = (change: Partial<DeviceStatus>) => status$.next({ ...status$.value, ...change });
-    const onPeers = () => update({ peers: network.connectedPeers().sort() });
+    cleanup.push(() => status$.complete());
+    const onPeers = () => {
+      const peers = network.connectedPeers().sort();
+      update({ peers, devices: [...new Set([...status$.value.devices, ...peers])].sort() });
+    };
+    onPeers();
     network.on('peer-connected', onPeers);
     network.on('peer-disconnected', onPeers);
     network.on('error', (error) => update({ lastError: error.message }));
-    network.signaling.on('connected', () => update({ signaling: 'online' }));
+    network.signaling.on('connected', () => {
+      update({ signaling: 'online' });
+      // Back online after a network change: diffs may have been left for this device meanwhile.
+      void replication.pullRelay().catch(() => undefined);
+    });
     network.signaling.on('disconnected', () => update({ signaling: 'offline' }));
     relay.on('gap', (gap) =>
       update({
         lastError: `the diff server withheld diffs ${gap.from}-${gap.to} from ${gap.senderClientId}`,
       }),
     );
-    cleanup.push(() => status$.complete());
+    const counters = combineLatest([
+      replication.pendingRelay$,
+      replication.sent$,
+      replication.received$,
+    ]).subscribe(([pendingRelay, sent, received]) =>
+      update({
+        pendingRelay,
+        sent,
+        received,
+        ...(received > status$.value.received ? { lastSyncAt: Date.now() } : {}),
+      }),
+    );
+    const errors = replication.error$.subscribe((error) => update({ lastError: error.message }));
+    cleanup.push(() => {
+      counters.unsubscribe();
+      errors.unsubscribe();
+    });
 
-    const conflicts$ = new BehaviorSubject<ConflictView[]>([]);
-    cleanup.push(() => conflicts$.complete());
+    const conflicts$ = new BehaviorSubject<ConflictView[]>((await replication.conflicts()).map(conflictView));
+    const conflictFeed = replication.conflict$.subscribe((conflict) =>
+      conflicts$.next([...conflicts$.value, conflictView(conflict)]),
+    );
+    cleanup.push(() => {
+      conflictFeed.unsubscribe();
+      conflicts$.complete();
+    });
 
     return {
       accountTag: account.accountId,
@@ -76,6 +122,26 @@ export async function openDevice(passphrase: string, options: OpenDeviceOptions)
     await close();
     throw error;
   }
+}
+
+const versionValue = (change: Change): unknown => (change.del ? { deleted: true } : change.doc);
+
+function conflictView(conflict: FerryConflict): ConflictView {
+  const kept =
+    conflict.resolved.st === conflict.local.st
+      ? 'local'
+      : conflict.resolved.st === conflict.remote.st
+        ? 'remote'
+        : 'merged';
+  return {
+    documentId: conflict.id,
+    from: conflict.from,
+    local: versionValue(conflict.local),
+    remote: versionValue(conflict.remote),
+    kept,
+    resolved: versionValue(conflict.resolved),
+    at: decodeStamp(conflict.resolved.st)?.time ?? Date.now(),
+  };
 }
 
 /** Same origin as the page: the diff server at its base path, signaling at `signal` below it. */

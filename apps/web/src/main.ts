@@ -26,10 +26,20 @@ function showDevice(device: Device): void {
   const lock = h('button', { class: 'ghost', 'data-testid': 'lock' }, 'Lock');
   lock.addEventListener('click', async () => {
     lock.disabled = true;
+    window.removeEventListener('pagehide', leave);
     for (const stop of unmount) stop();
     await device.close();
+    // A page restored from the back/forward cache had its device closed on pagehide: start over.
+    window.addEventListener('pageshow', (event) => {
+      if (event.persisted) window.location.reload();
+    });
+
     showLogin();
   });
+  // Closing the tab ends the peer sessions with a close frame, so the other devices see this one
+  // leave at once instead of after their keepalive timeout.
+  const leave = () => void device.close();
+  window.addEventListener('pagehide', leave, { once: true });
 
   replaceChildren(
     root,
@@ -53,5 +63,10 @@ function showDevice(device: Device): void {
   );
   document.body.dataset.view = 'device';
 }
+
+// A page restored from the back/forward cache had its device closed on pagehide: start over.
+window.addEventListener('pageshow', (event) => {
+  if (event.persisted) window.location.reload();
+});
 
 showLogin();

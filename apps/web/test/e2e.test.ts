@@ -7,7 +7,7 @@ import { createNodeMesh, deriveAccount, generatePassphrase, type MeshNetwork } f
 import { createDiffServer, createSignalingServer, createSqliteStorage } from '@ferry/server';
 import { pino } from 'pino';
 import { type Browser, type BrowserContext, chromium, type Page } from 'playwright-core';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import {
   type LlamaCppBackend,
   llamaCppBackend,
@@ -67,6 +67,8 @@ async function newDevicePage(context?: BrowserContext): Promise<Page> {
   const page = owned.pages()[0] ?? (await owned.newPage());
   page.setDefaultTimeout(30_000);
   page.on('pageerror', (error) => console.error(`[page error] ${error.stack ?? error.message}`));
+  if (process.env.FERRY_BROWSER_DEBUG)
+    page.on('console', (m) => console.log(`[page ${m.type()}] ${m.text()}`));
   return page;
 }
 
@@ -84,6 +86,43 @@ const waitForPeers = (page: Page, count: number) =>
     .filter({ hasText: new RegExp(`^${count}$`) })
     .waitFor();
 
+const todo = (page: Page, text: string) =>
+  page.getByTestId('todo').filter({ has: page.getByTestId('todo-text').getByText(text, { exact: true }) });
+
+async function addTodo(page: Page, text: string): Promise<void> {
+  await page.getByTestId('todo-input').fill(text);
+  await page.getByTestId('todo-add').click();
+  await todo(page, text).waitFor();
+}
+
+async function editTodo(page: Page, from: string, to: string): Promise<void> {
+  await todo(page, from).getByTestId('todo-edit').click();
+  await page.getByTestId('todo-editor').fill(to);
+  await page.getByTestId('todo-editor').press('Enter');
+  await todo(page, to).waitFor();
+}
+
+const todoTexts = (page: Page) => page.getByTestId('todo-text').allTextContents();
+
+/** A device whose browser profile (IndexedDB, localStorage) lives in `dir` and survives closing it. */
+async function launchProfile(dir: string): Promise<Page> {
+  const context = await chromium.launchPersistentContext(dir, {
+    executablePath: CHROMIUM_PATH,
+    headless: true,
+    args: CHROMIUM_ARGS,
+    viewport: { width: 1200, height: 820 },
+  });
+  return newDevicePage(context);
+}
+
+/** Closes the device's tab the way a user does (page lifecycle events run), then its browser. */
+async function closeDevice(page: Page): Promise<void> {
+  const closed = page.waitForEvent('close');
+  await page.close({ runBeforeUnload: true });
+  await closed;
+  await page.context().close();
+}
+
 const screenshot = (page: Page, name: string) =>
   page.screenshot({ path: join(artifacts, `${name}.png`), fullPage: true });
 
@@ -96,11 +135,101 @@ describe.skipIf(!(await hasChromium()))('web app end to end', () => {
     browser = await chromium.launch({ executablePath: CHROMIUM_PATH, headless: true, args: CHROMIUM_ARGS });
   }, 180_000);
 
+  // A failed test leaves a picture of every open page, to see what the user would have seen.
+  afterEach(async (context) => {
+    if (context.task.result?.state !== 'fail') return;
+    const pages = [...openContexts].flatMap((owned) => owned.pages());
+    await Promise.all(
+      pages.map((page, index) =>
+        screenshot(page, `failed-${context.task.name.replace(/\W+/g, '-')}-${index}`),
+      ),
+    );
+  });
+
   afterAll(async () => {
     await Promise.all([...openContexts].map((context) => context.close().catch(() => undefined)));
     await browser?.close();
     await server?.close();
     if (workDir) await rm(workDir, { recursive: true, force: true });
+  });
+
+  describe('two browsers with the same passphrase', () => {
+    const passphrase = generatePassphrase();
+    let a: Page;
+    let b: Page;
+
+    it('sync a todo both ways, edits and ticks included', async () => {
+      a = await newDevicePage();
+      b = await newDevicePage();
+      await signIn(a, passphrase);
+      await signIn(b, passphrase);
+      await Promise.all([waitForPeers(a, 1), waitForPeers(b, 1)]);
+
+      await addTodo(a, 'Buy oat milk');
+      await todo(b, 'Buy oat milk').waitFor();
+      await addTodo(b, 'Call the plumber');
+      await todo(a, 'Call the plumber').waitFor();
+
+      await editTodo(b, 'Buy oat milk', 'Buy oat milk and bread');
+      await todo(a, 'Buy oat milk and bread').waitFor();
+      await todo(a, 'Call the plumber').getByTestId('todo-done').check();
+      await todo(b, 'Call the plumber').and(b.locator('li.done')).waitFor();
+
+      expect(await todoTexts(a)).toEqual(['Buy oat milk and bread', 'Call the plumber']);
+      expect(await todoTexts(b)).toEqual(await todoTexts(a));
+      await screenshot(a, 'sync-device-a');
+      await screenshot(b, 'sync-device-b');
+    });
+
+    it('a device with another passphrase sees none of it', async () => {
+      const stranger = await newDevicePage();
+      await signIn(stranger, generatePassphrase());
+      // A change made while the stranger is online still reaches only the account's own devices.
+      await addTodo(a, 'Private note');
+      await todo(b, 'Private note').waitFor();
+
+      expect(await todoTexts(stranger)).toEqual([]);
+      expect(await stranger.getByTestId('status-peer-count').textContent()).toBe('0');
+      expect(await stranger.getByTestId('status-device').count()).toBe(0);
+      expect(await a.getByTestId('status-peer-count').textContent()).toBe('1');
+      expect(await stranger.getByTestId('identity').getAttribute('title')).not.toBe(
+        await a.getByTestId('identity').getAttribute('title'),
+      );
+      await screenshot(stranger, 'other-passphrase');
+      await stranger.context().close();
+    });
+  });
+
+  describe('a device that was away', () => {
+    it('catches up through the diff server when no other device is online', async () => {
+      const passphrase = generatePassphrase();
+      const profileA = join(workDir, 'profile-a');
+      const profileB = join(workDir, 'profile-b');
+      let a = await launchProfile(profileA);
+      const b = await launchProfile(profileB);
+      await signIn(a, passphrase);
+      await signIn(b, passphrase);
+      await Promise.all([waitForPeers(a, 1), waitForPeers(b, 1)]);
+      await addTodo(a, 'Water the plants');
+      await todo(b, 'Water the plants').waitFor();
+
+      // A goes away; B edits while A is gone, then goes away too, so only the diff server holds B's edits.
+      await closeDevice(a);
+      await waitForPeers(b, 0);
+      await b.locator('[data-testid=status-device][data-state=away]').waitFor();
+      await editTodo(b, 'Water the plants', 'Water the plants (and the cactus)');
+      await addTodo(b, 'Pay the rent');
+      await b.getByTestId('status-pending-relay').filter({ hasText: /^0$/ }).waitFor();
+      await screenshot(b, 'away-editor');
+      await closeDevice(b);
+
+      a = await launchProfile(profileA);
+      await signIn(a, passphrase);
+      await todo(a, 'Pay the rent').waitFor();
+      expect(await todoTexts(a)).toEqual(['Water the plants (and the cactus)', 'Pay the rent']);
+      expect(await a.getByTestId('status-peer-count').textContent()).toBe('0');
+      await screenshot(a, 'away-returned');
+    });
   });
 
   describe('chat with a Node device that serves a model', () => {
