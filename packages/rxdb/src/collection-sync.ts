@@ -136,6 +136,11 @@ export class CollectionSync {
     return this.pendingScan;
   }
 
+  /** Record writes the change events reported (no storage query when there were none). */
+  settle(): Promise<void> {
+    return this.dirty ? this.scan() : this.idle();
+  }
+
   /**
    * Whether a change event is a write Ferry did not make (or has not recorded yet). Ferry's own
    * writes do not need a scan, and scanning the storage's change feed is the costly part of a sync.

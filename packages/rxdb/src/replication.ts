@@ -199,7 +199,8 @@ export class FerryReplicationState {
    * connected peer caught up both ways and every push acknowledged, and no relay push pending.
    */
   async awaitInSync(): Promise<void> {
-    await Promise.all([...this.syncs.values()].map((sync) => sync.scan()));
+    // RxDB emits a write's change event before the write resolves, so the app's writes so far are known.
+    await Promise.all([...this.syncs.values()].map((sync) => sync.settle()));
     await this.until(
       () =>
         this.relayQueue.size === 0 &&
