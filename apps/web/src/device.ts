@@ -124,7 +124,12 @@ export async function openDevice(passphrase: string, options: OpenDeviceOptions)
   }
 }
 
-const versionValue = (change: Change): unknown => (change.del ? { deleted: true } : change.doc);
+/** A version as the user reads it: the todo's fields (its id is shown once, in the conflict's heading). */
+function versionValue(change: Change): unknown {
+  if (change.del) return { deleted: true };
+  const { id: _id, ...fields } = change.doc ?? {};
+  return fields;
+}
 
 function conflictView(conflict: FerryConflict): ConflictView {
   const kept =

@@ -232,6 +232,53 @@ describe.skipIf(!(await hasChromium()))('web app end to end', () => {
     });
   });
 
+  describe('two devices that edited the same todo apart', () => {
+    it('settle on one version and show the conflict with both versions', async () => {
+      const passphrase = generatePassphrase();
+      const profileA = join(workDir, 'conflict-a');
+      const profileB = join(workDir, 'conflict-b');
+      let a = await launchProfile(profileA);
+      let b = await launchProfile(profileB);
+      await signIn(a, passphrase);
+      await signIn(b, passphrase);
+      await Promise.all([waitForPeers(a, 1), waitForPeers(b, 1)]);
+      await addTodo(a, 'Book flights');
+      await todo(b, 'Book flights').waitFor();
+
+      await closeDevice(a);
+      await waitForPeers(b, 0);
+      await editTodo(b, 'Book flights', 'Book flights to Lisbon');
+      await closeDevice(b);
+
+      // A comes back while its mailbox cannot be read (a flaky network), so it edits without B's change.
+      a = await launchProfile(profileA);
+      await a.context().route('**/pullDiff', (route) => route.abort());
+      await signIn(a, passphrase);
+      await editTodo(a, 'Book flights', 'Book flights to Porto');
+
+      b = await launchProfile(profileB);
+      await signIn(b, passphrase);
+      await Promise.all([waitForPeers(a, 1), waitForPeers(b, 1)]);
+      for (const page of [a, b]) {
+        const conflict = page.getByTestId('conflict');
+        await conflict.waitFor();
+        const versions = [
+          await conflict.getByTestId('conflict-local').textContent(),
+          await conflict.getByTestId('conflict-remote').textContent(),
+        ].join('\n');
+        expect(versions).toContain('Book flights to Lisbon');
+        expect(versions).toContain('Book flights to Porto');
+      }
+      // Both devices hold the same winner, and it is one of the two edits.
+      await todo(a, 'Book flights to Lisbon').or(todo(a, 'Book flights to Porto')).waitFor();
+      const winner = (await todoTexts(a))[0];
+      await todo(b, winner!).waitFor();
+      expect(['Book flights to Lisbon', 'Book flights to Porto']).toContain(winner);
+      expect(await todoTexts(b)).toEqual(await todoTexts(a));
+      await screenshot(b, 'conflict');
+    });
+  });
+
   describe('chat with a Node device that serves a model', () => {
     let host: MeshNetwork;
     let handle: ServeHandle;
