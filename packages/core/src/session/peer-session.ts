@@ -37,6 +37,8 @@ export const laneForOp = (op: string): Lane =>
 
 /** Time the close message gets to leave before the transport is torn down. */
 const CLOSE_GRACE_MS = 20;
+/** A close message stuck behind a full transport (a dead peer) does not hold the session open longer. */
+const CLOSE_TIMEOUT_MS = 1_000;
 
 /**
  * An authenticated, encrypted, multiplexed session with one device over one transport: the Noise
@@ -55,6 +57,7 @@ export class PeerSession extends EventEmitter<PeerSessionEvents> {
   private pendingPing: { pingId: string; sentAt: number } | undefined;
   private rttMs: number | undefined;
   private timer: ReturnType<typeof setInterval> | undefined;
+  private closeTimer: ReturnType<typeof setTimeout> | undefined;
   private closing: FerryError | undefined;
   private ended = false;
 
@@ -110,13 +113,17 @@ export class PeerSession extends EventEmitter<PeerSessionEvents> {
   }
 
   /** Tells the peer why, then closes the transport. Later sends, and sends still queued then, reject with CLOSED. */
-  close(reason = 'closed by peer'): void {
+  close(reason = 'closed'): void {
     if (this.closed) return;
     this.closing = new FerryError('CLOSED', `session with ${this.remoteClientId} is closing: ${reason}`);
-    const bye = this.sendControl('SESSION_CLOSE', { reason: reason.slice(0, 1024) });
+    const finish = () => this.end(`closed: ${reason}`);
+    this.closeTimer = setTimeout(finish, CLOSE_TIMEOUT_MS);
     // The transport would drop the close message if torn down at once.
-    const end = () => setTimeout(() => this.end(`closed: ${reason}`), CLOSE_GRACE_MS);
-    bye.then(end, end);
+    void this.sendControl('SESSION_CLOSE', { reason: reason.slice(0, 1024) }).then(() => {
+      if (this.ended) return;
+      clearTimeout(this.closeTimer);
+      this.closeTimer = setTimeout(finish, CLOSE_GRACE_MS);
+    });
   }
 
   private sendControl<Op extends KnownOp & `SESSION_${string}`>(op: Op, data: OpData<Op>): Promise<void> {
@@ -194,6 +201,7 @@ export class PeerSession extends EventEmitter<PeerSessionEvents> {
     if (this.ended) return;
     this.ended = true;
     clearInterval(this.timer);
+    clearTimeout(this.closeTimer);
     this.mux.stop(new FerryError('CLOSED', `session with ${this.remoteClientId} ended: ${reason}`));
     this.transport.off('message', this.onFrame);
     this.transport.off('close', this.onTransportClose);

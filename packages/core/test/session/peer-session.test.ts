@@ -235,6 +235,27 @@ describe('PeerSession', () => {
     a.close();
   });
 
+  it('closes within a second even when the close message cannot leave (dead peer, full buffer)', async () => {
+    const [ta, tb] = createMemoryTransportPair();
+    const [a, b] = await sessionPair([ta, tb]);
+    // The link stalls: nothing more is accepted by the network, and the buffer stays full.
+    Object.defineProperty(ta, 'bufferedAmount', { get: () => 64 * 1024 * 1024 });
+    const closed = new Promise<string>((resolve) => a.on('close', resolve));
+    a.close('going away');
+    expect(a.closed).toBe(true);
+    await expect(a.send(msg('DB_X', 1))).rejects.toMatchObject({ code: 'CLOSED' });
+    expect(await closed).toBe('closed: going away');
+    expect(ta.closed).toBe(true);
+    b.close();
+  });
+
+  it('tells the peer why it closes', async () => {
+    const [a, b] = await sessionPair();
+    const atB = new Promise<string>((resolve) => b.on('close', resolve));
+    a.close('user signed out');
+    expect(await atB).toBe('closed by alice: user signed out');
+  });
+
   it('ends a session whose peer falls silent (keepalive), and emits close once', async () => {
     const [ta, tb] = createMemoryTransportPair();
     const [a, b] = await sessionPair([ta, tb], { keepaliveIntervalMs: 50, keepaliveTimeoutMs: 300 });
