@@ -164,14 +164,14 @@ export class CollectionSync {
   changesSince(
     cursor: number,
     peer: string,
-    limit: number,
+    limits: { count: number; bytes: number },
   ): Promise<{ changes: Change[]; newSeq: number; more: boolean }> {
     return this.serial(async () => {
       await this.scanNow();
       for (;;) {
         let newSeq = cursor;
         const picked: DocMeta[] = [];
-        for (let i = this.firstAfter(cursor); i < this.log.length && picked.length < limit; i++) {
+        for (let i = this.firstAfter(cursor); i < this.log.length && picked.length < limits.count; i++) {
           const entry = this.log[i]!;
           const meta = this.metas.get(entry.id)!;
           if (meta.seq !== entry.seq) continue; // superseded by a later entry
@@ -179,9 +179,23 @@ export class CollectionSync {
           if (meta.via !== peer) picked.push(meta);
         }
         const changes = await this.read(picked);
-        if (changes) return { changes, newSeq, more: newSeq < this.head };
-        this.dirty = true; // the app wrote meanwhile: record it, then read again
-        await this.scanNow();
+        if (!changes) {
+          this.dirty = true; // the app wrote meanwhile: record it, then read again
+          await this.scanNow();
+          continue;
+        }
+        // Keep one push well under the session's message limit: cut after the change that crosses
+        // the byte budget (a single document larger than the budget still travels, alone).
+        let bytes = 0;
+        for (let i = 0; i < changes.length; i++) {
+          bytes += approximateSize(changes[i]!);
+          if (bytes > limits.bytes && i + 1 < changes.length) {
+            changes.length = i + 1;
+            newSeq = picked[i]!.seq;
+            break;
+          }
+        }
+        return { changes, newSeq, more: newSeq < this.head };
       }
     });
   }
@@ -453,6 +467,11 @@ export class CollectionSync {
     return { retry, rejected, revs };
   }
 }
+
+const approximateSize = (change: Change): number =>
+  200 +
+  (change.doc ? JSON.stringify(change.doc).length : 0) +
+  (change.fs ? JSON.stringify(change.fs).length : 0);
 
 const deepEqualVersion = (a: Change, b: Change) =>
   a.st === b.st && a.del === b.del && deepEqual(a.vv, b.vv) && deepEqual(a.doc, b.doc);

@@ -45,6 +45,11 @@ export interface ReplicateFerryOptions {
   conflict?: ConflictPolicy;
   /** Documents per DB_DIFF_PUSH. Default 500. */
   batchSize?: number;
+  /**
+   * Approximate bytes of documents per DB_DIFF_PUSH. Default 8 MiB: the session layer chunks a
+   * message (MeshNetwork carries up to 64 MiB), and a smaller push keeps other lanes responsive.
+   */
+  batchBytes?: number;
   /** Unacknowledged pushes per peer and collection before the sender waits. Default 4. */
   window?: number;
   /** Devices to leave relay diffs for even before they were ever seen (ids from the diff server). */
@@ -117,6 +122,7 @@ export class FerryReplicationState {
   private readonly network: PeerNetwork;
   private readonly relay: DiffRelay | undefined;
   private readonly batchSize: number;
+  private readonly batchBytes: number;
   private readonly window: number;
   private readonly retryDelayMs: number;
   private readonly syncs = new Map<string, CollectionSync>();
@@ -145,6 +151,7 @@ export class FerryReplicationState {
     this.clock = new HybridClock(this.clientId, options.now);
     this.policy = options.conflict ?? 'lww';
     this.batchSize = options.batchSize ?? 500;
+    this.batchBytes = options.batchBytes ?? 8 * 1024 * 1024;
     this.window = options.window ?? 4;
     this.retryDelayMs = options.retryDelayMs ?? 250;
     this.relayRetryDelay = this.retryDelayMs;
@@ -468,7 +475,10 @@ export class FerryReplicationState {
           out.inflight < this.window &&
           (out.cursor < sync.head || out.needsReply)
         ) {
-          const batch = await sync.changesSince(out.cursor, peer, this.batchSize);
+          const batch = await sync.changesSince(out.cursor, peer, {
+            count: this.batchSize,
+            bytes: this.batchBytes,
+          });
           if (this.outbound.get(peer)?.get(collection) !== out) return;
           if (batch.changes.length === 0 && !out.needsReply) {
             out.cursor = batch.newSeq; // everything in range came from this peer

@@ -9,6 +9,7 @@ export const todoSchema = {
     title: { type: 'string', maxLength: 300 },
     done: { type: 'boolean' },
     n: { type: 'number' },
+    note: { type: 'string' },
   },
   required: ['id', 'title'],
 } as const;

@@ -13,6 +13,7 @@ export interface Todo {
   title: string;
   done?: boolean;
   n?: number;
+  note?: string;
 }
 
 addRxPlugin(RxDBUpdatePlugin);

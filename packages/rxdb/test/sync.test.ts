@@ -188,6 +188,30 @@ describe('replicateFerry over the in-memory network', () => {
     expect(b!.replication.sent$.value).toBe(0);
   });
 
+  it('cuts pushes by bytes too; a document larger than the budget travels alone', async () => {
+    const {
+      devices: [a, b],
+    } = await devices(2, { batchBytes: 10_000 });
+    const pushes: number[] = [];
+    b!.network.on('message', (_from, message) => {
+      if (message.op === 'DB_DIFF_PUSH') pushes.push((message.data as { changes: unknown[] }).changes.length);
+    });
+    await a!.db.todos.bulkInsert([
+      ...Array.from({ length: 12 }, (_, i) => ({
+        id: `s${String(i).padStart(2, '0')}`,
+        title: 't',
+        note: 'n'.repeat(3000),
+      })),
+      { id: 'zbig', title: 'big', note: 'b'.repeat(300 * 1024) },
+    ]);
+    await converge([a!, b!]);
+    expect((await b!.docs()).find((d) => d.id === 'zbig')?.note).toHaveLength(300 * 1024);
+    expect(pushes.reduce((n, x) => n + x, 0)).toBe(13);
+    // ~3.2 KB each against a 10 KB budget: at most the budget plus the one change that crosses it.
+    expect(Math.max(...pushes)).toBe(4);
+    expect(pushes.at(-1)).toBe(1); // the 300 KiB document, alone
+  });
+
   it('a restart resumes from persisted checkpoints instead of resending everything', async () => {
     const {
       devices: [a, b],

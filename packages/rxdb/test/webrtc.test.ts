@@ -169,6 +169,25 @@ describe('replicateFerry over real WebRTC sessions and a real Ferry server', () 
     }, 60_000);
   }
 
+  it('documents over 256 KiB (1 MiB each) travel through the session layer chunked, nothing dropped', async () => {
+    const [a, b] = await realDevices(2);
+    await connectedToAll([a!, b!]);
+    const big = (seed: string) => seed.repeat((1024 * 1024) / seed.length);
+    await a!.db.todos.bulkInsert([
+      { id: 'big1', title: 'one', note: big('abcd') },
+      { id: 'big2', title: 'two', note: big('wxyz') },
+      { id: 'big3', title: 'three', note: big('0123') },
+    ]);
+    await converged([a!, b!]);
+    const docs = await b!.docs();
+    expect(docs.map((d) => [d.id, (d.note as string).length])).toEqual([
+      ['big1', 1024 * 1024],
+      ['big2', 1024 * 1024],
+      ['big3', 1024 * 1024],
+    ]);
+    expect(docs[1]!.note).toBe(big('wxyz'));
+  }, 60_000);
+
   it('offline relay: B offline, A writes, A offline, B online: B gets the writes from the diff server alone', async () => {
     const [a, b] = await realDevices(2);
     await connectedToAll([a!, b!]);
