@@ -126,7 +126,8 @@ async function closeDevice(page: Page): Promise<void> {
 const screenshot = (page: Page, name: string) =>
   page.screenshot({ path: join(artifacts, `${name}.png`), fullPage: true });
 
-describe.skipIf(!(await hasChromium()))('web app end to end', () => {
+// Generous per-test limit: only hang protection, the tests take seconds (page loads, Argon2id, WebRTC setup).
+describe.skipIf(!(await hasChromium()))('web app end to end', { timeout: 120_000 }, () => {
   beforeAll(async () => {
     const webRoot = await ensureWebAppBuilt();
     workDir = await mkdtemp(join(tmpdir(), 'ferry-web-e2e-'));
