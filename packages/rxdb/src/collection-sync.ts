@@ -18,7 +18,7 @@ import {
   sameContent,
   stampFields,
 } from './versions.js';
-import type { Change } from './wire.js';
+import { approximateSize, type Change } from './wire.js';
 
 /** Two versions of one document met and neither included the other. */
 export interface FerryConflict {
@@ -467,11 +467,6 @@ export class CollectionSync {
     return { retry, rejected, revs };
   }
 }
-
-const approximateSize = (change: Change): number =>
-  200 +
-  (change.doc ? JSON.stringify(change.doc).length : 0) +
-  (change.fs ? JSON.stringify(change.fs).length : 0);
 
 const deepEqualVersion = (a: Change, b: Change) =>
   a.st === b.st && a.del === b.del && deepEqual(a.vv, b.vv) && deepEqual(a.doc, b.doc);

@@ -16,6 +16,7 @@ import { HybridClock } from './hlc.js';
 import { type DocMeta, MetaStore } from './store.js';
 import type { ConflictPolicy } from './versions.js';
 import {
+  approximateSize,
   type Change,
   type Checkpoint,
   type ConflictResolve,
@@ -50,6 +51,8 @@ export interface ReplicateFerryOptions {
    * message (MeshNetwork carries up to 64 MiB), and a smaller push keeps other lanes responsive.
    */
   batchBytes?: number;
+  /** Approximate bytes per relay diff; keep it under the diff server's maxDiffBytes (default 1 MiB). Default 768 KiB. */
+  relayBytes?: number;
   /** Unacknowledged pushes per peer and collection before the sender waits. Default 4. */
   window?: number;
   /** Devices to leave relay diffs for even before they were ever seen (ids from the diff server). */
@@ -123,6 +126,7 @@ export class FerryReplicationState {
   private readonly relay: DiffRelay | undefined;
   private readonly batchSize: number;
   private readonly batchBytes: number;
+  private readonly relayBytes: number;
   private readonly window: number;
   private readonly retryDelayMs: number;
   private readonly syncs = new Map<string, CollectionSync>();
@@ -152,6 +156,7 @@ export class FerryReplicationState {
     this.policy = options.conflict ?? 'lww';
     this.batchSize = options.batchSize ?? 500;
     this.batchBytes = options.batchBytes ?? 8 * 1024 * 1024;
+    this.relayBytes = options.relayBytes ?? 768 * 1024;
     this.window = options.window ?? 4;
     this.retryDelayMs = options.retryDelayMs ?? 250;
     this.relayRetryDelay = this.retryDelayMs;
@@ -702,9 +707,16 @@ export class FerryReplicationState {
       if (ids.size === 0) this.relayQueue.delete(name);
       try {
         const changes = await this.syncs.get(name)!.current(batchIds);
-        const diff: RelayDiff = { v: 1, collection: name, changes };
-        await relay.push(targets, utf8(JSON.stringify(diff)));
-        this.sent$.next(this.sent$.value + changes.length);
+        for (const group of relayGroups(changes, this.relayBytes)) {
+          if (group.length === 1 && approximateSize(group[0]!) > this.relayBytes) {
+            // The diff server refuses it (maxDiffBytes); it reaches the device by checkpoint instead.
+            this.report(new FerryError('TOO_LARGE', `${name}/${group[0]!.id} is too large for the relay`));
+            continue;
+          }
+          const diff: RelayDiff = { v: 1, collection: name, changes: group };
+          await relay.push(targets, utf8(JSON.stringify(diff)));
+          this.sent$.next(this.sent$.value + group.length);
+        }
         this.relayRetryDelay = this.retryDelayMs;
       } catch (error) {
         this.report(error);
@@ -775,6 +787,25 @@ export class FerryReplicationState {
         : new FerryError('INTERNAL', String((error as Error)?.message ?? error), { cause: error }),
     );
   }
+}
+
+/** Consecutive groups of changes of at most `budget` approximate bytes (a bigger change alone). */
+function relayGroups(changes: Change[], budget: number): Change[][] {
+  const groups: Change[][] = [];
+  let current: Change[] = [];
+  let bytes = 0;
+  for (const change of changes) {
+    const size = approximateSize(change);
+    if (current.length > 0 && bytes + size > budget) {
+      groups.push(current);
+      current = [];
+      bytes = 0;
+    }
+    current.push(change);
+    bytes += size;
+  }
+  if (current.length > 0) groups.push(current);
+  return groups;
 }
 
 function parseRelayDiff(payload: Uint8Array): RelayDiff | undefined {

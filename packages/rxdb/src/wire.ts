@@ -136,3 +136,9 @@ export function parseVersion(version: string): Checkpoint | undefined {
   if (at < 0) return undefined;
   return { epoch: version.slice(0, at), seq: Number(version.slice(at + 1)) };
 }
+
+/** Rough encoded size of a change in bytes, for batch budgets. */
+export const approximateSize = (change: Change): number =>
+  200 +
+  (change.doc ? JSON.stringify(change.doc).length : 0) +
+  (change.fs ? JSON.stringify(change.fs).length : 0);

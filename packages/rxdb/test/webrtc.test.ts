@@ -212,6 +212,29 @@ describe('replicateFerry over real WebRTC sessions and a real Ferry server', () 
     expect(await b!.relay.pull()).toEqual([]); // acknowledged: the mailbox is empty
   }, 60_000);
 
+  it('relay diffs are split under the diff server size limit; a document too large for it arrives by checkpoint', async () => {
+    const [a, b] = await realDevices(2);
+    await connectedToAll([a!, b!]);
+    await converged([a!, b!]);
+    await b!.stop();
+    const errors: string[] = [];
+    a!.replication.error$.subscribe((e) => errors.push(e.code));
+    await a!.db.todos.bulkInsert([
+      ...Array.from({ length: 6 }, (_, i) => ({ id: `mid${i}`, title: 'x', note: 'm'.repeat(300 * 1024) })),
+      { id: 'huge', title: 'x', note: 'h'.repeat(2 * 1024 * 1024) },
+    ]);
+    await a!.replication.awaitInSync();
+    expect(errors).toEqual(['TOO_LARGE']);
+    await a!.stop(); // b gets what the relay holds, and only that
+    await b!.start();
+    await b!.replication.pullRelay();
+    expect((await b!.docs()).map((d) => d.id)).toEqual(['mid0', 'mid1', 'mid2', 'mid3', 'mid4', 'mid5']);
+    await a!.start();
+    await connectedToAll([a!, b!]);
+    await converged([a!, b!]);
+    expect((await b!.docs()).find((d) => d.id === 'huge')?.note).toHaveLength(2 * 1024 * 1024);
+  }, 60_000);
+
   it('a crash in the middle of a large initial sync resumes from the checkpoint and converges', async () => {
     const [a, b] = await realDevices(2);
     await b!.stop();
