@@ -1,10 +1,9 @@
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
-import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createNodeMesh, deriveAccount, generatePassphrase, type MeshNetwork } from '@ferry/core/node';
-import { createDiffServer, createSignalingServer, createSqliteStorage } from '@ferry/server';
+import { type FerryServer, startFerryServer } from '@ferry/server';
 import { pino } from 'pino';
 import { type Browser, type BrowserContext, chromium, type Page } from 'playwright-core';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -27,35 +26,17 @@ import { ensureWebAppBuilt } from './build-app.js';
  */
 const artifacts = fileURLToPath(new URL('../../../test-artifacts/web/', import.meta.url));
 
-interface TestServer {
-  url: string;
-  signalingUrl: string;
-  close(): Promise<void>;
-}
-
-/** Diff server, signaling on the same port, and the built web app: what `ferry server --web` runs. */
-async function startServer(dataDir: string, webRoot: string): Promise<TestServer> {
-  const logger = pino({ level: 'warn' });
-  const diff = await createDiffServer({
-    storage: createSqliteStorage({ dataDir }),
-    logger,
+/** The whole Ferry server with the built web app on the same origin: what `ferry server --web` runs. */
+const startServer = (dataDir: string, webRoot: string): Promise<FerryServer> =>
+  startFerryServer({
+    port: 0,
+    dataDir,
+    logger: pino({ level: 'warn' }),
     logRequests: false,
+    configure: (app) => registerWebApp(app, { root: webRoot }),
   });
-  await registerWebApp(diff.app, { root: webRoot });
-  const signaling = await createSignalingServer({ server: diff.app.server, logger });
-  await diff.app.listen({ port: 0, host: '127.0.0.1' });
-  const { port } = diff.app.server.address() as AddressInfo;
-  return {
-    url: `http://127.0.0.1:${port}/`,
-    signalingUrl: signaling.url,
-    close: async () => {
-      await signaling.close();
-      await diff.close();
-    },
-  };
-}
 
-let server: TestServer;
+let server: FerryServer;
 let browser: Browser;
 let workDir: string;
 const openContexts = new Set<BrowserContext>();
@@ -74,7 +55,7 @@ async function newDevicePage(context?: BrowserContext): Promise<Page> {
 
 /** Opens the app, enters the passphrase and waits until the device is online. */
 async function signIn(page: Page, passphrase: string): Promise<void> {
-  await page.goto(server.url);
+  await page.goto(`${server.url}/`);
   await page.getByTestId('passphrase').fill(passphrase);
   await page.getByTestId('open').click();
   await page.locator('[data-testid=status-signaling][data-state=online]').waitFor();
