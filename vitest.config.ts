@@ -15,6 +15,10 @@ export default defineConfig({
       { find: /^@ferry\/ai\/node$/, replacement: src('ai', 'node.ts') },
       { find: /^@ferry\/ai$/, replacement: src('ai') },
       { find: /^@ferry\/cli$/, replacement: src('cli') },
+      {
+        find: /^@ferry\/web\/server$/,
+        replacement: fileURLToPath(new URL('./apps/web/server/register.ts', import.meta.url)),
+      },
     ],
   },
   test: {

@@ -62,9 +62,12 @@ export function createProgram(out: (line: string) => void = console.log): Comman
     .option('--host <host>', 'address to bind', '127.0.0.1')
     .option('--data <dir>', 'SQLite directory (ignored when FERRY_DATABASE_URL is set)', '.ferry-data')
     .option('--log-level <level>', 'pino log level (logs go to stderr)', 'info')
-    .action(async (options: { port: number; host: string; data: string; logLevel: string }) => {
-      await runServer({ ...options, out });
-    });
+    .option('--web', 'also serve the web demo (build it first: npm run build -w @ferry/web)')
+    .action(
+      async (options: { port: number; host: string; data: string; logLevel: string; web?: boolean }) => {
+        await runServer({ ...options, web: options.web ?? false, out });
+      },
+    );
 
   program
     .command('share-model')

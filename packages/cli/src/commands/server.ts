@@ -6,6 +6,8 @@ export interface ServerCommandOptions {
   host: string;
   data: string;
   logLevel: string;
+  /** Also serve the web demo (apps/web, built with `npm run build -w @ferry/web`). */
+  web: boolean;
   out: (line: string) => void;
 }
 
@@ -17,6 +19,9 @@ export async function runServer(options: ServerCommandOptions): Promise<void> {
     host: options.host,
     dataDir: options.data,
     logger,
+    ...(options.web
+      ? { configure: async (app) => (await import('@ferry/web/server')).registerWebApp(app) }
+      : {}),
   });
   const storage = process.env.FERRY_DATABASE_URL
     ? 'PostgreSQL (FERRY_DATABASE_URL)'
@@ -27,6 +32,7 @@ export async function runServer(options: ServerCommandOptions): Promise<void> {
     `  signaling    ${server.signalingUrl}${process.env.FERRY_REDIS_URL ? '  (rooms shared through Redis)' : ''}`,
   );
   options.out('  health       GET /health, metrics GET /metrics');
+  if (options.web) options.out(`  web demo     ${server.url}/`);
   options.out(
     'Plain HTTP: put a TLS-terminating reverse proxy in front for anything beyond localhost (see README).',
   );
