@@ -58,7 +58,7 @@ interface Decision {
   created?: boolean;
 }
 
-type StoredDoc = RxDocumentData<Record<string, unknown>>;
+export type StoredDoc = RxDocumentData<Record<string, unknown>>;
 
 const CONTEXT = 'ferry-replication';
 const SCAN_PAGE = 1000;
@@ -82,6 +82,8 @@ export class CollectionSync {
   private scanCheckpoint: unknown;
   private queue: Promise<unknown> = Promise.resolve();
   private pendingScan: Promise<void> | undefined;
+  private pendingRecord: Promise<void> | undefined;
+  private eventDocs: StoredDoc[] = [];
   /** Set when the app may have written since the last scan (a change event, or a write that lost a race). */
   private dirty = true;
   /** `id\0_rev` of Ferry's write in progress: their change events arrive before the metadata is saved
@@ -278,8 +280,6 @@ export class CollectionSync {
   private async scanNow(): Promise<void> {
     if (!this.dirty) return;
     this.dirty = false;
-    const fieldMode = typeof this.host.policy === 'object' && 'merge' in this.host.policy;
-    const self = this.host.clock.clientId;
     for (;;) {
       const { documents, checkpoint } = await getChangedDocumentsSince(
         this.storage,
@@ -287,30 +287,52 @@ export class CollectionSync {
         this.scanCheckpoint as never,
       );
       if (documents.length === 0) return;
-      const written: DocMeta[] = [];
-      for (const doc of documents as StoredDoc[]) {
-        const id = doc[this.primaryPath] as string;
-        const known = this.metas.get(id);
-        if (known && known.rev === doc._rev) continue; // Ferry's own write, already in the log
-        const st = this.host.clock.now();
-        const vv = { ...known?.vv, [self]: (known?.vv[self] ?? 0) + 1 };
-        written.push({
-          id,
-          rev: doc._rev,
-          st,
-          vv,
-          del: doc._deleted,
-          ...(fieldMode
-            ? { fs: stampFields(known?.fs, this.content(doc), doc._deleted, st, this.primaryPath) }
-            : {}),
-          seq: 0,
-          via: '',
-          local: true,
-        });
-      }
-      await this.commit(written, [[`scan/${this.name}`, checkpoint]]);
+      await this.commit(this.localVersions(documents as StoredDoc[]), [[`scan/${this.name}`, checkpoint]]);
       this.scanCheckpoint = checkpoint;
     }
+  }
+
+  /**
+   * The live path: the app's writes as their change events carry them, recorded without a storage
+   * query (the scan checkpoint stays behind; a later scan skips them by `_rev`).
+   */
+  record(doc: StoredDoc): Promise<void> {
+    this.eventDocs.push(doc);
+    this.pendingRecord ??= this.serial(async () => {
+      this.pendingRecord = undefined;
+      const docs = this.eventDocs;
+      this.eventDocs = [];
+      await this.commit(this.localVersions(docs));
+    });
+    return this.pendingRecord;
+  }
+
+  /** New local versions for stored documents the app wrote (skipping what the log already has). */
+  private localVersions(docs: StoredDoc[]): DocMeta[] {
+    const fieldMode = typeof this.host.policy === 'object' && 'merge' in this.host.policy;
+    const self = this.host.clock.clientId;
+    const written = new Map<string, DocMeta>();
+    for (const doc of docs) {
+      const id = doc[this.primaryPath] as string;
+      const known = written.get(id) ?? this.metas.get(id);
+      // Ferry's own write, or a write the log already holds (or an older one, seen late).
+      if (known && revisionHeight(doc._rev) <= revisionHeight(known.rev)) continue;
+      const st = this.host.clock.now();
+      written.set(id, {
+        id,
+        rev: doc._rev,
+        st,
+        vv: { ...known?.vv, [self]: (known?.vv[self] ?? 0) + 1 },
+        del: doc._deleted,
+        ...(fieldMode
+          ? { fs: stampFields(known?.fs, this.content(doc), doc._deleted, st, this.primaryPath) }
+          : {}),
+        seq: 0,
+        via: '',
+        local: true,
+      });
+    }
+    return [...written.values()];
   }
 
   /** Give new versions their log positions, persist them, and tell the host. */
@@ -467,6 +489,9 @@ export class CollectionSync {
     return { retry, rejected, revs };
   }
 }
+
+/** RxDB revisions are `<height>-<hash>`; a document's height grows with every write to it. */
+const revisionHeight = (rev: string): number => (rev ? Number.parseInt(rev, 10) : 0);
 
 const deepEqualVersion = (a: Change, b: Change) =>
   a.st === b.st && a.del === b.del && deepEqual(a.vv, b.vv) && deepEqual(a.doc, b.doc);

@@ -11,7 +11,7 @@ import {
 } from '@ferry/core';
 import type { RxCollection, RxDatabase } from 'rxdb';
 import { BehaviorSubject, filter, firstValueFrom, Subject, type Subscription } from 'rxjs';
-import { CollectionSync, type FerryConflict } from './collection-sync.js';
+import { CollectionSync, type FerryConflict, type StoredDoc } from './collection-sync.js';
 import { HybridClock } from './hlc.js';
 import { type DocMeta, MetaStore } from './store.js';
 import type { ConflictPolicy } from './versions.js';
@@ -187,7 +187,8 @@ export class FerryReplicationState {
       // The storage's change feed tells us the app wrote; the scan itself reads from a checkpoint.
       this.subscriptions.push(
         collection.$.subscribe((event) => {
-          if (sync.isForeignWrite(event.documentId, event.documentData?._rev)) this.guard(sync.scan());
+          if (!sync.isForeignWrite(event.documentId, event.documentData?._rev)) return;
+          this.guard(event.documentData ? sync.record(event.documentData as StoredDoc) : sync.scan());
         }),
       );
     }
