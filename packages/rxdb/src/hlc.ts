@@ -58,6 +58,4 @@ export function decodeStamp(stamp: string): { time: number; counter: number; cli
   };
 }
 
-export const isStamp = (value: string): boolean => STAMP.test(value);
-
 export const maxStamp = (a: string, b: string): string => (a >= b ? a : b);
