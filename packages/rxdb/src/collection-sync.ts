@@ -84,6 +84,11 @@ export class CollectionSync {
   private pendingScan: Promise<void> | undefined;
   private pendingRecord: Promise<void> | undefined;
   private eventDocs: StoredDoc[] = [];
+  /**
+   * Versions about to be written, saved before the document write and cleared with the metadata
+   * that follows it: after a crash in between, the scan recognises Ferry's writes by their `_rev`.
+   */
+  private intent = new Map<string, { rev: string; version: Change }>();
   /** Set when the app may have written since the last scan (a change event, or a write that lost a race). */
   private dirty = true;
   /** `id\0_rev` of Ferry's write in progress: their change events arrive before the metadata is saved
@@ -115,6 +120,8 @@ export class CollectionSync {
     }
     sync.head = metas.at(-1)?.seq ?? 0;
     sync.scanCheckpoint = await host.store.get(`scan/${name}`);
+    const intent = (await host.store.get<Array<[string, string, Change]>>(`intent/${name}`)) ?? [];
+    sync.intent = new Map(intent.map(([id, rev, version]) => [id, { rev, version }]));
     return sync;
   }
 
@@ -286,9 +293,14 @@ export class CollectionSync {
         SCAN_PAGE,
         this.scanCheckpoint as never,
       );
-      if (documents.length === 0) return;
+      if (documents.length === 0) break;
       await this.commit(this.localVersions(documents as StoredDoc[]), [[`scan/${this.name}`, checkpoint]]);
       this.scanCheckpoint = checkpoint;
+    }
+    if (this.intent.size > 0) {
+      // Left over from a crash: the scan above adopted what was written.
+      this.intent.clear();
+      await this.host.store.saveMetas(this.name, [], [[`intent/${this.name}`, []]]);
     }
   }
 
@@ -317,6 +329,25 @@ export class CollectionSync {
       const known = written.get(id) ?? this.metas.get(id);
       // Ferry's own write, or a write the log already holds (or an older one, seen late).
       if (known && revisionHeight(doc._rev) <= revisionHeight(known.rev)) continue;
+      const intended = this.intent.get(id);
+      if (intended && intended.rev === doc._rev) {
+        // Ferry wrote this version and died before saving its metadata: adopt it as it was
+        // received, not as a new local write (which would outrank the origin's later edits).
+        const { version } = intended;
+        this.host.clock.observe(version.st);
+        written.set(id, {
+          id,
+          rev: doc._rev,
+          st: version.st,
+          vv: version.vv,
+          del: doc._deleted,
+          ...(version.fs ? { fs: version.fs } : {}),
+          seq: 0,
+          via: '',
+          local: false,
+        });
+        continue;
+      }
       const st = this.host.clock.now();
       written.set(id, {
         id,
@@ -399,7 +430,9 @@ export class CollectionSync {
           if (decision.created) outcome.created.push({ conflict: decision.conflict, resolution: version });
         }
       }
-      await this.commit(committed, retry.size === 0 ? state : []);
+      const clearIntent: Array<[string, unknown]> = this.intent.size > 0 ? [[`intent/${this.name}`, []]] : [];
+      await this.commit(committed, [...(retry.size === 0 ? state : []), ...clearIntent]);
+      this.intent.clear();
       this.writing.clear();
       pending = pending.filter((c) => retry.has(c.id));
       if (pending.length > 0) this.dirty = true; // the app wrote under us: record that write first
@@ -453,8 +486,13 @@ export class CollectionSync {
           revs.set(id, previous?._rev ?? '');
           continue;
         }
-        const document = { ...previous, _deleted: true, _meta: { lwt: now() }, _rev: '' };
-        document._rev = createRevision(token, previous);
+        const rev = createRevision(token, previous);
+        const document = {
+          ...previous,
+          _deleted: true,
+          _meta: { lwt: now() },
+          _rev: rev,
+        };
         rows.push({ previous, document });
         revs.set(id, document._rev);
         continue;
@@ -463,13 +501,14 @@ export class CollectionSync {
         revs.set(id, previous._rev);
         continue;
       }
+      const rev = createRevision(token, previous);
       const document: StoredDoc = {
         ...version.doc,
         [this.primaryPath]: id,
         _deleted: false,
         _attachments: previous?._attachments ?? {},
         _meta: { lwt: now() },
-        _rev: createRevision(token, previous),
+        _rev: rev,
       };
       rows.push(previous ? { previous, document } : { document });
       revs.set(id, document._rev);
@@ -477,6 +516,14 @@ export class CollectionSync {
     const retry = new Set<string>();
     const rejected: Array<{ id: string; error: unknown }> = [];
     if (rows.length > 0) {
+      this.intent = new Map(
+        rows.map((row) => {
+          const id = row.document[this.primaryPath] as string;
+          return [id, { rev: row.document._rev, version: decisions.get(id)!.version }];
+        }),
+      );
+      const intent = [...this.intent].map(([id, { rev, version }]) => [id, rev, version]);
+      await this.host.store.saveMetas(this.name, [], [[`intent/${this.name}`, intent]]);
       this.writing = new Set(
         rows.map((row) => `${row.document[this.primaryPath]}\u0000${row.document._rev}`),
       );

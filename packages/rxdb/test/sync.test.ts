@@ -1,3 +1,4 @@
+import type { RxCollection } from 'rxdb';
 import { firstValueFrom, take, toArray } from 'rxjs';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { FerryConflict } from '../src/index.js';
@@ -345,6 +346,37 @@ describe('replicateFerry over the in-memory network', () => {
     // app's write and asked the handler again with it.
     expect(seen).toEqual(['local edit', 'written during resolve']);
     expect((await b!.db.todos.findOne('slow').exec())!.title).toBe('written during resolve + from a');
+  });
+
+  it('a crash between writing a received document and saving its metadata does not turn it into a local write', async () => {
+    const {
+      devices: [a, b],
+    } = await devices(2);
+    await a!.db.todos.insert({ id: 'cw', title: 'from a' });
+    await converge([a!, b!]);
+    const received = b!.replication.collection('todos')!.meta('cw')!;
+    // What a crash between the document write and the metadata write leaves on disk: the document,
+    // the intent saved before writing it, and no metadata row.
+    const version = {
+      id: 'cw',
+      st: received.st,
+      vv: received.vv,
+      del: false,
+      doc: { id: 'cw', title: 'from a' },
+    };
+    await b!.replication.store.set('intent/todos', [['cw', received.rev, version]]);
+    await (b!.db.collections as unknown as Record<string, RxCollection>)
+      .ferrymeta!.findOne('dtodos\u0000cw')
+      .remove();
+    await b!.stop();
+    await b!.start();
+    const adopted = b!.replication.collection('todos')!.meta('cw')!;
+    expect(adopted).toMatchObject({ st: received.st, vv: received.vv, local: false });
+    // a's later edit still wins (a phantom local write with a fresh stamp would have beaten it).
+    await a!.db.todos.findOne('cw').update({ $set: { title: 'edited at a' } });
+    await converge([a!, b!]);
+    expect(await b!.docs()).toEqual([{ id: 'cw', title: 'edited at a' }]);
+    expect(await b!.replication.conflicts()).toEqual([]);
   });
 
   it('pause stops the exchange; resume catches up', async () => {
