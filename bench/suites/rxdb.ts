@@ -30,7 +30,7 @@ import type { BenchMetric, BenchReport } from '../lib/types.js';
 
 const PEER_FLAG = '--rxdb-bench-peer';
 const LIVE_WRITES = 200;
-const RUNS = 3;
+const RUNS = 5;
 
 type System = 'ferry' | 'plugin';
 
@@ -423,17 +423,33 @@ async function runScenario(servers: Servers, scenario: Scenario): Promise<Scenar
   }
 }
 
-/** Median docs/s (and the peak RSS and latencies of the median run) over RUNS fresh process pairs. */
-async function measure(servers: Servers, scenario: Scenario, runs = RUNS): Promise<ScenarioResult> {
-  const results: ScenarioResult[] = [];
-  for (let i = 0; i < runs; i++) results.push(await runScenario(servers, scenario));
-  results.sort((a, b) => a.docsPerSecond - b.docsPerSecond);
-  const mid = results[Math.floor(results.length / 2)]!;
+/** The median run's docs/s and start time, the median peak RSS, and every run's latencies. */
+function summarizeRuns(results: ScenarioResult[]): ScenarioResult {
+  const sorted = [...results].sort((a, b) => a.docsPerSecond - b.docsPerSecond);
+  const latencies = results.flatMap((r) => r.latencies ?? []);
   return {
-    ...mid,
+    ...sorted[Math.floor(sorted.length / 2)]!,
     peakBytes: median(results.map((r) => r.peakBytes)),
-    ...(scenario.live ? { latencies: results.flatMap((r) => r.latencies ?? []) } : {}),
+    ...(latencies.length > 0 ? { latencies } : {}),
   };
+}
+
+/**
+ * Ferry and the plugin on fresh process pairs, alternating run by run: the machine is shared and
+ * its load drifts, so interleaving gives both the same conditions.
+ */
+async function compare(
+  servers: Servers,
+  scenario: Omit<Scenario, 'system'>,
+  runs = RUNS,
+): Promise<{ ferry: ScenarioResult; plugin: ScenarioResult }> {
+  const ferry: ScenarioResult[] = [];
+  const plugin: ScenarioResult[] = [];
+  for (let i = 0; i < runs; i++) {
+    ferry.push(await runScenario(servers, { ...scenario, system: 'ferry' }));
+    plugin.push(await runScenario(servers, { ...scenario, system: 'plugin' }));
+  }
+  return { ferry: summarizeRuns(ferry), plugin: summarizeRuns(plugin) };
 }
 
 /** RxDB's signaling server logs every disconnect with console.log: keep the bench output readable. */
@@ -465,11 +481,13 @@ async function run(): Promise<BenchReport> {
   };
   const metrics: BenchMetric[] = [];
   try {
-    const ferry1k = await measure(servers, { system: 'ferry', batchSize: 500, count: 1_000, live: true });
-    const plugin1k = await measure(servers, { system: 'plugin', batchSize: 500, count: 1_000, live: true });
-    const ferry10k = await measure(servers, { system: 'ferry', batchSize: 500, count: 10_000 });
-    const plugin10k = await measure(servers, { system: 'plugin', batchSize: 500, count: 10_000 });
-    const pluginDefault10k = await measure(servers, { system: 'plugin', batchSize: 20, count: 10_000 }, 1);
+    const { ferry: ferry1k, plugin: plugin1k } = await compare(servers, {
+      batchSize: 500,
+      count: 1_000,
+      live: true,
+    });
+    const { ferry: ferry10k, plugin: plugin10k } = await compare(servers, { batchSize: 500, count: 10_000 });
+    const pluginDefault10k = await runScenario(servers, { system: 'plugin', batchSize: 20, count: 10_000 });
 
     const rate = (name: string, ferry: ScenarioResult, plugin: ScenarioResult, target?: string) =>
       metrics.push({
@@ -525,12 +543,14 @@ async function run(): Promise<BenchReport> {
         "RxDB 17 replication-webrtc plugin (simple-peer, unencrypted, RxDB's signaling server) with pull/push batch size 500, same run",
       metrics,
       notes:
-        `Sync time runs from the moment the connection is usable (Ferry: replicateFerry() on a connected mesh; plugin: its ` +
-        `peer connect event) until the receiver holds every document; median of ${RUNS} fresh process pairs. ` +
-        `Live: ${LIVE_WRITES * RUNS} single inserts 5 ms apart, write call to change event on the other process. ` +
-        `First replicate(): Ferry records every existing document in its metadata once (later writes as they ` +
-        `happen); the plugin has no such step. Peak RSS: the larger of the two processes (median run). RxDB plugin with its default batch size (20): ` +
-        `${significant(pluginDefault10k.docsPerSecond)} docs/s for 10,000 docs. Ferry 10k sync ` +
+        'Sync time runs from the moment the connection is usable (Ferry: replicateFerry() on a connected ' +
+        'mesh; plugin: its peer connect event) until the receiver holds every document; median of ' +
+        `${RUNS} fresh process pairs per system, Ferry and plugin runs alternating. Live: ` +
+        `${LIVE_WRITES * RUNS} single inserts per system, 5 ms apart, write call to change event on the ` +
+        'other process. First replicate(): Ferry records every existing document in its metadata once ' +
+        '(later writes as they happen); the plugin has no such step. Peak RSS: the larger of the two ' +
+        'processes (median over runs). RxDB plugin with its default batch size (20), one run: ' +
+        `${significant(pluginDefault10k.docsPerSecond)} docs/s for 10,000 docs. 10k sync: Ferry ` +
         `${significant(ferry10k.syncMs)} ms, plugin ${significant(plugin10k.syncMs)} ms.`,
     };
   } finally {
