@@ -5,7 +5,8 @@ import net from 'node:net';
  * service skips those tests with a visible reason; in CI (FERRY_REQUIRE_SERVICES=1, set by .ci/run)
  * a missing service fails the run, so a green CI always means the tests really ran.
  */
-export const TEST_DATABASE_URL = process.env.FERRY_TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
+export const TEST_DATABASE_URL =
+  process.env.FERRY_TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 export const TEST_REDIS_URL = process.env.FERRY_TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
 export const CHROMIUM_PATH = process.env.FERRY_CHROMIUM_PATH ?? '/usr/bin/chromium';
 
@@ -33,7 +34,8 @@ async function check(name: string, available: boolean): Promise<boolean> {
   return false;
 }
 
-export const hasPostgres = async (): Promise<boolean> => check('PostgreSQL', await portOpen(TEST_DATABASE_URL));
+export const hasPostgres = async (): Promise<boolean> =>
+  check('PostgreSQL', await portOpen(TEST_DATABASE_URL));
 export const hasRedis = async (): Promise<boolean> => check('Redis', await portOpen(TEST_REDIS_URL));
 export const hasChromium = async (): Promise<boolean> => {
   const { existsSync } = await import('node:fs');

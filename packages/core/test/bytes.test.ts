@@ -14,7 +14,13 @@ describe('byte helpers', () => {
 
   it('matches known base64 vectors (RFC 4648 section 10)', () => {
     const vectors: [string, string][] = [
-      ['', ''], ['f', 'Zg=='], ['fo', 'Zm8='], ['foo', 'Zm9v'], ['foob', 'Zm9vYg=='], ['fooba', 'Zm9vYmE='], ['foobar', 'Zm9vYmFy'],
+      ['', ''],
+      ['f', 'Zg=='],
+      ['fo', 'Zm8='],
+      ['foo', 'Zm9v'],
+      ['foob', 'Zm9vYg=='],
+      ['fooba', 'Zm9vYmE='],
+      ['foobar', 'Zm9vYmFy'],
     ];
     for (const [plain, encoded] of vectors) {
       expect(toBase64(new TextEncoder().encode(plain))).toBe(encoded);
@@ -28,7 +34,9 @@ describe('byte helpers', () => {
     }
     expect(() => fromHex('abc')).toThrow(FerryError);
     expect(() => fromHex('zz')).toThrow(FerryError);
-    expect(() => fromUtf8(new Uint8Array([0xff, 0xfe]))).toThrowError(expect.objectContaining({ code: 'BAD_ENCODING' }));
+    expect(() => fromUtf8(new Uint8Array([0xff, 0xfe]))).toThrowError(
+      expect.objectContaining({ code: 'BAD_ENCODING' }),
+    );
     expect(toHex(fromHex('00ff10'))).toBe('00ff10');
   });
 });
