@@ -1,59 +1,22 @@
 import * as nodeCrypto from 'node:crypto';
 import { x25519 } from '@noble/curves/ed25519.js';
-import EventEmitter from 'eventemitter3';
 import { deriveSubkey } from '../../packages/core/src/crypto/subkeys.js';
 import { performHandshake } from '../../packages/core/src/session/handshake.js';
 import { chaChaPolyFromNodeCrypto } from '../../packages/core/src/session/noise/node-chachapoly.js';
 import type { ChaChaPoly } from '../../packages/core/src/session/noise.js';
 import type { SecureChannel } from '../../packages/core/src/session/secure-channel.js';
-import type { Transport, TransportEvents } from '../../packages/core/src/transport/types.js';
+import { createMemoryTransportPair } from '../../packages/core/src/transport/memory.js';
+import { percentile } from '../lib/measure.js';
+import type { BenchMetric, BenchReport } from '../lib/types.js';
 
-// The shape of bench/lib/types.ts (BenchReport), restated so this suite stands alone.
-interface BenchMetric {
-  name: string;
-  value: number;
-  unit: string;
-  baseline?: number;
-  ratio?: number;
-  target?: string;
-}
-interface BenchReport {
-  name: string;
-  description: string;
-  baseline: string;
-  metrics: BenchMetric[];
-  notes?: string;
-}
-
-/** Ordered in-memory pair, one microtask per message: what a loopback data channel looks like minus the network. */
-class LoopbackTransport extends EventEmitter<TransportEvents> implements Transport {
-  peer!: LoopbackTransport;
-  closed = false;
-  readonly bufferedAmount = 0;
-  readonly lowWaterMark = 0;
-  readonly maxMessageSize = 16 * 1024;
-  constructor(
-    readonly localFingerprint: string,
-    readonly remoteFingerprint: string,
-  ) {
-    super();
-  }
-  send(data: Uint8Array): void {
-    const copy = data.slice();
-    queueMicrotask(() => this.peer.emit('message', copy));
-  }
-  close(): void {
-    this.closed = true;
-  }
-}
-
-function loopbackPair(): [LoopbackTransport, LoopbackTransport] {
-  const a = new LoopbackTransport('sha-256 AA', 'sha-256 BB');
-  const b = new LoopbackTransport('sha-256 BB', 'sha-256 AA');
-  a.peer = b;
-  b.peer = a;
-  return [a, b];
-}
+/** Ordered in-memory pair: what a loopback data channel looks like minus the network. */
+const loopbackPair = () =>
+  createMemoryTransportPair({
+    fingerprints: {
+      a: { local: 'sha-256 AA', remote: 'sha-256 BB' },
+      b: { local: 'sha-256 BB', remote: 'sha-256 AA' },
+    },
+  });
 
 const psk = deriveSubkey(new Uint8Array(32).fill(1), 'handshakePsk');
 
@@ -65,9 +28,6 @@ async function handshakeOnce(aead?: ChaChaPoly): Promise<[SecureChannel, SecureC
     performHandshake(b, { ...common, initiator: false, localClientId: 'bench-b' }),
   ]);
 }
-
-const percentile = (sorted: number[], p: number): number =>
-  sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
 
 async function timeEach(runs: number, fn: () => unknown): Promise<number[]> {
   const times: number[] = [];

@@ -323,7 +323,7 @@ describe('performHandshake over an in-memory transport pair', () => {
     b.send(bob.answer);
     await alicePending;
     for (let i = 0; i < 1025; i++) b.send(bob.channel.encrypt(new Uint8Array(1)));
-    await new Promise((resolve) => a.once('close', resolve));
+    await new Promise<void>((resolve) => a.once('close', () => resolve()));
     expect(a.closed).toBe(true);
   });
 });
