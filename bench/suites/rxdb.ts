@@ -269,7 +269,11 @@ function runPeer(): void {
   const peer = new Peer();
   process.on('message', (message: { id: number; command: Command }) => {
     peer.handle(message.command).then(
-      (result) => process.send!({ id: message.id, result } satisfies Reply),
+      (result) => {
+        // After `close`, exit on our own (a normal exit is what writes a --cpu-prof profile).
+        const exit = message.command.cmd === 'close' ? () => process.exit(0) : undefined;
+        process.send!({ id: message.id, result } satisfies Reply, undefined, undefined, exit);
+      },
       (error: Error) =>
         process.send!({ id: message.id, error: error.stack ?? String(error) } satisfies Reply),
     );
@@ -287,7 +291,13 @@ class PeerProcess {
 
   constructor(tsconfigPath: string) {
     this.child = fork(fileURLToPath(import.meta.url), [PEER_FLAG], {
-      execArgv: process.execArgv.filter((arg) => arg !== '--expose-gc'),
+      execArgv: [
+        ...process.execArgv.filter((arg) => arg !== '--expose-gc'),
+        // FERRY_BENCH_CPU_PROF=<dir>: a V8 CPU profile of every device process, for finding hot spots.
+        ...(process.env.FERRY_BENCH_CPU_PROF
+          ? ['--cpu-prof', `--cpu-prof-dir=${process.env.FERRY_BENCH_CPU_PROF}`]
+          : []),
+      ],
       env: { ...process.env, TSX_TSCONFIG_PATH: tsconfigPath },
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     });
@@ -324,8 +334,14 @@ class PeerProcess {
   }
 
   async close(): Promise<void> {
-    await this.call({ cmd: 'close' }).catch(() => undefined);
-    this.child.kill();
+    const closed = await this.call({ cmd: 'close' }).then(
+      () => true,
+      () => false,
+    );
+    if (!closed) this.child.kill();
+    if (this.child.exitCode === null && this.child.signalCode === null) {
+      await new Promise((resolve) => this.child.once('exit', resolve));
+    }
   }
 }
 
