@@ -55,7 +55,7 @@ function decodeBinaryCandidate(bytes: Uint8Array): PeerMessage {
 
 const doc = (i: number) => ({
   id: `doc-${i}`,
-  deleted: false,
+  del: false,
   doc: {
     id: `doc-${i}`,
     title: `Buy item number ${i}`,
@@ -64,15 +64,18 @@ const doc = (i: number) => ({
     updatedAt: 1_700_000_000_000 + i,
     notes: 'x'.repeat(160),
   },
-  meta: { hlc: `${1_700_000_000_000 + i}-0-laptop`, rev: `1-${toBase64(randomBytes(6))}` },
+  st: `${1_700_000_000_000 + i}-0000-laptop`,
+  vv: { laptop: i + 1 },
 });
 
 const push = (docs: number) =>
   createPeerMessage('DB_DIFF_PUSH', {
     collection: 'todos',
+    stream: 'stream-1',
     changes: Array.from({ length: docs }, (_, i) => doc(i)),
-    baseVersion: '41',
-    newVersion: '42',
+    baseVersion: 'e1@41',
+    newVersion: 'e1@42',
+    more: false,
   });
 
 const MESSAGES: Array<{ label: string; message: PeerMessage }> = [

@@ -1,3 +1,10 @@
+import {
+  CollectionNameSchema,
+  DB_OPS,
+  type DocumentChange,
+  DocumentChangeSchema,
+  SyncNackReasonSchema,
+} from '@ferry/core';
 import { type Static, Type } from '@sinclair/typebox';
 import { TypeCompiler } from '@sinclair/typebox/compiler';
 
@@ -18,93 +25,24 @@ export const SYNC_OPS = {
   conflictResolve: 'DB_CONFLICT_RESOLVE',
 } as const;
 
-const Id = Type.String({ minLength: 1, maxLength: 512 });
-const Name = Type.String({ minLength: 1, maxLength: 128 });
-const Version = Type.String({ maxLength: 200, pattern: '^([A-Za-z0-9_-]{1,64}@[0-9]{1,15})?$' });
-const Stamp = Type.String({ minLength: 17, maxLength: 400 });
-
-/** One document version: the full state (not a patch), so applying it twice or late is harmless. */
-export const ChangeSchema = Type.Object(
-  {
-    id: Id,
-    /** Hybrid-logical-clock stamp of this version (see hlc.ts). */
-    st: Stamp,
-    /** Version vector: writes per device that this version includes (detects concurrent edits). */
-    vv: Type.Record(Type.String({ maxLength: 256 }), Type.Integer({ minimum: 0 })),
-    del: Type.Boolean(),
-    /** The document without RxDB's underscore fields; omitted for deletes. */
-    doc: Type.Optional(Type.Record(Type.String(), Type.Unknown())),
-    /** Per-field [stamp, value hash]; present only under the per-field merge policy. */
-    fs: Type.Optional(Type.Record(Type.String(), Type.Tuple([Type.String(), Type.String()]))),
-  },
-  { additionalProperties: false },
-);
-export type Change = Static<typeof ChangeSchema>;
-
-export const SyncInitSchema = Type.Object({
-  collection: Name,
-  /** Names this catch-up stream; pushes, acks and nacks carry it, so stale ones are recognised. */
-  stream: Id,
-  /** The receiver's checkpoint in the sender's log ('' = from the beginning). */
-  checkpoint: Version,
-  /** The receiver's own current version (informational, spec `dbVersion`). */
-  dbVersion: Version,
-  /**
-   * Set by a device that just started or resumed: it may have missed the other side's DB_SYNC_INIT,
-   * so the other side opens its own catch-up stream again.
-   */
-  askBack: Type.Optional(Type.Boolean()),
-});
+// The message schemas are core's protocol registry entries (one definition, also behind
+// docs/schemas and docs/PROTOCOL.md); this module adds the relay payload and compiled checkers.
+export const ChangeSchema = DocumentChangeSchema;
+export type Change = DocumentChange;
+export const SyncInitSchema = DB_OPS.DB_SYNC_INIT.data;
 export type SyncInit = Static<typeof SyncInitSchema>;
-
-export const DiffPushSchema = Type.Object({
-  collection: Name,
-  stream: Id,
-  changes: Type.Array(ChangeSchema, { maxItems: 100_000 }),
-  baseVersion: Version,
-  newVersion: Version,
-  /** False once this push reaches the sender's head at the time it was sent. */
-  more: Type.Boolean(),
-});
+export const DiffPushSchema = DB_OPS.DB_DIFF_PUSH.data;
 export type DiffPush = Static<typeof DiffPushSchema>;
-
-export const DiffAckSchema = Type.Object({
-  collection: Name,
-  stream: Id,
-  ackVersion: Version,
-  /** Ids of documents whose concurrent versions the receiver resolved while applying. */
-  resolvedConflicts: Type.Optional(Type.Array(Id)),
-});
+export const DiffAckSchema = DB_OPS.DB_DIFF_ACK.data;
 export type DiffAck = Static<typeof DiffAckSchema>;
-
-export const NackReason = Type.Union([
-  Type.Literal('gap'), // baseVersion is ahead of the receiver's checkpoint: a new DB_SYNC_INIT follows
-  Type.Literal('rejected'), // some documents failed the receiver's schema; the rest were applied
-  Type.Literal('invalid'), // the message itself was malformed
-  Type.Literal('paused'), // replication is paused on the receiver; it will send DB_SYNC_INIT on resume
-  Type.Literal('unknown-collection'),
-  Type.Literal('failed'), // the receiver's storage failed; it will ask again with DB_SYNC_INIT
-]);
+export const NackReason = SyncNackReasonSchema;
 export type NackReason = Static<typeof NackReason>;
-
-export const DiffNackSchema = Type.Object({
-  collection: Type.String({ maxLength: 128 }),
-  stream: Type.String({ maxLength: 512 }),
-  baseVersion: Type.String({ maxLength: 200 }),
-  reason: NackReason,
-  message: Type.String({ maxLength: 2000 }),
-  ids: Type.Optional(Type.Array(Id)),
-});
+export const DiffNackSchema = DB_OPS.DB_DIFF_NACK.data;
 export type DiffNack = Static<typeof DiffNackSchema>;
-
-export const ConflictResolveSchema = Type.Object({
-  collection: Name,
-  /** The two versions that met: the receiver's and the one it was sent. */
-  conflicts: Type.Array(Type.Object({ id: Id, local: ChangeSchema, remote: ChangeSchema })),
-  /** The resolved versions (they dominate both inputs); the origin applies them like any push. */
-  clientResolution: Type.Array(ChangeSchema),
-});
+export const ConflictResolveSchema = DB_OPS.DB_CONFLICT_RESOLVE.data;
 export type ConflictResolve = Static<typeof ConflictResolveSchema>;
+
+const Name = CollectionNameSchema;
 
 /** What a device leaves in another's relay mailbox: the same changes as a push, without a stream. */
 export const RelayDiffSchema = Type.Object({

@@ -4,38 +4,56 @@ import type { PeerMessage } from '../../src/index.js';
 /** Valid messages of core's operations, with arbitrary JSON where the schemas leave data open. */
 
 const collection = fc.stringMatching(/^[a-z][_$a-z0-9-]{0,20}$/);
-const version = fc.string({ maxLength: 40 });
+const version = fc.oneof(
+  fc.constant(''),
+  fc.tuple(fc.stringMatching(/^[A-Za-z0-9_-]{1,16}$/), fc.nat(1e9)).map(([epoch, seq]) => `${epoch}@${seq}`),
+);
+const id = fc.string({ minLength: 1, maxLength: 40 });
 const json = fc.jsonValue({ maxDepth: 3 });
 const change = fc.record(
-  { id: fc.string({ minLength: 1, maxLength: 40 }), deleted: fc.boolean(), doc: json, meta: json },
-  { requiredKeys: ['id', 'deleted'] },
+  {
+    id,
+    st: fc.string({ minLength: 17, maxLength: 40 }),
+    vv: fc.dictionary(fc.string({ maxLength: 10 }), fc.nat()),
+    del: fc.boolean(),
+    doc: fc.dictionary(fc.string({ maxLength: 10 }), json),
+    fs: fc.dictionary(fc.string({ maxLength: 10 }), fc.tuple(fc.string(), fc.string())),
+  },
+  { requiredKeys: ['id', 'st', 'vv', 'del'] },
 );
 
 const dataByOp: Record<string, fc.Arbitrary<unknown>> = {
   DB_SYNC_INIT: fc.record(
-    {
-      collection,
-      checkpoint: json,
-      dbVersion: fc.string({ maxLength: 20 }),
-      lastSyncTimestamp: fc.integer({ min: 0, max: 2 ** 45 }),
-    },
-    { requiredKeys: ['collection', 'checkpoint'] },
+    { collection, stream: id, checkpoint: version, dbVersion: version, askBack: fc.boolean() },
+    { requiredKeys: ['collection', 'stream', 'checkpoint', 'dbVersion'] },
   ),
   DB_DIFF_PUSH: fc.record({
     collection,
+    stream: id,
     changes: fc.array(change, { maxLength: 5 }),
     baseVersion: version,
     newVersion: version,
+    more: fc.boolean(),
   }),
   DB_DIFF_ACK: fc.record(
-    { collection, ackVersion: version, resolvedConflicts: fc.array(json, { maxLength: 3 }) },
-    { requiredKeys: ['collection', 'ackVersion'] },
+    { collection, stream: id, ackVersion: version, resolvedConflicts: fc.array(id, { maxLength: 3 }) },
+    { requiredKeys: ['collection', 'stream', 'ackVersion'] },
   ),
-  DB_DIFF_NACK: fc.record({ collection, baseVersion: version, reason: fc.string(), retryable: fc.boolean() }),
+  DB_DIFF_NACK: fc.record(
+    {
+      collection,
+      stream: id,
+      baseVersion: version,
+      reason: fc.constantFrom('gap', 'rejected', 'invalid', 'paused', 'unknown-collection', 'failed'),
+      message: fc.string({ maxLength: 100 }),
+      ids: fc.array(id, { maxLength: 3 }),
+    },
+    { requiredKeys: ['collection', 'stream', 'baseVersion', 'reason', 'message'] },
+  ),
   DB_CONFLICT_RESOLVE: fc.record({
     collection,
-    conflicts: fc.array(json, { maxLength: 3 }),
-    clientResolution: fc.array(json, { maxLength: 3 }),
+    conflicts: fc.array(fc.record({ id, local: change, remote: change }), { maxLength: 2 }),
+    clientResolution: fc.array(change, { maxLength: 2 }),
   }),
   SESSION_PING: fc.record({ pingId: fc.string({ minLength: 1, maxLength: 64 }) }),
   SESSION_PONG: fc.record({ pingId: fc.string({ minLength: 1, maxLength: 64 }) }),

@@ -37,7 +37,14 @@ const codeOf = (fn: () => unknown): FerryErrorCode | 'ok' => {
 const accountKey = new Uint8Array(32).fill(1);
 const goodMessage = {
   op: 'DB_DIFF_PUSH',
-  data: { collection: 'todos', changes: [{ id: 'a', deleted: true }], baseVersion: '1', newVersion: '2' },
+  data: {
+    collection: 'todos',
+    stream: 's1',
+    changes: [{ id: 'a', st: '0000000000001-0000-laptop', vv: { laptop: 1 }, del: true }],
+    baseVersion: 'e1@1',
+    newVersion: 'e1@2',
+    more: false,
+  },
   timestamp: 1_700_000_000_000,
   id: 'm-1',
 };
@@ -164,7 +171,7 @@ describe('bad inputs and their error codes', () => {
   it('names the JSON path of a schema mismatch', () => {
     expect(() =>
       decodePeerMessageJson(message({ data: { ...goodMessage.data, changes: [{ id: 'a' }] } })),
-    ).toThrow(expect.objectContaining({ code: 'SCHEMA_MISMATCH', path: '/data/changes/0/deleted' }));
+    ).toThrow(expect.objectContaining({ code: 'SCHEMA_MISMATCH', path: '/data/changes/0/st' }));
     expect(() => decodePeerMessageJson(message({ timestamp: 'soon' }))).toThrow(
       expect.objectContaining({ path: '/timestamp' }),
     );

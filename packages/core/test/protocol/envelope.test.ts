@@ -32,7 +32,7 @@ const failsWith = (fn: () => unknown): FerryError => {
 
 const sample = () => ({
   accountKey: new Uint8Array(32).fill(7),
-  message: createPeerMessage('DB_DIFF_ACK', { collection: 'todos', ackVersion: '12' }),
+  message: createPeerMessage('DB_DIFF_ACK', { collection: 'todos', stream: 's1', ackVersion: 'e1@12' }),
 });
 
 describe('envelope', () => {
@@ -157,7 +157,7 @@ describe('envelope', () => {
     });
     const badData = {
       op: 'DB_DIFF_ACK',
-      data: { collection: 'todos', ackVersion: 3 },
+      data: { collection: 'todos', stream: 's1', ackVersion: 3 },
       timestamp: 1,
       id: 'i',
     };

@@ -19,9 +19,11 @@ import { PushDiffRequestSchema } from '../../src/relay/wire.js';
 
 const push: OpData<'DB_DIFF_PUSH'> = {
   collection: 'todos',
-  changes: [{ id: 'a', deleted: false, doc: { title: 'x' }, meta: { hlc: '1-0-c1' } }],
-  baseVersion: '0',
-  newVersion: '1',
+  stream: 'stream-1',
+  changes: [{ id: 'a', st: '0000000000001-0000-c1', vv: { c1: 1 }, del: false, doc: { title: 'x' } }],
+  baseVersion: 'e1@0',
+  newVersion: 'e1@1',
+  more: false,
 };
 
 describe('operation registry', () => {
@@ -62,7 +64,7 @@ describe('operation registry', () => {
 
   it('validates data and names the JSON path of the first bad value', () => {
     expect(() => validateOpData('DB_DIFF_PUSH', push)).not.toThrow();
-    const bad = { ...push, changes: [{ id: 7, deleted: false }] };
+    const bad = { ...push, changes: [{ id: 7, st: '0000000000001-0000-c1', vv: {}, del: false }] };
     try {
       validateOpData('DB_DIFF_PUSH', bad);
       expect.unreachable();
@@ -71,10 +73,12 @@ describe('operation registry', () => {
       expect((error as SchemaMismatchError).path).toBe('/data/changes/0/id');
       expect((error as SchemaMismatchError).message).toContain('/data/changes/0/id');
     }
-    expect(() => validateOpData('DB_SYNC_INIT', { collection: 'todos' })).toThrow(
+    expect(() => validateOpData('DB_SYNC_INIT', { collection: 'todos', stream: 's' })).toThrow(
       expect.objectContaining({ code: 'SCHEMA_MISMATCH', path: '/data/checkpoint' }),
     );
-    expect(() => validateOpData('DB_SYNC_INIT', { collection: 'todos', checkpoint: null })).not.toThrow();
+    expect(() =>
+      validateOpData('DB_SYNC_INIT', { collection: 'todos', stream: 's', checkpoint: '', dbVersion: 'e1@3' }),
+    ).not.toThrow();
   });
 
   it('lets another module define its operations at import time, idempotently', () => {

@@ -1,12 +1,17 @@
-import { Type } from '@sinclair/typebox';
+import { type Static, Type } from '@sinclair/typebox';
 import { defineOps, type OpDataOf } from '../registry.js';
 
 /**
- * Database synchronization (spec sections 7.1 and 8), on the 'sync' lane. Every message names its
- * collection: one peer session carries all of a device's collections. The document and revision
- * fields stay open (`unknown`) here; the RxDB replication plugin validates its own document shapes.
+ * Database synchronization (spec sections 7.1 and 8), on the 'sync' lane: the messages exactly as
+ * `@ferry/rxdb` sends them (it imports these schemas; they are its only definition). Every message
+ * names its collection, since one peer session carries all of a device's collections.
+ *
+ * Versions (`baseVersion`, `newVersion`, `ackVersion`, `checkpoint`) are checkpoints into the
+ * sender's change log for one collection: `<epoch>@<sequence>`, where the epoch names one life of
+ * the sender's metadata store (a wiped device starts a new epoch, and old checkpoints stop applying).
  */
 
+const Id = Type.String({ minLength: 1, maxLength: 512 });
 /** RxDB's rule for collection names. */
 export const CollectionNameSchema = Type.String({
   minLength: 1,
@@ -14,93 +19,126 @@ export const CollectionNameSchema = Type.String({
   pattern: '^[a-z][_$a-z0-9-]*$',
   description: 'RxDB collection name',
 });
+/** Top-level message fields are closed: an unknown field is a SCHEMA_MISMATCH, not silently carried. */
+const closed = { additionalProperties: false } as const;
+export const SyncVersionSchema = Type.String({
+  maxLength: 200,
+  pattern: '^([A-Za-z0-9_-]{1,64}@[0-9]{1,15})?$',
+  description: "checkpoint '<epoch>@<sequence>' in the sender's change log; '' = the beginning",
+});
+const Stamp = Type.String({ minLength: 17, maxLength: 400, description: 'hybrid logical clock stamp' });
 
-/** A version or checkpoint, opaque to everything but the sync engine (spec appendix A: a string). */
-export const SyncVersionSchema = Type.String({ maxLength: 4096, description: 'version or checkpoint' });
-
+/** One document version: the full state (not a patch), so applying it twice or late is harmless. */
 export const DocumentChangeSchema = Type.Object(
   {
-    id: Type.String({ minLength: 1, maxLength: 1024, description: 'document primary key' }),
-    deleted: Type.Boolean({ description: 'true: the document was deleted (doc may be absent)' }),
-    doc: Type.Optional(Type.Unknown({ description: 'the document JSON as written by the origin' })),
-    meta: Type.Optional(
-      Type.Unknown({ description: 'revision and hybrid-logical-clock metadata of the sync engine' }),
+    id: Id,
+    st: Stamp,
+    vv: Type.Record(Type.String({ maxLength: 256 }), Type.Integer({ minimum: 0 }), {
+      description: 'version vector: writes per device included in this version (detects concurrent edits)',
+    }),
+    del: Type.Boolean({ description: 'true: the document is deleted' }),
+    doc: Type.Optional(
+      Type.Record(Type.String(), Type.Unknown(), {
+        description: "the document without RxDB's underscore fields; omitted for deletes",
+      }),
+    ),
+    fs: Type.Optional(
+      Type.Record(Type.String(), Type.Tuple([Type.String(), Type.String()]), {
+        description: 'per-field [stamp, value hash]; only under the per-field merge policy',
+      }),
     ),
   },
   { additionalProperties: false },
 );
+export type DocumentChange = Static<typeof DocumentChangeSchema>;
 
-const collection = CollectionNameSchema;
+export const SyncNackReasonSchema = Type.Union([
+  Type.Literal('gap'), // baseVersion is ahead of the receiver's checkpoint: a new DB_SYNC_INIT follows
+  Type.Literal('rejected'), // some documents failed the receiver's schema; the rest were applied
+  Type.Literal('invalid'), // the message itself was malformed
+  Type.Literal('paused'), // replication is paused on the receiver; it sends DB_SYNC_INIT on resume
+  Type.Literal('unknown-collection'),
+  Type.Literal('failed'), // the receiver's storage failed; it will ask again with DB_SYNC_INIT
+]);
 
 export const DB_OPS = defineOps('sync', {
   DB_SYNC_INIT: {
     data: Type.Object(
       {
-        collection,
-        checkpoint: Type.Unknown({
-          description: "the receiver's checkpoint for the sender's changes; null: send everything",
-        }),
-        dbVersion: Type.Optional(
-          Type.String({ maxLength: 256, description: 'local database/schema version' }),
-        ),
-        lastSyncTimestamp: Type.Optional(
-          Type.Number({ minimum: 0, description: 'ms since epoch of the last completed sync' }),
+        collection: CollectionNameSchema,
+        stream: Id, // names this catch-up stream; pushes, acks and nacks carry it
+        checkpoint: SyncVersionSchema,
+        dbVersion: SyncVersionSchema,
+        askBack: Type.Optional(
+          Type.Boolean({
+            description: 'the sender just (re)started: the receiver opens its own catch-up stream too',
+          }),
         ),
       },
-      { additionalProperties: false },
+      closed,
     ),
     description:
-      'Opens or resumes sync of one collection: tells the peer where its changes should start, so it answers with DB_DIFF_PUSH.',
+      "On connect, per collection: the receiver's checkpoint in the other device's log; the other side answers with DB_DIFF_PUSH from there.",
   },
   DB_DIFF_PUSH: {
     data: Type.Object(
       {
-        collection,
-        changes: Type.Array(DocumentChangeSchema, { description: 'changed documents, oldest first' }),
+        collection: CollectionNameSchema,
+        stream: Id,
+        changes: Type.Array(DocumentChangeSchema, { maxItems: 100_000 }),
         baseVersion: SyncVersionSchema,
         newVersion: SyncVersionSchema,
+        more: Type.Boolean({ description: "false once this push reaches the sender's head" }),
       },
-      { additionalProperties: false },
+      closed,
     ),
     description:
-      'A batch of document changes after baseVersion; the receiver applies them, resolves conflicts and answers DB_DIFF_ACK or DB_DIFF_NACK.',
+      'A batch of document versions from baseVersion to newVersion; the receiver applies it, then acks.',
   },
   DB_DIFF_ACK: {
     data: Type.Object(
       {
-        collection,
+        collection: CollectionNameSchema,
+        stream: Id,
         ackVersion: SyncVersionSchema,
         resolvedConflicts: Type.Optional(
-          Type.Array(Type.Unknown(), { description: 'conflicts the receiver resolved while applying' }),
+          Type.Array(Id, { description: 'ids whose concurrent versions were resolved' }),
         ),
       },
-      { additionalProperties: false },
+      closed,
     ),
-    description: 'The receiver applied every change up to ackVersion (its new checkpoint for the sender).',
+    description: 'The batch up to ackVersion is durably applied.',
   },
   DB_DIFF_NACK: {
     data: Type.Object(
       {
-        collection,
-        baseVersion: SyncVersionSchema,
-        reason: Type.String({ maxLength: 4096 }),
-        retryable: Type.Boolean({ description: 'true: send again later; false: needs a fresh DB_SYNC_INIT' }),
+        collection: Type.String({ maxLength: 128 }),
+        stream: Type.String({ maxLength: 512 }),
+        baseVersion: Type.String({ maxLength: 200 }),
+        reason: SyncNackReasonSchema,
+        message: Type.String({ maxLength: 2000 }),
+        ids: Type.Optional(Type.Array(Id)),
       },
-      { additionalProperties: false },
+      closed,
     ),
-    description: 'The receiver could not apply the push based on baseVersion (spec 10.6).',
+    description:
+      'The batch could not be applied (or only partly), with the reason; the sender retries or reports.',
   },
   DB_CONFLICT_RESOLVE: {
     data: Type.Object(
       {
-        collection,
-        conflicts: Type.Array(Type.Unknown(), { description: 'the conflicting documents and revisions' }),
-        clientResolution: Type.Array(Type.Unknown(), { description: 'resolved documents / new revisions' }),
+        collection: CollectionNameSchema,
+        conflicts: Type.Array(
+          Type.Object({ id: Id, local: DocumentChangeSchema, remote: DocumentChangeSchema }),
+        ),
+        clientResolution: Type.Array(DocumentChangeSchema, {
+          description: 'resolved versions, dominating both inputs',
+        }),
       },
-      { additionalProperties: false },
+      closed,
     ),
     description:
-      'Conflicts the receiver could not merge automatically, with the resolution it chose (spec 8).',
+      "Conflicts settled by the app's own handler, with the resolved versions; the origin applies them like a push (spec 8).",
   },
 });
 
