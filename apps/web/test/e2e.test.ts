@@ -9,10 +9,10 @@ import { type Browser, type BrowserContext, chromium, type Page } from 'playwrig
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import {
   type LlamaCppBackend,
-  llamaCppBackend,
   type ModelBackend,
   type ServeHandle,
   serveModels,
+  tinyLlamaBackend,
   writeTinyLlamaGguf,
 } from '../../../packages/ai/src/node.js';
 import { CHROMIUM_ARGS } from '../../../testing/browser.js';
@@ -271,14 +271,7 @@ describe.skipIf(!(await hasChromium()))('web app end to end', { timeout: 120_000
     beforeAll(async () => {
       const modelPath = join(workDir, 'tiny.gguf');
       await writeTinyLlamaGguf(modelPath, { seed: 7 });
-      backend = llamaCppBackend({
-        id: 'tiny-llama',
-        modelPath,
-        gpu: false,
-        threads: 1,
-        contextSize: 256,
-        systemPrompt: 'Be brief.',
-      });
+      backend = tinyLlamaBackend({ id: 'tiny-llama', modelPath });
       // Records what the engine generated, to compare with what the page shows.
       const recording: ModelBackend = {
         ...backend,

@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type BrowserHarness, openBrowser } from '../../../testing/browser.js';
 import { hasChromium } from '../../../testing/services.js';
 import { type ServeHandle, serveModels } from '../src/host.js';
-import { type LlamaCppBackend, llamaCppBackend, writeTinyLlamaGguf } from '../src/node.js';
+import { type LlamaCppBackend, tinyLlamaBackend, writeTinyLlamaGguf } from '../src/node.js';
 
 // A page in headless Chromium (native WebRTC) streams from a Node device serving llama.cpp, through
 // a real signaling server and an encrypted peer session.
@@ -24,14 +24,7 @@ describe.skipIf(!(await hasChromium()))('a browser page consumes a stream from a
     server = await createSignalingServer({ host: '127.0.0.1', port: 0, logger: pino({ level: 'silent' }) });
     dir = await mkdtemp(join(tmpdir(), 'ferry-ai-browser-'));
     await writeTinyLlamaGguf(join(dir, 'tiny.gguf'), { seed: 11 });
-    backend = llamaCppBackend({
-      id: 'tiny',
-      modelPath: join(dir, 'tiny.gguf'),
-      gpu: false,
-      threads: 1,
-      contextSize: 256,
-      systemPrompt: 'Be brief.',
-    });
+    backend = tinyLlamaBackend({ id: 'tiny', modelPath: join(dir, 'tiny.gguf') });
     await backend.load();
     const key = crypto.getRandomValues(new Uint8Array(32));
     host = createNodeMesh({ clientId: 'node-desktop', accountKey: key, signalingUrls: [server.url] });

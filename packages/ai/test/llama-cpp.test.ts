@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ferryModel } from '../src/ai-sdk.js';
 import { askPeer } from '../src/consumer.js';
 import { serveModels } from '../src/host.js';
-import { type LlamaCppBackend, llamaCppBackend, writeTinyLlamaGguf } from '../src/node.js';
+import { type LlamaCppBackend, tinyLlamaBackend, writeTinyLlamaGguf } from '../src/node.js';
 import { createTinyLlamaGguf } from '../src/tiny-gguf.js';
 import { describeBackendConformance } from './backend-conformance.js';
 import { memoryPair } from './helpers.js';
@@ -21,14 +21,7 @@ beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'ferry-ai-llama-'));
   modelPath = join(dir, 'tiny.gguf');
   await writeTinyLlamaGguf(modelPath, { seed: 11 });
-  backend = llamaCppBackend({
-    id: 'tiny',
-    modelPath,
-    gpu: false,
-    threads: 1,
-    contextSize: 256,
-    systemPrompt: 'Be brief.',
-  });
+  backend = tinyLlamaBackend({ id: 'tiny', modelPath });
   await backend.load();
 });
 

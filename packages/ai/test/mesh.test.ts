@@ -12,7 +12,7 @@ import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { askPeer, listPeerModels } from '../src/consumer.js';
 import { type ServeHandle, serveModels } from '../src/host.js';
-import { type LlamaCppBackend, llamaCppBackend, writeTinyLlamaGguf } from '../src/node.js';
+import { type LlamaCppBackend, tinyLlamaBackend, writeTinyLlamaGguf } from '../src/node.js';
 import { CountingEngine, drain, GatedEngine } from './helpers.js';
 
 // Two Node devices of one account over real WebRTC data channels, found through the real signaling
@@ -48,14 +48,7 @@ beforeAll(async () => {
   };
   dir = await mkdtemp(join(tmpdir(), 'ferry-ai-mesh-'));
   await writeTinyLlamaGguf(join(dir, 'tiny.gguf'), { seed: 11 });
-  backend = llamaCppBackend({
-    id: 'tiny',
-    modelPath: join(dir, 'tiny.gguf'),
-    gpu: false,
-    threads: 1,
-    contextSize: 256,
-    systemPrompt: 'Be brief.',
-  });
+  backend = tinyLlamaBackend({ id: 'tiny', modelPath: join(dir, 'tiny.gguf') });
   [host, consumer] = [device('desktop'), device('phone')];
   handle = serveModels(host, {
     backends: [backend, endless.backend('endless'), gatedA.backend(), gatedB.backend()],

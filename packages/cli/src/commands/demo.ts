@@ -2,7 +2,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { askPeer, serveModels } from '@ferry/ai';
-import { llamaCppBackend, writeTinyLlamaGguf } from '@ferry/ai/node';
+import { tinyLlamaBackend, writeTinyLlamaGguf } from '@ferry/ai/node';
 import {
   createNodeMesh,
   deriveAccount,
@@ -189,14 +189,7 @@ export async function runDemo(options: DemoOptions): Promise<void> {
       await bring(desktop);
       const modelPath = join(dir, 'tiny-llama.gguf');
       await writeTinyLlamaGguf(modelPath, { seed: 7 });
-      const backend = llamaCppBackend({
-        id: 'tiny-llama',
-        modelPath,
-        gpu: false,
-        threads: 1,
-        contextSize: 256,
-        systemPrompt: 'Be brief.',
-      });
+      const backend = tinyLlamaBackend({ id: 'tiny-llama', modelPath });
       await backend.load();
       const host = serveModels(desktop.network!, { backends: [backend] });
       await until('phone and desktop to reconnect', () =>
