@@ -1,5 +1,5 @@
-import { Type } from '@sinclair/typebox';
-import { describe, expect, it } from 'vitest';
+import { type Static, Type } from '@sinclair/typebox';
+import { describe, expect, expectTypeOf, it } from 'vitest';
 import {
   createPeerMessage,
   DB_OPS,
@@ -10,11 +10,13 @@ import {
   isFerryError,
   listOps,
   type OpData,
+  PeerMessageSchema,
   RELAY_OPS,
   SchemaMismatchError,
   SESSION_OPS,
   validateOpData,
 } from '../../src/index.js';
+import type { PeerMessage } from '../../src/network/types.js';
 import { PushDiffRequestSchema } from '../../src/relay/wire.js';
 
 const push: OpData<'DB_DIFF_PUSH'> = {
@@ -111,5 +113,11 @@ describe('operation registry', () => {
       caught = error;
     }
     expect(isFerryError(caught, 'SCHEMA_MISMATCH')).toBe(true);
+  });
+
+  it("keeps the decrypted-payload schema and the network's PeerMessage one shape", () => {
+    // Checked by the type checker (npm run typecheck): the schema and the interface cannot drift apart.
+    expectTypeOf<Static<typeof PeerMessageSchema>>().toEqualTypeOf<PeerMessage>();
+    expect(Object.keys(PeerMessageSchema.properties).sort()).toEqual(['data', 'id', 'op', 'timestamp']);
   });
 });
