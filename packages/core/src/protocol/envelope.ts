@@ -27,7 +27,9 @@ const HeaderText = (description: string) => Type.String({ minLength: 1, maxLengt
 
 export const EnvelopeSchema = Type.Object(
   {
-    version: Type.Literal(ENVELOPE_VERSION),
+    version: Type.Literal(ENVELOPE_VERSION, {
+      description: 'envelope format version; another is UNKNOWN_VERSION',
+    }),
     accountId: HeaderText('opaque account tag derived from the account key'),
     clientId: HeaderText('sending device'),
     sessionId: Type.Optional(HeaderText('peer session the message belongs to')),
