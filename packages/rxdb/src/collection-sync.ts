@@ -399,6 +399,13 @@ export class CollectionSync {
       }
       await this.scanNow();
       const stored = await this.findStored([...new Set(pending.map((c) => c.id))]);
+      // An app write whose change event is still queued behind this apply: record it first, or the
+      // remote version would be compared with the old metadata but the new content (and merge into
+      // a version vector the other devices already hold with different content).
+      const unrecorded = [...stored.values()].filter(
+        (doc) => this.metas.get(doc[this.primaryPath] as string)?.rev !== doc._rev,
+      );
+      if (unrecorded.length > 0) await this.commit(this.localVersions(unrecorded));
       const decisions = new Map<string, Decision>();
       for (const remote of pending) {
         this.host.clock.observe(remote.st);

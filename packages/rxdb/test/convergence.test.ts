@@ -210,6 +210,28 @@ const regressions: Array<[string, Schedule]> = [
       policy: 'lww',
     },
   ],
+  [
+    'a device writes one document twice and goes down at once (CI, seed 1391711481)',
+    {
+      ops: [
+        { t: 'del', dev: 1, doc: 3 },
+        { t: 'put', dev: 1, doc: 1 },
+        { t: 'put', dev: 0, doc: 1 },
+        { t: 'del', dev: 2, doc: 1 },
+        { t: 'link', a: 2, b: 0, linked: true },
+        { t: 'del', dev: 2, doc: 0 },
+        { t: 'put', dev: 1, doc: 2 },
+        { t: 'settle' },
+        { t: 'put', dev: 1, doc: 0 },
+        { t: 'put', dev: 2, doc: 0 },
+        { t: 'put', dev: 2, doc: 0 },
+        { t: 'down', dev: 2 },
+      ],
+      duplicate: true,
+      reorder: true,
+      policy: 'lww',
+    },
+  ],
 ];
 
 describe('convergence (fast-check, 3 devices, in-memory network and relay)', () => {
