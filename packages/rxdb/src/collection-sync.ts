@@ -246,15 +246,18 @@ export class CollectionSync {
 
   /** Versions of `metas` with their stored content; undefined if a document changed under us. */
   private async read(metas: DocMeta[]): Promise<Change[] | undefined> {
-    const liveIds = metas.filter((m) => !m.del).map((m) => m.id);
-    const stored = liveIds.length > 0 ? await this.findStored(liveIds) : new Map<string, StoredDoc>();
+    // Deletes carry the tombstone's content only under the per-field policy (metas with field stamps).
+    const readIds = metas.filter((m) => !m.del || (m.fs && m.rev)).map((m) => m.id);
+    const stored = readIds.length > 0 ? await this.findStored(readIds) : new Map<string, StoredDoc>();
     const changes: Change[] = [];
     for (const meta of metas) {
+      const doc = stored.get(meta.id);
       if (meta.del) {
-        changes.push(versionOf(meta, undefined));
+        // A tombstone purged by RxDB's cleanup travels without content.
+        if (doc && (doc._rev !== meta.rev || !doc._deleted)) return undefined;
+        changes.push(versionOf(meta, doc && this.content(doc)));
         continue;
       }
-      const doc = stored.get(meta.id);
       if (!doc || doc._rev !== meta.rev || doc._deleted) return undefined;
       changes.push(versionOf(meta, this.content(doc)));
     }
@@ -450,7 +453,7 @@ export class CollectionSync {
   private currentVersion(id: string, doc: StoredDoc | undefined): Change | undefined {
     const meta = this.metas.get(id);
     if (!meta) return undefined;
-    return versionOf(meta, doc && !doc._deleted ? this.content(doc) : undefined);
+    return versionOf(meta, doc && this.content(doc));
   }
 
   private async decide(
@@ -488,7 +491,7 @@ export class CollectionSync {
     const token = this.collection.database.token;
     for (const [id, { version }] of decisions) {
       const previous = stored.get(id);
-      if (version.del) {
+      if (version.del && !version.doc) {
         if (!previous || previous._deleted) {
           revs.set(id, previous?._rev ?? '');
           continue;
@@ -504,7 +507,12 @@ export class CollectionSync {
         revs.set(id, document._rev);
         continue;
       }
-      if (previous && !previous._deleted && deepEqual(this.content(previous), version.doc ?? {})) {
+      // A live version, or a delete with the tombstone's content (per-field policy).
+      if (
+        previous &&
+        previous._deleted === version.del &&
+        deepEqual(this.content(previous), version.doc ?? {})
+      ) {
         revs.set(id, previous._rev);
         continue;
       }
@@ -512,7 +520,7 @@ export class CollectionSync {
       const document: StoredDoc = {
         ...version.doc,
         [this.primaryPath]: id,
-        _deleted: false,
+        _deleted: version.del,
         _attachments: previous?._attachments ?? {},
         _meta: { lwt: now() },
         _rev: rev,

@@ -154,14 +154,17 @@ const placeholder = (row: MetaRow, rev: string): RxDocumentData<MetaRow> => ({
 
 const escapeRegex = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 
-/** The version a meta row describes, with the document content read from storage. */
+/**
+ * The version a meta row describes, with the document content read from storage. A delete carries
+ * the tombstone's content only under the per-field policy (where a concurrent edit can revive it).
+ */
 export function versionOf(meta: DocMeta, doc: Record<string, unknown> | undefined): Change {
   return {
     id: meta.id,
     st: meta.st,
     vv: meta.vv,
     del: meta.del,
-    ...(meta.del || !doc ? {} : { doc }),
+    ...(doc && (!meta.del || meta.fs) ? { doc } : {}),
     ...(meta.fs ? { fs: meta.fs } : {}),
   };
 }

@@ -8,7 +8,10 @@ import type { Change } from './wire.js';
  * they are concurrent (a conflict), resolved by the policy:
  * - 'lww': the higher stamp wins (client id breaks ties); deletes win or lose the same way.
  * - { merge: 'fields' }: a last-writer-wins map over top-level fields (each field keeps the stamp of
- *   its last write; a delete is a register of its own and also clears every field it saw).
+ *   its last write), plus a last-writer-wins existence register that every write stamps (a delete
+ *   and a concurrent edit: the later one decides whether the document exists). A delete leaves the
+ *   fields alone and its version carries the tombstone's content, so a document brought back by a
+ *   later concurrent edit is whole (every required field present), never a schema-invalid patch.
  * - an RxDB conflict handler: the app decides; the result is a new version that dominates both.
  * Both built-in rules are joins of a semilattice (commutative, associative, idempotent), so every
  * device reaches the same state in any delivery order without exchanging the resolution.
@@ -74,11 +77,10 @@ export function stampFields(
   keys.delete(primaryPath);
   keys.delete(DELETED_KEY);
   for (const key of keys) {
-    const hash = deleted || !(key in doc) ? REMOVED : hashValue(doc[key]);
+    const hash = key in doc ? hashValue(doc[key]) : REMOVED;
     if (out[key]?.[1] !== hash) out[key] = [stamp, hash];
   }
-  const deletedHash = deleted ? '1' : '0';
-  if (out[DELETED_KEY]?.[1] !== deletedHash) out[DELETED_KEY] = [stamp, deletedHash];
+  out[DELETED_KEY] = [stamp, deleted ? '1' : '0'];
   return out;
 }
 
@@ -133,13 +135,12 @@ function joinFields(local: Change, remote: Change, primaryPath: string): Change 
     const source = fromRemote ? remote.doc : local.doc;
     if (source && key in source) doc[key] = source[key];
   }
-  const del = fs[DELETED_KEY]?.[1] === '1';
   return {
     id: local.id,
     st: maxStamp(local.st, remote.st),
     vv: joinVectors(local.vv, remote.vv),
-    del,
-    ...(del ? {} : { doc: stripUndefined(doc) }),
+    del: fs[DELETED_KEY]?.[1] === '1',
+    doc: stripUndefined(doc),
     fs,
   };
 }

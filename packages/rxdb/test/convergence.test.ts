@@ -254,6 +254,28 @@ const regressions: Array<[string, Schedule]> = [
       policy: 'lww',
     },
   ],
+  [
+    'a put and a delete of one document cross while a link comes up (field policy, seed hunt)',
+    {
+      ops: [
+        { t: 'put', dev: 2, doc: 0 },
+        { t: 'expire', dev: 2 },
+        { t: 'del', dev: 1, doc: 2 },
+        { t: 'del', dev: 2, doc: 0 },
+        { t: 'up', dev: 1 },
+        { t: 'put', dev: 0, doc: 0 },
+        { t: 'link', a: 0, b: 2, linked: true },
+        { t: 'link', a: 1, b: 1, linked: true },
+        { t: 'put', dev: 2, doc: 2 },
+        { t: 'del', dev: 0, doc: 0 },
+        { t: 'put', dev: 1, doc: 1 },
+        { t: 'put', dev: 1, doc: 0 },
+      ],
+      duplicate: true,
+      reorder: false,
+      policy: 'fields',
+    },
+  ],
 ];
 
 /** Extra time for a long hunt (about 1 s a schedule at worst). */

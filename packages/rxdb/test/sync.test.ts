@@ -149,6 +149,32 @@ describe('replicateFerry over the in-memory network', () => {
     expect((await b!.replication.conflicts())[0]).toMatchObject({ policy: 'fields' });
   });
 
+  it('the per-field policy: a later edit revives a concurrent delete whole, a later delete wins over an edit', async () => {
+    const {
+      hub,
+      devices: [a, b],
+    } = await devices(2, { conflict: { merge: 'fields' } });
+    await a!.db.todos.bulkInsert([
+      { id: 'r', title: 'r', done: false, n: 1 },
+      { id: 's', title: 's', done: false },
+    ]);
+    await converge([a!, b!]);
+    hub.setLinked('deva', 'devb', false);
+    const write = async (device: Device, action: Promise<unknown>) => {
+      await action;
+      await device.replication.awaitInSync();
+    };
+    await write(a!, a!.db.todos.findOne('r').update({ $set: { title: 'r renamed at a' } }));
+    await write(a!, a!.db.todos.findOne('r').remove());
+    await write(b!, b!.db.todos.findOne('r').update({ $set: { done: true } })); // later: revives r
+    await write(b!, b!.db.todos.findOne('s').update({ $set: { done: true } }));
+    await write(a!, a!.db.todos.findOne('s').remove()); // later: s stays deleted
+    hub.setLinked('deva', 'devb', true);
+    await converge([a!, b!]);
+    // Every field of the revived document is there (title as renamed before the delete), none lost.
+    expect(await a!.docs()).toEqual([{ id: 'r', title: 'r renamed at a', done: true, n: 1 }]);
+  });
+
   it("the app's RxDB conflict handler decides; the resolution travels back (DB_CONFLICT_RESOLVE)", async () => {
     const concat = {
       isEqual: (x: { title: string }, y: { title: string }) => x.title === y.title,

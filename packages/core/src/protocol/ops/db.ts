@@ -39,7 +39,8 @@ export const DocumentChangeSchema = Type.Object(
     del: Type.Boolean({ description: 'true: the document is deleted' }),
     doc: Type.Optional(
       Type.Record(Type.String(), Type.Unknown(), {
-        description: "the document without RxDB's underscore fields; omitted for deletes",
+        description:
+          "the document without RxDB's underscore fields; for a delete, the tombstone's content under the per-field policy, else omitted",
       }),
     ),
     fs: Type.Optional(
