@@ -332,10 +332,13 @@ async function measureBackend(backend: Backend): Promise<BenchMetric[]> {
 }
 
 async function run(): Promise<BenchReport> {
+  // FERRY_RELAY_BACKENDS=sqlite measures one backend only (quicker while tuning).
+  const only = process.env.FERRY_RELAY_BACKENDS?.split(',');
   const metrics = await measureBackend('sqlite');
   let notes = '';
   const { hasPostgres } = await import('../../testing/services.js');
-  if (await hasPostgres()) metrics.push(...(await measureBackend('postgres')));
+  if (only && !only.includes('postgres')) notes = 'PostgreSQL not measured (FERRY_RELAY_BACKENDS). ';
+  else if (await hasPostgres()) metrics.push(...(await measureBackend('postgres')));
   else notes = 'PostgreSQL not reachable: its figures are missing. ';
   return {
     name: 'relay',
