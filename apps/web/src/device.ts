@@ -47,6 +47,7 @@ export async function openDevice(passphrase: string, options: OpenDeviceOptions)
       collections: { todos: db.todos },
       network,
       relay,
+      relayHints: network.signaling,
       knownDevices: knownDevices.filter((id) => id !== clientId),
     });
     cleanup.push(() => replication.cancel());

@@ -5,6 +5,7 @@ import {
   isFerryError,
   type PeerMessage,
   type PeerNetwork,
+  type RelayHints,
   randomBytes,
   toBase64,
   utf8,
@@ -40,6 +41,12 @@ export interface ReplicateFerryOptions {
   network: PeerNetwork;
   /** The diff server's mailbox client: changes for devices that are offline go there. */
   relay?: DiffRelay;
+  /**
+   * Hints that new diffs wait in this device's mailbox (e.g. `mesh.signaling`, when the signaling
+   * server runs beside the diff server): the mailbox is pulled at once, not only at start and when a
+   * peer connects.
+   */
+  relayHints?: RelayHints;
   /** This device's id. Default: the network's. */
   clientId?: string;
   /** How concurrent edits are settled. Default 'lww'. Every device of an account must use the same. */
@@ -143,6 +150,7 @@ export class FerryReplicationState {
   private relayRetry: ReturnType<typeof setTimeout> | undefined;
   private relayRetryDelay: number;
   private relayPulling: Promise<number> | undefined;
+  private relayPullNext: Promise<number> | undefined;
   private initialRelayPullDone = false;
 
   constructor(
@@ -195,6 +203,12 @@ export class FerryReplicationState {
     this.network.on('message', this.onMessage);
     this.network.on('peer-connected', this.onPeerConnected);
     this.network.on('peer-disconnected', this.onPeerDisconnected);
+    const { relayHints } = this.options;
+    if (relayHints && this.relay?.mailboxWatch) {
+      relayHints.on('mailbox', this.onMailboxHint);
+      const hints = relayHints;
+      this.guard(this.relay.mailboxWatch().then((watch) => hints.watchMailbox(watch)));
+    }
     await Promise.all([...this.syncs.values()].map((sync) => sync.scan()));
     this.resume();
   }
@@ -251,6 +265,7 @@ export class FerryReplicationState {
     this.network.off('message', this.onMessage);
     this.network.off('peer-connected', this.onPeerConnected);
     this.network.off('peer-disconnected', this.onPeerDisconnected);
+    this.options.relayHints?.off('mailbox', this.onMailboxHint);
     for (const subscription of this.subscriptions) subscription.unsubscribe();
     clearTimeout(this.relayRetry);
     await Promise.all([...this.syncs.values()].map((sync) => sync.idle()));
@@ -289,7 +304,17 @@ export class FerryReplicationState {
       this.initialRelayPullDone = true;
       return Promise.resolve(0);
     }
-    this.relayPulling ??= this.pullRelayNow().finally(() => {
+    if (this.relayPulling) {
+      // The pull in flight may have read the mailbox before this call's diffs arrived: one more after it.
+      this.relayPullNext ??= this.relayPulling
+        .catch(() => 0)
+        .then(() => {
+          this.relayPullNext = undefined;
+          return this.pullRelay();
+        });
+      return this.relayPullNext;
+    }
+    this.relayPulling = this.pullRelayNow().finally(() => {
       this.relayPulling = undefined;
       this.initialRelayPullDone = true;
       this.changed$.next();
@@ -309,6 +334,10 @@ export class FerryReplicationState {
     this.peers$.next(this.connected());
     if (!this.inbound.has(peer)) this.openPeer(peer); // resume() may have opened it already
     this.guard(this.pullRelay());
+  };
+
+  private readonly onMailboxHint = (): void => {
+    if (!this.paused) this.guard(this.pullRelay());
   };
 
   private readonly onPeerDisconnected = (peer: string): void => {

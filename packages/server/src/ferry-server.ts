@@ -73,7 +73,14 @@ export async function startFerryServer(options: FerryServerOptions = {}): Promis
       server: diff.app.server,
       logger: logger.child({ component: 'signaling' }) as BaseLogger,
       ...(redisUrl ? { redisUrl } : {}),
+      // Mailbox hints: a watcher must hold the registered device key of the mailbox it names.
+      mailboxes: async ({ accountId, clientId, publicKey }) => {
+        const device = await storage.findDeviceByKey(publicKey);
+        return device?.accountId === accountId && device.clientId === clientId;
+      },
     });
+    const hints = signaling;
+    diff.events.on('diffs', ({ accountId, clientIds }) => hints.notifyMailboxes(accountId, clientIds));
     await options.configure?.(diff.app);
     await diff.app.listen({ port: options.port ?? 8787, host: options.host ?? '127.0.0.1' });
   } catch (error) {

@@ -102,6 +102,7 @@ export async function runDemo(options: DemoOptions): Promise<void> {
         collections: { todos: device.db.todos },
         network: device.network,
         relay,
+        relayHints: device.network.signaling,
         knownDevices: ['laptop', 'phone', 'desktop'].filter((name) => name !== device.name),
       });
     };

@@ -8,6 +8,11 @@ import { type Static, Type } from '@sinclair/typebox';
  * chose); the client answers `join` with an Ed25519 proof made with the room key; the server answers
  * `joined` with the peer list and tells the others `peer-joined`. Signal bodies are sealed end to end
  * by the clients: the server relays base64url ciphertext and learns only room ids and client ids.
+ *
+ * Mailbox hints (optional, when the signaling server runs beside a diff server): a device proves
+ * with its diff-server device key which mailbox it owns (`watch-mailbox`); the server answers
+ * `watching`, and sends `mailbox` whenever new diffs are stored for it, so a device that cannot reach
+ * its peers directly pulls at once. This links the socket to the device's diff-server identity.
  */
 
 export const SIGNALING_PROTOCOL_VERSION = 1;
@@ -30,6 +35,10 @@ export const ConnectionIdSchema = Type.String({
 export const ChallengeSchema = base64Url('{43}', 'join challenge: 32 random bytes, base64url');
 /** Ed25519 signature, base64url (64 bytes -> 86 characters). */
 export const JoinProofSchema = base64Url('{86}', 'Ed25519 signature over the join proof message');
+/** The diff server's account id (base64url SHA-256 of the account's relay key). */
+export const MailboxAccountIdSchema = base64Url('{43}', "the diff server's account id");
+/** A device's Ed25519 diff-server key, base64url. */
+export const DeviceKeySchema = base64Url('{43}', "the device's Ed25519 diff-server public key, base64url");
 /** Sealed signal body (XChaCha20-Poly1305 nonce || ciphertext || tag), base64url. */
 export const SealedBodySchema = base64Url('+', 'sealed signal body, base64url');
 
@@ -55,6 +64,18 @@ export const SignalFrameSchema = Type.Object(
   { additionalProperties: false },
 );
 
+/** Ask for mailbox hints; `proof` signs the mailbox watch message with `publicKey`, a registered device key. */
+export const WatchMailboxFrameSchema = Type.Object(
+  {
+    type: Type.Literal('watch-mailbox'),
+    accountId: MailboxAccountIdSchema,
+    clientId: ClientIdSchema,
+    publicKey: DeviceKeySchema,
+    proof: base64Url('{86}', 'Ed25519 signature over the mailbox watch message'),
+  },
+  { additionalProperties: false },
+);
+
 /** Application-level heartbeat: browsers cannot see WebSocket pings, so clients ask for a `pong`. */
 export const PingFrameSchema = Type.Object({ type: Type.Literal('ping') }, { additionalProperties: false });
 
@@ -62,6 +83,7 @@ export const ClientFrameSchema = Type.Union([
   JoinFrameSchema,
   LeaveFrameSchema,
   SignalFrameSchema,
+  WatchMailboxFrameSchema,
   PingFrameSchema,
 ]);
 
@@ -100,6 +122,18 @@ export const RelayedSignalFrameSchema = Type.Object(
 
 export const PongFrameSchema = Type.Object({ type: Type.Literal('pong') }, { additionalProperties: false });
 
+/** The watch was accepted: `mailbox` frames for this mailbox follow. */
+export const WatchingFrameSchema = Type.Object(
+  { type: Type.Literal('watching'), accountId: MailboxAccountIdSchema, clientId: ClientIdSchema },
+  { additionalProperties: false },
+);
+
+/** New diffs wait in this mailbox on the diff server. */
+export const MailboxFrameSchema = Type.Object(
+  { type: Type.Literal('mailbox'), accountId: MailboxAccountIdSchema, clientId: ClientIdSchema },
+  { additionalProperties: false },
+);
+
 export const SignalingErrorCodeSchema = Type.Union([
   Type.Literal('BAD_JSON'),
   Type.Literal('SCHEMA_MISMATCH'),
@@ -115,6 +149,8 @@ export const SignalingErrorCodeSchema = Type.Union([
   Type.Literal('REPLACED'),
   Type.Literal('SHUTTING_DOWN'),
   Type.Literal('SERVER_BUSY'),
+  Type.Literal('NO_MAILBOXES'),
+  Type.Literal('TOO_MANY_WATCHES'),
   Type.Literal('INTERNAL'),
 ]);
 
@@ -137,6 +173,8 @@ export const ServerFrameSchema = Type.Union([
   PeerLeftFrameSchema,
   RelayedSignalFrameSchema,
   PongFrameSchema,
+  WatchingFrameSchema,
+  MailboxFrameSchema,
   ErrorFrameSchema,
 ]);
 
@@ -154,6 +192,9 @@ export type JoinFrame = Static<typeof JoinFrameSchema>;
 export type LeaveFrame = Static<typeof LeaveFrameSchema>;
 export type SignalFrame = Static<typeof SignalFrameSchema>;
 export type PingFrame = Static<typeof PingFrameSchema>;
+export type WatchMailboxFrame = Static<typeof WatchMailboxFrameSchema>;
+export type WatchingFrame = Static<typeof WatchingFrameSchema>;
+export type MailboxFrame = Static<typeof MailboxFrameSchema>;
 export type ClientFrame = Static<typeof ClientFrameSchema>;
 export type HelloFrame = Static<typeof HelloFrameSchema>;
 export type JoinedFrame = Static<typeof JoinedFrameSchema>;

@@ -1,9 +1,10 @@
 import type { Static, TSchema } from '@sinclair/typebox';
 import { Value } from '@sinclair/typebox/value';
 import { EventEmitter } from 'eventemitter3';
-import { deriveSigningKeyPair, type SigningKeyPair, signingKeyFromSeed } from '../crypto/sign.js';
+import { deriveSigningKeyPair, type SigningKeyPair, sign, signingKeyFromSeed } from '../crypto/sign.js';
 import { deriveSubkey } from '../crypto/subkeys.js';
 import { FerryError, type FerryErrorCode } from '../errors.js';
+import type { MailboxWatch } from '../signaling/client.js';
 import { fromBase64, randomBytes, toBase64, utf8 } from '../util/bytes.js';
 import { type DiffHeader, openDiff, sealDiff } from './envelope.js';
 import { relayAccountId, signRequest } from './signature.js';
@@ -174,6 +175,18 @@ export class RelayClient extends EventEmitter<RelayClientEvents> implements Diff
       throw error;
     });
     return this.ready;
+  }
+
+  /** Hand this to `SignalingClient.watchMailbox` to hear when diffs arrive for this device. */
+  async mailboxWatch(): Promise<MailboxWatch> {
+    await this.register();
+    const device = this.device!;
+    return {
+      accountId: this.accountId,
+      clientId: this.clientId,
+      publicKey: toBase64(device.publicKey, { url: true }),
+      sign: (message) => sign(device.secretKey, message),
+    };
   }
 
   push(targetClientIds: string[], payload: Uint8Array): Promise<{ diffId: string }> {

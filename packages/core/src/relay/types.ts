@@ -1,3 +1,5 @@
+import type { MailboxWatch } from '../signaling/client.js';
+
 /**
  * The diff relay as the sync engine sees it: a mailbox per device on the diff server, holding
  * ciphertext only. Implemented by the HTTP client of the diff server (relay/client.ts).
@@ -19,4 +21,16 @@ export interface DiffRelay {
   pull(options?: { limit?: number }): Promise<RelayedDiff[]>;
   /** Delete acknowledged diffs from this device's mailbox. */
   ack(diffIds: string[]): Promise<void>;
+  /** What a signaling connection needs to watch this device's mailbox (registers the device first). */
+  mailboxWatch?(): Promise<MailboxWatch>;
+}
+
+/**
+ * Where "new diffs wait in your mailbox" hints come from: the signaling client (SignalingClient, or
+ * MeshNetwork's `signaling`) when the signaling server runs beside the diff server.
+ */
+export interface RelayHints {
+  watchMailbox(watch: MailboxWatch): void;
+  on(event: 'mailbox', listener: () => void): unknown;
+  off(event: 'mailbox', listener: () => void): unknown;
 }

@@ -9,8 +9,9 @@ import {
   ServerFrameSchema,
   type SignalingErrorCode,
 } from '../protocol/signaling.js';
-import { utf8 } from '../util/bytes.js';
+import { toBase64, utf8 } from '../util/bytes.js';
 import {
+  mailboxWatchMessage,
   openSignal,
   type RoomCredentials,
   roomCredentials,
@@ -29,6 +30,10 @@ export interface SignalingClientEvents {
   'peer-left': (clientId: string) => void;
   /** A signal addressed to us, already opened, authenticated and replay-checked. */
   signal: (from: string, data: unknown) => void;
+  /** The server accepted the mailbox watch (after every (re)connect). */
+  watching: (mailbox: { accountId: string; clientId: string }) => void;
+  /** New diffs wait in a watched mailbox on the diff server: pull it. */
+  mailbox: (mailbox: { accountId: string; clientId: string }) => void;
   /**
    * Unreachable servers, server error frames, signals that fail to open or replay. The client keeps
    * going, except after REPLACED (another connection joined with this client id): it then closes.
@@ -77,6 +82,15 @@ export class SignalingServerError extends FerryError {
 
 type State = 'connecting' | 'joined' | 'waiting' | 'closed';
 
+/** A diff-server mailbox to get hints for, with the device key that proves it is ours (RelayClient.mailboxWatch()). */
+export interface MailboxWatch {
+  accountId: string;
+  clientId: string;
+  /** base64url Ed25519 public key registered for the device on the diff server. */
+  publicKey: string;
+  sign(message: Uint8Array): Uint8Array;
+}
+
 /**
  * Finds this account's other devices through a signaling server and carries sealed signals to them.
  *
@@ -115,6 +129,9 @@ export class SignalingClient extends EventEmitter<SignalingClientEvents> {
   private lastInbound = 0;
   /** Code of the fatal error frame the current socket received, if any: it decides how we reconnect. */
   private refusedWith: SignalingErrorCode | undefined;
+  /** The current socket's `hello`: a mailbox watch proof is bound to it. */
+  private greeting: { challenge: string; connectionId: string } | undefined;
+  private readonly watches: MailboxWatch[] = [];
   private connectTimer: ReturnType<typeof setTimeout> | undefined;
   private retryTimer: ReturnType<typeof setTimeout> | undefined;
   private heartbeatTimer: ReturnType<typeof setInterval> | undefined;
@@ -184,6 +201,32 @@ export class SignalingClient extends EventEmitter<SignalingClientEvents> {
       );
     }
     socket.send(text);
+  }
+
+  /**
+   * Ask the server for mailbox hints (`mailbox` events) for a diff-server mailbox, now and after
+   * every reconnect. A server without a diff server beside it refuses with a non-fatal error event.
+   */
+  watchMailbox(watch: MailboxWatch): void {
+    const same = this.watches.findIndex(
+      (w) => w.accountId === watch.accountId && w.clientId === watch.clientId,
+    );
+    if (same >= 0) this.watches.splice(same, 1);
+    this.watches.push(watch);
+    if (this.state === 'joined' && this.socket) this.sendWatch(this.socket, watch);
+  }
+
+  private sendWatch(socket: WebSocketLike, watch: MailboxWatch): void {
+    if (!this.greeting) return;
+    const { accountId, clientId, publicKey } = watch;
+    const proof = watch.sign(mailboxWatchMessage({ ...this.greeting, accountId, clientId, publicKey }));
+    this.send(socket, {
+      type: 'watch-mailbox',
+      accountId,
+      clientId,
+      publicKey,
+      proof: toBase64(proof, { url: true }),
+    });
   }
 
   /** Leave the room and stop reconnecting. Resolves once the socket is closed. */
@@ -333,6 +376,7 @@ export class SignalingClient extends EventEmitter<SignalingClientEvents> {
     switch (frame.type) {
       case 'hello':
         if (this.state !== 'connecting') return;
+        this.greeting = { challenge: frame.challenge, connectionId: frame.connectionId };
         this.send(socket, {
           type: 'join',
           room: this.room,
@@ -358,6 +402,12 @@ export class SignalingClient extends EventEmitter<SignalingClientEvents> {
         return;
       case 'pong':
         return;
+      case 'watching':
+        this.emit('watching', { accountId: frame.accountId, clientId: frame.clientId });
+        return;
+      case 'mailbox':
+        this.emit('mailbox', { accountId: frame.accountId, clientId: frame.clientId });
+        return;
       case 'error':
         if (frame.fatal) this.refusedWith = frame.code;
         this.emit('error', new SignalingServerError(frame.code, frame.message, frame.fatal));
@@ -381,6 +431,7 @@ export class SignalingClient extends EventEmitter<SignalingClientEvents> {
         this.send(socket, { type: 'ping' });
       }
     }, this.settings.heartbeatIntervalMs);
+    for (const watch of this.watches) this.sendWatch(socket, watch);
     this.emit('connected', this.socketUrl ?? '');
     if (this.stopped()) return; // a listener closed us
     // Reconcile with what we knew before a reconnect: only real arrivals and departures are events.

@@ -43,6 +43,25 @@ export const signJoinProof = (credentials: RoomCredentials, input: Omit<JoinProo
     url: true,
   });
 
+export interface MailboxWatchInput {
+  challenge: string;
+  connectionId: string;
+  /** The diff server's account id and the device's client id and Ed25519 diff-server key (base64url). */
+  accountId: string;
+  clientId: string;
+  publicKey: string;
+}
+
+/** The signed mailbox-watch statement, bound to this socket's challenge and connection id. */
+export const mailboxWatchMessage = ({
+  challenge,
+  connectionId,
+  accountId,
+  clientId,
+  publicKey,
+}: MailboxWatchInput): Uint8Array =>
+  utf8(JSON.stringify(['ferry/v1/mailbox-watch', challenge, connectionId, accountId, clientId, publicKey]));
+
 /** Server side: does `proof` show that the joiner holds the secret key of `input.room`? Never throws. */
 export function verifyJoinProof(input: JoinProofInput, proof: string): boolean {
   try {

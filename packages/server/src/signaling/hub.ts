@@ -10,12 +10,14 @@ import {
   type SignalFrame,
   SignalFrameSchema,
   type SignalingErrorCode,
+  type WatchMailboxFrame,
+  WatchMailboxFrameSchema,
 } from '@ferry/core';
 import { TypeCompiler } from '@sinclair/typebox/compiler';
 import type { BaseLogger } from 'pino';
 import type { RawData, WebSocket } from 'ws';
 import type { LocalMembership, RoomDirectory } from './directory.js';
-import { verifyJoinProofNative } from './join-proof.js';
+import { verifyJoinProofNative, verifyMailboxWatch } from './join-proof.js';
 import { TokenBucket } from './token-bucket.js';
 
 export interface SignalingLimits {
@@ -35,6 +37,21 @@ export interface SignalingLimits {
   /** A socket that leaves this much unread in its send buffer is a slow consumer and is closed. */
   maxBufferedBytes: number;
 }
+
+/** A device's diff-server mailbox. */
+export interface MailboxId {
+  accountId: string;
+  clientId: string;
+}
+
+/**
+ * Decides whether `publicKey` is the registered diff-server key of the mailbox's device (the
+ * signature over the watch statement is checked before). Set when a diff server runs beside.
+ */
+export type MailboxAuthorizer = (mailbox: MailboxId & { publicKey: string }) => Promise<boolean>;
+
+/** Mailboxes one socket may watch (a device watches its own; a few spare for several accounts). */
+const MAX_WATCHES_PER_SOCKET = 4;
 
 export const DEFAULT_LIMITS: SignalingLimits = {
   maxFrameBytes: 64 * 1024,
@@ -71,6 +88,7 @@ export interface HubOptions {
   instanceId: string;
   tap?: FrameTap | undefined;
   challenge: () => string;
+  mailboxes?: MailboxAuthorizer | undefined;
 }
 
 interface Membership extends LocalMembership {
@@ -86,6 +104,8 @@ interface Connection {
   readonly bucket: TokenBucket;
   readonly openedAt: number;
   readonly memberships: Map<string, Membership>;
+  /** Keys (mailboxKey) of the mailboxes this socket watches. */
+  readonly watches: Set<string>;
   lastPong: number;
   everJoined: boolean;
   dropped: boolean;
@@ -99,14 +119,17 @@ const checkByType: Record<string, ReturnType<typeof TypeCompiler.Compile>> = {
   join: TypeCompiler.Compile(JoinFrameSchema),
   leave: TypeCompiler.Compile(LeaveFrameSchema),
   signal: TypeCompiler.Compile(SignalFrameSchema),
+  'watch-mailbox': TypeCompiler.Compile(WatchMailboxFrameSchema),
   ping: TypeCompiler.Compile(PingFrameSchema),
 };
+
+const mailboxKey = ({ accountId, clientId }: MailboxId): string => `${accountId}\u0000${clientId}`;
 
 function describeMismatch(value: unknown): string {
   const type = (value as { type?: unknown } | null)?.type;
   const variant =
     typeof type === 'string' && Object.hasOwn(checkByType, type) ? checkByType[type] : undefined;
-  if (!variant) return 'expected an object whose type is join, leave, signal or ping';
+  if (!variant) return 'expected an object whose type is join, leave, signal, watch-mailbox or ping';
   const first = variant.Errors(value).First();
   return first ? `${type} frame: ${first.path || '/'}: ${first.message}` : `malformed ${type} frame`;
 }
@@ -126,6 +149,8 @@ const CLOSE_CODE: Record<SignalingErrorCode, number> = {
   REPLACED: SIGNALING_CLOSE_CODES.policy,
   SHUTTING_DOWN: SIGNALING_CLOSE_CODES.goingAway,
   SERVER_BUSY: SIGNALING_CLOSE_CODES.tryAgainLater,
+  NO_MAILBOXES: SIGNALING_CLOSE_CODES.policy,
+  TOO_MANY_WATCHES: SIGNALING_CLOSE_CODES.policy,
   INTERNAL: SIGNALING_CLOSE_CODES.internal,
 };
 
@@ -136,6 +161,8 @@ const CLOSE_CODE: Record<SignalingErrorCode, number> = {
 export class SignalingHub {
   private readonly connections = new Set<Connection>();
   private readonly rooms = new Map<string, Set<Membership>>();
+  /** Sockets watching each mailbox (mailboxKey). */
+  private readonly watchers = new Map<string, Set<Connection>>();
   private readonly heartbeat: ReturnType<typeof setInterval>;
   private maintaining = false;
   private shuttingDown = false;
@@ -170,6 +197,7 @@ export class SignalingHub {
       bucket: new TokenBucket(this.options.limits.messagesPerSecond, this.options.limits.burst),
       openedAt: now,
       memberships: new Map(),
+      watches: new Set(),
       lastPong: now,
       everJoined: false,
       dropped: false,
@@ -283,6 +311,8 @@ export class SignalingHub {
             return this.leave(connection, frame.room);
           case 'signal':
             return this.relay(connection, frame);
+          case 'watch-mailbox':
+            return this.watch(connection, frame);
           case 'ping':
             return this.send(connection, { type: 'pong' });
         }
@@ -334,6 +364,51 @@ export class SignalingHub {
     membership.pending = undefined;
     for (const queued of pending) this.send(connection, queued);
     this.options.logger.debug({ connection: connection.id, room: room.slice(0, 8), clientId }, 'joined');
+  }
+
+  /**
+   * Mailbox hints: a refused watch is answered with a non-fatal error frame (signaling goes on
+   * without hints), an accepted one with `watching`.
+   */
+  private async watch(connection: Connection, frame: WatchMailboxFrame): Promise<void> {
+    const { accountId, clientId, publicKey, proof } = frame;
+    const refuse = (code: SignalingErrorCode, message: string) => {
+      this.count(code);
+      this.send(connection, { type: 'error', code, message, fatal: false });
+    };
+    const authorize = this.options.mailboxes;
+    if (!authorize) return refuse('NO_MAILBOXES', 'this signaling server has no diff server beside it');
+    const key = mailboxKey(frame);
+    if (connection.watches.has(key)) return this.send(connection, { type: 'watching', accountId, clientId });
+    if (connection.watches.size >= MAX_WATCHES_PER_SOCKET) {
+      return refuse('TOO_MANY_WATCHES', `at most ${MAX_WATCHES_PER_SOCKET} mailboxes per socket`);
+    }
+    const statement = {
+      challenge: connection.challenge,
+      connectionId: connection.id,
+      accountId,
+      clientId,
+      publicKey,
+    };
+    if (!verifyMailboxWatch(statement, proof) || !(await authorize({ accountId, clientId, publicKey }))) {
+      return refuse('BAD_PROOF', "the watch proof does not verify with this mailbox's registered device key");
+    }
+    if (connection.dropped) return;
+    connection.watches.add(key);
+    const sockets = this.watchers.get(key) ?? new Set<Connection>();
+    sockets.add(connection);
+    this.watchers.set(key, sockets);
+    this.send(connection, { type: 'watching', accountId, clientId });
+  }
+
+  /** New diffs were stored for these mailboxes: tell the sockets watching them on this process. */
+  notifyMailboxes(accountId: string, clientIds: readonly string[]): void {
+    if (this.shuttingDown) return;
+    for (const clientId of clientIds) {
+      for (const connection of this.watchers.get(mailboxKey({ accountId, clientId })) ?? []) {
+        this.send(connection, { type: 'mailbox', accountId, clientId });
+      }
+    }
   }
 
   private async leave(connection: Connection, room: string): Promise<void> {
@@ -436,6 +511,12 @@ export class SignalingHub {
       void leaving.finally(() => this.pendingLeaves.delete(leaving));
     }
     connection.memberships.clear();
+    for (const key of connection.watches) {
+      const sockets = this.watchers.get(key);
+      sockets?.delete(connection);
+      if (sockets?.size === 0) this.watchers.delete(key);
+    }
+    connection.watches.clear();
   }
 
   private forget(membership: Membership): void {

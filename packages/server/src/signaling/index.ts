@@ -1,4 +1,4 @@
-export type { FrameTap, SignalingLimits, SignalingStats } from './hub.js';
+export type { FrameTap, MailboxAuthorizer, MailboxId, SignalingLimits, SignalingStats } from './hub.js';
 export { DEFAULT_LIMITS } from './hub.js';
 export type { SignalingServer, SignalingServerOptions } from './server.js';
 export { createSignalingServer } from './server.js';

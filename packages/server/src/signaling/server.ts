@@ -8,6 +8,7 @@ import { MemoryDirectory, type RoomDirectory } from './directory.js';
 import {
   DEFAULT_LIMITS,
   type FrameTap,
+  type MailboxAuthorizer,
   SignalingHub,
   type SignalingLimits,
   type SignalingStats,
@@ -40,6 +41,11 @@ export interface SignalingServerOptions {
   drainMs?: number;
   logger?: BaseLogger;
   tap?: FrameTap;
+  /**
+   * Turns on mailbox hints (`watch-mailbox`): decides whether a key is a mailbox's registered device
+   * key. startFerryServer sets it from the diff server's storage.
+   */
+  mailboxes?: MailboxAuthorizer;
 }
 
 export interface SignalingServer {
@@ -49,6 +55,8 @@ export interface SignalingServer {
   /** Unique per process; prefixes connection ids and owns this process's Redis presence entries. */
   readonly instanceId: string;
   stats(): SignalingStats;
+  /** New diffs wait in these mailboxes: sockets of this process that watch one get a `mailbox` frame. */
+  notifyMailboxes(accountId: string, clientIds: readonly string[]): void;
   /** Graceful: refuse new sockets, close frames to all, drain, leave rooms, unsubscribe, stop listening. */
   close(): Promise<void>;
 }
@@ -82,6 +90,7 @@ export async function createSignalingServer(options: SignalingServerOptions = {}
     instanceId,
     tap: options.tap,
     challenge: () => toBase64(randomBytes(32), { url: true }),
+    mailboxes: options.mailboxes,
   });
   // ws rejects frames above maxPayload by itself with close code 1009; below that cap the hub answers
   // oversize frames with a TOO_LARGE error frame first.
@@ -137,6 +146,7 @@ export async function createSignalingServer(options: SignalingServerOptions = {}
       return url;
     },
     stats: () => hub.stats(),
+    notifyMailboxes: (accountId, clientIds) => hub.notifyMailboxes(accountId, clientIds),
     async close() {
       if (closing) return;
       closing = true;
