@@ -13,13 +13,16 @@ import {
 } from '@ferry/core';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
+import { hasPostgres, TEST_DATABASE_URL } from '../../../testing/services.js';
 import { type FerryServer, startFerryServer } from '../src/index.js';
+import { dropSchema, uniqueSchema } from './relay/helpers.js';
 import { Cleanup, next, startClient, startServer } from './signaling/helpers.js';
 
 // Mailbox hints: a device proves with its diff-server key which mailbox it owns over its signaling
 // socket, and hears `mailbox` when diffs are stored for it. Every refusal is a non-fatal error frame:
 // signaling itself goes on.
 
+const postgres = await hasPostgres();
 const cleanup = new Cleanup();
 afterEach(() => cleanup.run());
 
@@ -133,4 +136,38 @@ describe('mailbox hints over the signaling socket', () => {
     expect([error.serverCode, error.fatal]).toEqual(['NO_MAILBOXES', false]);
     expect(client.connected).toBe(true);
   });
+
+  it.skipIf(!postgres)(
+    'two instances on one PostgreSQL: a diff stored through one hints a socket on the other',
+    async () => {
+      const schema = uniqueSchema();
+      cleanup.add(() => dropSchema(schema), undefined);
+      const instance = async () => {
+        const server = await startFerryServer({
+          port: 0,
+          databaseUrl: TEST_DATABASE_URL,
+          databaseSchema: schema,
+          logger: pino({ level: 'silent' }),
+        });
+        return cleanup.add(() => server.close(), server);
+      };
+      const one = await instance();
+      const two = await instance();
+      const accountKey = randomBytes(32);
+      const a = new RelayClient({ url: one.url, accountKey, clientId: 'a' });
+      const b = await device(two, accountKey, 'b');
+      const bWatch = await b.relay.mailboxWatch();
+      const watching = next(b.signaling, 'watching');
+      b.signaling.watchMailbox(bWatch);
+      await watching;
+      // Exactly one hint per stored diff, also on the instance that stored it (no double announce).
+      let hints = 0;
+      b.signaling.on('mailbox', () => hints++);
+      const hint = next(b.signaling, 'mailbox');
+      await a.push(['b'], utf8('through instance one'));
+      await hint;
+      expect((await b.relay.pull()).length).toBe(1);
+      expect(hints).toBe(1);
+    },
+  );
 });

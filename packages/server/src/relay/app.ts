@@ -131,6 +131,7 @@ export async function createDiffServer(options: DiffServerOptions): Promise<Diff
   const storage = options.storage;
   const events = new EventEmitter<DiffServerEvents>();
   const metrics = createRelayMetrics(storage);
+  storage.onStored?.((stored) => events.emit('diffs', stored));
   const verifier = new RequestVerifier(SIGNATURE_WINDOW_MS, now);
   const ipLimiter = new KeyedRateLimiter(limits.ipRequestsPerSecond, limits.ipBurst);
   const accountLimiter = new KeyedRateLimiter(limits.accountRequestsPerSecond, limits.accountBurst);
@@ -280,7 +281,8 @@ export async function createDiffServer(options: DiffServerOptions): Promise<Diff
       });
       if (result.stored && result.targets.length > 0) {
         metrics.pushedBytes.inc(diff.length);
-        events.emit('diffs', { accountId: body.accountId, clientIds: result.targets });
+        // A shared store announces to every instance (this one included) through onStored.
+        if (!storage.onStored) events.emit('diffs', { accountId: body.accountId, clientIds: result.targets });
       }
       return { diffId: body.diffId, ...result };
     },

@@ -13,6 +13,10 @@ export interface PostgresStorageOptions {
   onIdleError?: (error: Error) => void;
 }
 
+/** One channel for every Ferry deployment on the server; the payload names the schema. */
+const CHANNEL = 'ferry_relay_mailbox';
+const LISTEN_RETRY_MS = 1_000;
+
 const SCHEMA_NAME = /^[a-z_][a-z0-9_]{0,62}$/;
 
 const ddl = (schema: string) => `
@@ -76,8 +80,68 @@ class PostgresDriver implements SqlDriver {
   readonly kind = 'postgres' as const;
   readonly forUpdate = ' FOR UPDATE';
   private readonly texts = new Map<string, string>();
+  private readonly listeners: Array<(stored: { accountId: string; clientIds: string[] }) => void> = [];
+  private listener: pg.Client | undefined;
+  private listenRetry: ReturnType<typeof setTimeout> | undefined;
 
-  constructor(private readonly pool: pg.Pool) {}
+  constructor(
+    private readonly pool: pg.Pool,
+    private readonly schema: string,
+    private readonly options: PostgresStorageOptions,
+  ) {}
+
+  /** NOTIFY is delivered when (and only if) the push transaction commits. */
+  async announce(tx: SqlTx, accountId: string, clientId: string): Promise<void> {
+    await tx.get('SELECT pg_notify(?, ?)', [CHANNEL, JSON.stringify([this.schema, accountId, clientId])]);
+  }
+
+  onAnnounced(listener: (stored: { accountId: string; clientIds: string[] }) => void): void {
+    this.listeners.push(listener);
+    if (this.listeners.length === 1) void this.listen();
+  }
+
+  /**
+   * One dedicated connection LISTENs (a pooled one would be handed out to queries). When it drops,
+   * hints pause until it is back: devices still pull at start and when a peer connects.
+   */
+  private async listen(): Promise<void> {
+    if (this.closed) return;
+    const client = new pg.Client({ connectionString: this.options.url });
+    client.on('error', (error) => {
+      this.options.onIdleError?.(error);
+      if (this.listener === client) this.relisten();
+    });
+    client.on('notification', ({ channel, payload }) => {
+      if (channel !== CHANNEL || !payload) return;
+      let parsed: unknown;
+      try {
+        parsed = JSON.parse(payload);
+      } catch {
+        return; // not ours
+      }
+      if (!Array.isArray(parsed) || parsed[0] !== this.schema) return;
+      const [, accountId, clientId] = parsed as [string, unknown, unknown];
+      if (typeof accountId !== 'string' || typeof clientId !== 'string') return;
+      for (const listener of this.listeners) listener({ accountId, clientIds: [clientId] });
+    });
+    this.listener = client;
+    try {
+      await client.connect();
+      await client.query(`LISTEN ${CHANNEL}`);
+    } catch (error) {
+      this.options.onIdleError?.(error as Error);
+      this.relisten();
+    }
+  }
+
+  private relisten(): void {
+    const broken = this.listener;
+    this.listener = undefined;
+    void broken?.end().catch(() => undefined);
+    if (this.closed) return;
+    clearTimeout(this.listenRetry);
+    this.listenRetry = setTimeout(() => void this.listen(), LISTEN_RETRY_MS);
+  }
 
   async transaction<T>(fn: (tx: SqlTx) => Promise<T>): Promise<T> {
     for (let attempt = 1; ; attempt++) {
@@ -104,7 +168,13 @@ class PostgresDriver implements SqlDriver {
   private closed: Promise<void> | undefined;
 
   close(): Promise<void> {
-    this.closed ??= this.pool.end();
+    this.closed ??= (async () => {
+      clearTimeout(this.listenRetry);
+      const listener = this.listener;
+      this.listener = undefined;
+      await listener?.end().catch(() => undefined);
+      await this.pool.end();
+    })();
     return this.closed;
   }
 
@@ -156,5 +226,5 @@ export async function createPostgresStorage(options: PostgresStorageOptions): Pr
     throw error;
   }
   client.release();
-  return new SqlRelayStorage(new PostgresDriver(pool));
+  return new SqlRelayStorage(new PostgresDriver(pool, schema, options));
 }

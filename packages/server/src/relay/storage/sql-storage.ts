@@ -26,6 +26,12 @@ export interface SqlDriver {
   readonly kind: RelayStorage['kind'];
   /** Row lock clause for `SELECT ... FROM accounts` ('' in SQLite, whose single writer needs none). */
   readonly forUpdate: string;
+  /**
+   * Announce a stored diff to every instance sharing the database, inside the push transaction (so
+   * only committed pushes are announced). Absent for a single-process store.
+   */
+  announce?(tx: SqlTx, accountId: string, clientId: string): Promise<void>;
+  onAnnounced?(listener: (stored: { accountId: string; clientIds: string[] }) => void): void;
   /** Runs `fn` atomically and durably: resolved only once committed; a throw undoes only `fn`'s work. */
   transaction<T>(fn: (tx: SqlTx) => Promise<T>): Promise<T>;
   read<T>(fn: (tx: SqlTx) => Promise<T>): Promise<T>;
@@ -56,8 +62,11 @@ const placeholders = (count: number): string => Array.from({ length: count }, ()
 export class SqlRelayStorage implements RelayStorage {
   readonly kind: RelayStorage['kind'];
 
+  readonly onStored?: RelayStorage['onStored'];
+
   constructor(private readonly driver: SqlDriver) {
     this.kind = driver.kind;
+    if (driver.onAnnounced) this.onStored = (listener) => driver.onAnnounced!(listener);
   }
 
   findDeviceByKey(publicKey: string): Promise<DeviceRecord | undefined> {
@@ -220,6 +229,7 @@ export class SqlRelayStorage implements RelayStorage {
           `INSERT INTO mailbox (account_id, client_id, diff_id, acked) VALUES ${targets.map(() => '(?, ?, ?, 0)').join(', ')}`,
           targets.flatMap((target) => [sender.accountId, target, input.diffId]),
         );
+        for (const target of targets) await this.driver.announce?.(tx, sender.accountId, target);
       }
       return { stored: true, targets, expiresAt: input.expiresAt };
     });

@@ -105,5 +105,11 @@ export interface RelayStorage {
   /** Drops expired diffs and nonces. */
   sweep(now: number): Promise<{ diffs: number; nonces: number }>;
   stats(): Promise<StorageStats>;
+  /**
+   * Storages shared by several server instances (PostgreSQL) announce every stored diff to all of
+   * them, so a mailbox hint reaches a device whose signaling socket is on another instance. The
+   * listener hears this instance's pushes too. Absent: the diff server announces its own pushes.
+   */
+  onStored?(listener: (stored: { accountId: string; clientIds: string[] }) => void): void;
   close(): Promise<void>;
 }
