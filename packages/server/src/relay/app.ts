@@ -90,7 +90,10 @@ export interface DiffServerOptions {
   now?: () => number;
 }
 
-/** New diffs are waiting for these devices (emitted by the instance that stored them). */
+/**
+ * New diffs are waiting for these devices: emitted by the instance that stored them, or, on a shared
+ * PostgreSQL, by every instance (the store announces each committed push with NOTIFY).
+ */
 export interface DiffsStoredEvent {
   accountId: string;
   clientIds: string[];
