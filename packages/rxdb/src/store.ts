@@ -1,4 +1,7 @@
+import { toBase64, utf8 } from '@ferry/core';
+import { sha256 } from '@noble/hashes/sha2.js';
 import {
+  addRxPlugin,
   type BulkWriteRow,
   createRevision,
   now,
@@ -7,6 +10,7 @@ import {
   type RxDocumentData,
   type RxStorageInstance,
 } from 'rxdb';
+import { RxDBMigrationSchemaPlugin } from 'rxdb/plugins/migration-schema';
 import type { Change } from './wire.js';
 
 /**
@@ -38,23 +42,41 @@ export interface DocMeta {
 
 // One collection for everything (RxDB's open-core build allows 16 open collections per process).
 // Rows: `d<collection>\u0000<id>` document metadata (c = collection), `s<key>` state values (c = '').
+//
+// The key's maxLength matters: RxDB's storages pad the primary key to it in every index entry, so
+// version 0's 1024 cost about 4 KiB of memory per document with the memory storage. Version 1 keeps
+// keys to KEY_MAX characters; a longer one (a long document id) keeps its first characters, so
+// prefix listing still works, and ends with its SHA-256 (the full id stays in the row's value).
+const KEY_MAX = 128;
+const KEY_PREFIX_KEPT = 64;
 const metaSchema = {
-  version: 0,
+  version: 1,
   primaryKey: 'k',
   type: 'object',
   properties: {
-    k: { type: 'string', maxLength: 1024 },
+    k: { type: 'string', maxLength: KEY_MAX },
     c: { type: 'string', maxLength: 128 },
     v: { type: 'object' },
   },
   required: ['k', 'c', 'v'],
-  indexes: ['c'],
+  // No index on `c`: it is read once per start (a scan), and every index costs memory and writes.
 } as const;
+
+/** The row key for a logical key: itself, or for a long one its prefix and SHA-256. */
+export function storageKey(key: string): string {
+  if (key.length <= KEY_MAX) return key;
+  return `${key.slice(0, KEY_PREFIX_KEPT)}#${toBase64(sha256(utf8(key)), { url: true })}`;
+}
+
+/** Databases written by an earlier Ferry (version 0 rows) are migrated by RxDB when they open. */
+const migrationStrategies = {
+  1: (row: MetaRow): MetaRow => ({ ...row, k: storageKey(row.k) }),
+};
 
 type MetaRow = { k: string; c: string; v: { value: unknown } };
 
-const docKey = (collection: string, id: string) => `d${collection}\u0000${id}`;
-const stateKey = (key: string) => `s${key}`;
+const docKey = (collection: string, id: string) => storageKey(`d${collection}\u0000${id}`);
+const stateKey = (key: string) => storageKey(`s${key}`);
 
 export class MetaStore {
   /** `_rev` of every row this store wrote or loaded: writes go straight to the storage instance
@@ -68,8 +90,9 @@ export class MetaStore {
   }
 
   static async open(db: RxDatabase): Promise<MetaStore> {
+    addRxPlugin(RxDBMigrationSchemaPlugin);
     if (!db.collections[META_COLLECTION])
-      await db.addCollections({ [META_COLLECTION]: { schema: metaSchema } });
+      await db.addCollections({ [META_COLLECTION]: { schema: metaSchema, migrationStrategies } });
     return new MetaStore(db.collections[META_COLLECTION] as RxCollection<MetaRow>);
   }
 
@@ -99,8 +122,9 @@ export class MetaStore {
     await this.write([{ k: stateKey(key), c: '', v: { value } }]);
   }
 
+  /** Values whose key starts with `prefix` (at most KEY_PREFIX_KEPT characters long). */
   async list<T>(prefix: string): Promise<T[]> {
-    const pattern = `^${escapeRegex(stateKey(prefix))}`;
+    const pattern = `^${escapeRegex(`s${prefix}`)}`;
     const rows = await this.rows.find({ selector: { k: { $regex: pattern } } }).exec();
     return rows.map((row) => row.toJSON().v.value as T);
   }

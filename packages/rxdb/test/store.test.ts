@@ -1,0 +1,120 @@
+import { MemoryHub } from '@ferry/core';
+import { createRxDatabase, type RxCollection, type RxDatabase } from 'rxdb';
+import { describe, expect, it } from 'vitest';
+import { META_COLLECTION, replicateFerry, storageKey } from '../src/index.js';
+import { newDisk } from './support.js';
+
+// Ferry's metadata collection: keys short enough to keep the memory storage's index entries small,
+// long document ids hashed into them, and databases from the earlier key layout migrated on open.
+
+const longSchema = {
+  version: 0,
+  primaryKey: 'id',
+  type: 'object',
+  properties: { id: { type: 'string', maxLength: 500 }, title: { type: 'string' } },
+  required: ['id', 'title'],
+} as const;
+
+/** Ferry's metadata schema before version 1 (primary key padded to 1024 characters). */
+const metaSchemaV0 = {
+  version: 0,
+  primaryKey: 'k',
+  type: 'object',
+  properties: {
+    k: { type: 'string', maxLength: 1024 },
+    c: { type: 'string', maxLength: 128 },
+    v: { type: 'object' },
+  },
+  required: ['k', 'c', 'v'],
+  indexes: ['c'],
+} as const;
+
+type LongDb = RxDatabase<{ longs: RxCollection<{ id: string; title: string }> }>;
+
+async function open(disk: ReturnType<typeof newDisk>): Promise<LongDb> {
+  const db = (await createRxDatabase({
+    name: disk.name,
+    storage: disk.storage,
+    multiInstance: false,
+  })) as LongDb;
+  await db.addCollections({ longs: { schema: longSchema } });
+  return db;
+}
+
+const longId = (n: number) => `${'x'.repeat(400)}-${n}`;
+
+describe('metadata store', () => {
+  it('keeps keys within the limit: short keys as they are, long ones as prefix + SHA-256', () => {
+    expect(storageKey('dtodos\u0000a')).toBe('dtodos\u0000a');
+    const long = `dlongs\u0000${longId(1)}`;
+    const key = storageKey(long);
+    expect(key.length).toBeLessThanOrEqual(160);
+    expect(key.startsWith(long.slice(0, 64))).toBe(true);
+    expect(storageKey(`dlongs\u0000${longId(2)}`)).not.toBe(key);
+  });
+
+  it('replicates documents whose ids are longer than the key limit, and finds their metadata after a restart', async () => {
+    const hub = new MemoryHub();
+    const disks = [newDisk(), newDisk()];
+    const start = async (i: number) => {
+      const db = await open(disks[i]!);
+      const network = hub.join(i === 0 ? 'deva' : 'devb');
+      const replication = await replicateFerry({ collections: { longs: db.longs }, network });
+      return { db, network, replication };
+    };
+    const a = await start(0);
+    let b = await start(1);
+    await a.db.longs.bulkInsert([1, 2, 3].map((n) => ({ id: longId(n), title: `t${n}` })));
+    await Promise.all([a.replication.awaitInSync(), b.replication.awaitInSync()]);
+    expect((await b.db.longs.find().exec()).length).toBe(3);
+    const before = b.replication.collection('longs')!.meta(longId(2));
+    expect(before?.vv).toEqual({ deva: 1 });
+
+    await b.replication.cancel();
+    await b.network.close();
+    await b.db.close();
+    b = await start(1);
+    expect(b.replication.collection('longs')!.meta(longId(2))).toEqual(before);
+    await a.db.longs.findOne(longId(2)).update({ $set: { title: 'edited' } });
+    await Promise.all([a.replication.awaitInSync(), b.replication.awaitInSync()]);
+    expect((await b.db.longs.findOne(longId(2)).exec())?.title).toBe('edited');
+    for (const device of [a, b]) {
+      await device.replication.cancel();
+      await device.network.close();
+      await device.db.close();
+    }
+  });
+
+  it('migrates metadata written with the version 0 layout (checkpoints and versions survive)', async () => {
+    const disk = newDisk();
+    const old = await open(disk);
+    await old.longs.insert({ id: longId(7), title: 'written before the upgrade' });
+    const rev = (await old.longs.findOne(longId(7)).exec())!.revision;
+    await old.addCollections({ [META_COLLECTION]: { schema: metaSchemaV0 } });
+    const meta = {
+      id: longId(7),
+      rev,
+      st: '00lz0000aa.00000.deva',
+      vv: { deva: 5 },
+      del: false,
+      seq: 1,
+      via: '',
+      local: true,
+    };
+    await (old.collections as unknown as Record<string, RxCollection>)[META_COLLECTION]!.bulkInsert([
+      { k: 'sepoch', c: '', v: { value: 'epoch-from-version-0' } },
+      { k: `dlongs\u0000${longId(7)}`, c: 'longs', v: { value: meta } },
+    ]);
+    await old.close();
+
+    const db = await open(disk);
+    const replication = await replicateFerry({
+      collections: { longs: db.longs },
+      network: new MemoryHub().join('deva'),
+    });
+    expect(await replication.store.get('epoch')).toBe('epoch-from-version-0');
+    expect(replication.collection('longs')!.meta(longId(7))).toEqual(meta);
+    await replication.cancel();
+    await db.close();
+  });
+});
