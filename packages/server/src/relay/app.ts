@@ -134,7 +134,8 @@ export async function createDiffServer(options: DiffServerOptions): Promise<Diff
   const storage = options.storage;
   const events = new EventEmitter<DiffServerEvents>();
   const metrics = createRelayMetrics(storage);
-  storage.onStored?.((stored) => events.emit('diffs', stored));
+  // Listening before the first request, so no announcement of an early push is missed.
+  await storage.onStored?.((stored) => events.emit('diffs', stored));
   const verifier = new RequestVerifier(SIGNATURE_WINDOW_MS, now);
   const ipLimiter = new KeyedRateLimiter(limits.ipRequestsPerSecond, limits.ipBurst);
   const accountLimiter = new KeyedRateLimiter(limits.accountRequestsPerSecond, limits.accountBurst);

@@ -179,6 +179,8 @@ describe.each(backends)('diff server endpoints on %s', (backend) => {
     const aKey = await registerDevice(relay.url, account, 'a');
     await registerDevice(relay.url, account, 'b');
     const seen: unknown[] = [];
+    // On PostgreSQL the event comes back through NOTIFY, a moment after the push is answered.
+    const first = new Promise((resolve) => relay.diff.events.once('diffs', resolve));
     relay.diff.events.on('diffs', (event) => seen.push(event));
     await signedPost(
       relay.url,
@@ -186,6 +188,7 @@ describe.each(backends)('diff server endpoints on %s', (backend) => {
       { accountId: account.accountId, targetClientId: 'b', diffId: diffId(), encryptedDiff: blob() },
       aKey,
     );
+    await first;
     expect(seen).toEqual([{ accountId: account.accountId, clientIds: ['b'] }]);
   });
 });

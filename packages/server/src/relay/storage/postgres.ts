@@ -95,9 +95,12 @@ class PostgresDriver implements SqlDriver {
     await tx.get('SELECT pg_notify(?, ?)', [CHANNEL, JSON.stringify([this.schema, accountId, clientId])]);
   }
 
-  onAnnounced(listener: (stored: { accountId: string; clientIds: string[] }) => void): void {
+  private listening: Promise<void> | undefined;
+
+  onAnnounced(listener: (stored: { accountId: string; clientIds: string[] }) => void): Promise<void> {
     this.listeners.push(listener);
-    if (this.listeners.length === 1) void this.listen();
+    this.listening ??= this.listen();
+    return this.listening;
   }
 
   /**

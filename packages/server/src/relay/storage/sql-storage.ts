@@ -31,7 +31,7 @@ export interface SqlDriver {
    * only committed pushes are announced). Absent for a single-process store.
    */
   announce?(tx: SqlTx, accountId: string, clientId: string): Promise<void>;
-  onAnnounced?(listener: (stored: { accountId: string; clientIds: string[] }) => void): void;
+  onAnnounced?(listener: (stored: { accountId: string; clientIds: string[] }) => void): Promise<void>;
   /** Runs `fn` atomically and durably: resolved only once committed; a throw undoes only `fn`'s work. */
   transaction<T>(fn: (tx: SqlTx) => Promise<T>): Promise<T>;
   read<T>(fn: (tx: SqlTx) => Promise<T>): Promise<T>;

@@ -108,8 +108,9 @@ export interface RelayStorage {
   /**
    * Storages shared by several server instances (PostgreSQL) announce every stored diff to all of
    * them, so a mailbox hint reaches a device whose signaling socket is on another instance. The
-   * listener hears this instance's pushes too. Absent: the diff server announces its own pushes.
+   * listener hears this instance's pushes too. Resolves once announcements are being received.
+   * Absent: the diff server announces its own pushes.
    */
-  onStored?(listener: (stored: { accountId: string; clientIds: string[] }) => void): void;
+  onStored?(listener: (stored: { accountId: string; clientIds: string[] }) => void): Promise<void>;
   close(): Promise<void>;
 }
