@@ -1,4 +1,4 @@
-import { toBase64, utf8 } from '@ferry/core';
+import { FerryError, toBase64, utf8 } from '@ferry/core';
 import { sha256 } from '@noble/hashes/sha2.js';
 import {
   addRxPlugin,
@@ -16,10 +16,10 @@ import type { Change } from './wire.js';
 /**
  * Ferry's metadata, kept beside the user's data in one extra collection, `ferrymeta`, of the same
  * RxDatabase (so it lives in the same storage and survives the same restarts; the user's schemas
- * are untouched). It holds one row per replicated document (its current version: stamp, version
- * vector, field stamps; the `_rev` it was last seen at; its place in this device's change log) and
- * small keyed values: this store's epoch, per-peer checkpoints, scan checkpoints, the devices seen
- * so far, and the conflict record.
+ * are untouched). It holds every replicated document's current version (stamp, version vector,
+ * field stamps; the `_rev` it was last seen at; its place in this device's change log), many
+ * documents to a row, and small keyed values: this store's epoch, per-peer checkpoints, scan
+ * checkpoints, the devices seen so far, and the conflict record.
  */
 export const META_COLLECTION = 'ferrymeta';
 
@@ -41,7 +41,11 @@ export interface DocMeta {
 }
 
 // One collection for everything (RxDB's open-core build allows 16 open collections per process).
-// Rows: `d<collection>\u0000<id>` document metadata (c = collection), `s<key>` state values (c = '').
+// Rows: `g<collection>\u0000<n>` a segment: the metadata of many documents, appended in log order
+// (c = collection); `s<key>` state values (c = ''). A row per document cost about as much to write
+// as the document itself, plus its index entries in memory; a segment is one row for a whole batch.
+// `d<collection>\u0000<id>` rows (one per document, the earlier layout) are moved into a segment
+// when the collection is loaded.
 //
 // The key's maxLength matters: RxDB's storages pad the primary key to it in every index entry, so
 // version 0's 1024 cost about 4 KiB of memory per document with the memory storage. Version 1 keeps
@@ -73,10 +77,31 @@ const migrationStrategies = {
   1: (row: MetaRow): MetaRow => ({ ...row, k: storageKey(row.k) }),
 };
 
-type MetaRow = { k: string; c: string; v: { value: unknown } };
+/** `n`: a segment's number (its key may be hashed when the collection name is long). */
+type MetaRow = { k: string; c: string; v: { value: unknown; n?: number } };
 
-const docKey = (collection: string, id: string) => storageKey(`d${collection}\u0000${id}`);
 const stateKey = (key: string) => storageKey(`s${key}`);
+const segmentKey = (collection: string, n: number) => storageKey(`g${collection}\u0000${n}`);
+
+/** Entries a segment takes from later small commits (a bigger commit gets a segment of its own). */
+const SEGMENT_MAX = 256;
+
+/**
+ * Where each document's current metadata lives. A segment is rewritten without its superseded
+ * entries once fewer than half are current, so they cost at most as much again as the current
+ * ones; an emptied segment's number is reused.
+ */
+interface Segments {
+  entries: Map<number, DocMeta[]>;
+  /** Documents whose current metadata is in each segment. */
+  live: Map<number, number>;
+  /** The segment of each document's current metadata. */
+  of: Map<string, number>;
+  /** The segment small commits are appended to. */
+  tail: number | undefined;
+  free: number[];
+  next: number;
+}
 
 export class MetaStore {
   /** `_rev` of every row this store wrote or loaded: writes go straight to the storage instance
@@ -84,6 +109,7 @@ export class MetaStore {
    * RxDB needs to detect a concurrent writer. */
   private readonly revs = new Map<string, string>();
   private readonly storage: RxStorageInstance<MetaRow, unknown, unknown, unknown>;
+  private readonly segments = new Map<string, Segments>();
 
   private constructor(private readonly rows: RxCollection<MetaRow>) {
     this.storage = rows.storageInstance as unknown as typeof this.storage;
@@ -96,17 +122,67 @@ export class MetaStore {
     return new MetaStore(db.collections[META_COLLECTION] as RxCollection<MetaRow>);
   }
 
+  /** Every document's current metadata in one collection (the highest log position wins). */
   async loadMetas(collection: string): Promise<DocMeta[]> {
     const rows = await this.rows.find({ selector: { c: collection } }).exec();
-    return rows.map((row) => {
+    const segments: Segments = {
+      entries: new Map(),
+      live: new Map(),
+      of: new Map(),
+      tail: undefined,
+      free: [],
+      next: 0,
+    };
+    this.segments.set(collection, segments);
+    const current = new Map<string, DocMeta>();
+    const legacy: string[] = [];
+    const consider = (meta: DocMeta, segment: number) => {
+      const known = current.get(meta.id);
+      if (known && known.seq >= meta.seq) return;
+      current.set(meta.id, meta);
+      segments.of.set(meta.id, segment);
+    };
+    for (const row of rows) {
       this.revs.set(row.k, row.revision);
-      return row.toJSON().v.value as DocMeta;
-    });
+      const { value, n } = row.toJSON().v as { value: DocMeta | DocMeta[]; n?: number };
+      if (n === undefined) {
+        legacy.push(row.k);
+        consider(value as DocMeta, -1);
+        continue;
+      }
+      segments.entries.set(n, value as DocMeta[]);
+      segments.next = Math.max(segments.next, n + 1);
+      for (const meta of value as DocMeta[]) consider(meta, n);
+    }
+    for (const n of segments.of.values()) segments.live.set(n, (segments.live.get(n) ?? 0) + 1);
+    for (const [n, entries] of segments.entries) if (entries.length === 0) segments.free.push(n);
+    if (legacy.length > 0) {
+      // The current ones go into a segment before their rows are deleted (a crash in between
+      // leaves both, which load alike).
+      const moved = [...current.values()].filter((meta) => segments.of.get(meta.id) === -1);
+      for (const meta of moved) segments.of.delete(meta.id);
+      moved.sort((a, b) => a.seq - b.seq);
+      await this.saveMetas(collection, moved);
+      await this.write(
+        legacy.map((k) => ({ k, c: collection, v: { value: null } })),
+        true,
+      );
+    }
+    return [...current.values()];
   }
 
-  /** Document metadata and state values in one storage write (one write per batch, not three). */
+  /**
+   * New current versions of documents (one per document, in log order) and state values, in one
+   * storage write: usually a single segment row plus the state rows.
+   */
   async saveMetas(collection: string, metas: DocMeta[], state: Array<[string, unknown]> = []): Promise<void> {
-    const rows = metas.map((m): MetaRow => ({ k: docKey(collection, m.id), c: collection, v: { value: m } }));
+    const rows: MetaRow[] = [];
+    if (metas.length > 0) {
+      const segments = this.segments.get(collection);
+      if (!segments) throw new FerryError('INTERNAL', `metadata of ${collection} saved before it was loaded`);
+      for (const [n, entries] of place(segments, metas))
+        rows.push({ k: segmentKey(collection, n), c: collection, v: { value: entries, n } });
+    }
     for (const [key, value] of state) rows.push({ k: stateKey(key), c: '', v: { value } });
     if (rows.length > 0) await this.write(rows);
   }
@@ -129,15 +205,13 @@ export class MetaStore {
     return rows.map((row) => row.toJSON().v.value as T);
   }
 
-  private async write(rows: MetaRow[]): Promise<void> {
+  private async write(rows: MetaRow[], deleted = false): Promise<void> {
     const token = this.rows.database.token;
     let pending: Array<BulkWriteRow<MetaRow>> = rows.map((row) => {
       const rev = this.revs.get(row.k);
       // Only `_rev` of `previous` matters for the conflict check; the rest is a placeholder.
       const previous = rev === undefined ? undefined : placeholder(row, rev);
-      return previous
-        ? { previous, document: stored(row, token, previous) }
-        : { document: stored(row, token) };
+      return { ...(previous ? { previous } : {}), document: stored(row, token, previous, deleted) };
     });
     for (let attempt = 0; pending.length > 0; attempt++) {
       const result = await this.storage.bulkWrite(pending, 'ferry-meta');
@@ -147,7 +221,7 @@ export class MetaStore {
         failed.add(error.documentId);
         if (error.status !== 409 || !error.documentInDb || attempt > 3) throw error;
         const previous = error.documentInDb;
-        retry.push({ previous, document: stored(error.writeRow.document, token, previous) });
+        retry.push({ previous, document: stored(error.writeRow.document, token, previous, deleted) });
       }
       for (const row of pending)
         if (!failed.has(row.document.k)) this.revs.set(row.document.k, row.document._rev);
@@ -156,12 +230,66 @@ export class MetaStore {
   }
 }
 
-function stored(row: MetaRow, token: string, previous?: RxDocumentData<MetaRow>): RxDocumentData<MetaRow> {
+/**
+ * Segment rows to write so that they hold `metas` as the current versions of their documents:
+ * appended to the tail segment (or a new one), and each segment they supersede entries of
+ * rewritten with only its current entries once fewer than half are current.
+ */
+function place(segments: Segments, metas: DocMeta[]): Map<number, DocMeta[]> {
+  const changed = new Map<number, DocMeta[]>();
+  const tail = segments.tail === undefined ? undefined : segments.entries.get(segments.tail)!;
+  let target: number;
+  if (tail && tail.length + metas.length <= SEGMENT_MAX) {
+    target = segments.tail!;
+    changed.set(target, [...tail, ...metas]);
+  } else {
+    target = segments.free.pop() ?? segments.next++;
+    changed.set(target, metas.slice());
+    segments.tail = metas.length < SEGMENT_MAX ? target : undefined;
+  }
+  const touched = new Set<number>([target]);
+  for (const meta of metas) {
+    const before = segments.of.get(meta.id);
+    if (before !== undefined) {
+      segments.live.set(before, segments.live.get(before)! - 1);
+      touched.add(before);
+    }
+    segments.of.set(meta.id, target);
+    segments.live.set(target, (segments.live.get(target) ?? 0) + 1);
+  }
+  for (const n of touched) {
+    const entries = changed.get(n) ?? segments.entries.get(n)!;
+    if ((segments.live.get(n) ?? 0) * 2 >= entries.length) {
+      changed.set(n, entries);
+      continue;
+    }
+    // The last entry of each document whose current version is in this segment.
+    const kept: DocMeta[] = [];
+    const seen = new Set<string>();
+    for (let i = entries.length - 1; i >= 0; i--) {
+      const meta = entries[i]!;
+      if (segments.of.get(meta.id) !== n || seen.has(meta.id)) continue;
+      seen.add(meta.id);
+      kept.push(meta);
+    }
+    changed.set(n, kept.reverse());
+    if (kept.length === 0 && n !== segments.tail) segments.free.push(n);
+  }
+  for (const [n, entries] of changed) segments.entries.set(n, entries);
+  return changed;
+}
+
+function stored(
+  row: MetaRow,
+  token: string,
+  previous: RxDocumentData<MetaRow> | undefined,
+  deleted: boolean,
+): RxDocumentData<MetaRow> {
   return {
     k: row.k,
     c: row.c,
     v: row.v,
-    _deleted: false,
+    _deleted: deleted,
     _attachments: {},
     _meta: { lwt: now() },
     _rev: createRevision(token, previous),

@@ -1,7 +1,8 @@
 import { MemoryHub } from '@ferry/core';
+import fc from 'fast-check';
 import { createRxDatabase, type RxCollection, type RxDatabase } from 'rxdb';
 import { describe, expect, it } from 'vitest';
-import { META_COLLECTION, replicateFerry, storageKey } from '../src/index.js';
+import { META_COLLECTION, MetaStore, replicateFerry, storageKey } from '../src/index.js';
 import { newDisk } from './support.js';
 
 // Ferry's metadata collection: keys short enough to keep the memory storage's index entries small,
@@ -114,7 +115,65 @@ describe('metadata store', () => {
     });
     expect(await replication.store.get('epoch')).toBe('epoch-from-version-0');
     expect(replication.collection('longs')!.meta(longId(7))).toEqual(meta);
+    // The per-document row moved into a segment.
+    const rows = await (db.collections as unknown as Record<string, RxCollection>)
+      [META_COLLECTION]!.find({ selector: { c: 'longs' } })
+      .exec();
+    expect(rows.map((row) => (row.get('v') as { n?: number }).n)).toEqual([0]);
     await replication.cancel();
     await db.close();
+  });
+});
+
+describe('metadata segments', () => {
+  const metaOf = (id: string, seq: number) => ({
+    id,
+    rev: `${seq}-x`,
+    st: '00lz0000aa.00000.deva',
+    vv: { deva: seq },
+    del: false,
+    seq,
+    via: '',
+    local: true,
+  });
+
+  async function segmentEntries(db: LongDb): Promise<number> {
+    const rows = await (db.collections as unknown as Record<string, RxCollection>)
+      [META_COLLECTION]!.find()
+      .exec();
+    return rows
+      .map((row) => (row.get('v') as { value: unknown }).value)
+      .filter(Array.isArray)
+      .reduce((sum: number, value) => sum + (value as unknown[]).length, 0);
+  }
+
+  it('any sequence of commits reloads to the latest version of each document, with at most twice as many entries stored', async () => {
+    // Live writes (a few documents) share the tail segment; batches (hundreds) get their own.
+    const ids = (min: number, max: number) =>
+      fc.uniqueArray(fc.integer({ min: 0, max: 299 }), { minLength: min, maxLength: max });
+    const commits = fc.array(fc.oneof(ids(1, 4), ids(1, 4), ids(200, 300)), { maxLength: 40 });
+    await fc.assert(
+      fc.asyncProperty(commits, async (commits) => {
+        const disk = newDisk();
+        let db = await open(disk);
+        let store = await MetaStore.open(db as unknown as RxDatabase);
+        await store.loadMetas('longs');
+        const latest = new Map<string, ReturnType<typeof metaOf>>();
+        let seq = 0;
+        for (const commit of commits) {
+          const metas = commit.map((i) => metaOf(`d${i}`, ++seq));
+          await store.saveMetas('longs', metas);
+          for (const meta of metas) latest.set(meta.id, meta);
+        }
+        expect(await segmentEntries(db)).toBeLessThanOrEqual(2 * latest.size);
+        await db.close();
+        db = await open(disk);
+        store = await MetaStore.open(db as unknown as RxDatabase);
+        const loaded = await store.loadMetas('longs');
+        expect(new Map(loaded.map((m) => [m.id, m]))).toEqual(latest);
+        await db.close();
+      }),
+      { numRuns: 40 },
+    );
   });
 });

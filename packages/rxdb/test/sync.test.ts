@@ -1,8 +1,8 @@
-import type { RxCollection } from 'rxdb';
+import type { RxCollection, RxDatabase } from 'rxdb';
 import { firstValueFrom, take, toArray } from 'rxjs';
 import { afterEach, describe, expect, it } from 'vitest';
-import type { FerryConflict } from '../src/index.js';
-import { converge, type Device, MemoryRelayServer, startDevices } from './support.js';
+import { type FerryConflict, META_COLLECTION, MetaStore } from '../src/index.js';
+import { converge, type Device, MemoryRelayServer, openDb, startDevices } from './support.js';
 
 const started: Device[] = [];
 afterEach(async () => {
@@ -381,20 +381,25 @@ describe('replicateFerry over the in-memory network', () => {
     await a!.db.todos.insert({ id: 'cw', title: 'from a' });
     await converge([a!, b!]);
     const received = b!.replication.collection('todos')!.meta('cw')!;
-    // What a crash between the document write and the metadata write leaves on disk: the document,
-    // the intent saved before writing it, and no metadata row.
-    const version = {
-      id: 'cw',
-      st: received.st,
-      vv: received.vv,
-      del: false,
-      doc: { id: 'cw', title: 'from a' },
-    };
-    await b!.replication.store.set('intent/todos', [['cw', received.rev, version]]);
-    await (b!.db.collections as unknown as Record<string, RxCollection>)
-      .ferrymeta!.findOne('dtodos\u0000cw')
-      .remove();
     await b!.stop();
+    // What a crash between the document write and the metadata write leaves on disk: the document,
+    // the intent saved before writing it, and no metadata for it.
+    const disk = await openDb(b!.disk);
+    const store = await MetaStore.open(disk as unknown as RxDatabase);
+    await store.set('intent/todos', [
+      ['cw', received.rev, { id: 'cw', st: received.st, vv: received.vv, del: false }],
+    ]);
+    const rows = (disk.collections as unknown as Record<string, RxCollection>)[META_COLLECTION]!;
+    let dropped = 0;
+    for (const row of await rows.find().exec()) {
+      const { value, n } = row.get('v') as { value: unknown; n?: number };
+      if (n === undefined || !Array.isArray(value)) continue;
+      const kept = value.filter((meta: { id: string }) => meta.id !== 'cw');
+      dropped += value.length - kept.length;
+      await row.incrementalPatch({ v: { value: kept, n } });
+    }
+    expect(dropped).toBeGreaterThan(0);
+    await disk.close();
     await b!.start();
     const adopted = b!.replication.collection('todos')!.meta('cw')!;
     expect(adopted).toMatchObject({ st: received.st, vv: received.vv, local: false });
