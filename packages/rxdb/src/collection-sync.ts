@@ -59,6 +59,7 @@ interface Decision {
 }
 
 export type StoredDoc = RxDocumentData<Record<string, unknown>>;
+type StorageInstance = RxStorageInstance<Record<string, unknown>, unknown, unknown, unknown>;
 
 const CONTEXT = 'ferry-replication';
 const SCAN_PAGE = 1000;
@@ -85,16 +86,18 @@ export class CollectionSync {
   private pendingRecord: Promise<void> | undefined;
   private eventDocs: StoredDoc[] = [];
   /**
-   * Versions about to be written, saved before the document write and cleared with the metadata
-   * that follows it: after a crash in between, the scan recognises Ferry's writes by their `_rev`.
+   * Left by an earlier Ferry that crashed between a document write and its metadata (it saved the
+   * versions it was about to write in a state row); adopted by the first scan, then cleared.
    */
   private intent = new Map<string, { rev: string; version: Change }>();
   /** Set when the app may have written since the last scan (a change event, or a write that lost a race). */
   private dirty = true;
-  /** `id\0_rev` of Ferry's write in progress: their change events arrive before the metadata is saved
-   * (a `_rev` alone is not unique: it is the height plus this database's token). */
-  private writing = new Set<string>();
-  private readonly storage: RxStorageInstance<Record<string, unknown>, unknown, unknown, unknown>;
+  private readonly storage: StorageInstance;
+  /**
+   * Where Ferry writes documents: below RxDB's wrapper, which replaces an inserted document's
+   * `_meta` (dropping Ferry's stamp) and otherwise only sets `_rev` and `_meta.lwt`, as Ferry does.
+   */
+  private readonly writer: StorageInstance;
 
   private constructor(
     readonly name: string,
@@ -103,6 +106,8 @@ export class CollectionSync {
   ) {
     this.primaryPath = collection.schema.primaryPath as string;
     this.storage = collection.storageInstance as unknown as typeof this.storage;
+    const wrapped = this.storage as StorageInstance & { originalStorageInstance?: StorageInstance };
+    this.writer = wrapped.originalStorageInstance ?? wrapped;
   }
 
   static async open(
@@ -152,10 +157,11 @@ export class CollectionSync {
 
   /**
    * Whether a change event is a write Ferry did not make (or has not recorded yet). Ferry's own
-   * writes do not need a scan, and scanning the storage's change feed is the costly part of a sync.
+   * writes do not need a scan (their change events come before their metadata is saved), and
+   * scanning the storage's change feed is the costly part of a sync.
    */
-  isForeignWrite(id: string, rev: string | undefined): boolean {
-    return rev === undefined || (this.metas.get(id)?.rev !== rev && !this.writing.has(`${id}\u0000${rev}`));
+  isForeignWrite(id: string, doc: StoredDoc | undefined): boolean {
+    return doc === undefined || (this.metas.get(id)?.rev !== doc._rev && !receivedVersion(doc));
   }
 
   /**
@@ -333,10 +339,10 @@ export class CollectionSync {
       // Ferry's own write, or a write the log already holds (or an older one, seen late).
       if (known && revisionHeight(doc._rev) <= revisionHeight(known.rev)) continue;
       const intended = this.intent.get(id);
-      if (intended && intended.rev === doc._rev) {
+      const version = receivedVersion(doc) ?? (intended?.rev === doc._rev ? intended.version : undefined);
+      if (version) {
         // Ferry wrote this version and died before saving its metadata: adopt it as it was
         // received, not as a new local write (which would outrank the origin's later edits).
-        const { version } = intended;
         this.host.clock.observe(version.st);
         written.set(id, {
           id,
@@ -440,10 +446,7 @@ export class CollectionSync {
           if (decision.created) outcome.created.push({ conflict: decision.conflict, resolution: version });
         }
       }
-      const clearIntent: Array<[string, unknown]> = this.intent.size > 0 ? [[`intent/${this.name}`, []]] : [];
-      await this.commit(committed, [...(retry.size === 0 ? state : []), ...clearIntent]);
-      this.intent.clear();
-      this.writing.clear();
+      await this.commit(committed, retry.size === 0 ? state : []);
       pending = pending.filter((c) => retry.has(c.id));
       if (pending.length > 0) this.dirty = true; // the app wrote under us: record that write first
     }
@@ -500,7 +503,7 @@ export class CollectionSync {
         const document = {
           ...previous,
           _deleted: true,
-          _meta: { lwt: now() },
+          _meta: { lwt: now(), ferry: stampOf(rev, version) },
           _rev: rev,
         };
         rows.push({ previous, document });
@@ -522,7 +525,7 @@ export class CollectionSync {
         [this.primaryPath]: id,
         _deleted: version.del,
         _attachments: previous?._attachments ?? {},
-        _meta: { lwt: now() },
+        _meta: { lwt: now(), ferry: stampOf(rev, version) },
         _rev: rev,
       };
       rows.push(previous ? { previous, document } : { document });
@@ -531,18 +534,7 @@ export class CollectionSync {
     const retry = new Set<string>();
     const rejected: Array<{ id: string; error: unknown }> = [];
     if (rows.length > 0) {
-      this.intent = new Map(
-        rows.map((row) => {
-          const id = row.document[this.primaryPath] as string;
-          return [id, { rev: row.document._rev, version: decisions.get(id)!.version }];
-        }),
-      );
-      const intent = [...this.intent].map(([id, { rev, version }]) => [id, rev, version]);
-      await this.host.store.saveMetas(this.name, [], [[`intent/${this.name}`, intent]]);
-      this.writing = new Set(
-        rows.map((row) => `${row.document[this.primaryPath]}\u0000${row.document._rev}`),
-      );
-      const result = await this.storage.bulkWrite(rows, CONTEXT);
+      const result = await this.writer.bulkWrite(rows, CONTEXT);
       for (const error of result.error) {
         if (error.status === 409) retry.add(error.documentId);
         else rejected.push({ id: error.documentId, error });
@@ -550,6 +542,33 @@ export class CollectionSync {
     }
     return { retry, rejected, revs };
   }
+}
+
+/**
+ * The version Ferry wrote into a document, kept in the document's own `_meta` (RxDB allows extra
+ * fields there), so a received version and the document are stored in one write: after a crash
+ * before its metadata is saved, the scan adopts it instead of taking it for the app's write.
+ * `r` is the `_rev` it was written at: an app write keeps RxDB's `_meta` (or drops it) but never
+ * keeps the `_rev`.
+ */
+type FerryStamp = {
+  r: string;
+  st: string;
+  vv: Change['vv'];
+  fs?: Change['fs'];
+};
+
+const stampOf = (rev: string, version: Change): FerryStamp => ({
+  r: rev,
+  st: version.st,
+  vv: version.vv,
+  ...(version.fs ? { fs: version.fs } : {}),
+});
+
+/** The version of a document as Ferry received and wrote it, unless something wrote it since. */
+function receivedVersion(doc: StoredDoc): FerryStamp | undefined {
+  const stamp = (doc._meta as { ferry?: FerryStamp }).ferry;
+  return stamp?.r === doc._rev ? stamp : undefined;
 }
 
 /** RxDB revisions are `<height>-<hash>`; a document's height grows with every write to it. */

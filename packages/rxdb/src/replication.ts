@@ -195,7 +195,7 @@ export class FerryReplicationState {
       // The storage's change feed tells us the app wrote; the scan itself reads from a checkpoint.
       this.subscriptions.push(
         collection.$.subscribe((event) => {
-          if (!sync.isForeignWrite(event.documentId, event.documentData?._rev)) return;
+          if (!sync.isForeignWrite(event.documentId, event.documentData as StoredDoc | undefined)) return;
           this.guard(event.documentData ? sync.record(event.documentData as StoredDoc) : sync.scan());
         }),
       );

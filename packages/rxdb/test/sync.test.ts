@@ -1,4 +1,4 @@
-import type { RxCollection, RxDatabase } from 'rxdb';
+import type { RxCollection, RxDatabase, RxStorageInstance } from 'rxdb';
 import { firstValueFrom, take, toArray } from 'rxjs';
 import { afterEach, describe, expect, it } from 'vitest';
 import { type FerryConflict, META_COLLECTION, MetaStore } from '../src/index.js';
@@ -374,41 +374,56 @@ describe('replicateFerry over the in-memory network', () => {
     expect((await b!.db.todos.findOne('slow').exec())!.title).toBe('written during resolve + from a');
   });
 
-  it('a crash between writing a received document and saving its metadata does not turn it into a local write', async () => {
-    const {
-      devices: [a, b],
-    } = await devices(2);
-    await a!.db.todos.insert({ id: 'cw', title: 'from a' });
-    await converge([a!, b!]);
-    const received = b!.replication.collection('todos')!.meta('cw')!;
-    await b!.stop();
-    // What a crash between the document write and the metadata write leaves on disk: the document,
-    // the intent saved before writing it, and no metadata for it.
-    const disk = await openDb(b!.disk);
-    const store = await MetaStore.open(disk as unknown as RxDatabase);
-    await store.set('intent/todos', [
-      ['cw', received.rev, { id: 'cw', st: received.st, vv: received.vv, del: false }],
-    ]);
-    const rows = (disk.collections as unknown as Record<string, RxCollection>)[META_COLLECTION]!;
-    let dropped = 0;
-    for (const row of await rows.find().exec()) {
-      const { value, n } = row.get('v') as { value: unknown; n?: number };
-      if (n === undefined || !Array.isArray(value)) continue;
-      const kept = value.filter((meta: { id: string }) => meta.id !== 'cw');
-      dropped += value.length - kept.length;
-      await row.incrementalPatch({ v: { value: kept, n } });
-    }
-    expect(dropped).toBeGreaterThan(0);
-    await disk.close();
-    await b!.start();
-    const adopted = b!.replication.collection('todos')!.meta('cw')!;
-    expect(adopted).toMatchObject({ st: received.st, vv: received.vv, local: false });
-    // a's later edit still wins (a phantom local write with a fresh stamp would have beaten it).
-    await a!.db.todos.findOne('cw').update({ $set: { title: 'edited at a' } });
-    await converge([a!, b!]);
-    expect(await b!.docs()).toEqual([{ id: 'cw', title: 'edited at a' }]);
-    expect(await b!.replication.conflicts()).toEqual([]);
-  });
+  for (const layout of ['stamp in the document', 'intent row of an earlier Ferry'] as const) {
+    it(`a crash between writing a received document and saving its metadata does not turn it into a local write (${layout})`, async () => {
+      const {
+        devices: [a, b],
+      } = await devices(2);
+      await a!.db.todos.insert({ id: 'cw', title: 'from a' });
+      await converge([a!, b!]);
+      const received = b!.replication.collection('todos')!.meta('cw')!;
+      await b!.stop();
+      // What a crash between the document write and the metadata write leaves on disk: the
+      // document (with Ferry's stamp in its `_meta`, or, from an earlier Ferry, without it but with
+      // the intent saved before writing it) and no metadata for it.
+      const disk = await openDb(b!.disk);
+      const [stored] = await disk.todos.storageInstance.findDocumentsById(['cw'], false);
+      expect(stored!._meta.ferry).toMatchObject({ r: received.rev, st: received.st, vv: received.vv });
+      const store = await MetaStore.open(disk as unknown as RxDatabase);
+      if (layout === 'intent row of an earlier Ferry') {
+        await store.set('intent/todos', [
+          ['cw', received.rev, { id: 'cw', st: received.st, vv: received.vv, del: false }],
+        ]);
+        const { ferry: _, ...meta } = stored!._meta;
+        // Same `_rev`: the document as the earlier Ferry wrote it (below RxDB's wrapper, which sets a new one).
+        const raw = (
+          disk.todos.storageInstance as unknown as {
+            originalStorageInstance: RxStorageInstance<unknown, unknown, unknown>;
+          }
+        ).originalStorageInstance;
+        await raw.bulkWrite([{ previous: stored!, document: { ...stored!, _meta: meta } }], 'test');
+      }
+      const rows = (disk.collections as unknown as Record<string, RxCollection>)[META_COLLECTION]!;
+      let dropped = 0;
+      for (const row of await rows.find().exec()) {
+        const { value, n } = row.get('v') as { value: unknown; n?: number };
+        if (n === undefined || !Array.isArray(value)) continue;
+        const kept = value.filter((meta: { id: string }) => meta.id !== 'cw');
+        dropped += value.length - kept.length;
+        await row.incrementalPatch({ v: { value: kept, n } });
+      }
+      expect(dropped).toBeGreaterThan(0);
+      await disk.close();
+      await b!.start();
+      const adopted = b!.replication.collection('todos')!.meta('cw')!;
+      expect(adopted).toMatchObject({ st: received.st, vv: received.vv, local: false });
+      // a's later edit still wins (a phantom local write with a fresh stamp would have beaten it).
+      await a!.db.todos.findOne('cw').update({ $set: { title: 'edited at a' } });
+      await converge([a!, b!]);
+      expect(await b!.docs()).toEqual([{ id: 'cw', title: 'edited at a' }]);
+      expect(await b!.replication.conflicts()).toEqual([]);
+    });
+  }
 
   it('pause stops the exchange; resume catches up', async () => {
     const {
