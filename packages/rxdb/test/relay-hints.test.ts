@@ -1,13 +1,13 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { MemoryHub, RelayClient, randomBytes, SignalingClient } from '@ferry/core';
+import { type DiffRelay, MemoryHub, RelayClient, randomBytes, SignalingClient } from '@ferry/core';
 import { type FerryServer, startFerryServer } from '@ferry/server';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WebSocket } from 'ws';
 import { replicateFerry } from '../src/index.js';
-import { newDisk, openDb } from './support.js';
+import { MemoryRelayServer, newDisk, openDb } from './support.js';
 
 // Two devices online at the same time that cannot reach each other directly (no peer link): a write
 // on one reaches the other through the diff server, pulled because the signaling socket said so
@@ -76,4 +76,30 @@ describe('relay hints', () => {
       }
     }
   }, 30_000);
+});
+
+describe('pullRelay', () => {
+  it('a call made while a pull is in flight gets one more pull after it (calls in between share it)', async () => {
+    const relayServer = new MemoryRelayServer();
+    const inner = relayServer.client('devb');
+    let pulls = 0;
+    const relay: DiffRelay = {
+      ...inner,
+      pull: (options) => {
+        pulls++;
+        return inner.pull(options);
+      },
+    };
+    const db = await openDb(newDisk());
+    const network = new MemoryHub().join('devb');
+    const replication = await replicateFerry({ collections: { todos: db.todos }, network, relay });
+    await replication.awaitInSync();
+    await replication.pullRelay();
+    pulls = 0;
+    await Promise.all([replication.pullRelay(), replication.pullRelay(), replication.pullRelay()]);
+    expect(pulls).toBe(2);
+    await replication.cancel();
+    await network.close();
+    await db.close();
+  });
 });
