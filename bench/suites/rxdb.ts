@@ -120,6 +120,11 @@ class Peer {
   private readonly present = new Set<string>();
   private countWaiter: { count: number; resolve: () => void } | undefined;
   private closing = false;
+  /**
+   * Only the receiving device reports arrivals: on the writing one, the report (an IPC message)
+   * would run inside the write's change event, ahead of whichever replication listens after it.
+   */
+  private receiving = false;
 
   async open(config: PeerConfig): Promise<void> {
     this.config = config;
@@ -134,7 +139,7 @@ class Peer {
     this.docs.$.subscribe((event) => {
       if (event.operation === 'DELETE') return;
       this.present.add(event.documentId);
-      if (event.documentId.startsWith('live-')) {
+      if (this.receiving && event.documentId.startsWith('live-')) {
         const arrival: Arrival = {
           event: 'arrived',
           index: Number(event.documentId.slice(5)),
@@ -211,6 +216,7 @@ class Peer {
   }
 
   async sync(count: number): Promise<{ ms: number }> {
+    this.receiving = true;
     const reached = new Promise<void>((resolve) => {
       this.countWaiter = { count, resolve };
       if (this.present.size >= count) resolve();
