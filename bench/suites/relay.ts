@@ -393,34 +393,27 @@ async function measureBackend(backend: Backend): Promise<BenchMetric[]> {
       { name: `${name} ${label} latency p50`, value: result.p50, unit: 'ms', baseline: ceiling.p50 },
       { name: `${name} ${label} latency p99`, value: result.p99, unit: 'ms', baseline: ceiling.p99 },
     ];
+    /** One part of a push measured alone, against the empty route (absent for the other backend). */
+    const part = (label: string, perSecond: number | undefined, unit: string): BenchMetric[] =>
+      perSecond === undefined
+        ? []
+        : [
+            {
+              name: label,
+              value: round(perSecond, 0),
+              unit,
+              baseline: round(ceiling.requestsPerSecond, 0),
+              ratio: ratio(perSecond, ceiling.requestsPerSecond)!,
+            },
+          ];
     return [
       {
         name: `${name} run: empty Fastify route (ceiling)`,
         value: round(ceiling.requestsPerSecond, 0),
         unit: 'req/s',
       },
-      ...(verified === undefined
-        ? []
-        : [
-            {
-              name: 'request authentication alone, all cores (no HTTP, no storage)',
-              value: round(verified, 0),
-              unit: 'req/s',
-              baseline: round(ceiling.requestsPerSecond, 0),
-              ratio: ratio(verified, ceiling.requestsPerSecond)!,
-            },
-          ]),
-      ...(stored === undefined
-        ? []
-        : [
-            {
-              name: 'SQLite store alone, one process (no HTTP, no signatures)',
-              value: round(stored, 0),
-              unit: 'push/s',
-              baseline: round(ceiling.requestsPerSecond, 0),
-              ratio: ratio(stored, ceiling.requestsPerSecond)!,
-            },
-          ]),
+      ...part('request authentication alone, all cores (no HTTP, no storage)', verified, 'req/s'),
+      ...part('SQLite store alone, one process (no HTTP, no signatures)', stored, 'push/s'),
       ...metric(
         'push (durable, 1 KiB)',
         push,

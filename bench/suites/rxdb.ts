@@ -106,6 +106,9 @@ const makeDoc = (id: string, n: number): BenchDoc => ({
   updatedAt: 1_700_000_000_000 + n,
 });
 
+/** The n-th of the documents a device holds before syncing. */
+const storedDoc = (n: number): BenchDoc => makeDoc(`doc-${String(n).padStart(6, '0')}`, n);
+
 // ---------------------------------------------------------------- peer process
 
 class Peer {
@@ -156,9 +159,7 @@ class Peer {
     // `_meta.lwt`, and large groups sharing one make checkpoint queries rescan the group (slow for both).
     const CHUNK = 10;
     for (let start = 0; start < count; start += CHUNK) {
-      const docs = Array.from({ length: Math.min(CHUNK, count - start) }, (_, i) =>
-        makeDoc(`doc-${String(start + i).padStart(6, '0')}`, start + i),
-      );
+      const docs = Array.from({ length: Math.min(CHUNK, count - start) }, (_, i) => storedDoc(start + i));
       await this.docs.bulkInsert(docs);
     }
   }
@@ -234,9 +235,7 @@ class Peer {
     const BATCH = 500;
     const batches: string[] = [];
     for (let start = 0; start < count; start += BATCH) {
-      const docs = Array.from({ length: Math.min(BATCH, count - start) }, (_, i) =>
-        makeDoc(`doc-${String(start + i).padStart(6, '0')}`, start + i),
-      );
+      const docs = Array.from({ length: Math.min(BATCH, count - start) }, (_, i) => storedDoc(start + i));
       batches.push(JSON.stringify(docs));
     }
     const reached = new Promise<void>((resolve) => {
