@@ -489,6 +489,24 @@ describe('replicateFerry over the in-memory network', () => {
       'deva',
     );
     expect(outcome.rejected.map((r) => r.id)).toEqual(['bad']);
+    // JSON can carry a `__proto__` key: it stays a plain field of the document (which RxDB's schema
+    // then refuses as an additional property), never the document's prototype.
+    const proto = await collection.apply(
+      [
+        {
+          id: 'proto',
+          st: a!.replication.clock.now(),
+          vv: { deva: 100 },
+          del: false,
+          doc: JSON.parse('{"id":"proto","title":"p","__proto__":{"done":true}}'),
+        },
+      ],
+      'deva',
+    );
+    expect(proto.rejected.map((r) => r.id)).toEqual(['proto']);
+    expect(proto.rejected[0]!.error).toMatchObject({
+      validationErrors: [{ params: { additionalProperty: '__proto__' } }],
+    });
     expect(await b!.docs()).toEqual([{ id: 'ok', title: 'fine' }]);
     expect(errors.filter((c) => c === 'SCHEMA_MISMATCH').length).toBeGreaterThanOrEqual(3);
     expect(nacks).toContainEqual(expect.objectContaining({ reason: 'invalid' }));
