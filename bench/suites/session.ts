@@ -315,8 +315,9 @@ async function run(): Promise<BenchReport> {
     const raw = await peer.connect('raw');
     const { session } = await peer.session();
 
-    // Bulk, 32 MiB per pass: 16 KiB raw messages vs 1 MiB messages in 16 KiB encrypted frames, bare
-    // (frames) and as JSON PeerMessages (session, which adds the codec's encode and parse).
+    // Bulk, 32 MiB per pass: 16 KiB raw messages vs 1 MiB messages in encrypted frames (as large as
+    // the connection takes, 256 KiB here), bare (frames) and as JSON PeerMessages (session, which adds
+    // the codec's encode and parse).
     const frames = await openFrames(await peer.connect('frames'), true);
     const bulkMiB = 32;
     const rawBulk = async () => (bulkMiB * MiB) / MB / (await rawRun(raw, FRAME, (bulkMiB * MiB) / FRAME));
@@ -326,7 +327,12 @@ async function run(): Promise<BenchReport> {
       async () => (bulkMiB * MiB) / MB / (await framesRun(frames, BATCH, bulkMiB)),
     );
     metrics.push(
-      compare('throughput: encrypted frames of 16 KiB (1 MiB messages)', 'MB/s', framed, '>= 0.8 of raw'),
+      compare(
+        'throughput: encrypted frames of up to 256 KiB (1 MiB messages)',
+        'MB/s',
+        framed,
+        '>= 0.8 of raw',
+      ),
     );
     const batch = 'b'.repeat(BATCH);
     const bulk = await alternate(
@@ -334,7 +340,7 @@ async function run(): Promise<BenchReport> {
       rawBulk,
       async () => (bulkMiB * MiB) / MB / (await sessionRun(session, 'DB_BENCH_BATCH', batch, bulkMiB)),
     );
-    metrics.push(compare('throughput: 1 MiB PeerMessages (JSON) in 16 KiB frames', 'MB/s', bulk));
+    metrics.push(compare('throughput: 1 MiB PeerMessages (JSON)', 'MB/s', bulk));
 
     // Small messages: 300 B of data each.
     const count = 10_000;
@@ -408,7 +414,7 @@ async function run(): Promise<BenchReport> {
       'raw simple-peer between the same two processes: no encryption, 1 MiB bufferedAmount window, 16 KiB (or 300 B) messages; setup: WebRTC connect signalled over IPC, no signaling server; AI frame: the same round trip with no transfer running',
     metrics,
     notes:
-      'Medians of alternating raw/session passes (the machine is shared: expect noise). Small messages: the session packs messages queued in the same turn into shared 16 KiB frames; raw sends one data-channel message each. The AI figure is a round trip: the token goes out behind the sync data, the echo comes back on the idle direction.',
+      'Medians of alternating raw/session passes (the machine is shared: expect noise). Small messages: the session packs messages queued in the same turn into shared frames; raw sends one data-channel message each. The AI figure is a round trip: the token goes out behind the sync data, the echo comes back on the idle direction.',
   };
 }
 

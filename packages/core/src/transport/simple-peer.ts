@@ -4,11 +4,18 @@ import { FerryError } from '../errors.js';
 import type { Transport, TransportEvents } from './types.js';
 
 export interface SimplePeerTransportOptions {
-  /** Default 16 KiB: the message size every browser's data channel accepts. */
+  /**
+   * Default: what the connection negotiated (the SCTP transport's `maxMessageSize`: 256 KiB between
+   * Chromium and @roamhq/wrtc), at most 256 KiB; 16 KiB, which every data channel accepts, where the
+   * implementation does not say.
+   */
   maxMessageSize?: number;
   /** Default 256 KiB; `drain` fires when the data channel's buffer falls to this. */
   lowWaterMark?: number;
 }
+
+const SAFE_MESSAGE_BYTES = 16 * 1024;
+const MAX_MESSAGE_BYTES = 256 * 1024;
 
 /** The parts of simple-peer's internals we rely on: its data channel and peer connection. */
 interface SimplePeerInternals {
@@ -47,9 +54,9 @@ export class SimplePeerTransport extends EventEmitter<TransportEvents> implement
       throw new FerryError('TRANSPORT', 'simple-peer instance is not connected yet');
     }
     this.channel = internals._channel;
-    this.maxMessageSize = options.maxMessageSize ?? 16 * 1024;
-    this.lowWaterMark = options.lowWaterMark ?? 256 * 1024;
     const pc = internals._pc;
+    this.maxMessageSize = options.maxMessageSize ?? negotiatedMessageSize(pc);
+    this.lowWaterMark = options.lowWaterMark ?? 256 * 1024;
     this.localFingerprint = sdpFingerprint((pc.currentLocalDescription ?? pc.localDescription)?.sdp);
     this.remoteFingerprint = sdpFingerprint((pc.currentRemoteDescription ?? pc.remoteDescription)?.sdp);
     this.channel.bufferedAmountLowThreshold = this.lowWaterMark;
@@ -134,6 +141,13 @@ export class SimplePeerTransport extends EventEmitter<TransportEvents> implement
     this.peer.off('error', this.onError);
     this.emit('close');
   };
+}
+
+/** The largest message both ends accept, as the connection reports it (Infinity: any size). */
+function negotiatedMessageSize(pc: RTCPeerConnection): number {
+  const negotiated = pc.sctp?.maxMessageSize;
+  if (!negotiated || negotiated < SAFE_MESSAGE_BYTES) return SAFE_MESSAGE_BYTES;
+  return Math.min(MAX_MESSAGE_BYTES, negotiated);
 }
 
 /** The `a=fingerprint:` of an SDP ("sha-256 AB:CD:..."); the handshake binds both into its prologue. */

@@ -6,14 +6,14 @@ import { LANES, type Lane } from '../../src/network/types.js';
 import { nodeChaChaPoly } from '../../src/node.js';
 import { performHandshake } from '../../src/session/handshake.js';
 import { Multiplexer, type MultiplexerOptions } from '../../src/session/mux.js';
-import { createMemoryTransportPair } from '../../src/transport/memory.js';
+import { createMemoryTransportPair, type MemoryTransportOptions } from '../../src/transport/memory.js';
 
 const psk = deriveSubkey(new Uint8Array(32).fill(3), 'handshakePsk');
 const base = { psk, roomId: 'mux', aead: nodeChaChaPoly };
 
 /** Two multiplexers over a handshaken memory pair, plus the far side's channel to forge frames with. */
-async function muxPair(options: MultiplexerOptions = {}) {
-  const [ta, tb] = createMemoryTransportPair();
+async function muxPair(options: MultiplexerOptions = {}, transport: MemoryTransportOptions = {}) {
+  const [ta, tb] = createMemoryTransportPair(transport);
   const [ca, cb] = await Promise.all([
     performHandshake(ta, { ...base, initiator: true, localClientId: 'a' }),
     performHandshake(tb, { ...base, initiator: false, localClientId: 'b' }),
@@ -87,6 +87,36 @@ describe('Multiplexer', () => {
     expect((await arrived).map(([, d]) => d[0])).toEqual([...Array(200).keys()]);
     // 200 records of 56 bytes fit a 16 KiB frame: one frame (handshake frames are not counted here).
     expect(ca.stats.framesSent).toBe(1);
+  });
+
+  it('sends bulk data in frames as large as the transport takes, and small ones while a higher lane is active', async () => {
+    const { a, b, ta } = await muxPair({ busyWindow: 16 * 1024 }, { maxMessageSize: 64 * 1024 });
+    const sizes: number[] = [];
+    const send = ta.send.bind(ta);
+    ta.send = (frame) => {
+      sizes.push(frame.length);
+      send(frame);
+    };
+    let arrived = collect(b, 1);
+    await a.send('sync', new Uint8Array(1024 * 1024));
+    await arrived;
+    // 1 MiB in frames of at most 64 KiB: 17 of them (the last one partly filled), none larger.
+    expect(sizes.length).toBe(17);
+    expect(Math.max(...sizes)).toBe(64 * 1024);
+    sizes.length = 0;
+    arrived = collect(b, 2);
+    await a.send('ai', new Uint8Array(10));
+    await a.send('sync', new Uint8Array(1024 * 1024));
+    await arrived;
+    // The AI lane sent within busyHoldMs: sync goes in frames of at most busyWindow.
+    expect(Math.max(...sizes)).toBe(16 * 1024);
+    expect(sizes.length).toBeGreaterThanOrEqual(65);
+    // A small message alone takes a frame of its own size, not a whole frame's worth.
+    sizes.length = 0;
+    arrived = collect(b, 1);
+    await a.send('control', new Uint8Array(10));
+    await arrived;
+    expect(sizes).toEqual([10 + 10 + 24]);
   });
 
   it('puts queued control and AI messages before the rest of a sync message', async () => {

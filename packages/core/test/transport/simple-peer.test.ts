@@ -17,6 +17,18 @@ describe('SimplePeerTransport', () => {
     peer.destroy();
   });
 
+  it('sends messages as large as the connection negotiated (256 KiB at most), or as the option says', async () => {
+    const [a, b] = await connectedSimplePeers();
+    try {
+      // @roamhq/wrtc, like Chromium, announces a=max-message-size:262144.
+      expect(new SimplePeerTransport(a).maxMessageSize).toBe(256 * 1024);
+      expect(new SimplePeerTransport(b, { maxMessageSize: 16 * 1024 }).maxMessageSize).toBe(16 * 1024);
+    } finally {
+      a.destroy();
+      b.destroy();
+    }
+  });
+
   it('reads the sha-256 fingerprint of an SDP and refuses one without', () => {
     const sdp = 'v=0\r\na=fingerprint:SHA-256 ab:cd:EF\r\na=setup:actpass\r\n';
     expect(sdpFingerprint(sdp)).toBe('sha-256 AB:CD:EF');
