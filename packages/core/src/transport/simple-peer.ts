@@ -15,6 +15,8 @@ export interface SimplePeerTransportOptions {
 }
 
 const SAFE_MESSAGE_BYTES = 16 * 1024;
+/** Below this many bytes `bufferedAmount` may be an upper bound instead of the native figure. */
+const EXACT_FROM_BYTES = 4 * 1024;
 const MAX_MESSAGE_BYTES = 256 * 1024;
 
 /** The parts of simple-peer's internals we rely on: its data channel and peer connection. */
@@ -28,9 +30,12 @@ interface SimplePeerInternals {
  * `bufferedAmount`: simple-peer's stream backpressure lags, and @roamhq/wrtc silently drops messages
  * once about 16 MiB are queued. @roamhq/wrtc also updates `bufferedAmount` only on a later event-loop
  * turn and never fires `bufferedamountlow`, so bytes sent in the current turn are counted here, and
- * `drain` comes from a short poll (or the event, where the implementation has it). Reading the
- * native `bufferedAmount` costs a native call (a tenth of a bulk transfer's CPU when read per
- * message), so it is read once per turn: it cannot change within one anyway.
+ * `drain` comes from a short poll (or the event, where the implementation has it).
+ *
+ * Reading the native `bufferedAmount` is a blocking call into WebRTC's thread (~0.15 ms with
+ * @roamhq/wrtc: a tenth of a single write's latency), so it is read at most once per turn, and not at
+ * all while what was last read plus what was sent since stays under `EXACT_FROM_BYTES`: the buffer
+ * only drains, so that sum bounds it, and no flow-control decision tells such small amounts apart.
  */
 export class SimplePeerTransport extends EventEmitter<TransportEvents> implements Transport {
   readonly maxMessageSize: number;
@@ -39,8 +44,10 @@ export class SimplePeerTransport extends EventEmitter<TransportEvents> implement
   readonly remoteFingerprint: string;
   private readonly channel: RTCDataChannel;
   private isClosed = false;
+  /** The native `bufferedAmount` when last read, plus the bytes sent since: at least what is queued. */
+  private buffered = 0;
   private sentThisTurn = 0;
-  private nativeBuffered: number | undefined;
+  private readThisTurn = false;
   private turnReset: ReturnType<typeof setTimeout> | undefined;
   private drainPoll: ReturnType<typeof setInterval> | undefined;
 
@@ -68,11 +75,12 @@ export class SimplePeerTransport extends EventEmitter<TransportEvents> implement
 
   get bufferedAmount(): number {
     if (this.isClosed) return 0;
-    if (this.nativeBuffered === undefined) {
-      this.nativeBuffered = this.channel.bufferedAmount;
+    if (this.buffered >= EXACT_FROM_BYTES && !this.readThisTurn) {
+      this.buffered = this.channel.bufferedAmount + this.sentThisTurn;
+      this.readThisTurn = true;
       this.endTurnLater();
     }
-    return this.nativeBuffered + this.sentThisTurn;
+    return this.buffered;
   }
 
   get closed(): boolean {
@@ -89,6 +97,7 @@ export class SimplePeerTransport extends EventEmitter<TransportEvents> implement
     } catch (cause) {
       throw new FerryError('TRANSPORT', 'data channel refused the message', { cause });
     }
+    this.buffered += data.length;
     this.sentThisTurn += data.length;
     this.endTurnLater();
     if (!this.drainPoll && this.bufferedAmount > this.lowWaterMark) {
@@ -98,11 +107,11 @@ export class SimplePeerTransport extends EventEmitter<TransportEvents> implement
     }
   }
 
-  /** The native counter catches up on a later event-loop turn: until then, count what this turn sent. */
+  /** The native counter catches up on a later event-loop turn: read it again no sooner. */
   private endTurnLater(): void {
     this.turnReset ??= setTimeout(() => {
+      this.readThisTurn = false;
       this.sentThisTurn = 0;
-      this.nativeBuffered = undefined;
       this.turnReset = undefined;
     }, 0);
   }
@@ -135,6 +144,7 @@ export class SimplePeerTransport extends EventEmitter<TransportEvents> implement
     this.isClosed = true;
     if (this.drainPoll) clearInterval(this.drainPoll);
     clearTimeout(this.turnReset);
+    this.buffered = 0;
     this.sentThisTurn = 0;
     this.channel.removeEventListener('bufferedamountlow', this.onLow);
     this.peer.off('data', this.onData);
