@@ -29,6 +29,42 @@ describe('SimplePeerTransport', () => {
     }
   });
 
+  it('reads the native bufferedAmount only once small sends add up to 4 KiB, at most once per turn', async () => {
+    const [a, b] = await connectedSimplePeers();
+    try {
+      const transport = new SimplePeerTransport(a);
+      const channel = (a as unknown as { _channel: RTCDataChannel })._channel;
+      const native = Object.getOwnPropertyDescriptor(Object.getPrototypeOf(channel), 'bufferedAmount')!;
+      let reads = 0;
+      Object.defineProperty(channel, 'bufferedAmount', {
+        get() {
+          reads++;
+          return native.get!.call(this);
+        },
+      });
+      const turn = () => new Promise((resolve) => setTimeout(resolve, 5));
+      // Ten 300-byte messages in ten turns: 3,000 bytes at most queued, no native read needed.
+      for (let i = 0; i < 10; i++) {
+        transport.send(new Uint8Array(300));
+        expect(transport.bufferedAmount).toBeLessThanOrEqual(300 * (i + 1));
+        await turn();
+      }
+      expect(reads).toBe(0);
+      // Past 4 KiB the figure is read (once in this turn, however often it is asked for).
+      transport.send(new Uint8Array(2000));
+      for (let i = 0; i < 5; i++) expect(transport.bufferedAmount).toBeGreaterThanOrEqual(2000);
+      expect(reads).toBe(1);
+      // A large send is read again on a later turn (the native figure lags by one turn).
+      transport.send(new Uint8Array(8000));
+      await turn();
+      expect(transport.bufferedAmount).toBeLessThanOrEqual(3000 + 2000 + 8000);
+      expect(reads).toBe(2);
+    } finally {
+      a.destroy();
+      b.destroy();
+    }
+  });
+
   it('reads the sha-256 fingerprint of an SDP and refuses one without', () => {
     const sdp = 'v=0\r\na=fingerprint:SHA-256 ab:cd:EF\r\na=setup:actpass\r\n';
     expect(sdpFingerprint(sdp)).toBe('sha-256 AB:CD:EF');
