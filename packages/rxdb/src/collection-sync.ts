@@ -64,6 +64,8 @@ type StorageInstance = RxStorageInstance<Record<string, unknown>, unknown, unkno
 const CONTEXT = 'ferry-replication';
 const SCAN_PAGE = 1000;
 const MAX_APPLY_ATTEMPTS = 8;
+/** RxDB's own top-level fields start with '_' (and the app's may not). */
+const UNDERSCORE = 0x5f;
 
 /**
  * One replicated collection on this device: a change log (every version this device holds gets a
@@ -283,13 +285,15 @@ export class CollectionSync {
 
   private async findStored(ids: string[]): Promise<Map<string, StoredDoc>> {
     const docs = (await this.storage.findDocumentsById(ids, true)) as StoredDoc[];
-    return new Map(docs.map((doc) => [doc[this.primaryPath] as string, doc]));
+    const byId = new Map<string, StoredDoc>();
+    for (const doc of docs) byId.set(doc[this.primaryPath] as string, doc);
+    return byId;
   }
 
   /** The document as the app sees it: no `_rev`, `_meta`, `_attachments` or `_deleted`. */
   private content(doc: StoredDoc): Record<string, unknown> {
     const out: Record<string, unknown> = {};
-    for (const [key, value] of Object.entries(doc)) if (!key.startsWith('_')) out[key] = value;
+    for (const key in doc) if (key.charCodeAt(0) !== UNDERSCORE) out[key] = doc[key];
     return out;
   }
 

@@ -77,6 +77,32 @@ export function parseVersion(version: string): Checkpoint | undefined {
 
 /** Rough encoded size of a change in bytes, for batch budgets. */
 export const approximateSize = (change: Change): number =>
-  200 +
-  (change.doc ? JSON.stringify(change.doc).length : 0) +
-  (change.fs ? JSON.stringify(change.fs).length : 0);
+  200 + (change.doc ? jsonSize(change.doc) : 0) + (change.fs ? jsonSize(change.fs) : 0);
+
+/**
+ * About the length of `value` as JSON (within ~15% for documents; more where strings need escapes),
+ * without building the text: stringifying every document only to measure it took a tenth of the
+ * sending side's sync time. The session refuses what exceeds its limit, so a budget is only a guide.
+ */
+function jsonSize(value: unknown): number {
+  switch (typeof value) {
+    case 'string':
+      return value.length + 2;
+    case 'number':
+      return 24;
+    case 'boolean':
+      return 5;
+    case 'object': {
+      if (value === null) return 4;
+      let size = 2;
+      if (Array.isArray(value)) {
+        for (const item of value) size += jsonSize(item) + 1;
+        return size;
+      }
+      for (const key in value) size += key.length + 4 + jsonSize((value as Record<string, unknown>)[key]);
+      return size;
+    }
+    default:
+      return 0;
+  }
+}
