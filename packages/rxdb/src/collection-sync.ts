@@ -88,6 +88,11 @@ export class CollectionSync {
   private pendingRecord: Promise<void> | undefined;
   private eventDocs: StoredDoc[] = [];
   /**
+   * The documents of the last live-path batch, as their change events carried them: the push that
+   * follows needs no storage read for them (a `_rev` names one content, so a match is current).
+   */
+  private recorded = new Map<string, StoredDoc>();
+  /**
    * Left by an earlier Ferry that crashed between a document write and its metadata (it saved the
    * versions it was about to write in a state row); adopted by the first scan, then cleared.
    */
@@ -255,8 +260,15 @@ export class CollectionSync {
   /** Versions of `metas` with their stored content; undefined if a document changed under us. */
   private async read(metas: DocMeta[]): Promise<Change[] | undefined> {
     // Deletes carry the tombstone's content only under the per-field policy (metas with field stamps).
-    const readIds = metas.filter((m) => !m.del || (m.fs && m.rev)).map((m) => m.id);
-    const stored = readIds.length > 0 ? await this.findStored(readIds) : new Map<string, StoredDoc>();
+    const readIds: string[] = [];
+    const stored = new Map<string, StoredDoc>();
+    for (const meta of metas) {
+      if (meta.del && !(meta.fs && meta.rev)) continue;
+      const recent = this.recorded.get(meta.id);
+      if (recent?._rev === meta.rev) stored.set(meta.id, recent);
+      else readIds.push(meta.id);
+    }
+    if (readIds.length > 0) for (const [id, doc] of await this.findStored(readIds)) stored.set(id, doc);
     const changes: Change[] = [];
     for (const meta of metas) {
       const doc = stored.get(meta.id);
@@ -327,6 +339,7 @@ export class CollectionSync {
       this.pendingRecord = undefined;
       const docs = this.eventDocs;
       this.eventDocs = [];
+      this.recorded = new Map(docs.map((doc) => [doc[this.primaryPath] as string, doc]));
       await this.commit(this.localVersions(docs));
     });
     return this.pendingRecord;
