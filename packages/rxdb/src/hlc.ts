@@ -7,10 +7,14 @@
 const TIME_WIDTH = 10; // base36 milliseconds: good until the year 5188
 const COUNTER_WIDTH = 5; // base36: 60 million stamps in one millisecond before time is bumped
 const COUNTER_MAX = 36 ** COUNTER_WIDTH - 1;
+/** `time.counter`: the part of a stamp the clock advances past. */
+const CLOCK_PART = TIME_WIDTH + 1 + COUNTER_WIDTH;
 
 export class HybridClock {
   private time = 0;
   private counter = 0;
+  /** `time.counter` of the clock as a string: a stamp whose own is not greater needs no decoding. */
+  private reached = '';
 
   constructor(
     readonly clientId: string,
@@ -29,16 +33,21 @@ export class HybridClock {
     } else {
       this.counter += 1;
     }
-    return encodeStamp(this.time, this.counter, this.clientId);
+    const stamp = encodeStamp(this.time, this.counter, this.clientId);
+    this.reached = stamp.slice(0, CLOCK_PART);
+    return stamp;
   }
 
   /** Move past a stamp seen on another device (or persisted before a restart). */
   observe(stamp: string): void {
+    // Fixed-width parts compare as strings: most stamps a device receives are behind its clock.
+    if (stamp.slice(0, CLOCK_PART) <= this.reached) return;
     const parsed = decodeStamp(stamp);
     if (!parsed) return;
     if (parsed.time > this.time || (parsed.time === this.time && parsed.counter > this.counter)) {
       this.time = parsed.time;
       this.counter = parsed.counter;
+      this.reached = stamp.slice(0, CLOCK_PART);
     }
   }
 }

@@ -1,0 +1,34 @@
+import { describe, expect, it } from 'vitest';
+import { decodeStamp, encodeStamp, HybridClock } from '../src/hlc.js';
+
+describe('HybridClock', () => {
+  it('issues increasing stamps, also within one millisecond and when the wall clock goes back', () => {
+    let wall = 1_000;
+    const clock = new HybridClock('a', () => wall);
+    const first = clock.now();
+    const second = clock.now();
+    wall = 500;
+    const third = clock.now();
+    expect(first < second && second < third).toBe(true);
+    expect(decodeStamp(third)).toEqual({ time: 1_000, counter: 2, clientId: 'a' });
+  });
+
+  it('moves past a later stamp it observes and ignores earlier, equal and malformed ones', () => {
+    const clock = new HybridClock('a', () => 1_000);
+    clock.observe(encodeStamp(5_000, 7, 'b'));
+    expect(decodeStamp(clock.now())).toEqual({ time: 5_000, counter: 8, clientId: 'a' });
+    for (const stamp of [
+      encodeStamp(4_999, 99, 'c'),
+      encodeStamp(5_000, 8, 'c'),
+      'zzzzzzzzzz.zzzzz',
+      '~',
+      '',
+    ]) {
+      clock.observe(stamp);
+    }
+    expect(decodeStamp(clock.now())).toEqual({ time: 5_000, counter: 9, clientId: 'a' });
+    // A stamp ahead of the clock, with a client id that sorts before ours.
+    clock.observe(encodeStamp(5_000, 20, '0'));
+    expect(clock.now() > encodeStamp(5_000, 20, 'zzz')).toBe(true);
+  });
+});
