@@ -3,7 +3,6 @@ import { generateMnemonic, validateMnemonic } from '@scure/bip39';
 import { wordlist as english } from '@scure/bip39/wordlists/english.js';
 import { type Static, Type } from '@sinclair/typebox';
 import { Value } from '@sinclair/typebox/value';
-import { argon2id } from 'hash-wasm';
 import { FerryError } from '../errors.js';
 import { concatBytes, toBase64, utf8 } from '../util/bytes.js';
 import { deriveSubkey } from './subkeys.js';
@@ -170,9 +169,13 @@ export interface Argon2idInput {
   length: number;
 }
 
-/** Raw Argon2id (version 0x13) through hash-wasm: WebAssembly, the same code in browsers and Node. */
+/**
+ * Raw Argon2id (version 0x13) through hash-wasm: WebAssembly, the same code in browsers and Node.
+ * Loaded on first use: most processes hold a key already and never need it (it costs ~3-10 MB).
+ */
 export async function argon2idRaw(input: Argon2idInput): Promise<Uint8Array> {
   try {
+    const { argon2id } = await import('hash-wasm');
     return await argon2id({
       password: input.password,
       salt: input.salt,
