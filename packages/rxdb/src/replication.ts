@@ -193,10 +193,14 @@ export class FerryReplicationState {
       const sync = await CollectionSync.open(name, collection, host);
       this.syncs.set(name, sync);
       // The storage's change feed tells us the app wrote; the scan itself reads from a checkpoint.
+      // Whole bulks, as RxDB's own internals read them (`$` emits every event through RxJS alone).
       this.subscriptions.push(
-        collection.$.subscribe((event) => {
-          if (!sync.isForeignWrite(event.documentId, event.documentData as StoredDoc | undefined)) return;
-          this.guard(event.documentData ? sync.record(event.documentData as StoredDoc) : sync.scan());
+        collection.eventBulks$.subscribe((bulk) => {
+          if (bulk.isLocal) return; // RxDB local documents are not replicated
+          for (const event of bulk.events) {
+            const doc = event.documentData as StoredDoc | undefined;
+            if (sync.isForeignWrite(event.documentId, doc)) this.guard(doc ? sync.record(doc) : sync.scan());
+          }
         }),
       );
     }
