@@ -1,8 +1,24 @@
-import type { RxCollection, RxDatabase, RxStorageInstance } from 'rxdb';
+import { MemoryHub } from '@ferry/core';
+import {
+  addRxPlugin,
+  createRxDatabase,
+  type RxCollection,
+  type RxDatabase,
+  type RxStorageInstance,
+} from 'rxdb';
+import { RxDBLocalDocumentsPlugin } from 'rxdb/plugins/local-documents';
 import { firstValueFrom, take, toArray } from 'rxjs';
 import { afterEach, describe, expect, it } from 'vitest';
-import { type FerryConflict, META_COLLECTION, MetaStore } from '../src/index.js';
-import { converge, type Device, MemoryRelayServer, openDb, startDevices } from './support.js';
+import { type FerryConflict, META_COLLECTION, MetaStore, replicateFerry } from '../src/index.js';
+import {
+  converge,
+  type Device,
+  MemoryRelayServer,
+  newDisk,
+  openDb,
+  startDevices,
+  todoSchema,
+} from './support.js';
 
 const started: Device[] = [];
 afterEach(async () => {
@@ -438,6 +454,30 @@ describe('replicateFerry over the in-memory network', () => {
     b!.replication.resume();
     await converge([a!, b!]);
     expect(await b!.docs()).toEqual([{ id: 'during-pause', title: 'x' }]);
+  });
+
+  it("RxDB local documents of a replicated collection stay on their device and are not taken for the app's writes", async () => {
+    addRxPlugin(RxDBLocalDocumentsPlugin);
+    const hub = new MemoryHub();
+    const open = async (id: string) => {
+      const disk = newDisk();
+      const db = await createRxDatabase({ name: disk.name, storage: disk.storage, multiInstance: false });
+      await db.addCollections({ todos: { schema: todoSchema, localDocuments: true } });
+      const replication = await replicateFerry({ collections: { todos: db.todos }, network: hub.join(id) });
+      return { db, replication };
+    };
+    const [a, b] = await Promise.all([open('loca'), open('locb')]);
+    const errors: unknown[] = [];
+    a.replication.error$.subscribe((error) => errors.push(error));
+    await a.db.todos.insertLocal('settings', { theme: 'dark' });
+    await a.db.todos.insert({ id: 't1', title: 'synced' });
+    await Promise.all([a.replication.awaitInSync(), b.replication.awaitInSync()]);
+    expect((await b.db.todos.find().exec()).map((doc) => doc.id)).toEqual(['t1']);
+    expect(await b.db.todos.getLocal('settings')).toBeNull();
+    expect(a.replication.collection('todos')!.meta('settings')).toBeUndefined();
+    expect(errors).toEqual([]);
+    await Promise.all([a.replication.cancel(), b.replication.cancel()]);
+    await Promise.all([a.db.close(), b.db.close()]);
   });
 
   it('bad input: malformed messages and documents the schema refuses are reported, never applied, never crash', async () => {
