@@ -462,18 +462,18 @@ describe('replicateFerry over the in-memory network', () => {
     const open = async (id: string) => {
       const disk = newDisk();
       const db = await createRxDatabase({ name: disk.name, storage: disk.storage, multiInstance: false });
-      await db.addCollections({ todos: { schema: todoSchema, localDocuments: true } });
-      const replication = await replicateFerry({ collections: { todos: db.todos }, network: hub.join(id) });
-      return { db, replication };
+      const { todos } = await db.addCollections({ todos: { schema: todoSchema, localDocuments: true } });
+      const replication = await replicateFerry({ collections: { todos }, network: hub.join(id) });
+      return { db, todos, replication };
     };
     const [a, b] = await Promise.all([open('loca'), open('locb')]);
     const errors: unknown[] = [];
     a.replication.error$.subscribe((error) => errors.push(error));
-    await a.db.todos.insertLocal('settings', { theme: 'dark' });
-    await a.db.todos.insert({ id: 't1', title: 'synced' });
+    await a.todos.insertLocal('settings', { theme: 'dark' });
+    await a.todos.insert({ id: 't1', title: 'synced' });
     await Promise.all([a.replication.awaitInSync(), b.replication.awaitInSync()]);
-    expect((await b.db.todos.find().exec()).map((doc) => doc.id)).toEqual(['t1']);
-    expect(await b.db.todos.getLocal('settings')).toBeNull();
+    expect((await b.todos.find().exec()).map((doc) => doc.primary)).toEqual(['t1']);
+    expect(await b.todos.getLocal('settings')).toBeNull();
     expect(a.replication.collection('todos')!.meta('settings')).toBeUndefined();
     expect(errors).toEqual([]);
     await Promise.all([a.replication.cancel(), b.replication.cancel()]);
