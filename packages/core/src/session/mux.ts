@@ -269,6 +269,13 @@ export class Multiplexer extends EventEmitter<MultiplexerEvents> {
         if (total > this.maxMessageBytes) {
           return `announced message of ${total} bytes exceeds ${this.maxMessageBytes}`;
         }
+        if (flags & LAST && length === total && length <= plaintext.length - at) {
+          // A whole message in one record: hand out a view of the frame (it is never reused).
+          at += length;
+          this.stats.messagesReceived++;
+          this.emit('message', LANES[lane]!, plaintext.subarray(at - length, at));
+          continue;
+        }
         current = { buffer: new Uint8Array(total), filled: 0 };
         this.incoming[lane] = current;
       } else if (!current) {

@@ -55,6 +55,8 @@ export function chaChaPolyFromNodeCrypto(crypto: NodeCryptoChaChaPoly): ChaChaPo
       decipher.setAuthTag(ciphertext.subarray(ciphertext.length - TAG));
       const body = decipher.update(ciphertext.subarray(0, ciphertext.length - TAG));
       const rest = decipher.final(); // throws when the tag does not verify; `body` is discarded then
+      // ChaCha20 is a stream cipher: `final` adds nothing, and `body` is a fresh buffer (no copy).
+      if (rest.length === 0) return new Uint8Array(body.buffer, body.byteOffset, body.byteLength);
       const out = new Uint8Array(body.length + rest.length);
       out.set(body, 0);
       out.set(rest, body.length);
