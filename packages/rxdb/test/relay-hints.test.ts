@@ -54,6 +54,8 @@ describe('relay hints', () => {
     try {
       hub.setLinked('deva', 'devb', false);
       await Promise.all(devices.map((d) => d.replication.awaitInSync()));
+      // b's pull at start may still be in flight (it would fetch a's diff without any hint): let it end.
+      await b.replication.pullRelay();
       let pulls = 0;
       const arrived = new Promise<void>((resolve) => {
         const subscription = b.db.todos.findOne('hinted').$.subscribe((doc) => {

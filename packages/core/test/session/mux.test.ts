@@ -90,7 +90,11 @@ describe('Multiplexer', () => {
   });
 
   it('sends bulk data in frames as large as the transport takes, and small ones while a higher lane is active', async () => {
-    const { a, b, ta } = await muxPair({ busyWindow: 16 * 1024 }, { maxMessageSize: 64 * 1024 });
+    // A long busyHoldMs: the AI lane below stays active however slowly this machine runs the test.
+    const { a, b, ta } = await muxPair(
+      { busyWindow: 16 * 1024, busyHoldMs: 60_000 },
+      { maxMessageSize: 64 * 1024 },
+    );
     const sizes: number[] = [];
     const send = ta.send.bind(ta);
     ta.send = (frame) => {
