@@ -268,7 +268,7 @@ export class CollectionSync {
       if (recent?._rev === meta.rev) stored.set(meta.id, recent);
       else readIds.push(meta.id);
     }
-    if (readIds.length > 0) for (const [id, doc] of await this.findStored(readIds)) stored.set(id, doc);
+    if (readIds.length > 0) await this.findStored(readIds, stored);
     const changes: Change[] = [];
     for (const meta of metas) {
       const doc = stored.get(meta.id);
@@ -295,9 +295,12 @@ export class CollectionSync {
     return lo;
   }
 
-  private async findStored(ids: string[]): Promise<Map<string, StoredDoc>> {
+  /** The stored documents of `ids` by id, added to `byId` when given. */
+  private async findStored(
+    ids: string[],
+    byId = new Map<string, StoredDoc>(),
+  ): Promise<Map<string, StoredDoc>> {
     const docs = (await this.storage.findDocumentsById(ids, true)) as StoredDoc[];
-    const byId = new Map<string, StoredDoc>();
     for (const doc of docs) byId.set(doc[this.primaryPath] as string, doc);
     return byId;
   }
