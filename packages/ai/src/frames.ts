@@ -1,4 +1,4 @@
-import { type PeerMessage, randomBytes, toBase64, toHex, validateOpData } from '@ferry/core';
+import { newMessageId, type PeerMessage, randomBytes, toBase64, toHex, validateOpData } from '@ferry/core';
 import { sha256 } from '@noble/hashes/sha2.js';
 import { TypeCompiler } from '@sinclair/typebox/compiler';
 import { AI_OPS, type AiData, type AiOp, StreamIdSchema } from './wire.js';
@@ -9,7 +9,7 @@ export const utf8Length = (text: string): number => encoder.encode(text).length;
 export const newId = (): string => toBase64(randomBytes(16), { url: true }).replace(/=+$/, '');
 
 export function aiMessage<Op extends AiOp>(op: Op, data: AiData<Op>): PeerMessage {
-  return { op, data, timestamp: Date.now(), id: newId() };
+  return { op, data, timestamp: Date.now(), id: newMessageId() };
 }
 
 const streamIdCheck = TypeCompiler.Compile(StreamIdSchema);

@@ -51,8 +51,16 @@ export interface DecodeOptions {
   unknownOps?: 'reject' | 'accept';
 }
 
-/** A fresh message id: 128 random bits, base64url. */
-export const newMessageId = (): string => toBase64(randomBytes(16), { url: true });
+/** 96 random bits drawn once per process: with a counter after them, ids never repeat. */
+const MESSAGE_ID_PREFIX = toBase64(randomBytes(12), { url: true });
+let messageCounter = 0;
+
+/**
+ * A fresh message id: this process's random prefix and a counter. Ids need only be unique (the
+ * session's nonces stop replays); drawing random bytes for each message cost more than encrypting
+ * a small one.
+ */
+export const newMessageId = (): string => `${MESSAGE_ID_PREFIX}${(messageCounter++).toString(36)}`;
 
 /** Builds a message with a checked `data`, the current time and a fresh id. */
 export function createPeerMessage<Name extends KnownOp>(

@@ -9,6 +9,8 @@ import {
   encodePeerMessage,
   FerryError,
   type FerryErrorCode,
+  MAX_PEER_MESSAGE_ID_LENGTH,
+  newMessageId,
   openEnvelope,
   sealEnvelope,
   utf8,
@@ -55,6 +57,15 @@ const goodEnvelope = sealEnvelope(
 );
 
 describe('peer message codec', () => {
+  it('gives every message a fresh id that fits the schema', () => {
+    const ids = Array.from({ length: 100_000 }, () => newMessageId());
+    expect(new Set(ids).size).toBe(ids.length);
+    for (const id of [ids[0]!, ids.at(-1)!]) {
+      expect(id).toMatch(/^[A-Za-z0-9_-]+$/);
+      expect(id.length).toBeLessThanOrEqual(MAX_PEER_MESSAGE_ID_LENGTH);
+    }
+  });
+
   it('round-trips every valid message', () => {
     fc.assert(
       fc.property(peerMessage, (message) => {
