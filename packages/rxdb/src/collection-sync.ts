@@ -59,6 +59,18 @@ interface Decision {
 }
 
 export type StoredDoc = RxDocumentData<Record<string, unknown>>;
+
+export interface BatchLimits {
+  count: number;
+  bytes: number;
+}
+
+/** Changes for a push; `newSeq` is the log position they reach, `more` whether the log goes on. */
+export interface Batch {
+  changes: Change[];
+  newSeq: number;
+  more: boolean;
+}
 type StorageInstance = RxStorageInstance<Record<string, unknown>, unknown, unknown, unknown>;
 
 const CONTEXT = 'ferry-replication';
@@ -80,6 +92,8 @@ const UNDERSCORE = 0x5f;
 export class CollectionSync {
   readonly primaryPath: string;
   head = 0;
+  /** The log position whose metadata is saved: nothing after it may be sent yet. */
+  private saved = 0;
   private readonly metas = new Map<string, DocMeta>();
   private log: Array<{ seq: number; id: string }> = [];
   private scanCheckpoint: unknown;
@@ -88,8 +102,9 @@ export class CollectionSync {
   private pendingRecord: Promise<void> | undefined;
   private eventDocs: StoredDoc[] = [];
   /**
-   * The documents of the last live-path batch, as their change events carried them: the push that
-   * follows needs no storage read for them (a `_rev` names one content, so a match is current).
+   * The documents of the last recorded or applied batch, as their change events carried them or
+   * as Ferry wrote them: the push that follows needs no storage read for them (a `_rev` names one
+   * content, so a match is current).
    */
   private recorded = new Map<string, StoredDoc>();
   /**
@@ -99,12 +114,13 @@ export class CollectionSync {
   private intent = new Map<string, { rev: string; version: Change }>();
   /** Set when the app may have written since the last scan (a change event, or a write that lost a race). */
   private dirty = true;
-  private readonly storage: StorageInstance;
   /**
-   * Where Ferry writes documents: below RxDB's wrapper, which replaces an inserted document's
-   * `_meta` (dropping Ferry's stamp) and otherwise only sets `_rev` and `_meta.lwt`, as Ferry does.
+   * Where Ferry reads and writes documents: below RxDB's wrapper, which replaces an inserted
+   * document's `_meta` (dropping Ferry's stamp), otherwise only sets `_rev` and `_meta.lwt` (as
+   * Ferry does), and puts every call through the database's lock (a queue of promises, a tenth of a
+   * live write's time).
    */
-  private readonly writer: StorageInstance;
+  private readonly storage: StorageInstance;
 
   private constructor(
     readonly name: string,
@@ -112,9 +128,10 @@ export class CollectionSync {
     private readonly host: CollectionSyncHost,
   ) {
     this.primaryPath = collection.schema.primaryPath as string;
-    this.storage = collection.storageInstance as unknown as typeof this.storage;
-    const wrapped = this.storage as StorageInstance & { originalStorageInstance?: StorageInstance };
-    this.writer = wrapped.originalStorageInstance ?? wrapped;
+    const wrapped = collection.storageInstance as unknown as StorageInstance & {
+      originalStorageInstance?: StorageInstance;
+    };
+    this.storage = wrapped.originalStorageInstance ?? wrapped;
   }
 
   static async open(
@@ -128,9 +145,10 @@ export class CollectionSync {
     for (const meta of metas) {
       sync.metas.set(meta.id, meta);
       sync.log.push({ seq: meta.seq, id: meta.id });
-      host.clock.observe(meta.st);
     }
+    host.clock.observeAll(metas.map((meta) => meta.st));
     sync.head = metas.at(-1)?.seq ?? 0;
+    sync.saved = sync.head;
     sync.scanCheckpoint = await host.store.get(`scan/${name}`);
     const intent = (await host.store.get<Array<[string, string, Change]>>(`intent/${name}`)) ?? [];
     sync.intent = new Map(intent.map(([id, rev, version]) => [id, { rev, version }]));
@@ -183,43 +201,65 @@ export class CollectionSync {
    * The next batch of this device's log after `cursor`, skipping versions that came from `peer`
    * itself (it has them). `newSeq` is the log position the batch reaches.
    */
-  changesSince(
-    cursor: number,
-    peer: string,
-    limits: { count: number; bytes: number },
-  ): Promise<{ changes: Change[]; newSeq: number; more: boolean }> {
+  changesSince(cursor: number, peer: string, limits: BatchLimits): Promise<Batch> {
     return this.serial(async () => {
       await this.scanNow();
       for (;;) {
-        let newSeq = cursor;
-        const picked: DocMeta[] = [];
-        for (let i = this.firstAfter(cursor); i < this.log.length && picked.length < limits.count; i++) {
-          const entry = this.log[i]!;
-          const meta = this.metas.get(entry.id)!;
-          if (meta.seq !== entry.seq) continue; // superseded by a later entry
-          newSeq = entry.seq;
-          if (meta.via !== peer) picked.push(meta);
-        }
+        const { picked, newSeq } = this.pick(cursor, peer, limits.count);
         const changes = await this.read(picked);
-        if (!changes) {
-          this.dirty = true; // the app wrote meanwhile: record it, then read again
-          await this.scanNow();
-          continue;
-        }
-        // Keep one push well under the session's message limit: cut after the change that crosses
-        // the byte budget (a single document larger than the budget still travels, alone).
-        let bytes = 0;
-        for (let i = 0; i < changes.length; i++) {
-          bytes += approximateSize(changes[i]!);
-          if (bytes > limits.bytes && i + 1 < changes.length) {
-            changes.length = i + 1;
-            newSeq = picked[i]!.seq;
-            break;
-          }
-        }
-        return { changes, newSeq, more: newSeq < this.head };
+        if (changes) return this.cut(changes, picked, newSeq, limits.bytes);
+        this.dirty = true; // the app wrote meanwhile: record it, then read again
+        await this.scanNow();
       }
     });
+  }
+
+  /**
+   * The same batch as changesSince, at once, when every version in it is in hand (recorded from a
+   * change event or written by an apply) and its metadata is saved: a live write goes out without
+   * waiting in the queue behind the task that recorded it, or reading the document back. A version
+   * and the document content at its `_rev` never change, so the batch is right whatever runs in the
+   * queue meanwhile. Undefined when only the queue can serve it.
+   */
+  changesInHand(cursor: number, peer: string, limits: BatchLimits): Batch | undefined {
+    if (this.saved < this.head) return undefined;
+    const { picked, newSeq } = this.pick(cursor, peer, limits.count);
+    for (const meta of picked) {
+      if (travelsWithContent(meta) && this.recorded.get(meta.id)?._rev !== meta.rev) return undefined;
+    }
+    const changes = this.versions(picked, this.recorded);
+    return changes && this.cut(changes, picked, newSeq, limits.bytes);
+  }
+
+  /** Up to `count` current versions after `cursor` that did not come from `peer`, and the log position reached. */
+  private pick(cursor: number, peer: string, count: number): { picked: DocMeta[]; newSeq: number } {
+    let newSeq = cursor;
+    const picked: DocMeta[] = [];
+    for (let i = this.firstAfter(cursor); i < this.log.length && picked.length < count; i++) {
+      const entry = this.log[i]!;
+      const meta = this.metas.get(entry.id)!;
+      if (meta.seq !== entry.seq) continue; // superseded by a later entry
+      newSeq = entry.seq;
+      if (meta.via !== peer) picked.push(meta);
+    }
+    return { picked, newSeq };
+  }
+
+  /**
+   * Keep one push well under the session's message limit: cut after the change that crosses the
+   * byte budget (a single document larger than the budget still travels, alone).
+   */
+  private cut(changes: Change[], picked: DocMeta[], newSeq: number, budget: number): Batch {
+    let bytes = 0;
+    for (let i = 0; i < changes.length; i++) {
+      bytes += approximateSize(changes[i]!);
+      if (bytes > budget && i + 1 < changes.length) {
+        changes.length = i + 1;
+        newSeq = picked[i]!.seq;
+        break;
+      }
+    }
+    return { changes, newSeq, more: newSeq < this.head };
   }
 
   /** The current versions of some documents (for the relay). */
@@ -259,19 +299,23 @@ export class CollectionSync {
 
   /** Versions of `metas` with their stored content; undefined if a document changed under us. */
   private async read(metas: DocMeta[]): Promise<Change[] | undefined> {
-    // Deletes carry the tombstone's content only under the per-field policy (metas with field stamps).
     const readIds: string[] = [];
     const stored = new Map<string, StoredDoc>();
     for (const meta of metas) {
-      if (meta.del && !(meta.fs && meta.rev)) continue;
+      if (!travelsWithContent(meta)) continue;
       const recent = this.recorded.get(meta.id);
       if (recent?._rev === meta.rev) stored.set(meta.id, recent);
       else readIds.push(meta.id);
     }
     if (readIds.length > 0) await this.findStored(readIds, stored);
+    return this.versions(metas, stored);
+  }
+
+  /** Versions of `metas` with the content of `docs`; undefined if a document is not at its version's `_rev`. */
+  private versions(metas: DocMeta[], docs: Map<string, StoredDoc>): Change[] | undefined {
     const changes: Change[] = [];
     for (const meta of metas) {
-      const doc = stored.get(meta.id);
+      const doc = docs.get(meta.id);
       if (meta.del) {
         // A tombstone purged by RxDB's cleanup travels without content.
         if (doc && (doc._rev !== meta.rev || !doc._deleted)) return undefined;
@@ -412,6 +456,7 @@ export class CollectionSync {
         .map((m) => ({ seq: m.seq, id: m.id }));
     }
     await this.host.store.saveMetas(this.name, metas, state);
+    this.saved = this.head;
     this.host.onVersions(this, metas);
   }
 
@@ -426,7 +471,7 @@ export class CollectionSync {
       if (attempt === MAX_APPLY_ATTEMPTS) {
         throw new FerryError('INTERNAL', `documents of ${this.name} kept changing while a diff was applied`);
       }
-      await this.scanNow();
+      if (this.dirty) await this.scanNow();
       const stored = await this.findStored([...new Set(pending.map((c) => c.id))]);
       // An app write whose change event is still queued behind this apply: record it first, or the
       // remote version would be compared with the old metadata but the new content (and merge into
@@ -436,8 +481,8 @@ export class CollectionSync {
       );
       if (unrecorded.length > 0) await this.commit(this.localVersions(unrecorded));
       const decisions = new Map<string, Decision>();
+      this.host.clock.observeAll(pending.map((remote) => remote.st));
       for (const remote of pending) {
-        this.host.clock.observe(remote.st);
         const earlier = decisions.get(remote.id);
         const current = earlier ? earlier.version : this.currentVersion(remote.id, stored.get(remote.id));
         // Awaited only when the app's conflict handler runs: a microtask per document is a tenth of
@@ -446,7 +491,8 @@ export class CollectionSync {
         const decision = decided instanceof Promise ? await decided : decided;
         if (decision) decisions.set(remote.id, earlier ? mergeDecisions(earlier, decision) : decision);
       }
-      const { retry, rejected, revs } = await this.write(decisions, stored);
+      const { retry, rejected, revs, written } = await this.write(decisions, stored);
+      this.recorded = written;
       outcome.rejected.push(...rejected);
       const rejectedIds = new Set(rejected.map((r) => r.id));
       const committed: DocMeta[] = [];
@@ -559,14 +605,21 @@ export class CollectionSync {
     }
     const retry = new Set<string>();
     const rejected: Array<{ id: string; error: unknown }> = [];
+    const written = new Map<string, StoredDoc>();
     if (rows.length > 0) {
-      const result = await this.writer.bulkWrite(rows, CONTEXT);
+      const result = await this.storage.bulkWrite(rows, CONTEXT);
+      const failed = new Set<string>();
       for (const error of result.error) {
+        failed.add(error.documentId);
         if (error.status === 409) retry.add(error.documentId);
         else rejected.push({ id: error.documentId, error });
       }
+      for (const { document } of rows) {
+        const id = document[this.primaryPath] as string;
+        if (!failed.has(id)) written.set(id, document);
+      }
     }
-    return { retry, rejected, revs };
+    return { retry, rejected, revs, written };
   }
 }
 
@@ -606,6 +659,10 @@ function withFields<T extends object, F extends object>(source: T, fields: F): T
   const copy = Object.hasOwn(source, '__proto__') ? { ...source } : Object.assign({}, source);
   return Object.assign(copy, fields);
 }
+
+/** A version carries its stored content unless it is a delete (tombstones travel only under the per-field policy). */
+const travelsWithContent = (meta: DocMeta): boolean =>
+  !meta.del || (meta.fs !== undefined && meta.rev !== '');
 
 /** RxDB revisions are `<height>-<hash>`; a document's height grows with every write to it. */
 const revisionHeight = (rev: string): number => (rev ? Number.parseInt(rev, 10) : 0);

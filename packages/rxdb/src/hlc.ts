@@ -42,13 +42,32 @@ export class HybridClock {
   observe(stamp: string): void {
     // Fixed-width parts compare as strings: most stamps a device receives are behind its clock.
     if (stamp.slice(0, CLOCK_PART) <= this.reached) return;
+    this.advanceTo(stamp);
+  }
+
+  /**
+   * Move past all of `stamps` (a received batch): only the greatest is decoded, since a batch from
+   * a device that wrote in order is ahead of this clock stamp after stamp. A malformed stamp can
+   * sort greatest; then each is observed in turn.
+   */
+  observeAll(stamps: readonly string[]): void {
+    let greatest: string | undefined;
+    for (const stamp of stamps)
+      if (stamp > this.reached && (greatest === undefined || stamp > greatest)) greatest = stamp;
+    if (greatest === undefined || this.advanceTo(greatest)) return;
+    for (const stamp of stamps) this.observe(stamp);
+  }
+
+  /** False if `stamp` is malformed. */
+  private advanceTo(stamp: string): boolean {
     const parsed = decodeStamp(stamp);
-    if (!parsed) return;
+    if (!parsed) return false;
     if (parsed.time > this.time || (parsed.time === this.time && parsed.counter > this.counter)) {
       this.time = parsed.time;
       this.counter = parsed.counter;
       this.reached = stamp.slice(0, CLOCK_PART);
     }
+    return true;
   }
 }
 

@@ -3,6 +3,7 @@ import {
   FerryError,
   fromUtf8,
   isFerryError,
+  newMessageId,
   type PeerMessage,
   type PeerNetwork,
   type RelayHints,
@@ -413,7 +414,7 @@ export class FerryReplicationState {
   }
 
   private async send(peer: string, op: string, data: unknown): Promise<boolean> {
-    const message: PeerMessage = { op, data, timestamp: Date.now(), id: newId() };
+    const message: PeerMessage = { op, data, timestamp: Date.now(), id: newMessageId() };
     try {
       await this.network.send(peer, message, { lane: 'sync' });
       return true;
@@ -514,10 +515,11 @@ export class FerryReplicationState {
           out.inflight < this.window &&
           (out.cursor < sync.head || out.needsReply)
         ) {
-          const batch = await sync.changesSince(out.cursor, peer, {
-            count: this.batchSize,
-            bytes: this.batchBytes,
-          });
+          const limits = { count: this.batchSize, bytes: this.batchBytes };
+          // A live write is in hand: it goes out now, not after the queue's next turn.
+          const batch =
+            sync.changesInHand(out.cursor, peer, limits) ??
+            (await sync.changesSince(out.cursor, peer, limits));
           if (this.outbound.get(peer)?.get(collection) !== out) return;
           if (batch.changes.length === 0 && !out.needsReply) {
             out.cursor = batch.newSeq; // everything in range came from this peer

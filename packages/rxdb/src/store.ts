@@ -79,6 +79,7 @@ const migrationStrategies = {
 
 /** `n`: a segment's number (its key may be hashed when the collection name is long). */
 type MetaRow = { k: string; c: string; v: { value: unknown; n?: number } };
+type MetaStorage = RxStorageInstance<MetaRow, unknown, unknown, unknown>;
 
 const stateKey = (key: string) => storageKey(`s${key}`);
 const segmentKey = (collection: string, n: number) => storageKey(`g${collection}\u0000${n}`);
@@ -108,11 +109,16 @@ export class MetaStore {
    * (no RxDocument objects, which cost more than the sync itself), with the previous revision
    * RxDB needs to detect a concurrent writer. */
   private readonly revs = new Map<string, string>();
-  private readonly storage: RxStorageInstance<MetaRow, unknown, unknown, unknown>;
+  private readonly storage: MetaStorage;
   private readonly segments = new Map<string, Segments>();
 
   private constructor(private readonly rows: RxCollection<MetaRow>) {
-    this.storage = rows.storageInstance as unknown as typeof this.storage;
+    // Below RxDB's wrapper (as the sync engine writes documents): rows carry their own `_rev` and
+    // `_meta`, and the wrapper's lock and copies cost as much as the write of a single row.
+    const wrapped = rows.storageInstance as unknown as MetaStorage & {
+      originalStorageInstance?: MetaStorage;
+    };
+    this.storage = wrapped.originalStorageInstance ?? wrapped;
   }
 
   static async open(db: RxDatabase): Promise<MetaStore> {

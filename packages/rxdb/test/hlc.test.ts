@@ -31,4 +31,16 @@ describe('HybridClock', () => {
     clock.observe(encodeStamp(5_000, 20, '0'));
     expect(clock.now() > encodeStamp(5_000, 20, 'zzz')).toBe(true);
   });
+
+  it('moves past the greatest stamp of a batch, also when a malformed one sorts above it', () => {
+    const clock = new HybridClock('a', () => 1_000);
+    clock.observeAll([encodeStamp(3_000, 1, 'b'), encodeStamp(7_000, 4, 'c'), encodeStamp(6_000, 9, 'b')]);
+    expect(decodeStamp(clock.now())).toEqual({ time: 7_000, counter: 5, clientId: 'a' });
+    // '~' sorts after every well-formed stamp and cannot be decoded: the others still count.
+    clock.observeAll(['~', encodeStamp(8_000, 2, 'b'), encodeStamp(7_500, 0, 'c')]);
+    expect(decodeStamp(clock.now())).toEqual({ time: 8_000, counter: 3, clientId: 'a' });
+    // A batch entirely behind the clock leaves it where it is.
+    clock.observeAll([encodeStamp(2_000, 0, 'b'), '']);
+    expect(decodeStamp(clock.now())).toEqual({ time: 8_000, counter: 4, clientId: 'a' });
+  });
 });

@@ -75,6 +75,34 @@ describe('replicateFerry over the in-memory network', () => {
     expect(await a!.docs()).toEqual([{ id: 'x', title: 'from c' }]);
   });
 
+  it('a live write, and a version passed on to a third device, go out without reading the document back', async () => {
+    const {
+      hub,
+      devices: [a, b, c],
+    } = await devices(3);
+    hub.setLinked('deva', 'devc', false);
+    await a!.db.todos.insert({ id: 'seed', title: 'seed' });
+    await converge([a!, b!, c!]);
+    const reads = { deva: 0, devb: 0 };
+    for (const device of [a!, b!]) {
+      // Ferry works below RxDB's wrapper of the storage instance.
+      const wrapped = device.db.todos.storageInstance as typeof device.db.todos.storageInstance & {
+        originalStorageInstance: typeof device.db.todos.storageInstance;
+      };
+      const storage = wrapped.originalStorageInstance;
+      const find = storage.findDocumentsById.bind(storage);
+      storage.findDocumentsById = (ids, deleted) => {
+        reads[device.id as keyof typeof reads] += 1;
+        return find(ids, deleted);
+      };
+    }
+    await a!.db.todos.insert({ id: 'live', title: 'from a' });
+    await converge([a!, b!, c!]);
+    expect(await c!.docs()).toContainEqual({ id: 'live', title: 'from a' });
+    // A sends what its change event carried. B reads once, to apply; it passes on what it wrote.
+    expect(reads).toEqual({ deva: 0, devb: 1 });
+  });
+
   it('five devices converge after concurrent edits of the same documents', async () => {
     const { hub, devices: five } = await devices(5);
     await five[0]!.db.todos.bulkInsert(
