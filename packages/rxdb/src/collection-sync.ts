@@ -9,7 +9,7 @@ import {
   type RxStorageInstance,
 } from 'rxdb';
 import type { HybridClock } from './hlc.js';
-import { type DocMeta, type MetaStore, versionOf } from './store.js';
+import { type DocMeta, type MetaStore, storageBelowWrapper, versionOf } from './store.js';
 import {
   type ConflictPolicy,
   compareVectors,
@@ -114,12 +114,7 @@ export class CollectionSync {
   private intent = new Map<string, { rev: string; version: Change }>();
   /** Set when the app may have written since the last scan (a change event, or a write that lost a race). */
   private dirty = true;
-  /**
-   * Where Ferry reads and writes documents: below RxDB's wrapper, which replaces an inserted
-   * document's `_meta` (dropping Ferry's stamp), otherwise only sets `_rev` and `_meta.lwt` (as
-   * Ferry does), and puts every call through the database's lock (a queue of promises, a tenth of a
-   * live write's time).
-   */
+  /** Where Ferry reads and writes documents (see storageBelowWrapper). */
   private readonly storage: StorageInstance;
 
   private constructor(
@@ -128,10 +123,7 @@ export class CollectionSync {
     private readonly host: CollectionSyncHost,
   ) {
     this.primaryPath = collection.schema.primaryPath as string;
-    const wrapped = collection.storageInstance as unknown as StorageInstance & {
-      originalStorageInstance?: StorageInstance;
-    };
-    this.storage = wrapped.originalStorageInstance ?? wrapped;
+    this.storage = storageBelowWrapper(collection as RxCollection<Record<string, unknown>>);
   }
 
   static async open(

@@ -66,6 +66,20 @@ const metaSchema = {
   // No index on `c`: it is read once per start (a scan), and every index costs memory and writes.
 } as const;
 
+/**
+ * A collection's storage instance below RxDB's wrapper, where Ferry reads and writes: its rows carry
+ * their own `_rev` and `_meta`, and the wrapper would replace an inserted document's `_meta`
+ * (dropping Ferry's stamp) and put every call through the database's lock (a queue of promises
+ * that costs as much as writing a single row).
+ */
+export function storageBelowWrapper<T>(
+  collection: RxCollection<T>,
+): RxStorageInstance<T, unknown, unknown, unknown> {
+  type Instance = RxStorageInstance<T, unknown, unknown, unknown>;
+  const wrapped = collection.storageInstance as unknown as Instance & { originalStorageInstance?: Instance };
+  return wrapped.originalStorageInstance ?? wrapped;
+}
+
 /** The row key for a logical key: itself, or for a long one its prefix and SHA-256. */
 export function storageKey(key: string): string {
   if (key.length <= KEY_MAX) return key;
@@ -79,7 +93,6 @@ const migrationStrategies = {
 
 /** `n`: a segment's number (its key may be hashed when the collection name is long). */
 type MetaRow = { k: string; c: string; v: { value: unknown; n?: number } };
-type MetaStorage = RxStorageInstance<MetaRow, unknown, unknown, unknown>;
 
 const stateKey = (key: string) => storageKey(`s${key}`);
 const segmentKey = (collection: string, n: number) => storageKey(`g${collection}\u0000${n}`);
@@ -109,16 +122,11 @@ export class MetaStore {
    * (no RxDocument objects, which cost more than the sync itself), with the previous revision
    * RxDB needs to detect a concurrent writer. */
   private readonly revs = new Map<string, string>();
-  private readonly storage: MetaStorage;
+  private readonly storage: RxStorageInstance<MetaRow, unknown, unknown, unknown>;
   private readonly segments = new Map<string, Segments>();
 
   private constructor(private readonly rows: RxCollection<MetaRow>) {
-    // Below RxDB's wrapper (as the sync engine writes documents): rows carry their own `_rev` and
-    // `_meta`, and the wrapper's lock and copies cost as much as the write of a single row.
-    const wrapped = rows.storageInstance as unknown as MetaStorage & {
-      originalStorageInstance?: MetaStorage;
-    };
-    this.storage = wrapped.originalStorageInstance ?? wrapped;
+    this.storage = storageBelowWrapper(rows);
   }
 
   static async open(db: RxDatabase): Promise<MetaStore> {
