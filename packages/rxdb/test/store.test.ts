@@ -148,10 +148,11 @@ describe('metadata segments', () => {
   }
 
   it('any sequence of commits reloads to the latest version of each document, with at most twice as many entries stored', async () => {
-    // Live writes (a few documents) share the tail segment; batches (hundreds) get their own.
+    // Live writes (a few documents) share the tail segment (up to 32 entries); batches (hundreds)
+    // get their own; commits of 20-40 fill a tail past its cap or start their own.
     const ids = (min: number, max: number) =>
       fc.uniqueArray(fc.integer({ min: 0, max: 299 }), { minLength: min, maxLength: max });
-    const commits = fc.array(fc.oneof(ids(1, 4), ids(1, 4), ids(200, 300)), { maxLength: 40 });
+    const commits = fc.array(fc.oneof(ids(1, 4), ids(1, 4), ids(20, 40), ids(200, 300)), { maxLength: 40 });
     await fc.assert(
       fc.asyncProperty(commits, async (commits) => {
         const disk = newDisk();
