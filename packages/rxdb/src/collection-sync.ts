@@ -211,10 +211,12 @@ export class CollectionSync {
    * change event or written by an apply) and its metadata is saved: a live write goes out without
    * waiting in the queue behind the task that recorded it, or reading the document back. A version
    * and the document content at its `_rev` never change, so the batch is right whatever runs in the
-   * queue meanwhile. Undefined when only the queue can serve it.
+   * queue meanwhile. Undefined when only the queue can serve it, and while the log may lack an app
+   * write (one to scan for, or one whose change event is waiting to be recorded): a batch that says
+   * "no more" must not come before it.
    */
   changesInHand(cursor: number, peer: string, limits: BatchLimits): Batch | undefined {
-    if (this.saved < this.head) return undefined;
+    if (this.saved < this.head || this.dirty || this.pendingRecord) return undefined;
     const { picked, newSeq } = this.pick(cursor, peer, limits.count);
     for (const meta of picked) {
       if (travelsWithContent(meta) && this.recorded.get(meta.id)?._rev !== meta.rev) return undefined;

@@ -103,6 +103,29 @@ describe('replicateFerry over the in-memory network', () => {
     expect(reads).toEqual({ deva: 0, devb: 1 });
   });
 
+  it('serves a batch from hand only while its log holds every write it has heard of', async () => {
+    const {
+      devices: [a],
+    } = await devices(1);
+    await a!.db.todos.insert({ id: 'h1', title: 'one' });
+    await a!.replication.awaitInSync();
+    const sync = a!.replication.collection('todos')!;
+    const limits = { count: 100, bytes: 1 << 20 };
+    const inHand = () => sync.changesInHand(0, 'devx', limits)?.changes.map((c) => c.id);
+    expect(inHand()).toEqual(['h1']);
+    // A change event waiting to be recorded: the queue serves the next batch, after it.
+    const [stored] = await a!.db.todos.storageInstance.findDocumentsById(['h1'], false);
+    const recording = sync.record(stored as never);
+    expect(inHand()).toBeUndefined();
+    await recording;
+    expect(inHand()).toEqual(['h1']);
+    // A scan for app writes under way: the same.
+    const scanning = sync.scan();
+    expect(inHand()).toBeUndefined();
+    await scanning;
+    expect(inHand()).toEqual(['h1']);
+  });
+
   it('five devices converge after concurrent edits of the same documents', async () => {
     const { hub, devices: five } = await devices(5);
     await five[0]!.db.todos.bulkInsert(
