@@ -3,15 +3,9 @@
 import { createRxDatabase, type RxCollection } from 'rxdb';
 import { getRxStorageDexie } from 'rxdb/plugins/storage-dexie';
 import { MetaStore } from '../../packages/rxdb/src/store.js';
+import { todoSchema as schema } from '../../packages/rxdb/test/support-schema.js';
 
 type Todo = { id: string; title: string };
-const schema = {
-  version: 0,
-  primaryKey: 'id',
-  type: 'object',
-  properties: { id: { type: 'string', maxLength: 40 }, title: { type: 'string' } },
-  required: ['id', 'title'],
-} as const;
 
 /**
  * `writes` single-document inserts, each followed by the metadata commit Ferry makes for a live
