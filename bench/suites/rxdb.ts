@@ -317,6 +317,8 @@ class Peer {
 
 function runPeer(): void {
   const peer = new Peer();
+  // A bench killed midway must not leave its device processes running (and loading the machine).
+  process.on('disconnect', () => process.exit(0));
   process.on('message', (message: { id: number; command: Command }) => {
     peer.handle(message.command).then(
       (result) => {
