@@ -8,6 +8,7 @@ import { describe, expect, it } from 'vitest';
 import {
   median,
   opsPerSecond,
+  parseUdpReceiveDrops,
   percentile,
   ratio,
   significant,
@@ -26,6 +27,19 @@ describe('bench/lib/measure', () => {
     expect(median([9, 1, 5])).toBe(5);
     expect(summarize([3, 1, 2])).toEqual({ count: 3, min: 1, mean: 2, p50: 2, p90: 3, p99: 3, max: 3 });
     expect(() => percentile([], 50)).toThrow();
+  });
+
+  it('reads UDP receive-buffer drops from both of Linux counter files', () => {
+    const snmp = [
+      'Udp: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors',
+      'Udp: 1819 0 3 1820 3 0',
+      'UdpLite: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors',
+      'UdpLite: 0 0 0 0 9 0',
+    ].join('\n');
+    const snmp6 = 'Udp6InDatagrams                 \t1000966\nUdp6RcvbufErrors                \t15075\n';
+    expect(parseUdpReceiveDrops(snmp, snmp6)).toBe(15_078);
+    expect(parseUdpReceiveDrops(snmp, '')).toBe(3);
+    expect(parseUdpReceiveDrops('', '')).toBe(0);
   });
 
   it('ratio and significant rounding', () => {

@@ -1,3 +1,4 @@
+import { existsSync, readFileSync } from 'node:fs';
 // Measurement helpers shared by the bench suites. Numbers from a noisy 2-core machine: prefer medians
 // of several passes over single runs, and always measure the baseline in the same process and run.
 
@@ -141,3 +142,33 @@ export async function withPeakRss<T>(
 
 export const MB = 1e6;
 export const MiB = 1024 * 1024;
+
+/**
+ * UDP datagrams the kernel dropped because a socket's receive buffer was full, from the text of
+ * Linux's /proc/net/snmp (`Udp:` header and value lines) and /proc/net/snmp6 (`Udp6RcvbufErrors`).
+ */
+export function parseUdpReceiveDrops(snmp: string, snmp6: string): number {
+  let drops = 0;
+  const udp = snmp.split('\n').filter((line) => line.startsWith('Udp: '));
+  if (udp.length >= 2) {
+    const column = udp[0]!.split(/\s+/).indexOf('RcvbufErrors');
+    if (column > 0) drops += Number(udp[1]!.split(/\s+/)[column] ?? 0);
+  }
+  const v6 = /^Udp6RcvbufErrors\s+(\d+)/m.exec(snmp6);
+  if (v6) drops += Number(v6[1]);
+  return drops;
+}
+
+/**
+ * The kernel's count of UDP receive-buffer drops in this network namespace, or undefined where it
+ * cannot be read (not Linux). WebRTC on loopback loses packets this way when a burst meets a busy
+ * receiver: SCTP resends them, but a lost tail waits for the retransmission timer (~0.6 s here).
+ */
+export function udpReceiveDrops(): number | undefined {
+  try {
+    const snmp6 = existsSync('/proc/net/snmp6') ? readFileSync('/proc/net/snmp6', 'utf8') : '';
+    return parseUdpReceiveDrops(readFileSync('/proc/net/snmp', 'utf8'), snmp6);
+  } catch {
+    return undefined;
+  }
+}
