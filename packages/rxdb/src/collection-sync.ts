@@ -2,8 +2,11 @@ import { FerryError } from '@ferry/core';
 import {
   type BulkWriteRow,
   createRevision,
-  getChangedDocumentsSince,
+  getPrimaryFieldOfPrimaryKey,
+  normalizeMangoQuery,
   now,
+  prepareQuery,
+  RX_META_LWT_MINIMUM,
   type RxCollection,
   type RxDocumentData,
   type RxStorageInstance,
@@ -85,7 +88,7 @@ const UNDERSCORE = 0x5f;
  * remote versions. Every operation runs in one serial queue, so the log and the stored documents
  * never disagree while a peer is being served.
  *
- * Local writes are found by reading the storage's own change feed (getChangedDocumentsSince) from a
+ * Local writes are found by reading the storage's own change feed (changedDocumentsSince) from a
  * persisted checkpoint: a document whose `_rev` is not the one Ferry recorded was written by the app.
  * Nothing is lost if the process dies between the app's write and Ferry noticing it.
  */
@@ -354,10 +357,10 @@ export class CollectionSync {
     if (!this.dirty) return;
     this.dirty = false;
     for (;;) {
-      const { documents, checkpoint } = await getChangedDocumentsSince(
+      const { documents, checkpoint } = await changedDocumentsSince(
         this.storage,
         SCAN_PAGE,
-        this.scanCheckpoint as never,
+        this.scanCheckpoint as ChangeCheckpoint | undefined,
       );
       if (documents.length === 0) break;
       await this.commit(this.localVersions(documents as StoredDoc[]), [[`scan/${this.name}`, checkpoint]]);
@@ -615,6 +618,52 @@ export class CollectionSync {
     }
     return { retry, rejected, revs, written };
   }
+}
+
+/** A position in a storage's change feed: RxDB's own checkpoint shape (a scan checkpoint saved by older Ferry reads alike). */
+export interface ChangeCheckpoint {
+  id: string;
+  lwt: number;
+}
+
+/**
+ * What RxDB's getChangedDocumentsSince returns (the next `limit` documents after `checkpoint` in
+ * `_meta.lwt`, primary key order, deleted ones included), as two index ranges. RxDB's helper asks
+ * for `lwt = since and id > sinceId, or lwt > since` in one query that no index satisfies, so every
+ * document of the page goes through the query matcher: that took half of a first scan of 10,000
+ * documents. Each half of the `or` is a range of the `[_meta.lwt, primary key]` index RxDB gives
+ * every collection, and the first range sorts before the second.
+ */
+export async function changedDocumentsSince(
+  storage: StorageInstance,
+  limit: number,
+  checkpoint: ChangeCheckpoint | undefined,
+): Promise<{ documents: StoredDoc[]; checkpoint: ChangeCheckpoint }> {
+  const primaryPath = getPrimaryFieldOfPrimaryKey(storage.schema.primaryKey) as string;
+  const lwt = checkpoint?.lwt ?? RX_META_LWT_MINIMUM;
+  const page = async (selector: Record<string, unknown>, count: number) => {
+    const query = normalizeMangoQuery(storage.schema, {
+      selector,
+      sort: [{ '_meta.lwt': 'asc' }, { [primaryPath]: 'asc' }],
+      skip: 0,
+      limit: count,
+    } as never);
+    return (await storage.query(prepareQuery(storage.schema, query))).documents as StoredDoc[];
+  };
+  const documents = await page(
+    { '_meta.lwt': { $eq: lwt }, [primaryPath]: { $gt: checkpoint?.id ?? '' } },
+    limit,
+  );
+  if (documents.length < limit) {
+    documents.push(...(await page({ '_meta.lwt': { $gt: lwt } }, limit - documents.length)));
+  }
+  const last = documents.at(-1);
+  return {
+    documents,
+    checkpoint: last
+      ? { id: last[primaryPath] as string, lwt: last._meta.lwt }
+      : (checkpoint ?? { id: '', lwt: 0 }),
+  };
 }
 
 /**
