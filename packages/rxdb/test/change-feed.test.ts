@@ -92,4 +92,25 @@ describe('changedDocumentsSince (the scan of local writes)', () => {
       { numRuns: 40 },
     );
   });
+
+  it("uses a storage's own change feed where it has one", async () => {
+    db = await openDb(newDisk());
+    const written = await apply(db.todos, [{ kind: 'insert', count: 9 }]);
+    const storage = storageBelowWrapper(db.todos as never);
+    let calls = 0;
+    // A storage instance with a native feed (as RxDB's remote storage has), answering as RxDB's helper would.
+    const native = Object.create(storage, {
+      getChangedDocumentsSince: {
+        value: (limit: number, checkpoint: never) => {
+          calls++;
+          return getChangedDocumentsSince(storage, limit, checkpoint);
+        },
+      },
+    });
+    const read = await pages(written.length + 1, (checkpoint) =>
+      changedDocumentsSince(native, 4, checkpoint),
+    );
+    expect(read.flatMap((page) => page.ids).sort()).toEqual([...written].sort());
+    expect(calls).toBe(read.length);
+  });
 });
