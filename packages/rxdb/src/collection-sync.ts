@@ -620,7 +620,7 @@ export class CollectionSync {
   }
 }
 
-/** A position in a storage's change feed: RxDB's own checkpoint shape (a scan checkpoint saved by older Ferry reads alike). */
+/** A position in a storage's change feed, in RxDB's checkpoint shape (scan checkpoints saved earlier read alike). */
 export interface ChangeCheckpoint {
   id: string;
   lwt: number;
@@ -658,13 +658,14 @@ export async function changedDocumentsSince(
     } as never);
     return (await storage.query(prepareQuery(storage.schema, query))).documents as StoredDoc[];
   };
-  const documents = await page(
+  const sameTime = await page(
     { '_meta.lwt': { $eq: lwt }, [primaryPath]: { $gt: checkpoint?.id ?? '' } },
     limit,
   );
-  if (documents.length < limit) {
-    documents.push(...(await page({ '_meta.lwt': { $gt: lwt } }, limit - documents.length)));
-  }
+  const documents =
+    sameTime.length < limit
+      ? sameTime.concat(await page({ '_meta.lwt': { $gt: lwt } }, limit - sameTime.length))
+      : sameTime;
   const last = documents.at(-1);
   return {
     documents,
