@@ -1,338 +1,24 @@
-import { type ChildProcess, fork } from 'node:child_process';
+import { type ChildProcess, execFileSync, fork } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { mkdirSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { MeshNetwork } from '@ferry/core/node';
-import type { FerryReplicationState } from '@ferry/rxdb';
-import wrtc from '@roamhq/wrtc';
+import { build } from 'esbuild';
 import { pino } from 'pino';
-import { createRevision, createRxDatabase, now, type RxCollection, type RxDatabase } from 'rxdb';
-import {
-  getConnectionHandlerSimplePeer,
-  type RxWebRTCReplicationPool,
-  replicateWebRTC,
-  type SimplePeer,
-  startSignalingServerSimplePeer,
-} from 'rxdb/plugins/replication-webrtc';
-import { getRxStorageMemory } from 'rxdb/plugins/storage-memory';
-import { WebSocket } from 'ws';
+import { startSignalingServerSimplePeer } from 'rxdb/plugins/replication-webrtc';
 import { createSignalingServer } from '../../packages/server/src/signaling/index.js';
-import { MB, median, percentile, ratio, sampleRss, significant, udpReceiveDrops } from '../lib/measure.js';
+import type { Arrival, Command, PeerConfig, Reply, System } from '../devices/rxdb-device.js';
+import { MB, median, percentile, ratio, significant, udpReceiveDrops } from '../lib/measure.js';
 import type { BenchMetric, BenchReport } from '../lib/types.js';
 
 // Ferry's RxDB replication (encrypted Noise sessions over the WebRTC mesh, real signaling server)
 // against RxDB's own replication-webrtc plugin (unencrypted, simple-peer, RxDB's signaling server),
 // both on @roamhq/wrtc with RxDB memory storage, on the same ~300-byte documents. Every device is its
-// own Node process (forked from this file), so each one's peak RSS is its own; timestamps compare
-// across processes through performance.timeOrigin + performance.now() (one machine, one clock).
+// own Node process (bench/devices/rxdb-device.ts), so each one's peak RSS is its own; timestamps
+// compare across processes through performance.timeOrigin + performance.now() (one machine, one clock).
 
-const PEER_FLAG = '--rxdb-bench-peer';
 const LIVE_WRITES = 200;
 const RUNS = 5;
-
-type System = 'ferry' | 'plugin';
-
-interface PeerConfig {
-  system: System;
-  clientId: string;
-  signalingUrl: string;
-  /** Ferry: hex account key shared by both devices. Plugin: the room (topic). */
-  secret: string;
-  batchSize: number;
-}
-
-type Command =
-  | { cmd: 'open'; config: PeerConfig }
-  | { cmd: 'insert'; count: number }
-  /** Ferry: start the mesh and wait for the other device (the plugin connects inside its replication). */
-  | { cmd: 'connect' }
-  | { cmd: 'replicate' }
-  /** Start replicating and wait until `count` documents are here; timed from the connection being usable. */
-  | { cmd: 'sync'; count: number }
-  /** No replication: store `count` documents as a receiver gets them (JSON batches of 500), timed. */
-  | { cmd: 'floor'; count: number }
-  | { cmd: 'write'; index: number }
-  | { cmd: 'peak' }
-  /** The run is over: the other device may go away at any moment now. */
-  | { cmd: 'ending' }
-  | { cmd: 'close' };
-
-type Reply = { id: number; result?: unknown; error?: string };
-type Arrival = { event: 'arrived'; index: number; at: number };
-
-/** A wall-clock instant comparable between processes of this machine, in ms. */
-const wallNow = () => performance.timeOrigin + performance.now();
-
-interface BenchDoc {
-  id: string;
-  title: string;
-  body: string;
-  done: boolean;
-  priority: number;
-  tags: string[];
-  updatedAt: number;
-}
-
-const docSchema = {
-  version: 0,
-  primaryKey: 'id',
-  type: 'object',
-  properties: {
-    id: { type: 'string', maxLength: 40 },
-    title: { type: 'string' },
-    body: { type: 'string' },
-    done: { type: 'boolean' },
-    priority: { type: 'number' },
-    tags: { type: 'array', items: { type: 'string' } },
-    updatedAt: { type: 'number' },
-  },
-  required: ['id', 'title', 'body', 'done', 'priority', 'tags', 'updatedAt'],
-} as const;
-
-const LOREM =
-  'Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor incididunt ut labore et ' +
-  'dolore magna aliqua. Ut enim ad minim veniam, quis nostrud exercitation ullamco laboris nisi ut aliquip.';
-
-/** About 300 bytes of JSON, like a todo with a note. */
-const makeDoc = (id: string, n: number): BenchDoc => ({
-  id,
-  title: `Task number ${n}`,
-  body: LOREM.slice(0, 150 + (n % 50)),
-  done: n % 3 === 0,
-  priority: n % 5,
-  tags: ['home', `list-${n % 7}`],
-  updatedAt: 1_700_000_000_000 + n,
-});
-
-/** The n-th of the documents a device holds before syncing. */
-const storedDoc = (n: number): BenchDoc => makeDoc(`doc-${String(n).padStart(6, '0')}`, n);
-
-// ---------------------------------------------------------------- peer process
-
-class Peer {
-  db!: RxDatabase;
-  docs!: RxCollection<BenchDoc>;
-  config!: PeerConfig;
-  mesh?: MeshNetwork;
-  ferry?: FerryReplicationState;
-  plugin?: RxWebRTCReplicationPool<BenchDoc, SimplePeer>;
-  private readonly rss = sampleRss(10);
-  /** Ids of documents present (from the collection's change stream, which storage-level writes feed too). */
-  private readonly present = new Set<string>();
-  private countWaiter: { count: number; resolve: () => void } | undefined;
-  private closing = false;
-  /**
-   * Only the receiving device reports arrivals: on the writing one, the report (an IPC message)
-   * would run inside the write's change event, ahead of whichever replication listens after it.
-   */
-  private receiving = false;
-
-  async open(config: PeerConfig): Promise<void> {
-    this.config = config;
-    this.db = await createRxDatabase({
-      name: `bench${config.clientId}`,
-      storage: getRxStorageMemory(),
-      multiInstance: false,
-      eventReduce: true,
-    });
-    await this.db.addCollections({ docs: { schema: docSchema } });
-    this.docs = this.db.docs as RxCollection<BenchDoc>;
-    this.docs.$.subscribe((event) => {
-      if (event.operation === 'DELETE') return;
-      this.present.add(event.documentId);
-      if (this.receiving && event.documentId.startsWith('live-')) {
-        const arrival: Arrival = {
-          event: 'arrived',
-          index: Number(event.documentId.slice(5)),
-          at: wallNow(),
-        };
-        process.send!(arrival);
-      }
-      if (this.countWaiter && this.present.size >= this.countWaiter.count) this.countWaiter.resolve();
-    });
-  }
-
-  async insert(count: number): Promise<void> {
-    // Small bulk inserts, as an app accumulates documents over time: RxDB gives each write call one
-    // `_meta.lwt`, and large groups sharing one make checkpoint queries rescan the group (slow for both).
-    const CHUNK = 10;
-    for (let start = 0; start < count; start += CHUNK) {
-      const docs = Array.from({ length: Math.min(CHUNK, count - start) }, (_, i) => storedDoc(start + i));
-      await this.docs.bulkInsert(docs);
-    }
-  }
-
-  async connect(): Promise<void> {
-    if (this.config.system !== 'ferry') return;
-    // Imported here, in the device process, where `@ferry/*` resolve to the sources (sourceTsconfig).
-    const { createNodeMesh, fromHex } = await import('@ferry/core/node');
-    const mesh = createNodeMesh({
-      clientId: this.config.clientId,
-      accountKey: fromHex(this.config.secret),
-      signalingUrls: [this.config.signalingUrl],
-    });
-    this.mesh = mesh;
-    if (mesh.connectedPeers().length > 0) return;
-    await new Promise((resolve) => mesh.once('peer-connected', resolve));
-  }
-
-  /** Starts replication; `connected` resolves with the instant the connection to the other device is usable. */
-  async replicate(): Promise<{ connected: Promise<number> }> {
-    if (this.config.system === 'ferry') {
-      if (!this.mesh) await this.connect();
-      const { replicateFerry } = await import('@ferry/rxdb');
-      const start = wallNow();
-      this.ferry = await replicateFerry({
-        collections: { docs: this.docs },
-        network: this.mesh!,
-        batchSize: this.config.batchSize,
-      });
-      this.ferry.error$.subscribe((error) => this.report('ferry', error));
-      return { connected: Promise.resolve(start) };
-    }
-    const pool = await replicateWebRTC<BenchDoc, SimplePeer>({
-      collection: this.docs,
-      topic: this.config.secret,
-      connectionHandlerCreator: getConnectionHandlerSimplePeer({
-        signalingServerUrl: this.config.signalingUrl,
-        wrtc: wrtc as never,
-        config: { iceServers: [] },
-        webSocketConstructor: WebSocket as never,
-      }),
-      pull: { batchSize: this.config.batchSize },
-      push: { batchSize: this.config.batchSize },
-    });
-    pool.error$.subscribe((error) => this.report('plugin', error));
-    this.plugin = pool;
-    // The handler's socket cannot open before this subscription: no event is missed.
-    const connected = new Promise<number>((resolve) => {
-      const sub = pool.connectionHandler.connect$.subscribe(() => {
-        sub.unsubscribe();
-        resolve(wallNow());
-      });
-    });
-    return { connected };
-  }
-
-  async sync(count: number): Promise<{ ms: number }> {
-    this.receiving = true;
-    const reached = new Promise<void>((resolve) => {
-      this.countWaiter = { count, resolve };
-      if (this.present.size >= count) resolve();
-    });
-    const { connected } = await this.replicate();
-    await reached;
-    return { ms: wallNow() - (await connected) };
-  }
-
-  /**
-   * The least any replication must do in a fresh receiving process: parse each batch, look up what
-   * is stored, write it through the collection's storage instance, and see every change event.
-   */
-  async floor(count: number): Promise<{ ms: number }> {
-    const BATCH = 500;
-    const batches: string[] = [];
-    for (let start = 0; start < count; start += BATCH) {
-      const docs = Array.from({ length: Math.min(BATCH, count - start) }, (_, i) => storedDoc(start + i));
-      batches.push(JSON.stringify(docs));
-    }
-    const reached = new Promise<void>((resolve) => {
-      this.countWaiter = { count, resolve };
-    });
-    const storage = this.docs.storageInstance;
-    const start = wallNow();
-    for (const text of batches) {
-      const docs = JSON.parse(text) as BenchDoc[];
-      await storage.findDocumentsById(
-        docs.map((doc) => doc.id),
-        true,
-      );
-      await storage.bulkWrite(
-        docs.map((doc) => ({
-          document: {
-            ...doc,
-            _deleted: false,
-            _attachments: {},
-            _meta: { lwt: now() },
-            _rev: createRevision(this.db.token),
-          },
-        })),
-        'bench-floor',
-      );
-    }
-    await reached;
-    return { ms: wallNow() - start };
-  }
-
-  async write(index: number): Promise<{ at: number }> {
-    const at = wallNow();
-    await this.docs.insert(makeDoc(`live-${index}`, index));
-    return { at };
-  }
-
-  /** Errors while measuring are printed; those of a peer whose other side is shutting down are expected. */
-  private report(system: System, error: unknown): void {
-    if (!this.closing) console.error(`${system} replication error:`, error);
-  }
-
-  async close(): Promise<void> {
-    this.closing = true;
-    await this.ferry?.cancel();
-    await this.plugin?.cancel();
-    await this.mesh?.close();
-    await this.db.close();
-  }
-
-  async handle(command: Command): Promise<unknown> {
-    switch (command.cmd) {
-      case 'open':
-        return this.open(command.config);
-      case 'insert':
-        return this.insert(command.count);
-      case 'connect':
-        return this.connect();
-      case 'replicate': {
-        const start = wallNow();
-        await this.replicate();
-        return wallNow() - start;
-      }
-      case 'sync':
-        return this.sync(command.count);
-      case 'floor':
-        return this.floor(command.count);
-      case 'write':
-        return this.write(command.index);
-      case 'peak':
-        return this.rss.stop().peakBytes;
-      case 'ending':
-        this.closing = true;
-        return undefined;
-      case 'close':
-        return this.close();
-    }
-  }
-}
-
-function runPeer(): void {
-  const peer = new Peer();
-  // A bench killed midway must not leave its device processes running (and loading the machine).
-  process.on('disconnect', () => process.exit(0));
-  process.on('message', (message: { id: number; command: Command }) => {
-    peer.handle(message.command).then(
-      (result) => {
-        // After `close`, exit on our own (a normal exit is what writes a --cpu-prof profile).
-        const exit = message.command.cmd === 'close' ? () => process.exit(0) : undefined;
-        process.send!({ id: message.id, result } satisfies Reply, undefined, undefined, exit);
-      },
-      (error: Error) =>
-        process.send!({ id: message.id, error: error.stack ?? String(error) } satisfies Reply),
-    );
-  });
-}
-
-// ---------------------------------------------------------------- parent side
 
 class PeerProcess {
   private readonly child: ChildProcess;
@@ -341,16 +27,13 @@ class PeerProcess {
   readonly arrivals = new Map<number, number>();
   private arrivalWaiter: { index: number; resolve: () => void } | undefined;
 
-  constructor(tsconfigPath: string) {
-    this.child = fork(fileURLToPath(import.meta.url), [PEER_FLAG], {
-      execArgv: [
-        ...process.execArgv.filter((arg) => arg !== '--expose-gc'),
-        // FERRY_BENCH_CPU_PROF=<dir>: a V8 CPU profile of every device process, for finding hot spots.
-        ...(process.env.FERRY_BENCH_CPU_PROF
-          ? ['--cpu-prof', `--cpu-prof-dir=${process.env.FERRY_BENCH_CPU_PROF}`]
-          : []),
-      ],
-      env: { ...process.env, TSX_TSCONFIG_PATH: tsconfigPath },
+  constructor(deviceScript: string) {
+    this.child = fork(deviceScript, [], {
+      // Plain Node, without the bench's tsx loader (see rxdb-device.ts).
+      execArgv: process.env.FERRY_BENCH_CPU_PROF
+        ? // A V8 CPU profile of every device process, for finding hot spots.
+          ['--cpu-prof', `--cpu-prof-dir=${process.env.FERRY_BENCH_CPU_PROF}`]
+        : [],
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     });
     this.child.on('message', (message: Reply | Arrival) => {
@@ -400,25 +83,53 @@ class PeerProcess {
 interface Servers {
   ferryUrl: string;
   pluginUrl: string;
-  /** tsx configuration of the device processes (see sourceTsconfig). */
-  tsconfigPath: string;
+  /** The compiled device program (see buildDevice). */
+  deviceScript: string;
 }
 
+const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+
 /**
- * The device processes resolve `@ferry/*` to the packages' TypeScript sources, as the tests do: the
- * sync engine and the mesh must share one copy of core (FerryError identity, the op registry), and
- * the figures must describe the code in the tree, not whatever `dist/` was last built from.
+ * The device program as JavaScript, next to the sources so that its imports resolve from the
+ * repository's node_modules: `@ferry/*` to the packages' dist/, rebuilt first (tsc -b does nothing
+ * when it is current), so the figures describe the code in the tree.
  */
-function sourceTsconfig(): string {
-  const root = fileURLToPath(new URL('../../', import.meta.url));
-  const path = join(mkdtempSync(join(tmpdir(), 'ferry-bench-rxdb-')), 'tsconfig.json');
-  const paths = {
-    '@ferry/core': [`${root}packages/core/src/index.ts`],
-    '@ferry/core/node': [`${root}packages/core/src/node.ts`],
-    '@ferry/rxdb': [`${root}packages/rxdb/src/index.ts`],
-  };
-  writeFileSync(path, JSON.stringify({ compilerOptions: { paths } }));
-  return path;
+async function buildDevice(): Promise<{ script: string; dispose(): void }> {
+  execFileSync(process.execPath, [join(ROOT, 'node_modules/typescript/bin/tsc'), '-b'], {
+    cwd: ROOT,
+    stdio: 'inherit',
+  });
+  const dir = join(ROOT, 'bench/.build');
+  mkdirSync(dir, { recursive: true });
+  const script = join(dir, `rxdb-device-${process.pid}.mjs`);
+  await build({
+    entryPoints: [join(ROOT, 'bench/devices/rxdb-device.ts')],
+    outfile: script,
+    bundle: true,
+    ...(process.env.ZZ_BUNDLE_FERRY
+      ? {
+          external: [
+            'rxdb',
+            'rxdb/*',
+            '@roamhq/wrtc',
+            'ws',
+            'simple-peer',
+            '@noble/*',
+            'eventemitter3',
+            '@scure/*',
+            'hash-wasm',
+            'rxjs',
+            'rxjs/*',
+            'pino',
+          ],
+        }
+      : { packages: 'external' as const }),
+    platform: 'node',
+    format: 'esm',
+    target: 'node20',
+    logLevel: 'warning',
+  });
+  return { script, dispose: () => rmSync(script, { force: true }) };
 }
 
 interface Scenario {
@@ -446,8 +157,8 @@ async function runScenario(servers: Servers, scenario: Scenario): Promise<Scenar
   const secret =
     scenario.system === 'ferry' ? randomBytes(32).toString('hex') : `benchroom${run}x${Date.now()}`;
   const signalingUrl = scenario.system === 'ferry' ? servers.ferryUrl : servers.pluginUrl;
-  const source = new PeerProcess(servers.tsconfigPath);
-  const sink = new PeerProcess(servers.tsconfigPath);
+  const source = new PeerProcess(servers.deviceScript);
+  const sink = new PeerProcess(servers.deviceScript);
   const config = (clientId: string): PeerConfig => ({
     system: scenario.system,
     clientId,
@@ -502,7 +213,7 @@ async function runScenario(servers: Servers, scenario: Scenario): Promise<Scenar
 async function rxdbFloor(servers: Servers, count: number, runs = RUNS): Promise<number> {
   const rates: number[] = [];
   for (let i = 0; i < runs; i++) {
-    const peer = new PeerProcess(servers.tsconfigPath);
+    const peer = new PeerProcess(servers.deviceScript);
     try {
       await peer.call({
         cmd: 'open',
@@ -586,11 +297,11 @@ async function run(): Promise<BenchReport> {
   });
   const pluginPort = 20_000 + Math.floor(Math.random() * 20_000);
   const pluginSignaling = await startSignalingServerSimplePeer({ port: pluginPort, host: '127.0.0.1' });
-  const tsconfigPath = sourceTsconfig();
+  const device = await buildDevice();
   const servers: Servers = {
     ferryUrl: ferrySignaling.url,
     pluginUrl: `ws://127.0.0.1:${pluginPort}`,
-    tsconfigPath,
+    deviceScript: device.script,
   };
   const metrics: BenchMetric[] = [];
   try {
@@ -681,11 +392,9 @@ async function run(): Promise<BenchReport> {
   } finally {
     await ferrySignaling.close();
     await pluginSignaling.server.close();
-    rmSync(dirname(tsconfigPath), { recursive: true, force: true });
+    device.dispose();
     restoreLog();
   }
 }
-
-if (process.argv.includes(PEER_FLAG)) runPeer();
 
 export default { name: 'rxdb', run };
