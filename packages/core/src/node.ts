@@ -1,14 +1,27 @@
-// Node-only entry point: everything in core, plus Node's WebRTC (@roamhq/wrtc), WebSocket (ws) and
-// OpenSSL's ChaCha20-Poly1305 for session frames. Browser bundles import '@ferry/core' and never
-// reach this file.
+// Node-only entry point: everything in core, plus Node's WebRTC (@roamhq/wrtc), WebSocket (ws), and
+// OpenSSL's ChaCha20-Poly1305 for session frames and Ed25519 for keys and signatures. Browser bundles
+// import '@ferry/core' and never reach this file.
 import * as crypto from 'node:crypto';
 import wrtc from '@roamhq/wrtc';
 import { WebSocket } from 'ws';
+import { ed25519SigningFromNodeCrypto, type NodeCryptoEd25519 } from './crypto/node-ed25519.js';
+import { useEd25519Signing } from './crypto/sign.js';
 import { MeshNetwork, type MeshNetworkOptions } from './network/mesh.js';
 import { chaChaPolyFromNodeCrypto } from './session/noise/node-chachapoly.js';
+import { type NodeCryptoX25519, x25519FromNodeCrypto } from './session/noise/node-x25519.js';
+import { useX25519 } from './session/noise.js';
 import type { WebSocketConstructor } from './signaling/websocket.js';
 
 export * from './index.js';
+
+/** Ed25519 on OpenSSL (same keys and signatures as the default; see Ed25519Signing). */
+// (Node takes any Uint8Array as DER key input; its type declarations say Buffer.)
+export const nodeEd25519Signing = ed25519SigningFromNodeCrypto(crypto as unknown as NodeCryptoEd25519);
+useEd25519Signing(nodeEd25519Signing);
+
+/** X25519 on OpenSSL, for the Noise handshake (same keys and secrets as the default; see X25519). */
+export const nodeX25519 = x25519FromNodeCrypto(crypto as unknown as NodeCryptoX25519);
+useX25519(nodeX25519);
 
 /** ChaCha20-Poly1305 on OpenSSL: about 10x the pure-JS speed for session frames. */
 export const nodeChaChaPoly = chaChaPolyFromNodeCrypto(crypto);

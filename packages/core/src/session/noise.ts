@@ -50,6 +50,30 @@ export const nobleChaChaPoly: ChaChaPoly = {
   decrypt: (key, nonce, ad, ciphertext) => chacha20poly1305(key, nonce, ad).decrypt(ciphertext),
 };
 
+/**
+ * X25519 (RFC 7748) as Noise's DH functions use it. Pure JS (noble) by default; Node's entry point
+ * switches to OpenSSL's (`x25519FromNodeCrypto`), since noble's first public key builds precomputed
+ * tables (~60 ms and ~6 MB of memory here, on every device's first connect). Both clamp secret keys
+ * as RFC 7748 says, so they give the same bytes.
+ */
+export interface X25519 {
+  publicKey(secretKey: Uint8Array): Uint8Array;
+  /** Throws (any error) when the result is all zeros: a low-order public key, chosen by an attacker. */
+  sharedSecret(secretKey: Uint8Array, publicKey: Uint8Array): Uint8Array;
+}
+
+export const nobleX25519: X25519 = {
+  publicKey: (secretKey) => x25519.getPublicKey(secretKey),
+  sharedSecret: (secretKey, publicKey) => x25519.getSharedSecret(secretKey, publicKey),
+};
+
+let dh: X25519 = nobleX25519;
+
+/** Use another X25519 implementation for handshakes from now on (see X25519). */
+export function useX25519(implementation: X25519): void {
+  dh = implementation;
+}
+
 /** ChaChaPoly nonce encoding: 32 zero bits, then the 64-bit counter little-endian. */
 function chachaNonce(n: number): Uint8Array {
   const nonce = new Uint8Array(12);
@@ -275,7 +299,7 @@ export class HandshakeState {
     for (const token of tokens) {
       if (token === 'e') {
         this.ephemeralSecret ??= x25519.utils.randomSecretKey();
-        const publicKey = x25519.getPublicKey(this.ephemeralSecret);
+        const publicKey = dh.publicKey(this.ephemeralSecret);
         parts.push(publicKey);
         this.mixEphemeral(publicKey);
       } else {
@@ -358,9 +382,9 @@ export class HandshakeState {
     }
     let shared: Uint8Array;
     try {
-      shared = x25519.getSharedSecret(this.ephemeralSecret, this.remoteEphemeral);
+      shared = dh.sharedSecret(this.ephemeralSecret, this.remoteEphemeral);
     } catch (cause) {
-      // noble refuses low-order points, which would give an all-zero, attacker-chosen secret.
+      // A low-order point would give an all-zero, attacker-chosen secret.
       throw new FerryError('HANDSHAKE_FAILED', 'the peer sent an invalid ephemeral key', { cause });
     }
     this.symmetric.mixKey(shared);

@@ -1,8 +1,18 @@
+import * as nodeCrypto from 'node:crypto';
 import { argon2id as nobleArgon2id } from '@noble/hashes/argon2.js';
-import { describe, expect, it } from 'vitest';
+import fc from 'fast-check';
+import { afterEach, describe, expect, it } from 'vitest';
 import { argon2idRaw } from '../../src/crypto/account.js';
 import { xchachaDecrypt, xchachaEncrypt } from '../../src/crypto/aead.js';
-import { sign, signingKeyFromSeed, verify } from '../../src/crypto/sign.js';
+import { ed25519SigningFromNodeCrypto, type NodeCryptoEd25519 } from '../../src/crypto/node-ed25519.js';
+import {
+  type Ed25519Signing,
+  nobleEd25519Signing,
+  sign,
+  signingKeyFromSeed,
+  useEd25519Signing,
+  verify,
+} from '../../src/crypto/sign.js';
 import { hkdfSha256 } from '../../src/crypto/subkeys.js';
 import { fromHex, toHex, utf8 } from '../../src/util/bytes.js';
 
@@ -82,45 +92,94 @@ describe('XChaCha20-Poly1305, draft-irtf-cfrg-xchacha-03 A.3.1 (xchachaEncrypt /
   });
 });
 
-describe('Ed25519, RFC 8032 section 7.1 tests 1-3 (signingKeyFromSeed / sign / verify)', () => {
-  const vectors = [
-    {
-      name: 'TEST 1 (empty message)',
-      secret: '9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60',
-      public: 'd75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a',
-      message: '',
-      signature:
-        'e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e065224901555fb8821590a33bacc61e39701cf9b46bd25bf5f0595bbe24655141438e7a100b',
-    },
-    {
-      name: 'TEST 2 (one byte)',
-      secret: '4ccd089b28ff96da9db6c346ec114e0f5b8a319f35aba624da8cf6ed4fb8a6fb',
-      public: '3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c',
-      message: '72',
-      signature:
-        '92a009a9f0d4cab8720e820b5f642540a2b27b5416503f8fb3762223ebdb69da085ac1e43e15996e458f3613d0f11d8c387b2eaeb4302aeeb00d291612bb0c00',
-    },
-    {
-      name: 'TEST 3 (two bytes)',
-      secret: 'c5aa8df43f9f837bedb7442f31dcb7b166d38535076f094b85ce3a2e0b4458f7',
-      public: 'fc51cd8e6218a1a38da47ed00230f0580816ed13ba3303ac5deb911548908025',
-      message: 'af82',
-      signature:
-        '6291d657deec24024827e69c3abe01a30ce548a284743a445e3680d7db5ac3ac18ff9b538d16f290ae67f760984dc6594a7c15e9716ed28dc027beceea1ec40a',
-    },
-  ];
-  for (const v of vectors) {
-    it(v.name, () => {
-      const keys = signingKeyFromSeed(fromHex(v.secret));
-      expect(toHex(keys.publicKey)).toBe(v.public);
-      const signature = sign(keys.secretKey, fromHex(v.message));
-      expect(toHex(signature)).toBe(v.signature);
-      expect(verify(keys.publicKey, fromHex(v.message), signature)).toBe(true);
-      const tampered = signature.slice();
-      tampered[0]! ^= 1;
-      expect(verify(keys.publicKey, fromHex(v.message), tampered)).toBe(false);
+const opensslEd25519Signing = ed25519SigningFromNodeCrypto(nodeCrypto as unknown as NodeCryptoEd25519);
+const ed25519Implementations: Array<[string, Ed25519Signing]> = [
+  ['noble', nobleEd25519Signing],
+  ['OpenSSL', opensslEd25519Signing],
+];
+
+describe.each(ed25519Implementations)(
+  'Ed25519 on %s, RFC 8032 section 7.1 tests 1-3 (signingKeyFromSeed / sign / verify)',
+  (_, implementation) => {
+    afterEach(() => useEd25519Signing(nobleEd25519Signing));
+    const vectors = [
+      {
+        name: 'TEST 1 (empty message)',
+        secret: '9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60',
+        public: 'd75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a',
+        message: '',
+        signature:
+          'e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e065224901555fb8821590a33bacc61e39701cf9b46bd25bf5f0595bbe24655141438e7a100b',
+      },
+      {
+        name: 'TEST 2 (one byte)',
+        secret: '4ccd089b28ff96da9db6c346ec114e0f5b8a319f35aba624da8cf6ed4fb8a6fb',
+        public: '3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c',
+        message: '72',
+        signature:
+          '92a009a9f0d4cab8720e820b5f642540a2b27b5416503f8fb3762223ebdb69da085ac1e43e15996e458f3613d0f11d8c387b2eaeb4302aeeb00d291612bb0c00',
+      },
+      {
+        name: 'TEST 3 (two bytes)',
+        secret: 'c5aa8df43f9f837bedb7442f31dcb7b166d38535076f094b85ce3a2e0b4458f7',
+        public: 'fc51cd8e6218a1a38da47ed00230f0580816ed13ba3303ac5deb911548908025',
+        message: 'af82',
+        signature:
+          '6291d657deec24024827e69c3abe01a30ce548a284743a445e3680d7db5ac3ac18ff9b538d16f290ae67f760984dc6594a7c15e9716ed28dc027beceea1ec40a',
+      },
+    ];
+    for (const v of vectors) {
+      it(v.name, () => {
+        useEd25519Signing(implementation);
+        const keys = signingKeyFromSeed(fromHex(v.secret));
+        expect(toHex(keys.publicKey)).toBe(v.public);
+        const signature = sign(keys.secretKey, fromHex(v.message));
+        expect(toHex(signature)).toBe(v.signature);
+        expect(verify(keys.publicKey, fromHex(v.message), signature)).toBe(true);
+        const tampered = signature.slice();
+        tampered[0]! ^= 1;
+        expect(verify(keys.publicKey, fromHex(v.message), tampered)).toBe(false);
+      });
+    }
+
+    it('refuses a seed that is not 32 bytes with a typed error', () => {
+      useEd25519Signing(implementation);
+      expect(() => signingKeyFromSeed(new Uint8Array(31))).toThrow(
+        expect.objectContaining({ code: 'INTERNAL' }),
+      );
+      expect(() => sign(new Uint8Array(33), utf8('x'))).toThrow(
+        expect.objectContaining({ code: 'INTERNAL' }),
+      );
     });
-  }
+  },
+);
+
+describe('Ed25519 implementations', () => {
+  it('give the same public keys and signatures (RFC 8032 signing is deterministic)', () => {
+    fc.assert(
+      fc.property(
+        fc.uint8Array({ minLength: 32, maxLength: 32 }),
+        fc.uint8Array({ maxLength: 300 }),
+        (seed, message) => {
+          const publicKey = opensslEd25519Signing.publicKey(seed);
+          expect(publicKey).toEqual(nobleEd25519Signing.publicKey(seed));
+          const signature = opensslEd25519Signing.sign(seed, message);
+          expect(signature).toEqual(nobleEd25519Signing.sign(seed, message));
+          expect(verify(publicKey, message, signature)).toBe(true);
+        },
+      ),
+      { numRuns: 50 },
+    );
+  });
+
+  it('OpenSSL reuses a key object per seed array and still signs with the right key', () => {
+    const a = new Uint8Array(32).fill(1);
+    const b = new Uint8Array(32).fill(2);
+    for (let i = 0; i < 3; i++) {
+      expect(opensslEd25519Signing.sign(a, utf8('m'))).toEqual(nobleEd25519Signing.sign(a, utf8('m')));
+      expect(opensslEd25519Signing.sign(b, utf8('m'))).toEqual(nobleEd25519Signing.sign(b, utf8('m')));
+    }
+  });
 });
 
 describe('Argon2id', () => {

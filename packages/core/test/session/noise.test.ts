@@ -1,7 +1,9 @@
 import * as nodeCrypto from 'node:crypto';
-import { describe, expect, it } from 'vitest';
+import fc from 'fast-check';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { isFerryError } from '../../src/errors.js';
 import { chaChaPolyFromNodeCrypto } from '../../src/session/noise/node-chachapoly.js';
+import { type NodeCryptoX25519, x25519FromNodeCrypto } from '../../src/session/noise/node-x25519.js';
 import {
   type ChaChaPoly,
   CipherState,
@@ -9,7 +11,10 @@ import {
   HandshakeState,
   NN_PSK0,
   nobleChaChaPoly,
+  nobleX25519,
   noiseProtocolName,
+  useX25519,
+  type X25519,
 } from '../../src/session/noise.js';
 import { fromHex, toHex, utf8 } from '../../src/util/bytes.js';
 import vectorFile from '../vectors/noise-nn-family.json' with { type: 'json' };
@@ -53,6 +58,14 @@ const IMPLEMENTATIONS: [string, ChaChaPoly][] = [
   ['node:crypto', chaChaPolyFromNodeCrypto(nodeCrypto)],
 ];
 
+const opensslX25519 = x25519FromNodeCrypto(nodeCrypto as unknown as NodeCryptoX25519);
+const DH_IMPLEMENTATIONS: [string, X25519][] = [
+  ['noble', nobleX25519],
+  ['OpenSSL', opensslX25519],
+];
+
+afterEach(() => useX25519(nobleX25519));
+
 describe('Noise known-answer vectors (cacophony, snow)', () => {
   it('covers the exact protocol of the peer handshake', () => {
     expect(vectors.map((v) => v.protocol_name)).toContain('Noise_NNpsk0_25519_ChaChaPoly_SHA256');
@@ -60,52 +73,54 @@ describe('Noise known-answer vectors (cacophony, snow)', () => {
   });
 
   for (const [aeadName, aead] of IMPLEMENTATIONS)
-    for (const vector of vectors) {
-      it(`${vector.protocol_name} with ${aeadName} ChaChaPoly (${vector.source})`, () => {
-        const pattern = patternOf(vector.protocol_name);
-        expect(noiseProtocolName(pattern)).toBe(vector.protocol_name);
-        const initiator = new HandshakeState({
-          pattern,
-          initiator: true,
-          prologue: fromHex(vector.init_prologue),
-          psks: (vector.init_psks ?? []).map(fromHex),
-          ephemeralSecretKey: fromHex(vector.init_ephemeral),
-          aead,
-        });
-        const responder = new HandshakeState({
-          pattern,
-          initiator: false,
-          prologue: fromHex(vector.resp_prologue),
-          psks: (vector.resp_psks ?? []).map(fromHex),
-          ephemeralSecretKey: fromHex(vector.resp_ephemeral),
-          aead,
-        });
+    for (const [dhName, dh] of DH_IMPLEMENTATIONS)
+      for (const vector of vectors) {
+        it(`${vector.protocol_name} with ${aeadName} ChaChaPoly and ${dhName} X25519 (${vector.source})`, () => {
+          useX25519(dh);
+          const pattern = patternOf(vector.protocol_name);
+          expect(noiseProtocolName(pattern)).toBe(vector.protocol_name);
+          const initiator = new HandshakeState({
+            pattern,
+            initiator: true,
+            prologue: fromHex(vector.init_prologue),
+            psks: (vector.init_psks ?? []).map(fromHex),
+            ephemeralSecretKey: fromHex(vector.init_ephemeral),
+            aead,
+          });
+          const responder = new HandshakeState({
+            pattern,
+            initiator: false,
+            prologue: fromHex(vector.resp_prologue),
+            psks: (vector.resp_psks ?? []).map(fromHex),
+            ephemeralSecretKey: fromHex(vector.resp_ephemeral),
+            aead,
+          });
 
-        const handshakeMessages = vector.messages.slice(0, pattern.messages.length);
-        handshakeMessages.forEach((message, i) => {
-          const [writer, reader] = i % 2 === 0 ? [initiator, responder] : [responder, initiator];
-          const ciphertext = writer.writeMessage(fromHex(message.payload));
-          expect(toHex(ciphertext)).toBe(message.ciphertext);
-          expect(toHex(reader.readMessage(ciphertext))).toBe(message.payload);
-        });
-        expect(initiator.complete && responder.complete).toBe(true);
-        expect(toHex(initiator.handshakeHash)).toBe(toHex(responder.handshakeHash));
-        if (vector.handshake_hash) expect(toHex(initiator.handshakeHash)).toBe(vector.handshake_hash);
+          const handshakeMessages = vector.messages.slice(0, pattern.messages.length);
+          handshakeMessages.forEach((message, i) => {
+            const [writer, reader] = i % 2 === 0 ? [initiator, responder] : [responder, initiator];
+            const ciphertext = writer.writeMessage(fromHex(message.payload));
+            expect(toHex(ciphertext)).toBe(message.ciphertext);
+            expect(toHex(reader.readMessage(ciphertext))).toBe(message.payload);
+          });
+          expect(initiator.complete && responder.complete).toBe(true);
+          expect(toHex(initiator.handshakeHash)).toBe(toHex(responder.handshakeHash));
+          if (vector.handshake_hash) expect(toHex(initiator.handshakeHash)).toBe(vector.handshake_hash);
 
-        const initiatorCiphers = initiator.split();
-        const responderCiphers = responder.split();
-        vector.messages.slice(pattern.messages.length).forEach((message, j) => {
-          const i = pattern.messages.length + j;
-          const [send, receive] =
-            i % 2 === 0
-              ? [initiatorCiphers.send, responderCiphers.receive]
-              : [responderCiphers.send, initiatorCiphers.receive];
-          const ciphertext = send.encryptWithAd(new Uint8Array(0), fromHex(message.payload));
-          expect(toHex(ciphertext)).toBe(message.ciphertext);
-          expect(toHex(receive.decryptWithAd(new Uint8Array(0), ciphertext))).toBe(message.payload);
+          const initiatorCiphers = initiator.split();
+          const responderCiphers = responder.split();
+          vector.messages.slice(pattern.messages.length).forEach((message, j) => {
+            const i = pattern.messages.length + j;
+            const [send, receive] =
+              i % 2 === 0
+                ? [initiatorCiphers.send, responderCiphers.receive]
+                : [responderCiphers.send, initiatorCiphers.receive];
+            const ciphertext = send.encryptWithAd(new Uint8Array(0), fromHex(message.payload));
+            expect(toHex(ciphertext)).toBe(message.ciphertext);
+            expect(toHex(receive.decryptWithAd(new Uint8Array(0), ciphertext))).toBe(message.payload);
+          });
         });
-      });
-    }
+      }
 });
 
 const PSK = new Uint8Array(32).fill(7);
@@ -134,7 +149,9 @@ const codeOf = (fn: () => unknown): string | undefined => {
   return undefined;
 };
 
-describe('NNpsk0 HandshakeState', () => {
+describe.each(DH_IMPLEMENTATIONS)('NNpsk0 HandshakeState with %s X25519', (_, dh) => {
+  beforeEach(() => useX25519(dh));
+
   it('runs with fresh ephemerals and agrees on directional keys', () => {
     const { initiator, responder } = pair();
     expect(responder.readMessage(initiator.writeMessage(utf8('hi')))).toEqual(utf8('hi'));
@@ -238,5 +255,29 @@ describe('ChaChaPoly implementations', () => {
       expect(() => native.decrypt(key, nonce, utf8('other'), sealed)).toThrow();
     }
     expect(() => native.decrypt(key, nonce, ad, new Uint8Array(15))).toThrow();
+  });
+});
+
+describe('X25519 implementations', () => {
+  it('give the same public keys and shared secrets', () => {
+    const key = fc.uint8Array({ minLength: 32, maxLength: 32 });
+    fc.assert(
+      fc.property(key, key, (a, b) => {
+        const publicB = opensslX25519.publicKey(b);
+        expect(publicB).toEqual(nobleX25519.publicKey(b));
+        const shared = opensslX25519.sharedSecret(a, publicB);
+        expect(shared).toEqual(nobleX25519.sharedSecret(a, publicB));
+        expect(shared).toEqual(nobleX25519.sharedSecret(b, nobleX25519.publicKey(a)));
+      }),
+      { numRuns: 50 },
+    );
+  });
+
+  it.each(DH_IMPLEMENTATIONS)('%s refuses low-order public keys', (_, dh) => {
+    const secret = new Uint8Array(32).fill(9);
+    const one = new Uint8Array(32);
+    one[0] = 1;
+    for (const lowOrder of [new Uint8Array(32), one])
+      expect(() => dh.sharedSecret(secret, lowOrder)).toThrow();
   });
 });
