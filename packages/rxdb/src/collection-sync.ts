@@ -346,10 +346,18 @@ export class CollectionSync {
     return byId;
   }
 
-  /** The document as the app sees it: no `_rev`, `_meta`, `_attachments` or `_deleted`. */
+  /**
+   * The document as the app sees it: no `_rev`, `_meta`, `_attachments` or `_deleted`. A copy with
+   * RxDB's fields deleted, last first (so the copy stays a fast object): enumerating the stored
+   * document itself would give its hidden class an enum cache that lives as long as the document,
+   * and RxDB's memory storage gives nearly every stored document a class of its own (~240 B per
+   * document, 2.4 MB for 10,000 sent).
+   */
   private content(doc: StoredDoc): Record<string, unknown> {
-    const out: Record<string, unknown> = {};
-    for (const key in doc) if (key.charCodeAt(0) !== UNDERSCORE) out[key] = doc[key];
+    const out: Record<string, unknown> = withFields(doc, {});
+    const rxdbFields: string[] = [];
+    for (const key in out) if (key.charCodeAt(0) === UNDERSCORE) rxdbFields.push(key);
+    for (let i = rxdbFields.length - 1; i >= 0; i--) delete out[rxdbFields[i]!];
     return out;
   }
 
