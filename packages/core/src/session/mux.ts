@@ -173,9 +173,11 @@ export class Multiplexer extends EventEmitter<MultiplexerEvents> {
       if (lane < 0) return;
       const window = this.windowFor(lane);
       if (this.transport.bufferedAmount >= window) {
-        // Above the high-water mark, `drain` wakes us; below it only time does (the buffer empties,
-        // or the higher lane goes quiet).
-        if (window < this.highWaterMark) this.retryTimer ??= setTimeout(this.retry, 1);
+        // `drain` wakes us when the buffer falls from above the transport's low-water mark to it.
+        // Otherwise only time does: a busy lane's window (the buffer empties, or the higher lane goes
+        // quiet), or a high-water mark at or below that low-water mark (no `drain` ever comes).
+        if (window < this.highWaterMark || window <= this.transport.lowWaterMark)
+          this.retryTimer ??= setTimeout(this.retry, 1);
         return;
       }
       const { plaintext, completed } = this.fillFrame(this.capacityNow());

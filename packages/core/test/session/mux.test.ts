@@ -80,6 +80,24 @@ describe('Multiplexer', () => {
     );
   });
 
+  it('keeps sending with a highWaterMark at or below the transport lowWaterMark (whose drain never comes)', async () => {
+    // A slow link: the buffer passes 32 KiB but never 256 KiB, so the transport never drains.
+    const { a, b, ta } = await muxPair({ highWaterMark: 32 * 1024 }, { messagesPerTurn: 1 });
+    let peak = 0;
+    const send = ta.send.bind(ta);
+    ta.send = (frame) => {
+      send(frame);
+      peak = Math.max(peak, ta.bufferedAmount);
+    };
+    const messages = Array.from({ length: 8 }, (_, i) => new Uint8Array(100_000).fill(i));
+    const arrived = collect(b, messages.length);
+    await Promise.all(messages.map((data) => a.send('sync', data)));
+    const got = await arrived;
+    expect(got.every(([, data], i) => Buffer.from(data).equals(messages[i]!))).toBe(true);
+    expect(peak).toBeGreaterThanOrEqual(32 * 1024);
+    expect(peak).toBeLessThan(ta.lowWaterMark);
+  });
+
   it('packs small messages sent together into shared frames', async () => {
     const { a, b, ca } = await muxPair();
     const arrived = collect(b, 200);
