@@ -1,6 +1,9 @@
 // Node-only entry point: everything in core, plus Node's WebRTC (@roamhq/wrtc), WebSocket (ws), and
-// OpenSSL's ChaCha20-Poly1305 for session frames and Ed25519 for keys and signatures. Browser bundles
-// import '@ferry/core' and never reach this file.
+// OpenSSL for session frames (ChaCha20-Poly1305), signing keys and signatures (Ed25519) and handshakes
+// (X25519). Browser bundles import '@ferry/core' and never reach this file.
+//
+// The adapters take the `node:crypto` module typed structurally; Node accepts any Uint8Array as a DER
+// key where its type declarations say Buffer, hence the casts.
 import * as crypto from 'node:crypto';
 import wrtc from '@roamhq/wrtc';
 import { WebSocket } from 'ws';
@@ -15,7 +18,6 @@ import type { WebSocketConstructor } from './signaling/websocket.js';
 export * from './index.js';
 
 /** Ed25519 on OpenSSL (same keys and signatures as the default; see Ed25519Signing). */
-// (Node takes any Uint8Array as DER key input; its type declarations say Buffer.)
 export const nodeEd25519Signing = ed25519SigningFromNodeCrypto(crypto as unknown as NodeCryptoEd25519);
 useEd25519Signing(nodeEd25519Signing);
 

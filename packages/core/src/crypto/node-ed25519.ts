@@ -1,3 +1,4 @@
+import { rfc8410Der, rfc8410RawPublicKey } from './rfc8410.js';
 import type { Ed25519Signing } from './sign.js';
 
 /**
@@ -11,13 +12,6 @@ export interface NodeCryptoEd25519 {
   sign(algorithm: null, data: Uint8Array, key: KeyObjectLike): Uint8Array;
 }
 
-// DER prefixes of an Ed25519 PKCS #8 private key and SubjectPublicKeyInfo (RFC 8410): the raw
-// 32-byte seed or public key follows each.
-const PKCS8_PREFIX = new Uint8Array([
-  0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
-]);
-const SPKI_LENGTH = 44;
-
 /** Ed25519 on OpenSSL: `ed25519SigningFromNodeCrypto(await import('node:crypto'))`. */
 export function ed25519SigningFromNodeCrypto(crypto: NodeCryptoEd25519): Ed25519Signing {
   // A seed's key object, built once (that costs ~15x a signature): a device signs with the same few
@@ -27,9 +21,7 @@ export function ed25519SigningFromNodeCrypto(crypto: NodeCryptoEd25519): Ed25519
   const privateKey = (seed: Uint8Array): KeyObjectLike => {
     let key = keys.get(seed);
     if (!key) {
-      const der = new Uint8Array(PKCS8_PREFIX.length + 32);
-      der.set(PKCS8_PREFIX);
-      der.set(seed, PKCS8_PREFIX.length);
+      const der = rfc8410Der('ed25519Private', seed);
       key = crypto.createPrivateKey({ key: der, format: 'der', type: 'pkcs8' });
       der.fill(0);
       keys.set(seed, key);
@@ -37,11 +29,11 @@ export function ed25519SigningFromNodeCrypto(crypto: NodeCryptoEd25519): Ed25519
     return key;
   };
   return {
-    publicKey(seed) {
-      const spki = crypto.createPublicKey(privateKey(seed)).export({ format: 'der', type: 'spki' });
-      if (spki.length !== SPKI_LENGTH) throw new Error('unexpected Ed25519 public key encoding');
-      return new Uint8Array(spki.subarray(SPKI_LENGTH - 32));
-    },
+    publicKey: (seed) =>
+      rfc8410RawPublicKey(
+        'ed25519Public',
+        crypto.createPublicKey(privateKey(seed)).export({ format: 'der', type: 'spki' }),
+      ),
     sign: (seed, message) => new Uint8Array(crypto.sign(null, message, privateKey(seed))),
   };
 }

@@ -5,6 +5,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { argon2idRaw } from '../../src/crypto/account.js';
 import { xchachaDecrypt, xchachaEncrypt } from '../../src/crypto/aead.js';
 import { ed25519SigningFromNodeCrypto, type NodeCryptoEd25519 } from '../../src/crypto/node-ed25519.js';
+import { rfc8410Der, rfc8410RawPublicKey } from '../../src/crypto/rfc8410.js';
 import {
   type Ed25519Signing,
   nobleEd25519Signing,
@@ -170,6 +171,20 @@ describe('Ed25519 implementations', () => {
       ),
       { numRuns: 50 },
     );
+  });
+
+  it('RFC 8410 DER forms round-trip through OpenSSL, and keys of the wrong size are refused', () => {
+    const seed = new Uint8Array(32).fill(5);
+    const key = nodeCrypto.createPrivateKey({
+      key: Buffer.from(rfc8410Der('ed25519Private', seed)),
+      format: 'der',
+      type: 'pkcs8',
+    });
+    const spki = nodeCrypto.createPublicKey(key).export({ format: 'der', type: 'spki' });
+    expect(rfc8410RawPublicKey('ed25519Public', spki)).toEqual(nobleEd25519Signing.publicKey(seed));
+    expect(Buffer.from(rfc8410Der('ed25519Public', nobleEd25519Signing.publicKey(seed)))).toEqual(spki);
+    expect(() => rfc8410Der('x25519Private', new Uint8Array(31))).toThrow(/32 bytes/);
+    expect(() => rfc8410RawPublicKey('x25519Public', spki.subarray(1))).toThrow(/encoding/);
   });
 
   it('OpenSSL reuses a key object per seed array and still signs with the right key', () => {

@@ -5,10 +5,8 @@ import {
   joinProofMessage,
   type MailboxWatchInput,
   mailboxWatchMessage,
+  rfc8410Der,
 } from '@ferry/core';
-
-// DER prefix of an Ed25519 SubjectPublicKeyInfo (RFC 8410): the raw 32-byte key follows it.
-const ED25519_SPKI_PREFIX = Buffer.from('302a300506032b6570032100', 'hex');
 
 /** Ed25519 with Node's OpenSSL (about 6x faster than the pure-JS verify here). Never throws. */
 function verifyNative(publicKeyBase64: string, message: Uint8Array, signatureBase64: string): boolean {
@@ -17,7 +15,7 @@ function verifyNative(publicKeyBase64: string, message: Uint8Array, signatureBas
     const signature = fromBase64(signatureBase64);
     if (publicKey.length !== 32 || signature.length !== 64) return false;
     const key = createPublicKey({
-      key: Buffer.concat([ED25519_SPKI_PREFIX, publicKey]),
+      key: Buffer.from(rfc8410Der('ed25519Public', publicKey)),
       format: 'der',
       type: 'spki',
     });
