@@ -7,3 +7,4 @@ export * from './session/index.js';
 export * from './signaling/index.js';
 export * from './transport/index.js';
 export * from './util/bytes.js';
+export * from './util/options.js';

@@ -8,6 +8,7 @@ import {
   type PeerNetwork,
   type RelayHints,
   randomBytes,
+  requirePositive,
   toBase64,
   utf8,
 } from '@ferry/core';
@@ -99,6 +100,9 @@ const MAX_RETRY_MS = 30_000;
  * returned state exposes observables and await helpers.
  */
 export async function replicateFerry(options: ReplicateFerryOptions): Promise<FerryReplicationState> {
+  const { batchSize, window, batchBytes, relayBytes, retryDelayMs } = options;
+  requirePositive('replicateFerry', { batchSize, window, batchBytes, relayBytes }, { integer: true });
+  requirePositive('replicateFerry', { retryDelayMs });
   const names = Object.keys(options.collections);
   if (names.length === 0)
     throw new FerryError('SCHEMA_MISMATCH', 'replicateFerry needs at least one collection');

@@ -43,6 +43,33 @@ async function devices(count: number, extra: Parameters<typeof startDevices>[1] 
 }
 
 describe('replicateFerry over the in-memory network', () => {
+  it('refuses batch, window and retry options that would stall or spin, before touching the database', async () => {
+    const db = await openDb(newDisk());
+    const network = new MemoryHub().join('solo');
+    try {
+      for (const bad of [
+        { batchSize: 0 },
+        { batchSize: 2.5 },
+        { window: 0 },
+        { batchBytes: -1 },
+        { relayBytes: Number.NaN },
+        { retryDelayMs: 0 },
+      ]) {
+        const [name] = Object.keys(bad);
+        await expect(replicateFerry({ collections: { todos: db.todos }, network, ...bad })).rejects.toThrow(
+          expect.objectContaining({
+            code: 'INTERNAL',
+            message: expect.stringContaining(`replicateFerry: ${name} must be`),
+          }),
+        );
+      }
+      expect(META_COLLECTION in db.collections).toBe(false);
+    } finally {
+      await network.close();
+      await db.close();
+    }
+  });
+
   it('two devices: initial sync, live edits and deletes, both ways', async () => {
     const {
       devices: [a, b],

@@ -2,6 +2,7 @@ import { EventEmitter } from 'eventemitter3';
 import { FerryError } from '../errors.js';
 import { LANES, type Lane } from '../network/types.js';
 import type { Transport } from '../transport/types.js';
+import { requirePositive } from '../util/options.js';
 import { SECURE_FRAME_OVERHEAD, type SecureChannel } from './secure-channel.js';
 
 /**
@@ -98,6 +99,9 @@ export class Multiplexer extends EventEmitter<MultiplexerEvents> {
     options: MultiplexerOptions = {},
   ) {
     super();
+    const { maxMessageBytes, highWaterMark, busyWindow, busyHoldMs } = options;
+    requirePositive('session', { maxMessageBytes, highWaterMark, busyWindow }, { integer: true });
+    requirePositive('session', { busyHoldMs }, { zeroAllowed: true });
     this.maxMessageBytes = options.maxMessageBytes ?? 64 * 1024 * 1024;
     this.highWaterMark = options.highWaterMark ?? 512 * 1024;
     this.busyWindow = Math.min(options.busyWindow ?? BUSY_WINDOW_BYTES, transport.maxMessageSize);

@@ -98,6 +98,27 @@ describe('Multiplexer', () => {
     expect(peak).toBeLessThan(ta.lowWaterMark);
   });
 
+  it('refuses windows and limits that would stall or spin, naming the option', async () => {
+    const { ta, ca } = await muxPair();
+    for (const options of [
+      { highWaterMark: 0 },
+      { highWaterMark: -1 },
+      { highWaterMark: Number.NaN },
+      { busyWindow: 1.5 },
+      { maxMessageBytes: 0 },
+      { busyHoldMs: -5 },
+    ]) {
+      const [name] = Object.keys(options);
+      expect(() => new Multiplexer(ta, ca, options)).toThrow(
+        expect.objectContaining({
+          code: 'INTERNAL',
+          message: expect.stringContaining(`session: ${name} must be`),
+        }),
+      );
+    }
+    expect(() => new Multiplexer(ta, ca, { busyHoldMs: 0 })).not.toThrow();
+  });
+
   it('packs small messages sent together into shared frames', async () => {
     const { a, b, ca } = await muxPair();
     const arrived = collect(b, 200);
