@@ -3,10 +3,11 @@ import SimplePeer from 'simple-peer';
 import { deriveSubkey } from '../crypto/subkeys.js';
 import { FerryError } from '../errors.js';
 import type { ChaChaPoly } from '../session/noise.js';
-import { PeerSession, type PeerSessionOptions } from '../session/peer-session.js';
+import { checkPeerSessionOptions, PeerSession, type PeerSessionOptions } from '../session/peer-session.js';
 import { SignalingClient, type SignalingClientOptions } from '../signaling/client.js';
 import { SimplePeerTransport } from '../transport/simple-peer.js';
 import { randomBytes, toHex } from '../util/bytes.js';
+import { requirePositive } from '../util/options.js';
 import type { Lane, PeerMessage, PeerNetwork, PeerNetworkEvents } from './types.js';
 
 export interface MeshNetworkOptions {
@@ -79,6 +80,10 @@ export class MeshNetwork extends EventEmitter<PeerNetworkEvents> implements Peer
 
   constructor(private readonly options: MeshNetworkOptions) {
     super();
+    // Checked now, not when the first session opens (and fails, and is retried).
+    const { connectTimeoutMs, reconnect = {}, session = {} } = options;
+    requirePositive('MeshNetwork', { connectTimeoutMs, ...reconnect });
+    checkPeerSessionOptions(session);
     this.clientId = options.clientId;
     this.psk = deriveSubkey(options.accountKey, 'handshakePsk');
     this.signaling = new SignalingClient({

@@ -46,6 +46,13 @@ export interface MultiplexerOptions {
   busyHoldMs?: number;
 }
 
+/** Refuses (FerryError 'INTERNAL', naming the option) values that would stall or spin the multiplexer. */
+export function checkMultiplexerOptions(options: MultiplexerOptions): void {
+  const { maxMessageBytes, highWaterMark, busyWindow, busyHoldMs } = options;
+  requirePositive('session', { maxMessageBytes, highWaterMark, busyWindow }, { integer: true });
+  requirePositive('session', { busyHoldMs }, { zeroAllowed: true });
+}
+
 export interface MultiplexerStats {
   messagesSent: number;
   messagesReceived: number;
@@ -99,9 +106,7 @@ export class Multiplexer extends EventEmitter<MultiplexerEvents> {
     options: MultiplexerOptions = {},
   ) {
     super();
-    const { maxMessageBytes, highWaterMark, busyWindow, busyHoldMs } = options;
-    requirePositive('session', { maxMessageBytes, highWaterMark, busyWindow }, { integer: true });
-    requirePositive('session', { busyHoldMs }, { zeroAllowed: true });
+    checkMultiplexerOptions(options);
     this.maxMessageBytes = options.maxMessageBytes ?? 64 * 1024 * 1024;
     this.highWaterMark = options.highWaterMark ?? 512 * 1024;
     this.busyWindow = Math.min(options.busyWindow ?? BUSY_WINDOW_BYTES, transport.maxMessageSize);

@@ -6,8 +6,14 @@ import { DEFAULT_MAX_MESSAGE_BYTES, newMessageId } from '../protocol/message.js'
 import '../protocol/ops/session.js';
 import { getOp, hasOp, type KnownOp, type OpData } from '../protocol/registry.js';
 import type { Transport } from '../transport/types.js';
+import { requirePositive } from '../util/options.js';
 import { type HandshakeOptions, performHandshake } from './handshake.js';
-import { Multiplexer, type MultiplexerOptions, type MultiplexerStats } from './mux.js';
+import {
+  checkMultiplexerOptions,
+  Multiplexer,
+  type MultiplexerOptions,
+  type MultiplexerStats,
+} from './mux.js';
 import type { SecureChannel, SecureChannelStats } from './secure-channel.js';
 import { decodeWireMessage, encodeWireMessage } from './wire.js';
 
@@ -39,6 +45,13 @@ export const laneForOp = (op: string): Lane =>
 const CLOSE_GRACE_MS = 20;
 /** A close message stuck behind a full transport (a dead peer) does not hold the session open longer. */
 const CLOSE_TIMEOUT_MS = 1_000;
+
+/** Refuses (FerryError 'INTERNAL', naming the option) values that would stall or spin a session. */
+export function checkPeerSessionOptions(options: Partial<PeerSessionOptions>): void {
+  const { keepaliveIntervalMs, keepaliveTimeoutMs, timeoutMs } = options;
+  requirePositive('session', { keepaliveIntervalMs, keepaliveTimeoutMs, timeoutMs });
+  checkMultiplexerOptions(options);
+}
 
 /**
  * An authenticated, encrypted, multiplexed session with one device over one transport: the Noise
@@ -85,6 +98,7 @@ export class PeerSession extends EventEmitter<PeerSessionEvents> {
 
   /** Runs the handshake over a fresh transport; rejects with HANDSHAKE_FAILED and closes it on failure. */
   static async open(transport: Transport, options: PeerSessionOptions): Promise<PeerSession> {
+    checkPeerSessionOptions(options);
     const channel = await performHandshake(transport, options);
     if (transport.closed) throw new FerryError('CLOSED', 'transport closed right after the handshake');
     return new PeerSession(transport, channel, options);

@@ -69,6 +69,27 @@ const message = (op: string, data: unknown): PeerMessage => ({
   id: crypto.randomUUID(),
 });
 
+describe('MeshNetwork options', () => {
+  it('refuses timeouts, backoffs and session windows that would stall or spin when created', () => {
+    for (const bad of [
+      { connectTimeoutMs: 0 },
+      { reconnect: { initialDelayMs: 0 } },
+      { reconnect: { maxDelayMs: -1 } },
+      { session: { keepaliveTimeoutMs: 0 } },
+      { session: { highWaterMark: 0 } },
+    ]) {
+      expect(() =>
+        createNodeMesh({
+          clientId: 'solo',
+          accountKey: new Uint8Array(32),
+          signalingUrls: ['ws://127.0.0.1:9'],
+          ...bad,
+        }),
+      ).toThrow(expect.objectContaining({ code: 'INTERNAL', message: expect.stringContaining('must be') }));
+    }
+  });
+});
+
 describe('MeshNetwork over real WebRTC and a real signaling server', () => {
   it('connects three devices pairwise and carries messages both ways, including 10 MiB', async () => {
     const [a, b, c] = [device('device-a'), device('device-b'), device('device-c')];

@@ -45,6 +45,25 @@ const received = (session: PeerSession, count: number) =>
 const sha = (text: string) => createHash('sha256').update(text).digest('hex');
 
 describe('PeerSession', () => {
+  it('refuses timeouts and windows that would stall or spin before the handshake, naming the option', async () => {
+    for (const bad of [
+      { keepaliveTimeoutMs: 0 },
+      { keepaliveIntervalMs: -1 },
+      { timeoutMs: Number.NaN },
+      { highWaterMark: 0 },
+    ]) {
+      const [ta] = createMemoryTransportPair();
+      const [name] = Object.keys(bad);
+      await expect(
+        PeerSession.open(ta, { ...base, ...bad, initiator: true, localClientId: 'alice' }),
+      ).rejects.toThrow(
+        expect.objectContaining({ code: 'INTERNAL', message: expect.stringContaining(`${name} must be`) }),
+      );
+      expect(ta.closed).toBe(false); // nothing was sent: the caller still owns the transport
+      ta.close();
+    }
+  });
+
   it('authenticates both sides and carries messages of any size both ways, in order', async () => {
     const [a, b] = await sessionPair();
     expect(a.remoteClientId).toBe('bob');
