@@ -6,6 +6,7 @@ import { deriveSubkey } from '../crypto/subkeys.js';
 import { FerryError, type FerryErrorCode } from '../errors.js';
 import type { MailboxWatch } from '../signaling/client.js';
 import { fromBase64, randomBytes, toBase64, utf8 } from '../util/bytes.js';
+import { requirePositive } from '../util/options.js';
 import { type DiffHeader, openDiff, sealDiff } from './envelope.js';
 import { relayAccountId, signRequest } from './signature.js';
 import { MemoryRelayStateStore, type RelayState, type RelayStateStore } from './state.js';
@@ -152,6 +153,11 @@ export class RelayClient extends EventEmitter<RelayClientEvents> implements Diff
 
   constructor(options: RelayClientOptions) {
     super();
+    const { attempts, initialDelayMs, maxDelayMs } = options.retry ?? {};
+    requirePositive('DiffRelay client', { attempts, pageSize: options.pageSize }, { integer: true });
+    requirePositive('DiffRelay client', { ttlMs: options.ttlMs, requestTimeoutMs: options.requestTimeoutMs });
+    // Retries are bounded by `attempts`: no delay between them is allowed.
+    requirePositive('DiffRelay client', { initialDelayMs, maxDelayMs }, { zeroAllowed: true });
     this.accountSigner = deriveSigningKeyPair(options.accountKey, 'relaySigning');
     this.accountId = relayAccountId(this.accountSigner.publicKey);
     this.diffKey = deriveSubkey(options.accountKey, 'diff');

@@ -10,6 +10,7 @@ import {
   type SignalingErrorCode,
 } from '../protocol/signaling.js';
 import { toBase64, utf8 } from '../util/bytes.js';
+import { requirePositive } from '../util/options.js';
 import {
   mailboxWatchMessage,
   openSignal,
@@ -139,6 +140,16 @@ export class SignalingClient extends EventEmitter<SignalingClientEvents> {
   constructor(options: SignalingClientOptions) {
     super();
     if (options.urls.length === 0) throw new FerryError('INTERNAL', 'SignalingClient needs at least one URL');
+    const { connectTimeoutMs, heartbeatIntervalMs, heartbeatTimeoutMs, replayWindowMs, reconnect } = options;
+    requirePositive('SignalingClient', {
+      connectTimeoutMs,
+      heartbeatIntervalMs,
+      heartbeatTimeoutMs,
+      replayWindowMs,
+      ...reconnect,
+    });
+    requirePositive('SignalingClient', { maxFrameBytes: options.maxFrameBytes }, { integer: true });
+    requirePositive('SignalingClient', { rejoinGraceMs: options.rejoinGraceMs }, { zeroAllowed: true });
     if (!Value.Check(ClientIdSchema, options.clientId)) {
       throw new FerryError('SCHEMA_MISMATCH', 'clientId must be 1-128 characters of A-Z a-z 0-9 . _ : @ -');
     }

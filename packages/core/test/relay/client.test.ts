@@ -2,6 +2,7 @@ import {
   deriveSubkey,
   fromUtf8,
   MemoryRelayStateStore,
+  RelayClient,
   type RelayGap,
   type RelayRejectedDiff,
   randomBytes,
@@ -38,6 +39,24 @@ function intercept(path: string, rewrite: (json: Record<string, unknown>) => Rec
     });
   };
 }
+
+describe('RelayClient options', () => {
+  it('refuses page sizes, timeouts and retry counts that would stall or spin, naming them', () => {
+    const base = { url: 'http://127.0.0.1:9', accountKey: new Uint8Array(32), clientId: 'solo' };
+    for (const [bad, name] of [
+      [{ pageSize: 0 }, 'pageSize'],
+      [{ ttlMs: -1 }, 'ttlMs'],
+      [{ requestTimeoutMs: Number.NaN }, 'requestTimeoutMs'],
+      [{ retry: { attempts: 0 } }, 'attempts'],
+      [{ retry: { initialDelayMs: -5 } }, 'initialDelayMs'],
+    ] as const) {
+      expect(() => new RelayClient({ ...base, ...bad })).toThrow(
+        expect.objectContaining({ code: 'INTERNAL', message: expect.stringContaining(`${name} must be`) }),
+      );
+    }
+    expect(() => new RelayClient({ ...base, retry: { initialDelayMs: 0 } })).not.toThrow();
+  });
+});
 
 describe('RelayClient against a real diff server', () => {
   it('pushes to one, several and all devices; the targets pull in order, in pages, and ack', async () => {

@@ -129,5 +129,17 @@ describe('SignalingClient construction', () => {
     expect(() => new SignalingClient({ ...base, clientId: 'has space' })).toThrow(
       expect.objectContaining({ code: 'SCHEMA_MISMATCH' }),
     );
+    // Timeouts, delays and limits that would stall or spin, named in the error.
+    for (const [bad, name] of [
+      [{ connectTimeoutMs: 0 }, 'connectTimeoutMs'],
+      [{ heartbeatTimeoutMs: -1 }, 'heartbeatTimeoutMs'],
+      [{ reconnect: { initialDelayMs: 0 } }, 'initialDelayMs'],
+      [{ maxFrameBytes: 0.5 }, 'maxFrameBytes'],
+      [{ rejoinGraceMs: Number.NaN }, 'rejoinGraceMs'],
+    ] as const) {
+      expect(() => new SignalingClient({ ...base, clientId: 'a', ...bad })).toThrow(
+        expect.objectContaining({ code: 'INTERNAL', message: expect.stringContaining(`${name} must be`) }),
+      );
+    }
   });
 });
