@@ -238,6 +238,13 @@ export class RelayClient extends EventEmitter<RelayClientEvents> implements Diff
         }
       }
       if (!page.more) break;
+      // A server that says more but does not move on would be asked for the same page forever.
+      if (page.cursor === (cursor ?? '0')) {
+        throw new FerryError(
+          'SERVER',
+          `the diff server said more diffs wait but stayed at cursor ${page.cursor}`,
+        );
+      }
       cursor = page.cursor;
     }
     if (refused.length > 0) await this.ack(refused);

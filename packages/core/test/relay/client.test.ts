@@ -235,6 +235,22 @@ describe('RelayClient against a real diff server', () => {
     expect(rejected).toMatchObject([{ diffId: first[0]!.diffId, reason: 'replay' }]);
   });
 
+  it('stops with a SERVER error when the server says more but does not move on (instead of asking forever)', async () => {
+    const relay = await startRelay('sqlite', defer);
+    const key = newAccount().key;
+    let pages = 0;
+    const stuck = intercept('/pullDiff', (json) => {
+      pages++;
+      return { ...json, diffs: [], more: true };
+    });
+    const a = relayClient(relay.url, key, 'a');
+    const b = relayClient(relay.url, key, 'b', { fetch: stuck });
+    await b.register();
+    await a.push(['b'], utf8('waiting'));
+    await expect(b.pull()).rejects.toThrow(expect.objectContaining({ code: 'SERVER' }));
+    expect(pages).toBeLessThanOrEqual(2);
+  });
+
   it("reports a gap when the server withholds a diff of a sender's sequence", async () => {
     const relay = await startRelay('sqlite', defer);
     const key = newAccount().key;
