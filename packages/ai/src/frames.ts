@@ -1,4 +1,12 @@
-import { newMessageId, type PeerMessage, randomBytes, toBase64, toHex, validateOpData } from '@ferry/core';
+import {
+  FerryError,
+  newMessageId,
+  type PeerMessage,
+  randomBytes,
+  toBase64,
+  toHex,
+  validateOpData,
+} from '@ferry/core';
 import { sha256 } from '@noble/hashes/sha2.js';
 import { TypeCompiler } from '@sinclair/typebox/compiler';
 import { AI_OPS, type AiData, type AiOp, StreamIdSchema } from './wire.js';
@@ -75,6 +83,9 @@ export class TextDigest {
  * which a UTF-8 encoder would turn into replacement characters.
  */
 export function splitText(text: string, maxChars: number): string[] {
+  // Fewer than 2 could not hold a surrogate pair: the loop below would never advance.
+  if (!(maxChars >= 2))
+    throw new FerryError('INTERNAL', `text frames must hold at least 2 characters (got ${maxChars})`);
   const pieces: string[] = [];
   let start = 0;
   while (text.length - start > maxChars) {

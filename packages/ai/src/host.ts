@@ -1,4 +1,4 @@
-import { FerryError, isFerryError, type PeerMessage, type PeerNetwork } from '@ferry/core';
+import { FerryError, isFerryError, type PeerMessage, type PeerNetwork, requirePositive } from '@ferry/core';
 import type { BackendResult, BackendUsage, GenerateRequest, ModelBackend } from './backend.js';
 import {
   aiMessage,
@@ -34,7 +34,7 @@ export interface ServeOptions {
   policy?: (request: StreamRequest, peerId: string) => PolicyDecision | Promise<PolicyDecision>;
   /** Tokens are collected this long before a frame goes out. Default 2 ms. */
   batchWindowMs?: number;
-  /** Largest text per AI_STREAM_DATA frame, in UTF-16 units. Default 4096. */
+  /** Largest text per AI_STREAM_DATA frame, in UTF-16 units (at least 2: a surrogate pair). Default 4096. */
   maxFrameChars?: number;
 }
 
@@ -83,6 +83,7 @@ const streamKey = (peerId: string, streamId: string): string => `${peerId}\n${st
  * model runs at most `concurrency` streams and queues up to `queueLength` more.
  */
 export function serveModels(network: PeerNetwork, options: ServeOptions): ServeHandle {
+  checkServeOptions(options);
   const queueLength = options.queueLength ?? 16;
   const batchWindowMs = options.batchWindowMs ?? 2;
   const maxFrameChars = options.maxFrameChars ?? 4096;
@@ -424,4 +425,24 @@ export function serveModels(network: PeerNetwork, options: ServeOptions): ServeH
       await Promise.all(running);
     },
   };
+}
+
+/**
+ * Refuses (FerryError 'INTERNAL', naming the option) values that would stall or spin the host: a
+ * concurrency of 0 or NaN never starts a stream, and frames under 2 characters cannot carry a
+ * surrogate pair, so splitting text into them never ends.
+ */
+function checkServeOptions(options: ServeOptions): void {
+  const { concurrency, queueLength, batchWindowMs, maxFrameChars } = options;
+  const perModel = typeof concurrency === 'number' ? { concurrency } : concurrency;
+  requirePositive('serveModels concurrency', { ...perModel }, { integer: true });
+  requirePositive('serveModels', { queueLength }, { integer: true, zeroAllowed: true });
+  requirePositive('serveModels', { batchWindowMs }, { zeroAllowed: true });
+  requirePositive('serveModels', { maxFrameChars }, { integer: true });
+  if (maxFrameChars === 1) {
+    throw new FerryError(
+      'INTERNAL',
+      'serveModels: maxFrameChars must be at least 2, a surrogate pair (got 1)',
+    );
+  }
 }

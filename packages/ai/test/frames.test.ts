@@ -31,6 +31,12 @@ describe('frame helpers', () => {
     );
   });
 
+  it('splitText refuses frames too small for a surrogate pair (it would never end)', () => {
+    for (const max of [1, 0, -3, Number.NaN]) {
+      expect(() => splitText('😀😀', max)).toThrow(expect.objectContaining({ code: 'INTERNAL' }));
+    }
+  });
+
   it('splitText keeps the text and never cuts a surrogate pair', () => {
     fc.assert(
       fc.property(

@@ -185,6 +185,24 @@ describe('a stream from host to consumer', () => {
 });
 
 describe('admission', () => {
+  it('refuses concurrency, queue, window and frame options that would stall or spin, naming them', () => {
+    const { host } = memoryPair();
+    const backends = [new CountingEngine(1).backend('m')];
+    for (const [bad, name] of [
+      [{ concurrency: 0 }, 'concurrency'],
+      [{ concurrency: { m: Number.NaN } }, 'm'],
+      [{ queueLength: -1 }, 'queueLength'],
+      [{ batchWindowMs: Number.NaN }, 'batchWindowMs'],
+      [{ maxFrameChars: 0 }, 'maxFrameChars'],
+      [{ maxFrameChars: 1 }, 'maxFrameChars'],
+    ] as const) {
+      expect(() => serve(host, { backends, ...bad })).toThrow(
+        expect.objectContaining({ code: 'INTERNAL', message: expect.stringContaining(`${name} must be`) }),
+      );
+    }
+    expect(() => serve(host, { backends, queueLength: 0, batchWindowMs: 0, maxFrameChars: 2 })).not.toThrow();
+  });
+
   it('rejects an unknown model', async () => {
     const { host, consumer } = memoryPair();
     serve(host, { backends: [new CountingEngine(1).backend('known')] });
