@@ -78,14 +78,21 @@ export class TextDigest {
   }
 }
 
+/** The least text a frame can carry: one surrogate pair, which is never cut. */
+export const MIN_FRAME_CHARS = 2;
+
 /**
  * Splits `text` into pieces of at most `maxChars` UTF-16 units without cutting a surrogate pair,
  * which a UTF-8 encoder would turn into replacement characters.
  */
 export function splitText(text: string, maxChars: number): string[] {
-  // Fewer than 2 could not hold a surrogate pair: the loop below would never advance.
-  if (!(maxChars >= 2))
-    throw new FerryError('INTERNAL', `text frames must hold at least 2 characters (got ${maxChars})`);
+  // A smaller frame could not hold a surrogate pair: the loop below would never advance.
+  if (!(maxChars >= MIN_FRAME_CHARS)) {
+    throw new FerryError(
+      'INTERNAL',
+      `text frames must hold at least ${MIN_FRAME_CHARS} characters (got ${maxChars})`,
+    );
+  }
   const pieces: string[] = [];
   let start = 0;
   while (text.length - start > maxChars) {

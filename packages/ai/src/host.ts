@@ -4,6 +4,7 @@ import {
   aiMessage,
   isAiOp,
   isStreamId,
+  MIN_FRAME_CHARS,
   parseAiData,
   schemaError,
   TextDigest,
@@ -439,10 +440,10 @@ function checkServeOptions(options: ServeOptions): void {
   requirePositive('serveModels', { queueLength }, { integer: true, zeroAllowed: true });
   requirePositive('serveModels', { batchWindowMs }, { zeroAllowed: true });
   requirePositive('serveModels', { maxFrameChars }, { integer: true });
-  if (maxFrameChars === 1) {
+  if (maxFrameChars !== undefined && maxFrameChars < MIN_FRAME_CHARS) {
     throw new FerryError(
       'INTERNAL',
-      'serveModels: maxFrameChars must be at least 2, a surrogate pair (got 1)',
+      `serveModels: maxFrameChars must be at least ${MIN_FRAME_CHARS}, a surrogate pair (got ${maxFrameChars})`,
     );
   }
 }
