@@ -106,24 +106,7 @@ async function buildDevice(): Promise<{ script: string; dispose(): void }> {
     entryPoints: [join(ROOT, 'bench/devices/rxdb-device.ts')],
     outfile: script,
     bundle: true,
-    ...(process.env.ZZ_BUNDLE_FERRY
-      ? {
-          external: [
-            'rxdb',
-            'rxdb/*',
-            '@roamhq/wrtc',
-            'ws',
-            'simple-peer',
-            '@noble/*',
-            'eventemitter3',
-            '@scure/*',
-            'hash-wasm',
-            'rxjs',
-            'rxjs/*',
-            'pino',
-          ],
-        }
-      : { packages: 'external' as const }),
+    packages: 'external',
     platform: 'node',
     format: 'esm',
     target: 'node20',
