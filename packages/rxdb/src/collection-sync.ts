@@ -14,6 +14,7 @@ import {
 import type { HybridClock } from './hlc.js';
 import { type DocMeta, type MetaStore, storageBelowWrapper, versionOf } from './store.js';
 import {
+  advanceOwn,
   type ConflictPolicy,
   compareVectors,
   deepEqual,
@@ -79,6 +80,13 @@ type StorageInstance = RxStorageInstance<Record<string, unknown>, unknown, unkno
 const CONTEXT = 'ferry-replication';
 const SCAN_PAGE = 1000;
 const MAX_APPLY_ATTEMPTS = 8;
+/**
+ * A commit of at most this many versions goes out while its metadata is still being saved (a live
+ * write waits for no storage write but its own). A crash in between loses metadata of versions that
+ * peers have; so that no later version reuses their log positions or version-vector entries, each
+ * start skips this many positions and raises the floor of this device's vector entry.
+ */
+const UNSAVED_MAX = 1000;
 /** RxDB's own top-level fields start with '_' (and the app's may not). */
 const UNDERSCORE = 0x5f;
 
@@ -95,8 +103,10 @@ const UNDERSCORE = 0x5f;
 export class CollectionSync {
   readonly primaryPath: string;
   head = 0;
-  /** The log position whose metadata is saved: nothing after it may be sent yet. */
-  private saved = 0;
+  /** The log position up to which versions may be sent (a large commit's only once it is saved). */
+  private sendable = 0;
+  /** This device's vector entry in a new version exceeds this (see UNSAVED_MAX). */
+  private ownFloor = 0;
   private readonly metas = new Map<string, DocMeta>();
   private log: Array<{ seq: number; id: string }> = [];
   private scanCheckpoint: unknown;
@@ -142,8 +152,16 @@ export class CollectionSync {
       sync.log.push({ seq: meta.seq, id: meta.id });
     }
     host.clock.observeAll(metas.map((meta) => meta.st));
-    sync.head = metas.at(-1)?.seq ?? 0;
-    sync.saved = sync.head;
+    const loadedHead = metas.at(-1)?.seq ?? 0;
+    let loadedOwn = 0;
+    for (const meta of metas) loadedOwn = Math.max(loadedOwn, meta.vv[host.clock.clientId] ?? 0);
+    // What the last run may have sent without saving lies above what it recorded here at its start
+    // (no record: a new store, or one from a Ferry that saved before sending).
+    const issued = await host.store.get<{ seq: number; own: number }>(`issued/${name}`);
+    sync.head = issued ? Math.max(loadedHead, issued.seq) + UNSAVED_MAX : loadedHead;
+    sync.ownFloor = issued ? Math.max(loadedOwn, issued.own) + 1 : 0;
+    sync.sendable = sync.head;
+    await host.store.set(`issued/${name}`, { seq: sync.head, own: sync.ownFloor });
     sync.scanCheckpoint = await host.store.get(`scan/${name}`);
     const intent = (await host.store.get<Array<[string, string, Change]>>(`intent/${name}`)) ?? [];
     sync.intent = new Map(intent.map(([id, rev, version]) => [id, { rev, version }]));
@@ -211,7 +229,7 @@ export class CollectionSync {
 
   /**
    * The same batch as changesSince, at once, when every version in it is in hand (recorded from a
-   * change event or written by an apply) and its metadata is saved: a live write goes out without
+   * change event or written by an apply) and may be sent: a live write goes out without
    * waiting in the queue behind the task that recorded it, or reading the document back. A version
    * and the document content at its `_rev` never change, so the batch is right whatever runs in the
    * queue meanwhile. Undefined when only the queue can serve it, and while the log may lack an app
@@ -219,7 +237,7 @@ export class CollectionSync {
    * "no more" must not come before it.
    */
   changesInHand(cursor: number, peer: string, limits: BatchLimits): Batch | undefined {
-    if (this.saved < this.head || this.dirty || this.pendingRecord) return undefined;
+    if (this.sendable < this.head || this.dirty || this.pendingRecord) return undefined;
     const { picked, newSeq } = this.pick(cursor, peer, limits.count);
     for (const meta of picked) {
       if (travelsWithContent(meta) && this.recorded.get(meta.id)?._rev !== meta.rev) return undefined;
@@ -232,13 +250,16 @@ export class CollectionSync {
   private pick(cursor: number, peer: string, count: number): { picked: DocMeta[]; newSeq: number } {
     let newSeq = cursor;
     const picked: DocMeta[] = [];
-    for (let i = this.firstAfter(cursor); i < this.log.length && picked.length < count; i++) {
+    let i = this.firstAfter(cursor);
+    for (; i < this.log.length && picked.length < count; i++) {
       const entry = this.log[i]!;
       const meta = this.metas.get(entry.id)!;
       if (meta.seq !== entry.seq) continue; // superseded by a later entry
       newSeq = entry.seq;
       if (meta.via !== peer) picked.push(meta);
     }
+    // The whole rest of the log: the batch reaches the head (positions skipped at a start are empty).
+    if (i === this.log.length) newSeq = this.head;
     return { picked, newSeq };
   }
 
@@ -431,7 +452,7 @@ export class CollectionSync {
         id,
         rev: doc._rev,
         st,
-        vv: { ...known?.vv, [self]: (known?.vv[self] ?? 0) + 1 },
+        vv: advanceOwn(known?.vv ?? {}, self, this.ownFloor),
         del: doc._deleted,
         ...(fieldMode
           ? { fs: stampFields(known?.fs, this.content(doc), doc._deleted, st, this.primaryPath) }
@@ -444,7 +465,7 @@ export class CollectionSync {
     return [...written.values()];
   }
 
-  /** Give new versions their log positions, persist them, and tell the host. */
+  /** Give new versions their log positions, persist them, and tell the host (before saving, when small). */
   private async commit(metas: DocMeta[], state: Array<[string, unknown]> = []): Promise<void> {
     if (metas.length === 0) {
       await this.host.store.saveMetas(this.name, [], state);
@@ -460,8 +481,18 @@ export class CollectionSync {
         .sort((a, b) => a.seq - b.seq)
         .map((m) => ({ seq: m.seq, id: m.id }));
     }
+    const early = metas.length <= UNSAVED_MAX;
+    if (early) {
+      this.announce(metas);
+      // Sessions write what was just queued in a microtask: let it reach the wire before this save.
+      await Promise.resolve();
+    }
     await this.host.store.saveMetas(this.name, metas, state);
-    this.saved = this.head;
+    if (!early) this.announce(metas);
+  }
+
+  private announce(metas: DocMeta[]): void {
+    this.sendable = this.head;
     this.host.onVersions(this, metas);
   }
 
@@ -551,6 +582,7 @@ export class CollectionSync {
     const { version, created } = await resolveConcurrent(policy, current, remote, {
       primaryPath: this.primaryPath,
       clock: this.host.clock,
+      ownFloor: this.ownFloor,
     });
     const via = deepEqualVersion(version, remote) ? from : '';
     if (sameContent(current, remote)) return { version, via, local: false };

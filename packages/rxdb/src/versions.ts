@@ -20,6 +20,17 @@ import type { Change } from './wire.js';
 export type ConflictPolicy<T = any> = 'lww' | { merge: 'fields' } | RxConflictHandler<T>;
 
 export type VersionVector = Record<string, number>;
+
+/**
+ * `vv` with this device's entry advanced for a new version it makes: past the entry's own value,
+ * and past `floor`, which rises at each start above anything an earlier run may have sent without
+ * saving (see CollectionSync.open).
+ */
+export const advanceOwn = (vv: VersionVector, self: string, floor: number): VersionVector => ({
+  ...vv,
+  [self]: Math.max(vv[self] ?? 0, floor) + 1,
+});
+
 export type Order = 'equal' | 'local' | 'remote' | 'concurrent';
 
 export function compareVectors(local: VersionVector, remote: VersionVector): Order {
@@ -154,7 +165,7 @@ export async function resolveConcurrent(
   policy: ConflictPolicy,
   local: Change,
   remote: Change,
-  context: { primaryPath: string; clock: HybridClock },
+  context: { primaryPath: string; clock: HybridClock; ownFloor: number },
 ): Promise<Resolution> {
   if (policy === 'lww') return { version: joinLww(local, remote), created: false };
   if (typeof policy === 'object' && 'merge' in policy) {
@@ -172,9 +183,7 @@ export async function resolveConcurrent(
     'ferry-replication',
   );
   const { _deleted, ...rest } = resolved as Record<string, unknown>;
-  const self = context.clock.clientId;
-  const vv = joinVectors(local.vv, remote.vv);
-  vv[self] = (vv[self] ?? 0) + 1;
+  const vv = advanceOwn(joinVectors(local.vv, remote.vv), context.clock.clientId, context.ownFloor);
   const del = _deleted === true;
   return {
     version: {

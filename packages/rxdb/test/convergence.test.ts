@@ -4,9 +4,9 @@ import { describe, expect, it } from 'vitest';
 import { converge, Device, MemoryRelayServer } from './support.js';
 
 // Property: whatever the schedule (writes, updates, deletes on every device; partitions; devices
-// going down and coming back; relay deliveries that are duplicated, reordered or expired), once the
-// network heals every device holds exactly the same documents, and no write is lost except one
-// superseded by the conflict rule.
+// going down, or crashing with a metadata write lost, and coming back; relay deliveries that are
+// duplicated, reordered or expired), once the network heals every device holds exactly the same
+// documents, and no write is lost except one superseded by the conflict rule.
 
 const DEVICES = ['deva', 'devb', 'devc'];
 const DOCS = 4;
@@ -16,6 +16,8 @@ type Op =
   | { t: 'del'; dev: number; doc: number }
   | { t: 'link'; a: number; b: number; linked: boolean }
   | { t: 'down'; dev: number }
+  | { t: 'crash'; dev: number }
+  | { t: 'putDown'; dev: number; doc: number }
   | { t: 'up'; dev: number }
   | { t: 'pull'; dev: number }
   | { t: 'expire'; dev: number }
@@ -31,6 +33,8 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
     arbitrary: fc.record({ t: fc.constant('link' as const), a: dev, b: dev, linked: fc.boolean() }),
   },
   { weight: 1, arbitrary: fc.record({ t: fc.constant('down' as const), dev }) },
+  { weight: 1, arbitrary: fc.record({ t: fc.constant('crash' as const), dev }) },
+  { weight: 1, arbitrary: fc.record({ t: fc.constant('putDown' as const), dev, doc }) },
   { weight: 1, arbitrary: fc.record({ t: fc.constant('up' as const), dev }) },
   { weight: 1, arbitrary: fc.record({ t: fc.constant('pull' as const), dev }) },
   { weight: 1, arbitrary: fc.record({ t: fc.constant('expire' as const), dev }) },
@@ -45,7 +49,7 @@ interface Schedule {
 }
 
 /** Across all runs: proof that the schedules exercised the relay and restarts, not just the happy path. */
-const coverage = { relayPushes: 0, restarts: 0, conflicts: 0 };
+const coverage = { relayPushes: 0, restarts: 0, crashes: 0, conflicts: 0 };
 
 async function runSchedule({ ops, duplicate, reorder, policy }: Schedule): Promise<void> {
   const hub = new MemoryHub();
@@ -68,12 +72,15 @@ async function runSchedule({ ops, duplicate, reorder, policy }: Schedule): Promi
     for (const op of ops) {
       switch (op.t) {
         case 'put':
+        case 'putDown':
         case 'del': {
           const device = devices[op.dev]!;
-          if (!device.online) break;
+          // putDown: the app writes while its replication is not running (after a crash, say).
+          if (device.online === (op.t === 'putDown')) break;
           const id = `d${op.doc}`;
-          const value = op.t === 'put' ? `${device.id}-${++counter}` : '';
+          const value = op.t === 'del' ? '' : `${device.id}-${++counter}`;
           if (op.t === 'put') await device.db.todos.upsert({ id, title: value });
+          else if (op.t === 'putDown') await device.writeWhileDown({ id, title: value });
           else {
             const existing = await device.db.todos.findOne(id).exec();
             if (!existing) break;
@@ -95,6 +102,12 @@ async function runSchedule({ ops, duplicate, reorder, policy }: Schedule): Promi
         }
         case 'down':
           if (devices[op.dev]!.online) await devices[op.dev]!.stop();
+          break;
+        case 'crash':
+          if (devices[op.dev]!.online) {
+            await devices[op.dev]!.crash();
+            coverage.crashes++;
+          }
           break;
         case 'up':
           if (!devices[op.dev]!.online) {
@@ -165,6 +178,33 @@ const scheduleArb = fc.record({
 
 // Shrunk counterexamples found while developing (and by mutating the engine), kept as regressions.
 const regressions: Array<[string, Schedule]> = [
+  [
+    'a crash loses the metadata of a sent write; the app writes the document again before the restart',
+    {
+      ops: [
+        { t: 'put', dev: 1, doc: 0 },
+        { t: 'crash', dev: 1 },
+        { t: 'putDown', dev: 1, doc: 0 },
+      ],
+      duplicate: false,
+      reorder: false,
+      policy: 'lww',
+    },
+  ],
+  [
+    'a crash loses the metadata of the second of two sent writes of one document; the app writes it again before the restart',
+    {
+      ops: [
+        { t: 'put', dev: 2, doc: 2 },
+        { t: 'put', dev: 2, doc: 2 },
+        { t: 'crash', dev: 2 },
+        { t: 'putDown', dev: 2, doc: 2 },
+      ],
+      duplicate: false,
+      reorder: true,
+      policy: 'fields',
+    },
+  ],
   [
     'a link cut right after a write, while the devices were still opening their streams (hung once)',
     {
@@ -296,6 +336,7 @@ describe('convergence (fast-check, 3 devices, in-memory network and relay)', () 
       });
       expect(coverage.relayPushes).toBeGreaterThan(0);
       expect(coverage.restarts).toBeGreaterThan(0);
+      expect(coverage.crashes).toBeGreaterThan(0);
       expect(coverage.conflicts).toBeGreaterThan(0);
     },
     120_000 + numRunsBudget(),

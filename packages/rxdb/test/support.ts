@@ -1,9 +1,27 @@
 import { type DiffRelay, MemoryHub, type MemoryNetwork, type RelayedDiff } from '@ferry/core';
-import { addRxPlugin, createRxDatabase, type RxCollection, type RxDatabase, type RxStorage } from 'rxdb';
+import {
+  addRxPlugin,
+  createRevision,
+  createRxDatabase,
+  type RxCollection,
+  type RxDatabase,
+  type RxDocumentData,
+  type RxStorage,
+  type RxStorageInstance,
+} from 'rxdb';
+
+/** A row of Ferry's metadata collection, as far as crash() needs it. */
+type MetaRow = { k: string };
+
 import { getRxStorageMemory } from 'rxdb/plugins/storage-memory';
 import { RxDBUpdatePlugin } from 'rxdb/plugins/update';
 import { wrappedValidateAjvStorage } from 'rxdb/plugins/validate-ajv';
-import { type FerryReplicationState, type ReplicateFerryOptions, replicateFerry } from '../src/index.js';
+import {
+  type FerryReplicationState,
+  META_COLLECTION,
+  type ReplicateFerryOptions,
+  replicateFerry,
+} from '../src/index.js';
 import { noteSchema, todoSchema } from './support-schema.js';
 
 export { noteSchema, todoSchema };
@@ -57,6 +75,13 @@ export class Device {
   replication!: FerryReplicationState;
   readonly disk = newDisk();
   online = false;
+  private lastMetaWrite:
+    | {
+        ids: string[];
+        before: RxDocumentData<MetaRow>[];
+        write: RxStorageInstance<MetaRow, unknown, unknown>['bulkWrite'];
+      }
+    | undefined;
 
   constructor(
     readonly id: string,
@@ -76,6 +101,7 @@ export class Device {
       retryDelayMs: 20,
       ...rest,
     });
+    this.watchMetaWrites();
     return this;
   }
 
@@ -85,6 +111,75 @@ export class Device {
     await this.network.close();
     await this.db.close();
     this.online = false;
+  }
+
+  /**
+   * Process death with Ferry's last write of new versions' metadata lost: the rows it changed go back to what they
+   * held (so a version sent before its metadata was saved has none on disk), and nothing Ferry
+   * writes from then on lands. What Ferry had to do (record the app's last write, send it) is done
+   * first; then the device drops off the network, so that nothing comes in meanwhile.
+   */
+  async crash(): Promise<void> {
+    const settle = async () => {
+      for (const name of ['todos', 'notes']) await this.replication.collection(name)?.idle();
+    };
+    await settle();
+    await this.network.close();
+    await settle();
+    const storage = this.metaStorage();
+    const undo = this.lastMetaWrite;
+    storage.bulkWrite = async () => ({ error: [] });
+    if (undo) {
+      const now = await storage.findDocumentsById(undo.ids, true);
+      const rows = undo.ids.map((id) => {
+        const current = now.find((doc) => doc.k === id)!;
+        const before = undo.before.find((doc) => doc.k === id);
+        const document = before
+          ? { ...before, _rev: createRevision(this.db.token, current), _meta: { lwt: Date.now() } }
+          : {
+              ...current,
+              _deleted: true,
+              _rev: createRevision(this.db.token, current),
+              _meta: { lwt: Date.now() },
+            };
+        return { previous: current, document };
+      });
+      await undo.write(rows, 'test-crash');
+    }
+    await this.stop();
+  }
+
+  /** Ferry's metadata rows, below RxDB's wrapper (where Ferry writes them). */
+  private metaStorage(): RxStorageInstance<MetaRow, unknown, unknown> {
+    const rows = (this.db.collections as unknown as Record<string, RxCollection>)[META_COLLECTION]!;
+    return (
+      rows.storageInstance as unknown as {
+        originalStorageInstance: RxStorageInstance<MetaRow, unknown, unknown>;
+      }
+    ).originalStorageInstance;
+  }
+
+  /** Keeps what the rows of each metadata write held before it, so that crash() can lose the last one. */
+  private watchMetaWrites(): void {
+    const storage = this.metaStorage();
+    const write = storage.bulkWrite.bind(storage);
+    this.lastMetaWrite = undefined;
+    storage.bulkWrite = async (rows, context) => {
+      const ids = rows.map((row) => row.document.k);
+      const before = await storage.findDocumentsById(ids, true);
+      const result = await write(rows, context);
+      // Segment rows ('g…') hold versions: only a write of new versions may be lost with them
+      // already sent (state rows are also written outside the commit order, and landed).
+      if (ids.some((id) => id.startsWith('g'))) this.lastMetaWrite = { ids, before, write };
+      return result;
+    };
+  }
+
+  /** The app writes while Ferry is not running (it sees the write when it next starts). */
+  async writeWhileDown(todo: Todo): Promise<void> {
+    const db = await openDb(this.disk);
+    await db.todos.upsert(todo);
+    await db.close();
   }
 
   async docs(collection: 'todos' | 'notes' = 'todos'): Promise<Record<string, unknown>[]> {

@@ -130,6 +130,82 @@ describe('replicateFerry over the in-memory network', () => {
     expect(reads).toEqual({ deva: 0, devb: 1 });
   });
 
+  it('a live write, and a version passed on to a third device, go out while their metadata is still being saved', async () => {
+    const {
+      hub,
+      devices: [a, b, c],
+    } = await devices(3);
+    hub.setLinked('deva', 'devc', false);
+    await a!.db.todos.insert({ id: 'seed', title: 'seed' });
+    await converge([a!, b!, c!]);
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const held: string[] = [];
+    for (const device of [a!, b!]) {
+      const rows = (device.db.collections as unknown as Record<string, RxCollection>)[META_COLLECTION]!;
+      const storage = (
+        rows.storageInstance as unknown as {
+          originalStorageInstance: RxStorageInstance<unknown, unknown, unknown>;
+        }
+      ).originalStorageInstance;
+      const bulkWrite = storage.bulkWrite.bind(storage);
+      storage.bulkWrite = async (rowsToWrite, context) => {
+        held.push(device.id);
+        await gate;
+        return bulkWrite(rowsToWrite, context);
+      };
+    }
+    await a!.db.todos.insert({ id: 'live', title: 'from a' });
+    let arrived = false;
+    for (let wait = 0; wait < 200 && !arrived; wait++) {
+      await new Promise((resolve) => setTimeout(resolve, 5));
+      arrived = (await c!.db.todos.findOne('live').exec()) !== null;
+    }
+    // C holds the write while neither A nor B has saved its metadata (B's own write of it included).
+    expect(arrived).toBe(true);
+    expect(new Set(held)).toEqual(new Set(['deva', 'devb']));
+    release();
+    await converge([a!, b!, c!]);
+    expect(await c!.docs()).toContainEqual({ id: 'live', title: 'from a' });
+  });
+
+  it('a crash after sending a version but before saving its metadata: later versions reuse neither its log position nor its vector entry', async () => {
+    const {
+      devices: [a, b],
+    } = await devices(2);
+    await a!.db.todos.insert({ id: 'x', title: 'one' });
+    await converge([a!, b!]);
+    const first = a!.replication.collection('todos')!.meta('x')!;
+    await a!.db.todos.findOne('x').update({ $set: { title: 'two' } });
+    await converge([a!, b!]);
+    await a!.stop();
+    // What the crash leaves on A's disk: 'two' stored and sent (B has it), its metadata not saved
+    // (the first version's is current); then the app's next write, also stored before the crash.
+    const disk = await openDb(a!.disk);
+    await MetaStore.open(disk as unknown as RxDatabase);
+    const rows = (disk.collections as unknown as Record<string, RxCollection>)[META_COLLECTION]!;
+    for (const row of await rows.find().exec()) {
+      const { value, n } = row.get('v') as { value: unknown; n?: number };
+      if (n === undefined || !Array.isArray(value)) continue;
+      const others = value.filter((meta: { id: string }) => meta.id !== 'x');
+      if (others.length !== value.length) await row.incrementalPatch({ v: { value: [...others, first], n } });
+    }
+    await disk.todos.findOne('x').update({ $set: { title: 'three' } });
+    await disk.close();
+    await a!.start();
+    await a!.db.todos.insert({ id: 'y', title: 'after the restart' });
+    await converge([a!, b!]);
+    expect(await b!.docs()).toEqual([
+      { id: 'x', title: 'three' },
+      { id: 'y', title: 'after the restart' },
+    ]);
+    const again = a!.replication.collection('todos')!.meta('x')!;
+    expect(again.seq).toBeGreaterThan(first.seq + 1);
+    expect(again.vv.deva).toBeGreaterThan(2);
+  });
+
   it('serves a batch from hand only while its log holds every write it has heard of', async () => {
     const {
       devices: [a],
