@@ -89,7 +89,7 @@ export function splitText(text: string, maxChars: number): string[] {
   // A smaller frame could not hold a surrogate pair: the loop below would never advance.
   if (!(maxChars >= MIN_FRAME_CHARS)) {
     throw new FerryError(
-      'INTERNAL',
+      'BAD_ARGUMENT',
       `text frames must hold at least ${MIN_FRAME_CHARS} characters (got ${maxChars})`,
     );
   }

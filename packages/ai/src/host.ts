@@ -429,7 +429,7 @@ export function serveModels(network: PeerNetwork, options: ServeOptions): ServeH
 }
 
 /**
- * Refuses (FerryError 'INTERNAL', naming the option) values that would stall or spin the host: a
+ * Refuses (FerryError 'BAD_ARGUMENT', naming the option) values that would stall or spin the host: a
  * concurrency of 0 or NaN never starts a stream, and frames under 2 characters cannot carry a
  * surrogate pair, so splitting text into them never ends.
  */
@@ -442,7 +442,7 @@ function checkServeOptions(options: ServeOptions): void {
   requirePositive('serveModels', { maxFrameChars }, { integer: true });
   if (maxFrameChars !== undefined && maxFrameChars < MIN_FRAME_CHARS) {
     throw new FerryError(
-      'INTERNAL',
+      'BAD_ARGUMENT',
       `serveModels: maxFrameChars must be at least ${MIN_FRAME_CHARS}, a surrogate pair (got ${maxFrameChars})`,
     );
   }

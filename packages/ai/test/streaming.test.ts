@@ -197,7 +197,10 @@ describe('admission', () => {
       [{ maxFrameChars: 1 }, 'maxFrameChars'],
     ] as const) {
       expect(() => serve(host, { backends, ...bad })).toThrow(
-        expect.objectContaining({ code: 'INTERNAL', message: expect.stringContaining(`${name} must be`) }),
+        expect.objectContaining({
+          code: 'BAD_ARGUMENT',
+          message: expect.stringContaining(`${name} must be`),
+        }),
       );
     }
     expect(() => serve(host, { backends, queueLength: 0, batchWindowMs: 0, maxFrameChars: 2 })).not.toThrow();

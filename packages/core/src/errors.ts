@@ -29,6 +29,8 @@ export type FerryErrorCode =
   | 'REJECTED' // a peer declined a request (AI: unknown model, busy, refused by policy)
   | 'TRUNCATED' // a stream arrived incomplete (sequence gap or digest mismatch)
   | 'CANCELLED'
+  // the caller's own mistake: an option or argument Ferry cannot work with (fix the call; a retry cannot help)
+  | 'BAD_ARGUMENT'
   | 'INTERNAL';
 
 export class FerryError extends Error {

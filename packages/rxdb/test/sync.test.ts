@@ -58,7 +58,7 @@ describe('replicateFerry over the in-memory network', () => {
         const [name] = Object.keys(bad);
         await expect(replicateFerry({ collections: { todos: db.todos }, network, ...bad })).rejects.toThrow(
           expect.objectContaining({
-            code: 'INTERNAL',
+            code: 'BAD_ARGUMENT',
             message: expect.stringContaining(`replicateFerry: ${name} must be`),
           }),
         );

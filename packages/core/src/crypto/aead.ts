@@ -12,9 +12,9 @@ export const TAG_BYTES = 16;
 export const KEY_BYTES = 32;
 
 function checkSizes(key: Uint8Array, nonce: Uint8Array): void {
-  if (key.length !== KEY_BYTES) throw new FerryError('INTERNAL', 'AEAD key must be 32 bytes');
+  if (key.length !== KEY_BYTES) throw new FerryError('BAD_ARGUMENT', 'AEAD key must be 32 bytes');
   if (nonce.length !== NONCE_BYTES)
-    throw new FerryError('INTERNAL', 'XChaCha20-Poly1305 nonce must be 24 bytes');
+    throw new FerryError('BAD_ARGUMENT', 'XChaCha20-Poly1305 nonce must be 24 bytes');
 }
 
 /**

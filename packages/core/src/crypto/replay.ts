@@ -37,10 +37,10 @@ export class ReplayGuard {
   private readonly now: () => number;
 
   constructor(options: ReplayGuardOptions) {
-    if (!(options.windowMs > 0)) throw new FerryError('INTERNAL', 'replay window must be positive');
+    if (!(options.windowMs > 0)) throw new FerryError('BAD_ARGUMENT', 'replay window must be positive');
     const maxEntries = options.maxEntries ?? DEFAULT_MAX_ENTRIES;
     if (!Number.isInteger(maxEntries) || maxEntries < 1) {
-      throw new FerryError('INTERNAL', 'replay guard maxEntries must be a positive integer');
+      throw new FerryError('BAD_ARGUMENT', 'replay guard maxEntries must be a positive integer');
     }
     this.windowMs = options.windowMs;
     this.maxEntries = maxEntries;

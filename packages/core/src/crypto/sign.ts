@@ -32,7 +32,7 @@ export function useEd25519Signing(implementation: Ed25519Signing): void {
 }
 
 export function signingKeyFromSeed(seed: Uint8Array): SigningKeyPair {
-  if (seed.length !== 32) throw new FerryError('INTERNAL', 'Ed25519 seed must be 32 bytes');
+  if (seed.length !== 32) throw new FerryError('BAD_ARGUMENT', 'Ed25519 seed must be 32 bytes');
   return { secretKey: seed, publicKey: signing.publicKey(seed) };
 }
 
@@ -44,7 +44,7 @@ export const deriveSigningKeyPair = (accountKey: Uint8Array, purpose: SigningPur
   signingKeyFromSeed(deriveSubkey(accountKey, purpose));
 
 export function sign(secretKey: Uint8Array, message: Uint8Array): Uint8Array {
-  if (secretKey.length !== 32) throw new FerryError('INTERNAL', 'Ed25519 secret key must be 32 bytes');
+  if (secretKey.length !== 32) throw new FerryError('BAD_ARGUMENT', 'Ed25519 secret key must be 32 bytes');
   return signing.sign(secretKey, message);
 }
 

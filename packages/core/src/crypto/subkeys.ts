@@ -29,7 +29,7 @@ export type SubkeyPurpose = keyof typeof SUBKEY_PURPOSES;
 /** RFC 5869 HKDF-SHA256 (extract then expand); an empty salt means HashLen zero bytes, as the RFC says. */
 export function hkdfSha256(ikm: Uint8Array, salt: Uint8Array, info: Uint8Array, length: number): Uint8Array {
   if (!Number.isInteger(length) || length < 1 || length > 255 * 32) {
-    throw new FerryError('INTERNAL', 'HKDF-SHA256 output length must be 1..8160 bytes');
+    throw new FerryError('BAD_ARGUMENT', 'HKDF-SHA256 output length must be 1..8160 bytes');
   }
   return hkdf(sha256, ikm, salt, info, length);
 }

@@ -69,13 +69,13 @@ const registry = new Map<string, Entry>();
 
 const isSchema = (spec: OpSpec): spec is TSchema => Kind in spec;
 
-/** Defines one operation. Defining a name twice with a different lane or schema is a bug: it throws INTERNAL. */
+/** Defines one operation. Defining a name twice with a different lane or schema is a bug: it throws BAD_ARGUMENT. */
 export function defineOp<Name extends string, Data extends TSchema>(
   name: Name,
   spec: { lane: Lane; data: Data; description: string },
 ): OpDefinition<Name, Data> {
   if (!OP_NAME_PATTERN.test(name)) {
-    throw new FerryError('INTERNAL', `operation name ${JSON.stringify(name)} is not UPPER_SNAKE_CASE`);
+    throw new FerryError('BAD_ARGUMENT', `operation name ${JSON.stringify(name)} is not UPPER_SNAKE_CASE`);
   }
   const definition: OpDefinition<Name, Data> = Object.freeze({
     name,
@@ -88,7 +88,7 @@ export function defineOp<Name extends string, Data extends TSchema>(
     // The same module evaluated twice (two bundles, hot reload) is harmless; a different lane or schema is not.
     if (sameDefinition(existing.definition, definition))
       return existing.definition as OpDefinition<Name, Data>;
-    throw new FerryError('INTERNAL', `operation ${name} is already defined differently`);
+    throw new FerryError('BAD_ARGUMENT', `operation ${name} is already defined differently`);
   }
   registry.set(name, { definition });
   return definition;

@@ -77,7 +77,8 @@ async function runHandshake(
   inbox: HandshakeInbox,
   options: HandshakeOptions,
 ): Promise<SecureChannel> {
-  if (options.psk.length !== KEY_LEN) throw new FerryError('INTERNAL', 'the handshake PSK must be 32 bytes');
+  if (options.psk.length !== KEY_LEN)
+    throw new FerryError('BAD_ARGUMENT', 'the handshake PSK must be 32 bytes');
   const localId = encodeClientId(options.localClientId);
   const now = options.now ?? Date.now;
   const [initiatorFingerprint, responderFingerprint] = options.initiator
@@ -121,7 +122,7 @@ export function handshakePrologue(
   initiatorFingerprint: string,
   responderFingerprint: string,
 ): Uint8Array {
-  if (!roomId) throw new FerryError('INTERNAL', 'the handshake needs a room id');
+  if (!roomId) throw new FerryError('BAD_ARGUMENT', 'the handshake needs a room id');
   return concatBytes(
     ...[
       HANDSHAKE_PROLOGUE_LABEL,
@@ -161,7 +162,7 @@ interface HandshakePayload {
 function encodeClientId(clientId: string): Uint8Array {
   const bytes = utf8(clientId);
   if (bytes.length === 0 || bytes.length > MAX_CLIENT_ID_BYTES) {
-    throw new FerryError('INTERNAL', `a client id must be 1 to ${MAX_CLIENT_ID_BYTES} bytes of UTF-8`);
+    throw new FerryError('BAD_ARGUMENT', `a client id must be 1 to ${MAX_CLIENT_ID_BYTES} bytes of UTF-8`);
   }
   return bytes;
 }

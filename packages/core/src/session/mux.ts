@@ -46,7 +46,7 @@ export interface MultiplexerOptions {
   busyHoldMs?: number;
 }
 
-/** Refuses (FerryError 'INTERNAL', naming the option) values that would stall or spin the multiplexer. */
+/** Refuses (FerryError 'BAD_ARGUMENT', naming the option) values that would stall or spin the multiplexer. */
 export function checkMultiplexerOptions(options: MultiplexerOptions): void {
   const { maxMessageBytes, highWaterMark, busyWindow, busyHoldMs } = options;
   requirePositive('session', { maxMessageBytes, highWaterMark, busyWindow }, { integer: true });
@@ -114,7 +114,7 @@ export class Multiplexer extends EventEmitter<MultiplexerEvents> {
     this.frameCapacity = transport.maxMessageSize - SECURE_FRAME_OVERHEAD;
     this.busyFrameCapacity = this.busyWindow - SECURE_FRAME_OVERHEAD;
     if (this.busyFrameCapacity < RECORD_HEADER_BYTES + TOTAL_BYTES + MIN_SPLIT_BYTES) {
-      throw new FerryError('INTERNAL', 'transport messages are too small to carry frames');
+      throw new FerryError('BAD_ARGUMENT', 'transport messages are too small to carry frames');
     }
     transport.on('drain', this.pump);
   }

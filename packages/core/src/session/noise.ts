@@ -90,7 +90,8 @@ export class CipherState {
     private readonly k: Uint8Array | null = null,
     private readonly aead: ChaChaPoly = nobleChaChaPoly,
   ) {
-    if (k && k.length !== KEY_LEN) throw new FerryError('INTERNAL', 'a Noise cipher key must be 32 bytes');
+    if (k && k.length !== KEY_LEN)
+      throw new FerryError('BAD_ARGUMENT', 'a Noise cipher key must be 32 bytes');
   }
 
   hasKey(): boolean {
@@ -264,7 +265,10 @@ export class HandshakeState {
     this.psks = [...(options.psks ?? [])];
     const pskTokens = this.pattern.messages.flat().filter((token) => token === 'psk').length;
     if (this.psks.length !== pskTokens || this.psks.some((psk) => psk.length !== KEY_LEN)) {
-      throw new FerryError('INTERNAL', `${this.pattern.name} needs ${pskTokens} pre-shared keys of 32 bytes`);
+      throw new FerryError(
+        'BAD_ARGUMENT',
+        `${this.pattern.name} needs ${pskTokens} pre-shared keys of 32 bytes`,
+      );
     }
     this.pskMode = pskTokens > 0;
     this.ephemeralSecret = options.ephemeralSecretKey;

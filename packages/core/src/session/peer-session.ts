@@ -46,7 +46,7 @@ const CLOSE_GRACE_MS = 20;
 /** A close message stuck behind a full transport (a dead peer) does not hold the session open longer. */
 const CLOSE_TIMEOUT_MS = 1_000;
 
-/** Refuses (FerryError 'INTERNAL', naming the option) values that would stall or spin a session. */
+/** Refuses (FerryError 'BAD_ARGUMENT', naming the option) values that would stall or spin a session. */
 export function checkPeerSessionOptions(options: Partial<PeerSessionOptions>): void {
   const { keepaliveIntervalMs, keepaliveTimeoutMs, timeoutMs } = options;
   requirePositive('session', { keepaliveIntervalMs, keepaliveTimeoutMs, timeoutMs });

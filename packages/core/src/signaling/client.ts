@@ -139,7 +139,8 @@ export class SignalingClient extends EventEmitter<SignalingClientEvents> {
 
   constructor(options: SignalingClientOptions) {
     super();
-    if (options.urls.length === 0) throw new FerryError('INTERNAL', 'SignalingClient needs at least one URL');
+    if (options.urls.length === 0)
+      throw new FerryError('BAD_ARGUMENT', 'SignalingClient needs at least one URL');
     const { connectTimeoutMs, heartbeatIntervalMs, heartbeatTimeoutMs, replayWindowMs, reconnect } = options;
     requirePositive('SignalingClient', {
       connectTimeoutMs,
@@ -156,7 +157,7 @@ export class SignalingClient extends EventEmitter<SignalingClientEvents> {
     const WebSocketImpl = options.WebSocket ?? globalWebSocket();
     if (!WebSocketImpl) {
       throw new FerryError(
-        'INTERNAL',
+        'BAD_ARGUMENT',
         'no global WebSocket: pass the WebSocket option (in Node 20, from the ws package)',
       );
     }

@@ -17,7 +17,7 @@ export function requirePositive(
       (integer ? Number.isSafeInteger(value) : Number.isFinite(value));
     if (!valid) {
       const what = `${integer ? 'an integer' : 'a finite number'} ${zeroAllowed ? '>= 0' : '> 0'}`;
-      throw new FerryError('INTERNAL', `${owner}: ${name} must be ${what} (got ${String(value)})`);
+      throw new FerryError('BAD_ARGUMENT', `${owner}: ${name} must be ${what} (got ${String(value)})`);
     }
   }
 }

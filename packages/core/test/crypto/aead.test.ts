@@ -76,11 +76,13 @@ describe('seal / open', () => {
     ).toBe(true);
   });
 
-  it('refuses keys and nonces of the wrong size as a programming error (INTERNAL)', () => {
-    expect(failsWith('INTERNAL', () => seal(new Uint8Array(16), new Uint8Array(1)))).toBe(true);
-    expect(failsWith('INTERNAL', () => open(new Uint8Array(31), new Uint8Array(64)))).toBe(true);
+  it('refuses keys and nonces of the wrong size as bad arguments (BAD_ARGUMENT)', () => {
+    expect(failsWith('BAD_ARGUMENT', () => seal(new Uint8Array(16), new Uint8Array(1)))).toBe(true);
+    expect(failsWith('BAD_ARGUMENT', () => open(new Uint8Array(31), new Uint8Array(64)))).toBe(true);
     expect(
-      failsWith('INTERNAL', () => xchachaDecrypt(randomBytes(32), new Uint8Array(12), new Uint8Array(16))),
+      failsWith('BAD_ARGUMENT', () =>
+        xchachaDecrypt(randomBytes(32), new Uint8Array(12), new Uint8Array(16)),
+      ),
     ).toBe(true);
   });
 });

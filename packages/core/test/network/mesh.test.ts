@@ -85,7 +85,9 @@ describe('MeshNetwork options', () => {
           signalingUrls: ['ws://127.0.0.1:9'],
           ...bad,
         }),
-      ).toThrow(expect.objectContaining({ code: 'INTERNAL', message: expect.stringContaining('must be') }));
+      ).toThrow(
+        expect.objectContaining({ code: 'BAD_ARGUMENT', message: expect.stringContaining('must be') }),
+      );
     }
   });
 });

@@ -95,9 +95,9 @@ describe('operation registry', () => {
     expect(defineOps('ai', schemas).TEST_REGISTRY_HELLO).toBe(defs.TEST_REGISTRY_HELLO);
     expect(() =>
       defineOp('TEST_REGISTRY_HELLO', { lane: 'sync', data: Type.Null(), description: 'x' }),
-    ).toThrow(expect.objectContaining({ code: 'INTERNAL' }));
+    ).toThrow(expect.objectContaining({ code: 'BAD_ARGUMENT' }));
     expect(() => defineOp('lower_case', { lane: 'sync', data: Type.Null(), description: 'x' })).toThrow(
-      expect.objectContaining({ code: 'INTERNAL' }),
+      expect.objectContaining({ code: 'BAD_ARGUMENT' }),
     );
   });
 

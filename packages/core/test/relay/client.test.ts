@@ -51,7 +51,10 @@ describe('RelayClient options', () => {
       [{ retry: { initialDelayMs: -5 } }, 'initialDelayMs'],
     ] as const) {
       expect(() => new RelayClient({ ...base, ...bad })).toThrow(
-        expect.objectContaining({ code: 'INTERNAL', message: expect.stringContaining(`${name} must be`) }),
+        expect.objectContaining({
+          code: 'BAD_ARGUMENT',
+          message: expect.stringContaining(`${name} must be`),
+        }),
       );
     }
     expect(() => new RelayClient({ ...base, retry: { initialDelayMs: 0 } })).not.toThrow();

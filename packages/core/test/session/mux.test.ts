@@ -111,7 +111,7 @@ describe('Multiplexer', () => {
       const [name] = Object.keys(options);
       expect(() => new Multiplexer(ta, ca, options)).toThrow(
         expect.objectContaining({
-          code: 'INTERNAL',
+          code: 'BAD_ARGUMENT',
           message: expect.stringContaining(`session: ${name} must be`),
         }),
       );

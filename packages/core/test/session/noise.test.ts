@@ -197,9 +197,9 @@ describe.each(DH_IMPLEMENTATIONS)('NNpsk0 HandshakeState with %s X25519', (_, dh
   it('refuses PSKs of the wrong number or size', () => {
     const make = (psks: Uint8Array[]) => () =>
       new HandshakeState({ pattern: NN_PSK0, initiator: true, prologue: new Uint8Array(0), psks });
-    expect(codeOf(make([]))).toBe('INTERNAL');
-    expect(codeOf(make([new Uint8Array(16)]))).toBe('INTERNAL');
-    expect(codeOf(make([PSK, PSK]))).toBe('INTERNAL');
+    expect(codeOf(make([]))).toBe('BAD_ARGUMENT');
+    expect(codeOf(make([new Uint8Array(16)]))).toBe('BAD_ARGUMENT');
+    expect(codeOf(make([PSK, PSK]))).toBe('BAD_ARGUMENT');
   });
 });
 

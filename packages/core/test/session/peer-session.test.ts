@@ -57,7 +57,10 @@ describe('PeerSession', () => {
       await expect(
         PeerSession.open(ta, { ...base, ...bad, initiator: true, localClientId: 'alice' }),
       ).rejects.toThrow(
-        expect.objectContaining({ code: 'INTERNAL', message: expect.stringContaining(`${name} must be`) }),
+        expect.objectContaining({
+          code: 'BAD_ARGUMENT',
+          message: expect.stringContaining(`${name} must be`),
+        }),
       );
       expect(ta.closed).toBe(false); // nothing was sent: the caller still owns the transport
       ta.close();

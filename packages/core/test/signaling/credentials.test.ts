@@ -124,7 +124,7 @@ describe('SignalingClient construction', () => {
   it('refuses bad options with typed errors', () => {
     const base = { urls: ['ws://127.0.0.1:1/signal'], accountKey: key, WebSocket: NodeWebSocket };
     expect(() => new SignalingClient({ ...base, urls: [], clientId: 'a' })).toThrow(
-      expect.objectContaining({ code: 'INTERNAL' }),
+      expect.objectContaining({ code: 'BAD_ARGUMENT' }),
     );
     expect(() => new SignalingClient({ ...base, clientId: 'has space' })).toThrow(
       expect.objectContaining({ code: 'SCHEMA_MISMATCH' }),
@@ -138,7 +138,10 @@ describe('SignalingClient construction', () => {
       [{ rejoinGraceMs: Number.NaN }, 'rejoinGraceMs'],
     ] as const) {
       expect(() => new SignalingClient({ ...base, clientId: 'a', ...bad })).toThrow(
-        expect.objectContaining({ code: 'INTERNAL', message: expect.stringContaining(`${name} must be`) }),
+        expect.objectContaining({
+          code: 'BAD_ARGUMENT',
+          message: expect.stringContaining(`${name} must be`),
+        }),
       );
     }
   });
