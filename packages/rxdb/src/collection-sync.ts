@@ -535,17 +535,19 @@ export class CollectionSync {
       for (const [id, decision] of decisions) {
         if (retry.has(id) || rejectedIds.has(id)) continue;
         const { version } = decision;
-        committed.push({
+        const meta: DocMeta = {
           id,
           rev: revs.get(id) ?? '',
           st: version.st,
           vv: version.vv,
           del: version.del,
-          ...(version.fs ? { fs: version.fs } : {}),
           seq: 0,
           via: decision.via,
           local: decision.local,
-        });
+        };
+        // Set after, not spread in: V8 builds a literal with a conditional spread on a slow path.
+        if (version.fs) meta.fs = version.fs;
+        committed.push(meta);
         if (decision.conflict) {
           outcome.conflicts.push(decision.conflict);
           if (decision.created) outcome.created.push({ conflict: decision.conflict, resolution: version });
@@ -630,13 +632,14 @@ export class CollectionSync {
         continue;
       }
       const rev = createRevision(token, previous);
+      // The primary key set apart: a literal with a computed key is built on V8's slow path.
       const document: StoredDoc = withFields(version.doc ?? {}, {
-        [this.primaryPath]: id,
         _deleted: version.del,
         _attachments: previous?._attachments ?? {},
         _meta: { lwt: now(), ferry: stampOf(rev, version) },
         _rev: rev,
       });
+      if (document[this.primaryPath] !== id) document[this.primaryPath] = id;
       rows.push(previous ? { previous, document } : { document });
       revs.set(id, document._rev);
     }
@@ -729,12 +732,11 @@ type FerryStamp = {
   fs?: Change['fs'];
 };
 
-const stampOf = (rev: string, version: Change): FerryStamp => ({
-  r: rev,
-  st: version.st,
-  vv: version.vv,
-  ...(version.fs ? { fs: version.fs } : {}),
-});
+function stampOf(rev: string, version: Change): FerryStamp {
+  const stamp: FerryStamp = { r: rev, st: version.st, vv: version.vv };
+  if (version.fs) stamp.fs = version.fs;
+  return stamp;
+}
 
 /** The version of a document as Ferry received and wrote it, unless something wrote it since. */
 function receivedVersion(doc: StoredDoc): FerryStamp | undefined {

@@ -329,12 +329,9 @@ const escapeRegex = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'
  * the tombstone's content only under the per-field policy (where a concurrent edit can revive it).
  */
 export function versionOf(meta: DocMeta, doc: Record<string, unknown> | undefined): Change {
-  return {
-    id: meta.id,
-    st: meta.st,
-    vv: meta.vv,
-    del: meta.del,
-    ...(doc && (!meta.del || meta.fs) ? { doc } : {}),
-    ...(meta.fs ? { fs: meta.fs } : {}),
-  };
+  // Optional fields set after, not spread in (V8 builds a literal with a conditional spread slowly).
+  const change: Change = { id: meta.id, st: meta.st, vv: meta.vv, del: meta.del };
+  if (doc && (!meta.del || meta.fs)) change.doc = doc;
+  if (meta.fs) change.fs = meta.fs;
+  return change;
 }
