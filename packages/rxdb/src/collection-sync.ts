@@ -434,33 +434,33 @@ export class CollectionSync {
         // Ferry wrote this version and died before saving its metadata: adopt it as it was
         // received, not as a new local write (which would outrank the origin's later edits).
         this.host.clock.observe(version.st);
-        written.set(id, {
+        const adopted: DocMeta = {
           id,
           rev: doc._rev,
           st: version.st,
           vv: version.vv,
           del: doc._deleted,
-          ...(version.fs ? { fs: version.fs } : {}),
           seq: 0,
           via: '',
           local: false,
-        });
+        };
+        if (version.fs) adopted.fs = version.fs;
+        written.set(id, adopted);
         continue;
       }
       const st = this.host.clock.now();
-      written.set(id, {
+      const meta: DocMeta = {
         id,
         rev: doc._rev,
         st,
-        vv: advanceOwn(known?.vv ?? {}, self, this.ownFloor),
+        vv: advanceOwn(known?.vv, self, this.ownFloor),
         del: doc._deleted,
-        ...(fieldMode
-          ? { fs: stampFields(known?.fs, this.content(doc), doc._deleted, st, this.primaryPath) }
-          : {}),
         seq: 0,
         via: '',
         local: true,
-      });
+      };
+      if (fieldMode) meta.fs = stampFields(known?.fs, this.content(doc), doc._deleted, st, this.primaryPath);
+      written.set(id, meta);
     }
     return [...written.values()];
   }

@@ -26,9 +26,9 @@ export type VersionVector = Record<string, number>;
  * and past `floor`, which rises at each start above anything an earlier run may have sent without
  * saving (see CollectionSync.open).
  */
-export const advanceOwn = (vv: VersionVector, self: string, floor: number): VersionVector => ({
+export const advanceOwn = (vv: VersionVector | undefined, self: string, floor: number): VersionVector => ({
   ...vv,
-  [self]: Math.max(vv[self] ?? 0, floor) + 1,
+  [self]: Math.max(vv?.[self] ?? 0, floor) + 1,
 });
 
 export type Order = 'equal' | 'local' | 'remote' | 'concurrent';
