@@ -45,8 +45,29 @@ interface Schedule {
   ops: Op[];
   duplicate: boolean;
   reorder: boolean;
-  policy: 'lww' | 'fields';
+  policy: 'lww' | 'fields' | 'handler';
 }
+
+type TodoState = { title?: string; _deleted?: boolean };
+
+/**
+ * An app's RxDB conflict handler, deterministic as RxDB asks: the live version with the greater title
+ * wins, and a live version wins over a delete. Its resolutions are new versions made by the device
+ * that resolved (they travel back in DB_CONFLICT_RESOLVE), unlike the built-in rules' joins.
+ */
+const greaterTitle = {
+  isEqual: (x: TodoState, y: TodoState) => x.title === y.title && Boolean(x._deleted) === Boolean(y._deleted),
+  resolve: async ({
+    realMasterState: x,
+    newDocumentState: y,
+  }: {
+    realMasterState: TodoState;
+    newDocumentState: TodoState;
+  }) => {
+    const rank = (state: TodoState) => (state._deleted ? '' : `+${state.title ?? ''}`);
+    return rank(x) >= rank(y) ? x : y;
+  },
+};
 
 /** Across all runs: proof that the schedules exercised the relay and restarts, not just the happy path. */
 const coverage = { relayPushes: 0, restarts: 0, crashes: 0, conflicts: 0 };
@@ -58,7 +79,8 @@ async function runSchedule({ ops, duplicate, reorder, policy }: Schedule): Promi
   relayServer.reorder = reorder;
   let time = 1_700_000_000_000;
   const now = () => time++;
-  const conflict = policy === 'lww' ? ('lww' as const) : { merge: 'fields' as const };
+  const conflict =
+    policy === 'lww' ? ('lww' as const) : policy === 'fields' ? { merge: 'fields' as const } : greaterTitle;
   const devices = DEVICES.map(
     (id) => new Device(id, hub, { relayServer, now, conflict, knownDevices: DEVICES }),
   );
@@ -173,7 +195,7 @@ const scheduleArb = fc.record({
   ops: fc.array(opArb, { minLength: 1, maxLength: 30 }),
   duplicate: fc.boolean(),
   reorder: fc.boolean(),
-  policy: fc.constantFrom('lww' as const, 'fields' as const),
+  policy: fc.constantFrom('lww' as const, 'fields' as const, 'handler' as const),
 });
 
 // Shrunk counterexamples found while developing (and by mutating the engine), kept as regressions.
