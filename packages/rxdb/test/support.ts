@@ -9,10 +9,6 @@ import {
   type RxStorage,
   type RxStorageInstance,
 } from 'rxdb';
-
-/** A row of Ferry's metadata collection, as far as crash() needs it. */
-type MetaRow = { k: string };
-
 import { getRxStorageMemory } from 'rxdb/plugins/storage-memory';
 import { RxDBUpdatePlugin } from 'rxdb/plugins/update';
 import { wrappedValidateAjvStorage } from 'rxdb/plugins/validate-ajv';
@@ -25,6 +21,19 @@ import {
 import { noteSchema, todoSchema } from './support-schema.js';
 
 export { noteSchema, todoSchema };
+
+/** A row of Ferry's metadata collection, as far as the tests need it. */
+type MetaRow = { k: string };
+
+/** The storage instance of Ferry's metadata rows, below RxDB's wrapper (where Ferry writes them). */
+export function metaStorage(db: { collections: object }): RxStorageInstance<MetaRow, unknown, unknown> {
+  const rows = (db.collections as unknown as Record<string, RxCollection>)[META_COLLECTION]!;
+  return (
+    rows.storageInstance as unknown as {
+      originalStorageInstance: RxStorageInstance<MetaRow, unknown, unknown>;
+    }
+  ).originalStorageInstance;
+}
 
 export interface Todo {
   id: string;
@@ -114,9 +123,9 @@ export class Device {
   }
 
   /**
-   * Process death with Ferry's last write of new versions' metadata lost: the rows it changed go back to what they
-   * held (so a version sent before its metadata was saved has none on disk), and nothing Ferry
-   * writes from then on lands. What Ferry had to do (record the app's last write, send it) is done
+   * Process death with Ferry's last write of new versions' metadata lost: the rows it changed go
+   * back to what they held (so a version sent before its metadata was saved has none on disk), and
+   * nothing Ferry writes from then on lands. What Ferry had to do (record the app's last write, send it) is done
    * first; then the device drops off the network, so that nothing comes in meanwhile.
    */
   async crash(): Promise<void> {
@@ -126,22 +135,19 @@ export class Device {
     await settle();
     await this.network.close();
     await settle();
-    const storage = this.metaStorage();
+    const storage = metaStorage(this.db);
     const undo = this.lastMetaWrite;
     storage.bulkWrite = async () => ({ error: [] });
     if (undo) {
       const now = await storage.findDocumentsById(undo.ids, true);
       const rows = undo.ids.map((id) => {
         const current = now.find((doc) => doc.k === id)!;
-        const before = undo.before.find((doc) => doc.k === id);
-        const document = before
-          ? { ...before, _rev: createRevision(this.db.token, current), _meta: { lwt: Date.now() } }
-          : {
-              ...current,
-              _deleted: true,
-              _rev: createRevision(this.db.token, current),
-              _meta: { lwt: Date.now() },
-            };
+        const before = undo.before.find((doc) => doc.k === id) ?? { ...current, _deleted: true };
+        const document = {
+          ...before,
+          _rev: createRevision(this.db.token, current),
+          _meta: { lwt: Date.now() },
+        };
         return { previous: current, document };
       });
       await undo.write(rows, 'test-crash');
@@ -149,19 +155,9 @@ export class Device {
     await this.stop();
   }
 
-  /** Ferry's metadata rows, below RxDB's wrapper (where Ferry writes them). */
-  private metaStorage(): RxStorageInstance<MetaRow, unknown, unknown> {
-    const rows = (this.db.collections as unknown as Record<string, RxCollection>)[META_COLLECTION]!;
-    return (
-      rows.storageInstance as unknown as {
-        originalStorageInstance: RxStorageInstance<MetaRow, unknown, unknown>;
-      }
-    ).originalStorageInstance;
-  }
-
   /** Keeps what the rows of each metadata write held before it, so that crash() can lose the last one. */
   private watchMetaWrites(): void {
-    const storage = this.metaStorage();
+    const storage = metaStorage(this.db);
     const write = storage.bulkWrite.bind(storage);
     this.lastMetaWrite = undefined;
     storage.bulkWrite = async (rows, context) => {

@@ -14,6 +14,7 @@ import {
   converge,
   type Device,
   MemoryRelayServer,
+  metaStorage,
   newDisk,
   openDb,
   startDevices,
@@ -144,12 +145,7 @@ describe('replicateFerry over the in-memory network', () => {
     });
     const held: string[] = [];
     for (const device of [a!, b!]) {
-      const rows = (device.db.collections as unknown as Record<string, RxCollection>)[META_COLLECTION]!;
-      const storage = (
-        rows.storageInstance as unknown as {
-          originalStorageInstance: RxStorageInstance<unknown, unknown, unknown>;
-        }
-      ).originalStorageInstance;
+      const storage = metaStorage(device.db);
       const bulkWrite = storage.bulkWrite.bind(storage);
       storage.bulkWrite = async (rowsToWrite, context) => {
         held.push(device.id);
