@@ -43,6 +43,18 @@ async function devices(count: number, extra: Parameters<typeof startDevices>[1] 
   return result;
 }
 
+/** Three devices where A and C never meet (B passes everything on), holding one document A wrote. */
+async function seededChain(): Promise<[Device, Device, Device]> {
+  const {
+    hub,
+    devices: [a, b, c],
+  } = await devices(3);
+  hub.setLinked('deva', 'devc', false);
+  await a!.db.todos.insert({ id: 'seed', title: 'seed' });
+  await converge([a!, b!, c!]);
+  return [a!, b!, c!];
+}
+
 describe('replicateFerry over the in-memory network', () => {
   it('refuses batch, window and retry options that would stall or spin, before touching the database', async () => {
     const db = await openDb(newDisk());
@@ -104,15 +116,9 @@ describe('replicateFerry over the in-memory network', () => {
   });
 
   it('a live write, and a version passed on to a third device, go out without reading the document back', async () => {
-    const {
-      hub,
-      devices: [a, b, c],
-    } = await devices(3);
-    hub.setLinked('deva', 'devc', false);
-    await a!.db.todos.insert({ id: 'seed', title: 'seed' });
-    await converge([a!, b!, c!]);
+    const [a, b, c] = await seededChain();
     const reads = { deva: 0, devb: 0 };
-    for (const device of [a!, b!]) {
+    for (const device of [a, b]) {
       // Ferry works below RxDB's wrapper of the storage instance.
       const wrapped = device.db.todos.storageInstance as typeof device.db.todos.storageInstance & {
         originalStorageInstance: typeof device.db.todos.storageInstance;
@@ -124,27 +130,21 @@ describe('replicateFerry over the in-memory network', () => {
         return find(ids, deleted);
       };
     }
-    await a!.db.todos.insert({ id: 'live', title: 'from a' });
-    await converge([a!, b!, c!]);
-    expect(await c!.docs()).toContainEqual({ id: 'live', title: 'from a' });
+    await a.db.todos.insert({ id: 'live', title: 'from a' });
+    await converge([a, b, c]);
+    expect(await c.docs()).toContainEqual({ id: 'live', title: 'from a' });
     // A sends what its change event carried. B reads once, to apply; it passes on what it wrote.
     expect(reads).toEqual({ deva: 0, devb: 1 });
   });
 
   it('a live write, and a version passed on to a third device, go out while their metadata is still being saved', async () => {
-    const {
-      hub,
-      devices: [a, b, c],
-    } = await devices(3);
-    hub.setLinked('deva', 'devc', false);
-    await a!.db.todos.insert({ id: 'seed', title: 'seed' });
-    await converge([a!, b!, c!]);
+    const [a, b, c] = await seededChain();
     let release!: () => void;
     const gate = new Promise<void>((resolve) => {
       release = resolve;
     });
     const held: string[] = [];
-    for (const device of [a!, b!]) {
+    for (const device of [a, b]) {
       const storage = metaStorage(device.db);
       const bulkWrite = storage.bulkWrite.bind(storage);
       storage.bulkWrite = async (rowsToWrite, context) => {
@@ -153,18 +153,18 @@ describe('replicateFerry over the in-memory network', () => {
         return bulkWrite(rowsToWrite, context);
       };
     }
-    await a!.db.todos.insert({ id: 'live', title: 'from a' });
+    await a.db.todos.insert({ id: 'live', title: 'from a' });
     let arrived = false;
     for (let wait = 0; wait < 200 && !arrived; wait++) {
       await new Promise((resolve) => setTimeout(resolve, 5));
-      arrived = (await c!.db.todos.findOne('live').exec()) !== null;
+      arrived = (await c.db.todos.findOne('live').exec()) !== null;
     }
     // C holds the write while neither A nor B has saved its metadata (B's own write of it included).
     expect(arrived).toBe(true);
     expect(new Set(held)).toEqual(new Set(['deva', 'devb']));
     release();
-    await converge([a!, b!, c!]);
-    expect(await c!.docs()).toContainEqual({ id: 'live', title: 'from a' });
+    await converge([a, b, c]);
+    expect(await c.docs()).toContainEqual({ id: 'live', title: 'from a' });
   });
 
   it('a crash after sending a version but before saving its metadata: later versions reuse neither its log position nor its vector entry', async () => {
