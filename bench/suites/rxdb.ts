@@ -18,7 +18,20 @@ import type { BenchMetric, BenchReport } from '../lib/types.js';
 // compare across processes through performance.timeOrigin + performance.now() (one machine, one clock).
 
 const LIVE_WRITES = 200;
-const RUNS = 5;
+/**
+ * Fresh process pairs per system and scenario. More runs show the tail: a rare run many times the
+ * median (see the README's note on SCTP stalls) hardly ever lands among five.
+ */
+const RUNS = runCount(process.env.FERRY_BENCH_RXDB_RUNS);
+
+function runCount(value: string | undefined): number {
+  if (value === undefined || value === '') return 5;
+  const runs = Number(value);
+  if (!Number.isInteger(runs) || runs < 1) {
+    throw new Error(`FERRY_BENCH_RXDB_RUNS must be a positive integer, not ${JSON.stringify(value)}`);
+  }
+  return runs;
+}
 
 class PeerProcess {
   private readonly child: ChildProcess;
@@ -125,6 +138,9 @@ interface Scenario {
 interface ScenarioResult {
   docsPerSecond: number;
   syncMs: number;
+  /** Over the runs summarized (one run: its own). */
+  fastestMs: number;
+  slowestMs: number;
   /** replicate() on the device that already holds the documents (Ferry indexes them on first start). */
   startMs: number;
   peakBytes: number;
@@ -179,6 +195,8 @@ async function runScenario(servers: Servers, scenario: Scenario): Promise<Scenar
     return {
       docsPerSecond: scenario.count / (ms / 1000),
       syncMs: ms,
+      fastestMs: ms,
+      slowestMs: ms,
       startMs,
       peakBytes: Math.max(...peaks),
       ...(latencies ? { latencies } : {}),
@@ -211,13 +229,18 @@ async function rxdbFloor(servers: Servers, count: number, runs = RUNS): Promise<
   return median(rates);
 }
 
-/** The median run's docs/s and start time, the median peak RSS, every run's latencies, all runs' UDP drops. */
+/**
+ * The median run's docs/s and start time, the fastest and slowest sync, the median peak RSS, every
+ * run's latencies, all runs' UDP drops.
+ */
 function summarizeRuns(results: ScenarioResult[]): ScenarioResult {
   const sorted = [...results].sort((a, b) => a.docsPerSecond - b.docsPerSecond);
   const latencies = results.flatMap((r) => r.latencies ?? []);
   const drops = results.map((r) => r.udpDrops);
   return {
     ...sorted[Math.floor(sorted.length / 2)]!,
+    fastestMs: sorted.at(-1)!.syncMs,
+    slowestMs: sorted[0]!.syncMs,
     peakBytes: median(results.map((r) => r.peakBytes)),
     ...(latencies.length > 0 ? { latencies } : {}),
     udpDrops: drops.every((d) => d !== undefined) ? drops.reduce((sum, d) => sum + d, 0) : undefined,
@@ -241,6 +264,10 @@ async function compare(
   }
   return { ferry: summarizeRuns(ferry), plugin: summarizeRuns(plugin) };
 }
+
+/** Median sync time and the range over the runs. */
+const syncSpread = (result: ScenarioResult): string =>
+  `${significant(result.syncMs)} ms (runs ${significant(result.fastestMs)}-${significant(result.slowestMs)} ms)`;
 
 /**
  * The kernel's UDP receive-buffer drops while each system ran: WebRTC on loopback loses packets when
@@ -364,7 +391,7 @@ async function run(): Promise<BenchReport> {
         '(later writes as they happen); the plugin has no such step. Peak RSS: the larger of the two ' +
         'processes (median over runs). RxDB plugin with its default batch size (20), one run: ' +
         `${significant(pluginDefault10k.docsPerSecond)} docs/s for 10,000 docs. 10k sync: Ferry ` +
-        `${significant(ferry10k.syncMs)} ms, plugin ${significant(plugin10k.syncMs)} ms. "RxDB alone": a fresh ` +
+        `${syncSpread(ferry10k)}, plugin ${syncSpread(plugin10k)}. "RxDB alone": a fresh ` +
         'receiving process with the same database parses JSON batches of 500, looks them up and bulk-writes them ' +
         'through the collection storage until every change event fired; no replication of either kind can sync faster ' +
         `(median of ${RUNS} processes). ${udpDropNote([
