@@ -1,5 +1,8 @@
+import { readFileSync, writeFileSync } from 'node:fs';
+import type { PeerMessage, PeerNetwork, PeerNetworkEvents } from '@ferry/core';
 import type { MeshNetwork } from '@ferry/core/node';
-import type { FerryReplicationState } from '@ferry/rxdb';
+import type { DiffPush, FerryReplicationState } from '@ferry/rxdb';
+import { EventEmitter } from 'eventemitter3';
 import { createRevision, createRxDatabase, now, type RxCollection, type RxDatabase } from 'rxdb';
 import type { RxWebRTCReplicationPool, SimplePeer } from 'rxdb/plugins/replication-webrtc';
 import { getRxStorageMemory } from 'rxdb/plugins/storage-memory';
@@ -30,8 +33,20 @@ export type Command =
   | { cmd: 'replicate' }
   /** Start replicating and wait until `count` documents are here; timed from the connection being usable. */
   | { cmd: 'sync'; count: number }
-  /** No replication: store `count` documents as a receiver gets them (JSON batches of 500), timed. */
+  /**
+   * No replication: store `count` documents as a receiver gets them (JSON batches of 500), timed:
+   * into a fresh database, then again into another one in the same (now warm) process.
+   */
   | { cmd: 'floor'; count: number }
+  /** Ferry as the sending device of a sync to an empty peer, without a network: its pushes go to `file`. */
+  | { cmd: 'record'; count: number; file: string }
+  /**
+   * Ferry as the receiving device, without a network: the pushes recorded in `file` are delivered
+   * through the wire codec, `window` unacknowledged at a time, into a fresh database, then again into
+   * another one in the same (now warm) process. Times each from the first delivery until every
+   * document's change event fired and the last push was acknowledged.
+   */
+  | { cmd: 'replay'; count: number; file: string; window: number }
   | { cmd: 'write'; index: number }
   | { cmd: 'peak' }
   /** The run is over: the other device may go away at any moment now. */
@@ -39,6 +54,8 @@ export type Command =
   | { cmd: 'close' };
 
 export type Reply = { id: number; result?: unknown; error?: string };
+/** A timed step run twice in one process: first with V8's JIT cold, then warm. */
+export type ColdWarm = { coldMs: number; warmMs: number };
 export type Arrival = { event: 'arrived'; index: number; at: number };
 
 /** A wall-clock instant comparable between processes of this machine, in ms. */
@@ -97,6 +114,46 @@ const loadPlugin = async () => ({
 type Ferry = Awaited<ReturnType<typeof loadFerry>>;
 type Plugin = Awaited<ReturnType<typeof loadPlugin>>;
 
+/** The one peer of a ScriptedNetwork. */
+const SCRIPTED_PEER = 'bench-peer';
+
+/**
+ * A peer network whose only peer is this bench, for timing Ferry's replication without WebRTC,
+ * encryption or a second process: what Ferry sends goes to `onSend`, and the bench's messages reach
+ * Ferry through the wire codec (decoded as a session would), one microtask later.
+ */
+class ScriptedNetwork extends EventEmitter<PeerNetworkEvents> implements PeerNetwork {
+  private nextId = 0;
+
+  constructor(
+    readonly clientId: string,
+    private readonly ferry: Ferry,
+    private readonly onSend: (message: PeerMessage) => void,
+  ) {
+    super();
+  }
+
+  connectedPeers(): string[] {
+    return [SCRIPTED_PEER];
+  }
+
+  async send(_peer: string, message: PeerMessage): Promise<void> {
+    this.onSend(message);
+  }
+
+  async close(): Promise<void> {}
+
+  encode(op: string, data: unknown): Uint8Array {
+    return this.ferry.encodeWireMessage({ op, data, timestamp: Date.now(), id: `bench-${this.nextId++}` });
+  }
+
+  deliver(bytes: Uint8Array): void {
+    queueMicrotask(() =>
+      this.emit('message', SCRIPTED_PEER, this.ferry.decodeWireMessage(bytes, Number.POSITIVE_INFINITY)),
+    );
+  }
+}
+
 class Peer {
   /** The modules of the system this device runs. */
   system!: Ferry | Plugin;
@@ -121,14 +178,8 @@ class Peer {
     this.config = config;
     // Loaded now, so that no timed step includes it.
     this.system = config.system === 'ferry' ? await loadFerry() : await loadPlugin();
-    this.db = await createRxDatabase({
-      name: `bench${config.clientId}`,
-      storage: getRxStorageMemory(),
-      multiInstance: false,
-      eventReduce: true,
-    });
-    await this.db.addCollections({ docs: { schema: docSchema } });
-    this.docs = this.db.docs as RxCollection<BenchDoc>;
+    this.docs = await openDocs(`bench${config.clientId}`);
+    this.db = this.docs.database;
     this.docs.$.subscribe((event) => {
       if (event.operation === 'DELETE') return;
       this.present.add(event.documentId);
@@ -218,42 +269,115 @@ class Peer {
   }
 
   /**
-   * The least any replication must do in a fresh receiving process: parse each batch, look up what
-   * is stored, write it through the collection's storage instance, and see every change event.
+   * The least any replication must do in a receiving process: parse each batch, look up what is
+   * stored, write it through the collection's storage instance, and see every change event.
    */
-  async floor(count: number): Promise<{ ms: number }> {
+  async floor(count: number): Promise<ColdWarm> {
     const BATCH = 500;
     const batches: string[] = [];
     for (let start = 0; start < count; start += BATCH) {
       const docs = Array.from({ length: Math.min(BATCH, count - start) }, (_, i) => storedDoc(start + i));
       batches.push(JSON.stringify(docs));
     }
-    const reached = new Promise<void>((resolve) => {
-      this.countWaiter = { count, resolve };
+    const pass = async (name: string): Promise<number> => {
+      const collection = await openDocs(name);
+      const arrived = changeEvents(collection, count);
+      const storage = collection.storageInstance;
+      const start = wallNow();
+      for (const text of batches) {
+        const docs = JSON.parse(text) as BenchDoc[];
+        await storage.findDocumentsById(
+          docs.map((doc) => doc.id),
+          true,
+        );
+        await storage.bulkWrite(
+          docs.map((doc) => ({
+            document: {
+              ...doc,
+              _deleted: false,
+              _attachments: {},
+              _meta: { lwt: now() },
+              _rev: createRevision(collection.database.token),
+            },
+          })),
+          'bench-floor',
+        );
+      }
+      await arrived;
+      const ms = wallNow() - start;
+      await collection.database.remove();
+      return ms;
+    };
+    return { coldMs: await pass('floorcold'), warmMs: await pass('floorwarm') };
+  }
+
+  async record(count: number, file: string): Promise<void> {
+    const ferry = this.system as Ferry;
+    await this.insert(count);
+    const pushes: PeerMessage[] = [];
+    let done!: () => void;
+    const finished = new Promise<void>((resolve) => {
+      done = resolve;
     });
-    const storage = this.docs.storageInstance;
-    const start = wallNow();
-    for (const text of batches) {
-      const docs = JSON.parse(text) as BenchDoc[];
-      await storage.findDocumentsById(
-        docs.map((doc) => doc.id),
-        true,
+    const network: ScriptedNetwork = new ScriptedNetwork('bench-source', ferry, (message) => {
+      if (message.op !== 'DB_DIFF_PUSH') return;
+      const push = message.data as DiffPush;
+      pushes.push(message);
+      const ack = { collection: push.collection, stream: push.stream, ackVersion: push.newVersion };
+      network.deliver(network.encode('DB_DIFF_ACK', ack));
+      if (!push.more) done();
+    });
+    const replication = await ferry.replicateFerry({ collections: { docs: this.docs }, network });
+    network.emit('peer-connected', SCRIPTED_PEER);
+    const init = { collection: 'docs', stream: 'recording', checkpoint: '', dbVersion: '' };
+    network.deliver(network.encode('DB_SYNC_INIT', init));
+    await finished;
+    await replication.cancel();
+    writeFileSync(file, JSON.stringify(pushes));
+  }
+
+  async replay(count: number, file: string, window: number): Promise<ColdWarm> {
+    const ferry = this.system as Ferry;
+    const recorded = JSON.parse(readFileSync(file, 'utf8')) as PeerMessage[];
+    const pass = async (name: string): Promise<number> => {
+      const collection = await openDocs(name);
+      const arrived = changeEvents(collection, count);
+      let frames: Uint8Array[] = [];
+      let delivered = 0;
+      let acked = 0;
+      let stream!: (id: string) => void;
+      const opened = new Promise<string>((resolve) => {
+        stream = resolve;
+      });
+      let settle!: { resolve: () => void; reject: (error: Error) => void };
+      const allAcked = new Promise<void>((resolve, reject) => {
+        settle = { resolve, reject };
+      });
+      const network: ScriptedNetwork = new ScriptedNetwork(`replay-${name}`, ferry, (message) => {
+        if (message.op === 'DB_SYNC_INIT') stream((message.data as { stream: string }).stream);
+        if (message.op === 'DB_DIFF_NACK')
+          settle.reject(new Error(`Ferry refused a push: ${JSON.stringify(message.data)}`));
+        if (message.op !== 'DB_DIFF_ACK') return;
+        acked++;
+        if (delivered < frames.length) network.deliver(frames[delivered++]!);
+        else if (acked === frames.length) settle.resolve();
+      });
+      const replication = await ferry.replicateFerry({ collections: { docs: collection }, network });
+      network.emit('peer-connected', SCRIPTED_PEER);
+      const id = await opened;
+      // Encoding is the sending device's work: done before the clock starts.
+      frames = recorded.map((message) =>
+        network.encode(message.op, { ...(message.data as DiffPush), stream: id }),
       );
-      await storage.bulkWrite(
-        docs.map((doc) => ({
-          document: {
-            ...doc,
-            _deleted: false,
-            _attachments: {},
-            _meta: { lwt: now() },
-            _rev: createRevision(this.db.token),
-          },
-        })),
-        'bench-floor',
-      );
-    }
-    await reached;
-    return { ms: wallNow() - start };
+      const start = wallNow();
+      while (delivered < Math.min(window, frames.length)) network.deliver(frames[delivered++]!);
+      await Promise.all([allAcked, arrived]);
+      const ms = wallNow() - start;
+      await replication.cancel();
+      await collection.database.remove();
+      return ms;
+    };
+    return { coldMs: await pass('replaycold'), warmMs: await pass('replaywarm') };
   }
 
   async write(index: number): Promise<{ at: number }> {
@@ -292,6 +416,10 @@ class Peer {
         return this.sync(command.count);
       case 'floor':
         return this.floor(command.count);
+      case 'record':
+        return this.record(command.count, command.file);
+      case 'replay':
+        return this.replay(command.count, command.file, command.window);
       case 'write':
         return this.write(command.index);
       case 'peak':
@@ -303,6 +431,32 @@ class Peer {
         return this.close();
     }
   }
+}
+
+/** A fresh in-memory database holding the bench's collection. */
+async function openDocs(name: string): Promise<RxCollection<BenchDoc>> {
+  const db: RxDatabase = await createRxDatabase({
+    name,
+    storage: getRxStorageMemory(),
+    multiInstance: false,
+    eventReduce: true,
+  });
+  await db.addCollections({ docs: { schema: docSchema } });
+  return db.docs as RxCollection<BenchDoc>;
+}
+
+/** Resolves once the collection's change stream has shown `count` distinct documents written. */
+function changeEvents(collection: RxCollection<BenchDoc>, count: number): Promise<void> {
+  const seen = new Set<string>();
+  return new Promise((resolve) => {
+    const subscription = collection.$.subscribe((event) => {
+      if (event.operation !== 'DELETE') seen.add(event.documentId);
+      if (seen.size >= count) {
+        subscription.unsubscribe();
+        resolve();
+      }
+    });
+  });
 }
 
 function runPeer(): void {
