@@ -139,9 +139,8 @@ interface Scenario {
 interface ScenarioResult {
   docsPerSecond: number;
   syncMs: number;
-  /** Over the runs summarized (one run: its own). */
-  fastestMs: number;
-  slowestMs: number;
+  /** A summary of several runs (summarizeRuns): the fastest and the slowest run's sync time. */
+  syncRangeMs?: [fastest: number, slowest: number];
   /** replicate() on the device that already holds the documents (Ferry indexes them on first start). */
   startMs: number;
   peakBytes: number;
@@ -196,8 +195,6 @@ async function runScenario(servers: Servers, scenario: Scenario): Promise<Scenar
     return {
       docsPerSecond: scenario.count / (ms / 1000),
       syncMs: ms,
-      fastestMs: ms,
-      slowestMs: ms,
       startMs,
       peakBytes: Math.max(...peaks),
       ...(latencies ? { latencies } : {}),
@@ -211,27 +208,22 @@ async function runScenario(servers: Servers, scenario: Scenario): Promise<Scenar
   }
 }
 
-/** Runs `step` once in each of `runs` fresh device processes, opened as `system`. */
-async function inFreshProcesses<T>(
+/** Runs `step` in a fresh device process, opened as `system`. */
+async function inFreshProcess<T>(
   servers: Servers,
   system: System,
   step: (peer: PeerProcess) => Promise<T>,
-  runs = RUNS,
-): Promise<T[]> {
-  const results: T[] = [];
-  for (let i = 0; i < runs; i++) {
-    const peer = new PeerProcess(servers.deviceScript);
-    try {
-      await peer.call({
-        cmd: 'open',
-        config: { system, clientId: `solo${i}`, signalingUrl: '', secret: '', batchSize: 500 },
-      });
-      results.push(await step(peer));
-    } finally {
-      await peer.close();
-    }
+): Promise<T> {
+  const peer = new PeerProcess(servers.deviceScript);
+  try {
+    await peer.call({
+      cmd: 'open',
+      config: { system, clientId: 'solo', signalingUrl: '', secret: '', batchSize: 500 },
+    });
+    return await step(peer);
+  } finally {
+    await peer.close();
   }
-  return results;
 }
 
 const medians = (timings: ColdWarm[]): ColdWarm => ({
@@ -239,25 +231,30 @@ const medians = (timings: ColdWarm[]): ColdWarm => ({
   warmMs: median(timings.map((t) => t.warmMs)),
 });
 
-/** RxDB alone storing `count` received documents (see Peer.floor). */
-const rxdbFloor = async (servers: Servers, count: number): Promise<ColdWarm> =>
-  medians(await inFreshProcesses(servers, 'plugin', (peer) => peer.call<ColdWarm>({ cmd: 'floor', count })));
-
 /**
- * Ferry's receiving side alone: a sending device's pushes of `count` documents, recorded once, then
- * applied without a network in fresh processes (see Peer.record and Peer.replay).
+ * The receiving side alone, without a network, in fresh processes: RxDB alone storing `count`
+ * documents (see Peer.floor), and Ferry applying a sending Ferry's pushes of them, recorded once (see
+ * Peer.record and Peer.replay). Their processes alternate, so that both meet the same machine load.
  */
-async function ferryReplay(servers: Servers, count: number): Promise<ColdWarm> {
+async function receivingAlone(servers: Servers, count: number): Promise<{ rxdb: ColdWarm; ferry: ColdWarm }> {
   const dir = mkdtempSync(join(tmpdir(), 'ferry-bench-'));
   const file = join(dir, 'pushes.json');
   try {
-    await inFreshProcesses(servers, 'ferry', (peer) => peer.call({ cmd: 'record', count, file }), 1);
-    // Three pushes unacknowledged at a time, as replicateFerry's default window sends them.
-    return medians(
-      await inFreshProcesses(servers, 'ferry', (peer) =>
-        peer.call<ColdWarm>({ cmd: 'replay', count, file, window: 3 }),
-      ),
-    );
+    await inFreshProcess(servers, 'ferry', (peer) => peer.call({ cmd: 'record', count, file }));
+    const rxdb: ColdWarm[] = [];
+    const ferry: ColdWarm[] = [];
+    for (let i = 0; i < RUNS; i++) {
+      rxdb.push(
+        await inFreshProcess(servers, 'plugin', (peer) => peer.call<ColdWarm>({ cmd: 'floor', count })),
+      );
+      // Three pushes unacknowledged at a time, as replicateFerry's default window sends them.
+      ferry.push(
+        await inFreshProcess(servers, 'ferry', (peer) =>
+          peer.call<ColdWarm>({ cmd: 'replay', count, file, window: 3 }),
+        ),
+      );
+    }
+    return { rxdb: medians(rxdb), ferry: medians(ferry) };
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -273,8 +270,7 @@ function summarizeRuns(results: ScenarioResult[]): ScenarioResult {
   const drops = results.map((r) => r.udpDrops);
   return {
     ...sorted[Math.floor(sorted.length / 2)]!,
-    fastestMs: sorted.at(-1)!.syncMs,
-    slowestMs: sorted[0]!.syncMs,
+    syncRangeMs: [sorted.at(-1)!.syncMs, sorted[0]!.syncMs],
     peakBytes: median(results.map((r) => r.peakBytes)),
     ...(latencies.length > 0 ? { latencies } : {}),
     udpDrops: drops.every((d) => d !== undefined) ? drops.reduce((sum, d) => sum + d, 0) : undefined,
@@ -300,8 +296,10 @@ async function compare(
 }
 
 /** Median sync time and the range over the runs. */
-const syncSpread = (result: ScenarioResult): string =>
-  `${significant(result.syncMs)} ms (runs ${significant(result.fastestMs)}-${significant(result.slowestMs)} ms)`;
+function syncSpread(result: ScenarioResult): string {
+  const [fastest, slowest] = result.syncRangeMs ?? [result.syncMs, result.syncMs];
+  return `${significant(result.syncMs)} ms (runs ${significant(fastest)}-${significant(slowest)} ms)`;
+}
 
 /**
  * The kernel's UDP receive-buffer drops while each system ran: WebRTC on loopback loses packets when
@@ -356,8 +354,7 @@ async function run(): Promise<BenchReport> {
     });
     const { ferry: ferry10k, plugin: plugin10k } = await compare(servers, { batchSize: 500, count: 10_000 });
     const pluginDefault10k = await runScenario(servers, { system: 'plugin', batchSize: 20, count: 10_000 });
-    const floor10k = await rxdbFloor(servers, 10_000);
-    const replay10k = await ferryReplay(servers, 10_000);
+    const { rxdb: floor10k, ferry: replay10k } = await receivingAlone(servers, 10_000);
 
     const rate = (name: string, ferry: ScenarioResult, plugin: ScenarioResult, target?: string) =>
       metrics.push({
