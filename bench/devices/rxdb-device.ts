@@ -1,4 +1,5 @@
 import { readFileSync, writeFileSync } from 'node:fs';
+import { pathToFileURL } from 'node:url';
 import type { PeerMessage, PeerNetwork, PeerNetworkEvents } from '@ferry/core';
 import type { MeshNetwork } from '@ferry/core/node';
 import type { DiffPush, FerryReplicationState } from '@ferry/rxdb';
@@ -154,7 +155,7 @@ class ScriptedNetwork extends EventEmitter<PeerNetworkEvents> implements PeerNet
   }
 }
 
-class Peer {
+export class Peer {
   /** The modules of the system this device runs. */
   system!: Ferry | Plugin;
   db!: RxDatabase;
@@ -476,4 +477,5 @@ function runPeer(): void {
   });
 }
 
-runPeer();
+// The rxdb suite runs this file (compiled) as a program of its own; its test imports Peer instead.
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) runPeer();
