@@ -165,9 +165,6 @@ export class Peer {
   ferry?: FerryReplicationState;
   plugin?: RxWebRTCReplicationPool<BenchDoc, SimplePeer>;
   private readonly rss = sampleRss(10);
-  /** Ids of documents present (from the collection's change stream, which storage-level writes feed too). */
-  private readonly present = new Set<string>();
-  private countWaiter: { count: number; resolve: () => void } | undefined;
   private closing = false;
   /**
    * Only the receiving device reports arrivals: on the writing one, the report (an IPC message)
@@ -182,9 +179,7 @@ export class Peer {
     this.docs = await openDocs(`bench${config.clientId}`);
     this.db = this.docs.database;
     this.docs.$.subscribe((event) => {
-      if (event.operation === 'DELETE') return;
-      this.present.add(event.documentId);
-      if (this.receiving && event.documentId.startsWith('live-')) {
+      if (event.operation !== 'DELETE' && this.receiving && event.documentId.startsWith('live-')) {
         const arrival: Arrival = {
           event: 'arrived',
           index: Number(event.documentId.slice(5)),
@@ -192,7 +187,6 @@ export class Peer {
         };
         process.send!(arrival);
       }
-      if (this.countWaiter && this.present.size >= this.countWaiter.count) this.countWaiter.resolve();
     });
   }
 
@@ -260,10 +254,8 @@ export class Peer {
 
   async sync(count: number): Promise<{ ms: number }> {
     this.receiving = true;
-    const reached = new Promise<void>((resolve) => {
-      this.countWaiter = { count, resolve };
-      if (this.present.size >= count) resolve();
-    });
+    // The receiving device starts empty: `count` documents written from now on are all of them.
+    const reached = changeEvents(this.docs, count);
     const { connected } = await this.replicate();
     await reached;
     return { ms: wallNow() - (await connected) };
