@@ -121,7 +121,9 @@ const SCRIPTED_PEER = 'bench-peer';
 /**
  * A peer network whose only peer is this bench, for timing Ferry's replication without WebRTC,
  * encryption or a second process: what Ferry sends goes to `onSend`, and the bench's messages reach
- * Ferry through the wire codec (decoded as a session would), one microtask later.
+ * Ferry through the wire codec (decoded as a session would), one microtask later. Not core's
+ * MemoryHub: that encodes a message when it is sent, and a replay must encode the sending device's
+ * pushes before its clock starts.
  */
 class ScriptedNetwork extends EventEmitter<PeerNetworkEvents> implements PeerNetwork {
   private nextId = 0;
