@@ -105,6 +105,10 @@ export class CollectionSync {
   head = 0;
   /** The log position up to which versions may be sent (a large commit's only once it is saved). */
   private sendable = 0;
+  /** Every version at or below this log position was announced to the host (`onVersions`). */
+  get announcedThrough(): number {
+    return this.sendable;
+  }
   /** This device's vector entry in a new version exceeds this (see UNSAVED_MAX). */
   private ownFloor = 0;
   private readonly metas = new Map<string, DocMeta>();

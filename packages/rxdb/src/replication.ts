@@ -98,6 +98,9 @@ interface InStream {
 const OPS = new Set<string>(Object.values(SYNC_OPS));
 const newId = () => toBase64(randomBytes(12), { url: true });
 const MAX_RETRY_MS = 30_000;
+/** How long acknowledgements and relay pushes gather before the relay marks are saved (one write). */
+const RELAY_MARK_DELAY_MS = 1000;
+const relayMarkKey = (collection: string) => `relayed/${collection}`;
 
 /**
  * Starts syncing RxDB collections with the account's other devices over one shared PeerNetwork,
@@ -133,7 +136,7 @@ export class FerryReplicationState {
   /** Documents sent to peers and to the relay, and received from both. */
   readonly sent$ = new BehaviorSubject<number>(0);
   readonly received$ = new BehaviorSubject<number>(0);
-  /** Relay diffs waiting to be stored on the diff server (failed pushes being retried). */
+  /** Own documents waiting to be stored on the diff server (failed pushes being retried, or left over from the last run). */
   readonly pendingRelay$ = new BehaviorSubject<number>(0);
   readonly conflict$ = new Subject<FerryConflict>();
 
@@ -151,6 +154,9 @@ export class FerryReplicationState {
   private readonly inbound = new Map<string, Map<string, InStream>>();
   private readonly knownDevices = new Set<string>();
   private readonly relayQueue = new Map<string, Set<string>>();
+  /** Per collection, the saved relay mark (see saveRelayMarks). */
+  private readonly relayMarks = new Map<string, number>();
+  private relayMarkTimer: ReturnType<typeof setTimeout> | undefined;
   private readonly changed$ = new Subject<void>();
   private readonly subscriptions: Subscription[] = [];
   private epoch = '';
@@ -202,6 +208,7 @@ export class FerryReplicationState {
     for (const [name, collection] of Object.entries(this.options.collections)) {
       const sync = await CollectionSync.open(name, collection, host);
       this.syncs.set(name, sync);
+      await this.loadRelayMark(sync);
       // The storage's change feed tells us the app wrote; the scan itself reads from a checkpoint.
       // Whole bulks, as RxDB's own internals read them (`$` emits every event through RxJS alone).
       this.subscriptions.push(
@@ -274,6 +281,8 @@ export class FerryReplicationState {
   /** Stop for good; waits for in-flight writes. The network stays open (it is shared). */
   async cancel(): Promise<void> {
     if (this.cancelled) return;
+    clearTimeout(this.relayMarkTimer);
+    const marks = this.relayMarkCandidates(); // before pause() forgets the peers' acknowledgements
     this.pause();
     this.cancelled = true;
     this.network.off('message', this.onMessage);
@@ -284,6 +293,8 @@ export class FerryReplicationState {
     clearTimeout(this.relayRetry);
     await Promise.all([...this.syncs.values()].map((sync) => sync.idle()));
     await this.relayFlush?.catch(() => undefined);
+    // Unsaved (the database closed first), the marks only lag: a restart pushes some diffs again.
+    await this.saveRelayMarks(marks).catch(() => undefined);
     await this.relayPulling?.catch(() => undefined);
     for (const subject of [
       this.active$,
@@ -645,8 +656,10 @@ export class FerryReplicationState {
   private onAck(peer: string, ack: DiffAck): void {
     const out = this.outbound.get(peer)?.get(ack.collection);
     const version = parseVersion(ack.ackVersion);
-    if (out && out.stream === ack.stream && version?.epoch === this.epoch)
+    if (out && out.stream === ack.stream && version?.epoch === this.epoch) {
       out.acked = Math.max(out.acked, version.seq);
+      this.scheduleRelayMark();
+    }
     this.settle(peer, ack.collection, ack.stream);
   }
 
@@ -731,6 +744,7 @@ export class FerryReplicationState {
       .finally(() => {
         this.relayFlush = undefined;
         this.scheduleRelayFlush(); // ids queued after the loop's last check
+        this.scheduleRelayMark();
         this.changed$.next();
       });
   }
@@ -773,9 +787,70 @@ export class FerryReplicationState {
         this.relayRetryDelay = Math.min(this.relayRetryDelay * 2, MAX_RETRY_MS);
         break;
       } finally {
-        this.pendingRelay$.next([...this.relayQueue.values()].reduce((n, s) => n + s.size, 0));
+        this.countPendingRelay();
       }
     }
+  }
+
+  /**
+   * A relay mark is the log position through which every own version of a collection reached each
+   * known device: acknowledged by the connected ones, stored in the mailboxes of the others. What
+   * lies above it is queued for the relay at start, so a relay push that failed or never ran (the
+   * process died first) is made by the next run. A mark that lags only costs a diff pushed twice,
+   * which applies as a no-op. Without a saved mark (a new store, one from an earlier Ferry, or after a
+   * run without a relay) the versions already in the log are taken as delivered, as before.
+   */
+  private async loadRelayMark(sync: CollectionSync): Promise<void> {
+    const key = relayMarkKey(sync.name);
+    const saved = await this.store.get<number | null>(key);
+    if (!this.relay) {
+      // Only runs with a relay owe it anything: a later one starts from its log, not from this run's writes.
+      if (saved != null) await this.store.set(key, null);
+      return;
+    }
+    if (saved == null) await this.store.set(key, sync.announcedThrough);
+    const mark = saved ?? sync.announcedThrough;
+    this.relayMarks.set(sync.name, mark);
+    const pending = sync.localIdsAfter(mark);
+    if (pending.length > 0) this.queueIds(sync.name, pending);
+    this.countPendingRelay();
+  }
+
+  private scheduleRelayMark(): void {
+    if (!this.relay || this.relayMarkTimer || this.cancelled) return;
+    this.relayMarkTimer = setTimeout(() => {
+      this.relayMarkTimer = undefined;
+      // A flush that is running schedules this again when it ends.
+      if (!this.relayFlush) this.guard(this.saveRelayMarks(this.relayMarkCandidates()));
+    }, RELAY_MARK_DELAY_MS);
+  }
+
+  /** Where each collection's mark may move to now: nothing waits for the relay, and every connected peer acknowledged. */
+  private relayMarkCandidates(): Map<string, number> {
+    const marks = new Map<string, number>();
+    if (!this.relay) return marks;
+    const connected = this.connected();
+    for (const [name, sync] of this.syncs) {
+      if (this.relayQueue.has(name)) continue;
+      let mark = sync.announcedThrough;
+      // A peer without a stream of this collection is owed nothing by the relay either (see onPeerDisconnected).
+      for (const peer of connected) mark = Math.min(mark, this.outbound.get(peer)?.get(name)?.acked ?? mark);
+      marks.set(name, mark);
+    }
+    return marks;
+  }
+
+  private async saveRelayMarks(marks: Map<string, number>): Promise<void> {
+    for (const [name, mark] of marks) {
+      // Queued meanwhile: a push of these versions failed and is being retried.
+      if (this.relayQueue.has(name) || mark <= (this.relayMarks.get(name) ?? 0)) continue;
+      await this.store.set(relayMarkKey(name), mark);
+      this.relayMarks.set(name, Math.max(mark, this.relayMarks.get(name) ?? 0));
+    }
+  }
+
+  private countPendingRelay(): void {
+    this.pendingRelay$.next([...this.relayQueue.values()].reduce((n, ids) => n + ids.size, 0));
   }
 
   private async pullRelayNow(): Promise<number> {

@@ -1,4 +1,4 @@
-import { type DiffRelay, MemoryHub, type MemoryNetwork, type RelayedDiff } from '@ferry/core';
+import { type DiffRelay, FerryError, MemoryHub, type MemoryNetwork, type RelayedDiff } from '@ferry/core';
 import {
   addRxPlugin,
   createRevision,
@@ -95,7 +95,8 @@ export class Device {
   constructor(
     readonly id: string,
     private readonly hub: MemoryHub,
-    private readonly extra: DeviceOptions = {},
+    /** What the next start() passes to replicateFerry (a test may change it between runs). */
+    readonly extra: DeviceOptions = {},
   ) {}
 
   async start(): Promise<this> {
@@ -201,7 +202,7 @@ export async function startDevices(
   const hub = new MemoryHub();
   const devices: Device[] = [];
   for (let i = 0; i < count; i++)
-    devices.push(await new Device(`dev${String.fromCharCode(97 + i)}`, hub, extra).start());
+    devices.push(await new Device(`dev${String.fromCharCode(97 + i)}`, hub, { ...extra }).start());
   return { hub, devices };
 }
 
@@ -233,12 +234,15 @@ export class MemoryRelayServer {
   private counter = 0;
   duplicate = false;
   reorder = false;
+  /** Unreachable: every push fails, as a fetch to a server that is down does. */
+  down = false;
   pushes = 0;
 
   client(clientId: string): DiffRelay {
     return {
       push: async (targets, payload) => {
         await new Promise((resolve) => setImmediate(resolve)); // a network round trip: writes go on meanwhile
+        if (this.down) throw new FerryError('TRANSPORT', 'diff server unreachable');
         const diffId = `d${++this.counter}`;
         const sequence = (this.sequences.get(clientId) ?? 0) + 1;
         this.sequences.set(clientId, sequence);

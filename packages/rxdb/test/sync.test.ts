@@ -7,8 +7,8 @@ import {
   type RxStorageInstance,
 } from 'rxdb';
 import { RxDBLocalDocumentsPlugin } from 'rxdb/plugins/local-documents';
-import { firstValueFrom, take, toArray } from 'rxjs';
-import { afterEach, describe, expect, it } from 'vitest';
+import { filter, firstValueFrom, take, toArray } from 'rxjs';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { type FerryConflict, META_COLLECTION, MetaStore, replicateFerry } from '../src/index.js';
 import {
   converge,
@@ -440,6 +440,128 @@ describe('replicateFerry over the in-memory network', () => {
     await b!.replication.pullRelay();
     expect(await b!.docs()).toEqual([{ id: 'unacked', title: 'x' }]);
     expect(relayServer.waiting('devb')).toBe(0);
+  });
+
+  it('a relay push that failed is made by the next run: a device that never meets the writer again still gets the write', async () => {
+    const relayServer = new MemoryRelayServer();
+    const {
+      devices: [a, b],
+    } = await devices(2, { relayServer });
+    await converge([a!, b!]); // they meet once, so each knows the other
+    await b!.stop();
+    relayServer.down = true;
+    const errors: string[] = [];
+    a!.replication.error$.subscribe((e) => errors.push(e.code));
+    await a!.db.todos.bulkInsert([
+      { id: 'f1', title: 'while the diff server was down' },
+      { id: 'f2', title: 'also' },
+    ]);
+    await firstValueFrom(a!.replication.pendingRelay$.pipe(filter((n) => n === 2)));
+    expect(errors).toContain('TRANSPORT');
+    await a!.stop(); // the process ends with both pushes still failing
+    relayServer.down = false;
+
+    await a!.start();
+    expect(a!.replication.pendingRelay$.value).toBe(2); // left over from the last run
+    await a!.replication.awaitInSync();
+    expect(relayServer.waiting('devb')).toBe(1);
+    await a!.stop();
+    await b!.start();
+    await b!.replication.pullRelay();
+    expect(await b!.docs()).toEqual([
+      { id: 'f1', title: 'while the diff server was down' },
+      { id: 'f2', title: 'also' },
+    ]);
+  });
+
+  it('a write a connected peer had not acknowledged when the process stopped goes to its mailbox on the next run', async () => {
+    const relayServer = new MemoryRelayServer();
+    const {
+      hub,
+      devices: [a, b],
+    } = await devices(2, { relayServer });
+    await converge([a!, b!]);
+    b!.replication.pause(); // b refuses pushes: a's write stays unacknowledged
+    await a!.db.todos.insert({ id: 'unacked', title: 'x' });
+    await a!.replication.awaitInSync();
+    await a!.stop(); // no disconnect event reaches a's replication: it stopped first
+    expect(relayServer.waiting('devb')).toBe(0);
+    hub.setLinked('deva', 'devb', false);
+
+    await a!.start();
+    await a!.replication.awaitInSync();
+    expect(relayServer.waiting('devb')).toBe(1);
+    b!.replication.resume();
+    await b!.replication.pullRelay();
+    expect(await b!.docs()).toEqual([{ id: 'unacked', title: 'x' }]);
+  });
+
+  it('a restart pushes nothing the relay already holds or the peers acknowledged', async () => {
+    const relayServer = new MemoryRelayServer();
+    const {
+      devices: [a, b, c],
+    } = await devices(3, { relayServer });
+    await converge([a!, b!, c!]);
+    await c!.stop();
+    await a!.db.todos.bulkInsert(Array.from({ length: 30 }, (_, i) => ({ id: `k${i}`, title: 'x' })));
+    await converge([a!, b!]); // b acknowledged them; c's copy waits in its mailbox
+    expect(relayServer.waiting('devc')).toBeGreaterThan(0);
+    const pushes = relayServer.pushes;
+    for (let run = 0; run < 2; run++) {
+      await a!.stop();
+      await a!.start();
+      await converge([a!, b!]);
+    }
+    expect(relayServer.pushes).toBe(pushes);
+    expect(a!.replication.pendingRelay$.value).toBe(0);
+  });
+
+  it('what the relay holds and the peers acknowledged is recorded within about a second, without waiting for cancel()', async () => {
+    const relayServer = new MemoryRelayServer();
+    const {
+      devices: [a, b, c],
+    } = await devices(3, { relayServer });
+    await converge([a!, b!, c!]);
+    await c!.stop();
+    await a!.db.todos.bulkInsert(Array.from({ length: 30 }, (_, i) => ({ id: `s${i}`, title: 'x' })));
+    await converge([a!, b!]);
+    const pushes = relayServer.pushes;
+    const head = a!.replication.collection('todos')!.announcedThrough;
+    await vi.waitFor(async () => expect(await a!.replication.store.get('relayed/todos')).toBe(head), {
+      timeout: 5000,
+      interval: 50,
+    });
+    // The process dies: from here on nothing it writes lands (cancel() cannot save anything).
+    metaStorage(a!.db).bulkWrite = async () => ({ error: [] });
+    await a!.stop();
+    await a!.start();
+    await converge([a!, b!]);
+    expect(relayServer.pushes).toBe(pushes);
+  });
+
+  it('a run without a relay clears what was owed to it: a later run with one does not push those writes', async () => {
+    const relayServer = new MemoryRelayServer();
+    const {
+      devices: [a, b],
+    } = await devices(2, { relayServer });
+    await converge([a!, b!]);
+    await b!.stop();
+    relayServer.down = true;
+    await a!.db.todos.insert({ id: 'owed', title: 'x' });
+    await firstValueFrom(a!.replication.pendingRelay$.pipe(filter((n) => n === 1)));
+    await a!.stop();
+    relayServer.down = false;
+    a!.extra.relayServer = undefined;
+    await a!.start();
+    await a!.db.todos.insert({ id: 'unrelayed', title: 'x' });
+    await a!.stop();
+    a!.extra.relayServer = relayServer;
+    await a!.start();
+    await a!.replication.awaitInSync();
+    expect(relayServer.pushes).toBe(0);
+    await b!.start(); // b gets both by checkpoint when they meet
+    await converge([a!, b!]);
+    expect((await b!.docs()).map((d) => d.id)).toEqual(['owed', 'unrelayed']);
   });
 
   it('bad relay diffs (not JSON, wrong shape, unknown collection) are reported, acknowledged and never applied', async () => {

@@ -1,4 +1,5 @@
 import { mkdtempSync, rmSync } from 'node:fs';
+import { type AddressInfo, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
@@ -12,6 +13,7 @@ import {
 import { type FerryServer, startFerryServer } from '@ferry/server';
 import { pino } from 'pino';
 import type { RxDatabase } from 'rxdb';
+import { filter, firstValueFrom } from 'rxjs';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { type FerryReplicationState, MetaStore, replicateFerry } from '../src/index.js';
 import { newDisk, openDb, type TodoDb } from './support.js';
@@ -48,6 +50,8 @@ class RealDevice {
   relay!: RelayClient;
   replication!: FerryReplicationState;
   online = false;
+  /** Where the next start() finds the diff server (the test's server unless set). */
+  relayUrl: string | undefined;
 
   constructor(readonly id: string) {}
 
@@ -65,7 +69,12 @@ class RealDevice {
     });
     this.mesh.on('error', () => {});
     beforeReplication?.(this.mesh);
-    this.relay = new RelayClient({ url: server.url, accountKey, clientId: this.id, state: this.relayState });
+    this.relay = new RelayClient({
+      url: this.relayUrl ?? server.url,
+      accountKey,
+      clientId: this.id,
+      state: this.relayState,
+    });
     this.replication = await replicateFerry({
       collections: { todos: this.db.todos },
       network: this.mesh,
@@ -113,6 +122,15 @@ async function realDevices(count: number): Promise<RealDevice[]> {
   running.push(...devices);
   await Promise.all(devices.map((d) => d.start()));
   return devices;
+}
+
+/** A loopback address where nothing listens: connections to it are refused at once. */
+async function closedPortUrl(): Promise<string> {
+  const probe = createServer();
+  await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve));
+  const { port } = probe.address() as AddressInfo;
+  await new Promise((resolve) => probe.close(resolve));
+  return `http://127.0.0.1:${port}`;
 }
 
 const connectedToAll = (devices: RealDevice[]) =>
@@ -210,6 +228,38 @@ describe('replicateFerry over real WebRTC sessions and a real Ferry server', () 
     ]);
     expect(b!.mesh.connectedPeers()).toEqual([]);
     expect(await b!.relay.pull()).toEqual([]); // acknowledged: the mailbox is empty
+  }, 60_000);
+
+  it('a relay push that failed (diff server unreachable) is made by the next run, and B gets it from the diff server alone', async () => {
+    const [a, b] = await realDevices(2);
+    await connectedToAll([a!, b!]);
+    await converged([a!, b!]);
+    await b!.stop();
+    await a!.stop();
+    a!.relayUrl = await closedPortUrl();
+    await a!.start();
+    const errors: string[] = [];
+    a!.replication.error$.subscribe((e) => errors.push(e.code));
+    await a!.db.todos.bulkInsert([
+      { id: 'u1', title: 'written while the diff server was unreachable' },
+      { id: 'u2', title: 'also' },
+    ]);
+    await firstValueFrom(a!.replication.pendingRelay$.pipe(filter((n) => n === 2)));
+    expect(errors).toContain('TRANSPORT');
+    await a!.stop();
+
+    a!.relayUrl = undefined;
+    await a!.start();
+    await a!.replication.awaitInSync(); // the pushes left over from the last run are stored
+    await a!.stop();
+    await b!.start();
+    await b!.replication.pullRelay();
+    expect(await b!.docs()).toEqual([
+      { id: 'u1', title: 'written while the diff server was unreachable' },
+      { id: 'u2', title: 'also' },
+    ]);
+    expect(b!.mesh.connectedPeers()).toEqual([]);
+    expect(await b!.relay.pull()).toEqual([]);
   }, 60_000);
 
   it('relay diffs are split under the diff server size limit; a document too large for it arrives by checkpoint', async () => {
