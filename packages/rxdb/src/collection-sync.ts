@@ -525,9 +525,10 @@ export class CollectionSync {
       for (const remote of pending) {
         const earlier = decisions.get(remote.id);
         const current = earlier ? earlier.version : this.currentVersion(remote.id, stored.get(remote.id));
+        const ownCurrent = earlier ? earlier.local : this.metas.get(remote.id)?.local === true;
         // Awaited only when the app's conflict handler runs: a microtask per document is a tenth of
         // a large batch's time.
-        const decided = this.decide(current, remote, from);
+        const decided = this.decide(current, remote, from, ownCurrent);
         const decision = decided instanceof Promise ? await decided : decided;
         if (decision) decisions.set(remote.id, earlier ? mergeDecisions(earlier, decision) : decision);
       }
@@ -570,20 +571,31 @@ export class CollectionSync {
     return versionOf(meta, doc && this.content(doc));
   }
 
+  /** `ownCurrent`: the current version is this device's to relay (see resolveConflict). */
   private decide(
     current: Change | undefined,
     remote: Change,
     from: string,
+    ownCurrent: boolean,
   ): Decision | undefined | Promise<Decision | undefined> {
     if (!current) return { version: remote, via: from, local: false };
     const order = compareVectors(current.vv, remote.vv);
     if (order === 'equal' || order === 'local') return undefined;
     if (order === 'remote') return { version: remote, via: from, local: false };
-    return this.resolveConflict(current, remote, from);
+    return this.resolveConflict(current, remote, from, ownCurrent);
   }
 
-  /** Two concurrent versions: the policy decides (the app's handler may take its time). */
-  private async resolveConflict(current: Change, remote: Change, from: string): Promise<Decision> {
+  /**
+   * Two concurrent versions: the policy decides (the app's handler may take its time). A resolution
+   * of this device's own write is this device's to relay, like the write: it may be the only
+   * version that carries it (a peer that was sent the write may never have received it).
+   */
+  private async resolveConflict(
+    current: Change,
+    remote: Change,
+    from: string,
+    ownCurrent: boolean,
+  ): Promise<Decision> {
     const policy = this.host.policy;
     const { version, created } = await resolveConcurrent(policy, current, remote, {
       primaryPath: this.primaryPath,
@@ -601,7 +613,7 @@ export class CollectionSync {
       from,
       policy: policy === 'lww' ? 'lww' : 'merge' in policy ? 'fields' : 'handler',
     };
-    return { version, via, local: created, conflict, created };
+    return { version, via, local: created || ownCurrent, conflict, created };
   }
 
   /** Write the decided versions whose content differs from what is stored; report 409s and refusals. */

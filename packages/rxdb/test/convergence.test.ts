@@ -5,8 +5,10 @@ import { converge, Device, MemoryRelayServer } from './support.js';
 
 // Property: whatever the schedule (writes, updates, deletes on every device; partitions; devices
 // going down, or crashing with a metadata write lost, and coming back; relay deliveries that are
-// duplicated, reordered or expired), once the network heals every device holds exactly the same
-// documents, and no write is lost except one superseded by the conflict rule.
+// duplicated, reordered or expired; the diff server unreachable for a while), once the network heals
+// every device holds exactly the same documents, and no write is lost except one superseded by the
+// conflict rule. The network heals one of two ways: every link comes back, or none does and the
+// devices only read their mailboxes (then no mailbox may expire: the relay is all they have).
 
 const DEVICES = ['deva', 'devb', 'devc'];
 const DOCS = 4;
@@ -21,6 +23,7 @@ type Op =
   | { t: 'up'; dev: number }
   | { t: 'pull'; dev: number }
   | { t: 'expire'; dev: number }
+  | { t: 'relay'; reachable: boolean }
   | { t: 'settle' };
 
 const dev = fc.integer({ min: 0, max: DEVICES.length - 1 });
@@ -38,6 +41,7 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
   { weight: 1, arbitrary: fc.record({ t: fc.constant('up' as const), dev }) },
   { weight: 1, arbitrary: fc.record({ t: fc.constant('pull' as const), dev }) },
   { weight: 1, arbitrary: fc.record({ t: fc.constant('expire' as const), dev }) },
+  { weight: 1, arbitrary: fc.record({ t: fc.constant('relay' as const), reachable: fc.boolean() }) },
   { weight: 1, arbitrary: fc.constant({ t: 'settle' as const }) },
 );
 
@@ -46,6 +50,8 @@ interface Schedule {
   duplicate: boolean;
   reorder: boolean;
   policy: 'lww' | 'fields' | 'handler';
+  /** How the network heals: every link comes back, or only the relay is left (absent: links). */
+  heal?: 'links' | 'relay';
 }
 
 type TodoState = { title?: string; _deleted?: boolean };
@@ -72,7 +78,7 @@ const greaterTitle = {
 /** Across all runs: proof that the schedules exercised the relay and restarts, not just the happy path. */
 const coverage = { relayPushes: 0, restarts: 0, crashes: 0, conflicts: 0 };
 
-async function runSchedule({ ops, duplicate, reorder, policy }: Schedule): Promise<void> {
+async function runSchedule({ ops, duplicate, reorder, policy, heal = 'links' }: Schedule): Promise<void> {
   const hub = new MemoryHub();
   const relayServer = new MemoryRelayServer();
   relayServer.duplicate = duplicate;
@@ -141,18 +147,31 @@ async function runSchedule({ ops, duplicate, reorder, policy }: Schedule): Promi
           if (devices[op.dev]!.online) await devices[op.dev]!.replication.pullRelay();
           break;
         case 'expire':
-          relayServer.expire(DEVICES[op.dev]!);
+          if (heal === 'links') relayServer.expire(DEVICES[op.dev]!);
+          break;
+        case 'relay':
+          relayServer.down = !op.reachable;
           break;
         case 'settle':
-          await Promise.all(devices.filter((d) => d.online).map((d) => d.replication.awaitInSync()));
+          // awaitInSync waits for pending relay pushes too, which an unreachable diff server never takes.
+          if (relayServer.down) await new Promise((resolve) => setTimeout(resolve, 20));
+          else await Promise.all(devices.filter((d) => d.online).map((d) => d.replication.awaitInSync()));
           break;
       }
     }
-    // Heal: every device up, every link restored, mailboxes read.
+    // Heal: the diff server reachable, every device up, then every link restored (mailboxes read),
+    // or every link cut and mailboxes read until nothing is left to deliver.
+    relayServer.down = false;
+    const linked = heal === 'links';
+    for (const [i, x] of DEVICES.entries()) for (const y of DEVICES.slice(i + 1)) hub.setLinked(x, y, linked);
     for (const device of devices) if (!device.online) await device.start();
-    for (const [i, x] of DEVICES.entries()) for (const y of DEVICES.slice(i + 1)) hub.setLinked(x, y, true);
-    await Promise.all(devices.map((d) => d.replication.pullRelay()));
-    await converge(devices);
+    const settle = linked
+      ? async () => {
+          await Promise.all(devices.map((d) => d.replication.pullRelay()));
+          await converge(devices);
+        }
+      : () => convergeByRelay(devices, relayServer);
+    await settle();
     coverage.relayPushes += relayServer.pushes;
     coverage.conflicts += (await devices[0]!.replication.conflicts()).length;
 
@@ -171,13 +190,30 @@ async function runSchedule({ ops, duplicate, reorder, policy }: Schedule): Promi
     }
     // A write made after everyone saw everything supersedes all of it, everywhere.
     await devices[1]!.db.todos.upsert({ id: 'd0', title: 'final word' });
-    await converge(devices);
+    await settle();
     for (const device of devices) {
       expect((await device.docs()).find((d) => d.id === 'd0')).toEqual({ id: 'd0', title: 'final word' });
     }
   } finally {
     for (const device of devices) if (device.online) await device.stop();
   }
+}
+
+/** With no link between them: push, pull and acknowledge through the relay until every device holds the same. */
+async function convergeByRelay(
+  devices: Device[],
+  relayServer: MemoryRelayServer,
+  rounds = 20,
+): Promise<void> {
+  let states: string[] = [];
+  for (let round = 0; round < rounds; round++) {
+    await Promise.all(devices.map((d) => d.replication.awaitInSync()));
+    await Promise.all(devices.map((d) => d.replication.pullRelay()));
+    states = await Promise.all(devices.map(async (d) => JSON.stringify(await d.docs())));
+    const waiting = DEVICES.some((id) => relayServer.waiting(id) > 0);
+    if (!waiting && states.every((state) => state === states[0])) return;
+  }
+  throw new Error(`devices did not converge through the relay:\n${states.join('\n')}`);
 }
 
 /** A schedule that never converges must fail (and shrink) instead of hanging the whole test. */
@@ -196,6 +232,7 @@ const scheduleArb = fc.record({
   duplicate: fc.boolean(),
   reorder: fc.boolean(),
   policy: fc.constantFrom('lww' as const, 'fields' as const, 'handler' as const),
+  heal: fc.constantFrom('links' as const, 'relay' as const),
 });
 
 // Shrunk counterexamples found while developing (and by mutating the engine), kept as regressions.
@@ -336,6 +373,28 @@ const regressions: Array<[string, Schedule]> = [
       duplicate: true,
       reorder: false,
       policy: 'fields',
+    },
+  ],
+  [
+    'an own write joined with a concurrent one is relayed when the link to the peer it was sent to breaks before the ack (relay-only heal)',
+    {
+      ops: [
+        { t: 'put', dev: 1, doc: 2 },
+        { t: 'put', dev: 1, doc: 3 },
+        { t: 'put', dev: 1, doc: 2 },
+        { t: 'crash', dev: 1 },
+        { t: 'pull', dev: 0 },
+        { t: 'settle' },
+        { t: 'settle' },
+        { t: 'put', dev: 2, doc: 0 },
+        { t: 'put', dev: 0, doc: 0 },
+        { t: 'del', dev: 0, doc: 1 },
+        { t: 'del', dev: 1, doc: 1 },
+      ],
+      duplicate: true,
+      reorder: true,
+      policy: 'lww',
+      heal: 'relay',
     },
   ],
 ];

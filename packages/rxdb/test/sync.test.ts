@@ -442,6 +442,32 @@ describe('replicateFerry over the in-memory network', () => {
     expect(relayServer.waiting('devb')).toBe(0);
   });
 
+  it('a conflict resolution that carries an own write unacknowledged by a peer is relayed to it when the link breaks', async () => {
+    const relayServer = new MemoryRelayServer();
+    const {
+      hub,
+      devices: [a, b],
+    } = await devices(2, { relayServer });
+    await converge([a!, b!]);
+    b!.replication.pause(); // b refuses pushes: a's write reaches b neither now nor by relay (b is connected)
+    await b!.db.todos.insert({ id: 'both', title: 'from b' });
+    const atB = b!.replication.collection('todos')!;
+    await atB.settle();
+    const [fromB] = await atB.current(['both']);
+    await a!.db.todos.insert({ id: 'both', title: 'from a' }); // later: wins under 'lww'
+    const atA = a!.replication.collection('todos')!;
+    await atA.settle();
+    // b's version reaches a by another way (another device, the relay): a joins the two versions.
+    await atA.apply([fromB!], 'devb');
+    expect(Object.keys(atA.meta('both')!.vv).sort()).toEqual(['deva', 'devb']);
+    hub.setLinked('deva', 'devb', false);
+    await a!.replication.awaitInSync();
+    b!.replication.resume();
+    await b!.replication.pullRelay();
+    expect(await b!.docs()).toEqual([{ id: 'both', title: 'from a' }]);
+    expect(await a!.docs()).toEqual([{ id: 'both', title: 'from a' }]);
+  });
+
   it('a relay push that failed is made by the next run: a device that never meets the writer again still gets the write', async () => {
     const relayServer = new MemoryRelayServer();
     const {
