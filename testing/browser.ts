@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { readdirSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -43,6 +44,12 @@ export interface BrowserHarnessOptions {
   esbuild?: BuildOptions;
   /** Forward the page's console and errors to this process's console (also on with FERRY_BROWSER_DEBUG=1). */
   debug?: boolean;
+  /**
+   * Serve the page under a strict Content-Security-Policy, as many production apps are: scripts only
+   * from the page's origin, no `eval` or `new Function` (no 'unsafe-eval'). Violations are collected
+   * in `globalThis.cspViolations` (directive and source of each), from before the bundle loads.
+   */
+  strictCsp?: boolean;
 }
 
 export interface BrowserHarness {
@@ -107,10 +114,18 @@ export async function bundleForBrowser(entry: string | URL, extra: BuildOptions 
 }
 
 // The page imports the bundle itself, so a failing import (or a rejected top-level await) is reported
-// to the harness instead of leaving it waiting.
-const PAGE_HTML = (withBundle: boolean) => `<!doctype html>
+// to the harness instead of leaving it waiting. Under a strict CSP this loader carries the nonce.
+const PAGE_HTML = (withBundle: boolean, nonce?: string) => `<!doctype html>
 <html><head><meta charset="utf-8"><title>ferry test</title></head><body>
-<script type="module">
+<script type="module"${nonce ? ` nonce="${nonce}"` : ''}>
+${
+  nonce
+    ? `globalThis.cspViolations = [];
+document.addEventListener('securitypolicyviolation', (event) => {
+  globalThis.cspViolations.push(event.violatedDirective + ' ' + (event.blockedURI || '') + ' ' + (event.sourceFile || '') + ':' + event.lineNumber);
+});`
+    : ''
+}
 ${
   withBundle
     ? `import('/bundle.js').then(
@@ -149,9 +164,19 @@ const closeServer = (server: Server): Promise<void> =>
 
 export async function openBrowser(options: BrowserHarnessOptions = {}): Promise<BrowserHarness> {
   const bundle = options.entry ? await bundleForBrowser(options.entry, options.esbuild) : undefined;
+  const nonce = options.strictCsp ? randomBytes(16).toString('base64') : undefined;
   const routes: Record<string, Route> = {
     ...options.routes,
-    '/': { body: PAGE_HTML(bundle !== undefined) },
+    '/': nonce
+      ? (_request, response) =>
+          response
+            .writeHead(200, {
+              'content-type': 'text/html; charset=utf-8',
+              'cache-control': 'no-store',
+              'content-security-policy': `script-src 'self' 'nonce-${nonce}'; object-src 'none'; base-uri 'none'`,
+            })
+            .end(PAGE_HTML(bundle !== undefined, nonce))
+      : { body: PAGE_HTML(bundle !== undefined) },
     ...(bundle === undefined
       ? {}
       : { '/bundle.js': { body: bundle, type: 'text/javascript; charset=utf-8' } }),
@@ -191,7 +216,14 @@ export async function openBrowser(options: BrowserHarnessOptions = {}): Promise<
       if (debug) console.error(line);
     });
     await page.goto(url);
-    const handle = await page.waitForFunction(`globalThis.${READY_FLAG}`, undefined, { timeout: 30_000 });
+    // A function, not a string: a string is evaluated with `eval`, which a strict CSP refuses.
+    const handle = await page.waitForFunction(
+      (flag) => (globalThis as Record<string, unknown>)[flag],
+      READY_FLAG,
+      {
+        timeout: 30_000,
+      },
+    );
     const state = (await handle.jsonValue()) as { ready?: true; error?: string };
     if (state.error) throw new Error(`browser bundle failed to load: ${state.error}`);
     return page;

@@ -1,4 +1,5 @@
 import {
+  compileCheck,
   FerryError,
   newMessageId,
   type PeerMessage,
@@ -8,7 +9,6 @@ import {
   validateOpData,
 } from '@ferry/core';
 import { sha256 } from '@noble/hashes/sha2.js';
-import { TypeCompiler } from '@sinclair/typebox/compiler';
 import { AI_OPS, type AiData, type AiOp, StreamIdSchema } from './wire.js';
 
 const encoder = new TextEncoder();
@@ -20,7 +20,7 @@ export function aiMessage<Op extends AiOp>(op: Op, data: AiData<Op>): PeerMessag
   return { op, data, timestamp: Date.now(), id: newMessageId() };
 }
 
-const streamIdCheck = TypeCompiler.Compile(StreamIdSchema);
+const streamIdCheck = compileCheck(StreamIdSchema);
 export const isStreamId = (value: unknown): value is string => streamIdCheck.Check(value);
 
 const AI_OP_SET = new Set<string>(Object.values(AI_OPS));

@@ -1,9 +1,8 @@
 import { chmod, mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { AccountDescriptorSchema } from '@ferry/core';
+import { AccountDescriptorSchema, compileCheck } from '@ferry/core';
 import { type Static, Type } from '@sinclair/typebox';
-import { TypeCompiler } from '@sinclair/typebox/compiler';
 
 /**
  * The local device config written by `ferry init`: this device's id, the account key and its KDF
@@ -22,7 +21,7 @@ export const DeviceConfigSchema = Type.Object({
 });
 export type DeviceConfig = Static<typeof DeviceConfigSchema>;
 
-const checkConfig = TypeCompiler.Compile(DeviceConfigSchema);
+const checkConfig = compileCheck(DeviceConfigSchema);
 
 export const defaultConfigPath = (): string =>
   process.env.FERRY_CONFIG ??

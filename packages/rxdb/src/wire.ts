@@ -1,12 +1,12 @@
 import {
   CollectionNameSchema,
+  compileCheck,
   DB_OPS,
   type DocumentChange,
   DocumentChangeSchema,
   SyncNackReasonSchema,
 } from '@ferry/core';
 import { type Static, Type } from '@sinclair/typebox';
-import { TypeCompiler } from '@sinclair/typebox/compiler';
 
 /**
  * The DB_* operations of spec section 7.1 as Ferry sends them inside PeerMessage.data (and, for the
@@ -53,13 +53,13 @@ export const RelayDiffSchema = Type.Object({
 export type RelayDiff = Static<typeof RelayDiffSchema>;
 
 export const checkers = {
-  [SYNC_OPS.syncInit]: TypeCompiler.Compile(SyncInitSchema),
-  [SYNC_OPS.diffPush]: TypeCompiler.Compile(DiffPushSchema),
-  [SYNC_OPS.diffAck]: TypeCompiler.Compile(DiffAckSchema),
-  [SYNC_OPS.diffNack]: TypeCompiler.Compile(DiffNackSchema),
-  [SYNC_OPS.conflictResolve]: TypeCompiler.Compile(ConflictResolveSchema),
+  [SYNC_OPS.syncInit]: compileCheck(SyncInitSchema),
+  [SYNC_OPS.diffPush]: compileCheck(DiffPushSchema),
+  [SYNC_OPS.diffAck]: compileCheck(DiffAckSchema),
+  [SYNC_OPS.diffNack]: compileCheck(DiffNackSchema),
+  [SYNC_OPS.conflictResolve]: compileCheck(ConflictResolveSchema),
 } as const;
-export const relayDiffChecker = TypeCompiler.Compile(RelayDiffSchema);
+export const relayDiffChecker = compileCheck(RelayDiffSchema);
 
 export interface Checkpoint {
   epoch: string;

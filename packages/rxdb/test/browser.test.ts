@@ -11,7 +11,9 @@ import { replicateFerry } from '../src/index.js';
 import { newDisk, openDb } from './support.js';
 
 // A browser device (Chromium, RxDB on Dexie/IndexedDB, native WebRTC) and a Node device (memory
-// storage, @roamhq/wrtc) converge through the real signaling server.
+// storage, @roamhq/wrtc) converge through the real signaling server. The page runs under a strict
+// Content-Security-Policy (no 'unsafe-eval'), as production apps often do: Ferry's schema checks are
+// interpreted there, and nothing else in the stack needs to generate code.
 
 describe.skipIf(!(await hasChromium()))('a browser device and a Node device', () => {
   it('converge: initial sync both ways, live edits, a delete and a concurrent edit', async () => {
@@ -23,7 +25,10 @@ describe.skipIf(!(await hasChromium()))('a browser device and a Node device', ()
       logRequests: false,
     });
     const key = (await deriveAccount('browser rxdb passphrase', MINIMUM_ACCOUNT_DESCRIPTOR)).key;
-    const harness = await openBrowser({ entry: new URL('./browser/device-entry.ts', import.meta.url) });
+    const harness = await openBrowser({
+      entry: new URL('./browser/device-entry.ts', import.meta.url),
+      strictCsp: true,
+    });
     const db = await openDb(newDisk());
     const mesh = createNodeMesh({
       clientId: 'node-dev',
@@ -72,6 +77,13 @@ describe.skipIf(!(await hasChromium()))('a browser device and a Node device', ()
       expect(final.find((d) => d.id === 'n1')?.title).toBe('edited in the page');
       expect(final.find((d) => d.id === 'p1')).toEqual({ id: 'p1', title: 'edited in node', done: true });
       expect(['page wins?', 'node wins?']).toContain(final.find((d) => d.id === 'p0')?.title);
+      expect(await page.evaluate(() => globalThis.ferryDevice.codeGeneration())).toBe(false);
+      // The one refusal is Ferry asking whether it may compile (canGenerateCode), made once.
+      const violations = await page.evaluate(
+        () => (globalThis as { cspViolations?: string[] }).cspViolations,
+      );
+      expect(violations).toHaveLength(1);
+      expect(violations![0]).toMatch(/^script-src eval /);
       await node.cancel();
     } finally {
       await harness.page.evaluate(() => globalThis.ferryDevice.close()).catch(() => undefined);

@@ -1,6 +1,5 @@
-import { FerryError } from '@ferry/core';
+import { compileCheck, FerryError } from '@ferry/core';
 import { Type } from '@sinclair/typebox';
-import { TypeCompiler } from '@sinclair/typebox/compiler';
 import type { BackendUsage } from '../backend.js';
 import type { SamplingParams } from '../wire.js';
 
@@ -30,7 +29,7 @@ const CompletionChunkSchema = Type.Object({
   ),
   error: Type.Optional(Type.Union([Type.String(), Type.Object({ message: Type.Optional(Type.String()) })])),
 });
-const checkChunk = TypeCompiler.Compile(CompletionChunkSchema);
+const checkChunk = compileCheck(CompletionChunkSchema);
 
 /** Our sampling parameters in OpenAI's names. */
 export function openAiSamplingParams(params: SamplingParams) {

@@ -1,10 +1,10 @@
 import { type Static, Type } from '@sinclair/typebox';
-import { TypeCompiler } from '@sinclair/typebox/compiler';
 import { open, seal } from '../crypto/aead.js';
 import { deriveSubkey } from '../crypto/subkeys.js';
 import { FerryError } from '../errors.js';
 import type { PeerMessage } from '../network/types.js';
 import { concatBytes, fromBase64, fromUtf8, toBase64, utf8 } from '../util/bytes.js';
+import { compileCheck } from './check.js';
 import {
   checkPeerMessage,
   DEFAULT_MAX_MESSAGE_BYTES,
@@ -46,7 +46,7 @@ export type EnvelopeHeader = Omit<Envelope, 'payload'>;
 /** What a sender chooses; `version` is the current one and `type` is the payload's op. */
 export type EnvelopeAddress = Pick<Envelope, 'accountId' | 'clientId' | 'sessionId'>;
 
-const checkEnvelopeShape = TypeCompiler.Compile(EnvelopeSchema);
+const checkEnvelopeShape = compileCheck(EnvelopeSchema);
 const AD_LABEL = utf8('ferry/v1/envelope-header');
 
 /**

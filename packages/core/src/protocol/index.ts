@@ -1,3 +1,4 @@
+export * from './check.js';
 export * from './envelope.js';
 export * from './json-schema.js';
 export * from './message.js';

@@ -1,8 +1,8 @@
 import { Type } from '@sinclair/typebox';
-import { TypeCompiler } from '@sinclair/typebox/compiler';
 import { FerryError, isFerryError } from '../errors.js';
 import type { PeerMessage } from '../network/types.js';
 import { fromUtf8, randomBytes, toBase64, utf8 } from '../util/bytes.js';
+import { compileCheck } from './check.js';
 // Core's own operations are defined by these modules' import: whoever decodes knows them.
 import './ops/db.js';
 import './ops/relay.js';
@@ -38,7 +38,7 @@ export const PeerMessageSchema = Type.Object(
   },
   { additionalProperties: false, description: 'decrypted payload (spec section 6)' },
 );
-const checkPeerMessageShape = TypeCompiler.Compile(PeerMessageSchema);
+const checkPeerMessageShape = compileCheck(PeerMessageSchema);
 
 export interface DecodeOptions {
   /** Inputs larger than this are TOO_LARGE before any parsing. Default DEFAULT_MAX_MESSAGE_BYTES. */

@@ -1,13 +1,13 @@
 import type { Static, TSchema } from '@sinclair/typebox';
 import { Kind } from '@sinclair/typebox';
-import { type TypeCheck, TypeCompiler } from '@sinclair/typebox/compiler';
 import { FerryError } from '../errors.js';
 import type { Lane } from '../network/types.js';
+import { compileCheck, type SchemaCheck } from './check.js';
 
 /**
  * The operation registry: every protocol operation is defined once, as a TypeBox schema of its `data`,
  * with its lane and a description. The static types (`OpData<'DB_DIFF_PUSH'>`), the runtime validation
- * (TypeCompiler) and the exported JSON Schemas all come from that one definition.
+ * (compileCheck) and the exported JSON Schemas all come from that one definition.
  *
  * A package defines its operations in its own module at import time (`defineOps('ai', AI_SCHEMAS)`),
  * so core never depends on the packages that extend the protocol.
@@ -62,7 +62,7 @@ export interface TypedPeerMessage<Name extends KnownOp = KnownOp> {
 interface Entry {
   definition: OpDefinition;
   /** Compiled on first use: most processes only ever see a few operations. */
-  check?: TypeCheck<TSchema>;
+  check?: SchemaCheck;
 }
 
 const registry = new Map<string, Entry>();
@@ -134,7 +134,7 @@ export function validateOpData(op: string, data: unknown): void;
 export function validateOpData(op: string, data: unknown): void {
   const entry = registry.get(op);
   if (!entry) throw new FerryError('UNKNOWN_OP', `unknown operation ${JSON.stringify(op).slice(0, 80)}`);
-  entry.check ??= TypeCompiler.Compile(entry.definition.data);
+  entry.check ??= compileCheck(entry.definition.data);
   if (entry.check.Check(data)) return;
   const first = entry.check.Errors(data).First();
   throw new SchemaMismatchError(`/data${first?.path ?? ''}`, `${op}: ${first?.message ?? 'does not match'}`);

@@ -1,6 +1,6 @@
-import { TypeCompiler } from '@sinclair/typebox/compiler';
 import { FerryError } from '../errors.js';
 import type { PeerMessage } from '../network/types.js';
+import { compileCheck } from '../protocol/check.js';
 import { encodePeerMessageJson, PeerMessageSchema, parseJson } from '../protocol/message.js';
 import { SchemaMismatchError, validateOpData } from '../protocol/registry.js';
 import { fromUtf8, utf8 } from '../util/bytes.js';
@@ -14,7 +14,7 @@ import { fromUtf8, utf8 } from '../util/bytes.js';
  * SESSION_* operations. The data of other operations is checked by the component that handles them
  * (the sync engine, AI streams): a device may carry operations this process never registered.
  */
-const checkShape = TypeCompiler.Compile(PeerMessageSchema);
+const checkShape = compileCheck(PeerMessageSchema);
 
 function checkEnvelope(value: unknown): PeerMessage {
   if (checkShape.Check(value)) {

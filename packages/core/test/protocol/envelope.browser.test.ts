@@ -16,7 +16,8 @@ import {
 // `browserProtocol` (declared global in browser-entry.ts) exists only inside the page: use it in page.evaluate.
 
 // Core bundled into headless Chromium must speak the same envelope as Node, and its validation must run
-// there: the TypeCompiler builds its checks with `new Function`, which a page without a CSP allows.
+// there: compiled, since a page without a CSP allows `new Function` (the rxdb browser test runs a page
+// under a strict CSP, where the checks are interpreted).
 describe.skipIf(!(await hasChromium()))('protocol envelope and codec in headless Chromium', () => {
   let harness: BrowserHarness;
   const accountKey = randomBytes(32);

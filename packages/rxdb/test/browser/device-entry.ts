@@ -1,6 +1,6 @@
 // Bundled for Chromium by browser.test.ts: a Ferry device in a page: RxDB on Dexie (IndexedDB), the
 // MeshNetwork on the browser's native WebRTC, and replicateFerry, driven through a page global.
-import { fromBase64, MeshNetwork } from '@ferry/core';
+import { canGenerateCode, fromBase64, MeshNetwork } from '@ferry/core';
 import { type FerryReplicationState, replicateFerry } from '@ferry/rxdb';
 import { createRxDatabase, type RxCollection, type RxDatabase } from 'rxdb';
 import { getRxStorageDexie } from 'rxdb/plugins/storage-dexie';
@@ -48,6 +48,10 @@ const api = {
   async docs(): Promise<Todo[]> {
     const rows = await todos.find().exec();
     return rows.map((row) => row.toMutableJSON()).sort((a, b) => a.id.localeCompare(b.id));
+  },
+  /** Whether Ferry's schema checks are compiled here (false under a CSP without 'unsafe-eval'). */
+  codeGeneration(): boolean {
+    return canGenerateCode();
   },
   async close(): Promise<void> {
     await replication?.cancel();

@@ -1,9 +1,11 @@
 import {
   ClientFrameSchema,
+  compileCheck,
   type JoinFrame,
   JoinFrameSchema,
   LeaveFrameSchema,
   PingFrameSchema,
+  type SchemaCheck,
   type ServerFrame,
   SIGNALING_CLOSE_CODES,
   SIGNALING_PROTOCOL_VERSION,
@@ -13,7 +15,6 @@ import {
   type WatchMailboxFrame,
   WatchMailboxFrameSchema,
 } from '@ferry/core';
-import { TypeCompiler } from '@sinclair/typebox/compiler';
 import type { BaseLogger } from 'pino';
 import type { RawData, WebSocket } from 'ws';
 import type { LocalMembership, RoomDirectory } from './directory.js';
@@ -113,14 +114,14 @@ interface Connection {
   queue: Promise<void>;
 }
 
-const checkClientFrame = TypeCompiler.Compile(ClientFrameSchema);
+const checkClientFrame = compileCheck(ClientFrameSchema);
 /** Per-type checkers, only to name the offending field when a frame of a known type is malformed. */
-const checkByType: Record<string, ReturnType<typeof TypeCompiler.Compile>> = {
-  join: TypeCompiler.Compile(JoinFrameSchema),
-  leave: TypeCompiler.Compile(LeaveFrameSchema),
-  signal: TypeCompiler.Compile(SignalFrameSchema),
-  'watch-mailbox': TypeCompiler.Compile(WatchMailboxFrameSchema),
-  ping: TypeCompiler.Compile(PingFrameSchema),
+const checkByType: Record<string, SchemaCheck> = {
+  join: compileCheck(JoinFrameSchema),
+  leave: compileCheck(LeaveFrameSchema),
+  signal: compileCheck(SignalFrameSchema),
+  'watch-mailbox': compileCheck(WatchMailboxFrameSchema),
+  ping: compileCheck(PingFrameSchema),
 };
 
 const mailboxKey = ({ accountId, clientId }: MailboxId): string => `${accountId}\u0000${clientId}`;
