@@ -749,13 +749,14 @@ export class FerryReplicationState {
       });
   }
 
-  /** Leave this device's own writes in the mailbox of every known device that is not connected. */
+  /** Leave this device's own writes in the mailbox of every known device without an open stream of the collection. */
   private async flushRelay(): Promise<void> {
     const relay = this.relay!;
     while (this.relayQueue.size > 0 && !this.paused) {
-      const connected = new Set(this.connected());
-      const targets = [...this.knownDevices].filter((id) => !connected.has(id));
       const [name, ids] = this.relayQueue.entries().next().value as [string, Set<string>];
+      // A peer gets a collection's writes directly once it asked for them (its stream is open): until
+      // then, even connected, through its mailbox (it may go before it asks).
+      const targets = [...this.knownDevices].filter((id) => !this.outbound.get(id)?.has(name));
       if (targets.length === 0) {
         this.relayQueue.delete(name);
         continue;
@@ -833,7 +834,7 @@ export class FerryReplicationState {
     for (const [name, sync] of this.syncs) {
       if (this.relayQueue.has(name)) continue;
       let mark = sync.announcedThrough;
-      // A peer without a stream of this collection is owed nothing by the relay either (see onPeerDisconnected).
+      // A peer without a stream of this collection gets its writes through the relay (see flushRelay).
       for (const peer of connected) mark = Math.min(mark, this.outbound.get(peer)?.get(name)?.acked ?? mark);
       marks.set(name, mark);
     }

@@ -397,6 +397,27 @@ const regressions: Array<[string, Schedule]> = [
       heal: 'relay',
     },
   ],
+  [
+    'a write made while a peer had connected but not yet asked reaches it through its mailbox (relay-only heal, seed -424597956)',
+    {
+      ops: [
+        { t: 'put', dev: 0, doc: 1 },
+        { t: 'pull', dev: 2 },
+        { t: 'put', dev: 0, doc: 1 },
+        { t: 'relay', reachable: true },
+        { t: 'put', dev: 1, doc: 0 },
+        { t: 'expire', dev: 2 },
+        { t: 'link', a: 1, b: 0, linked: false },
+        { t: 'put', dev: 0, doc: 3 },
+        { t: 'link', a: 1, b: 0, linked: true },
+        { t: 'down', dev: 0 },
+      ],
+      duplicate: false,
+      reorder: true,
+      policy: 'handler',
+      heal: 'relay',
+    },
+  ],
 ];
 
 /** Extra time for a long hunt (about 1 s a schedule at worst). */

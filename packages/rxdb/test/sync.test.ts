@@ -468,6 +468,27 @@ describe('replicateFerry over the in-memory network', () => {
     expect(await a!.docs()).toEqual([{ id: 'both', title: 'from a' }]);
   });
 
+  it('a connected peer that has not asked for a collection yet gets its writes through its mailbox', async () => {
+    const relayServer = new MemoryRelayServer();
+    const {
+      hub,
+      devices: [a, b],
+    } = await devices(2, { relayServer });
+    await converge([a!, b!]);
+    hub.setLinked('deva', 'devb', false);
+    a!.replication.pause(); // a connects again but does not ask b for anything (no DB_SYNC_INIT)
+    hub.setLinked('deva', 'devb', true);
+    expect(b!.replication.peers$.value).toEqual(['deva']);
+    await b!.db.todos.insert({ id: 'early', title: 'written before a asked' });
+    // Not awaitInSync: it waits for a to catch up, which a paused device never does.
+    await vi.waitFor(() => expect(relayServer.waiting('deva')).toBe(1), { timeout: 5000, interval: 10 });
+    await a!.stop(); // a goes before it ever asks
+    await b!.stop();
+    await a!.start();
+    await a!.replication.pullRelay();
+    expect(await a!.docs()).toEqual([{ id: 'early', title: 'written before a asked' }]);
+  });
+
   it('a relay push that failed is made by the next run: a device that never meets the writer again still gets the write', async () => {
     const relayServer = new MemoryRelayServer();
     const {
