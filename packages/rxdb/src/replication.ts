@@ -12,7 +12,8 @@ import {
   toBase64,
   utf8,
 } from '@ferry/core';
-import type { RxCollection, RxDatabase } from 'rxdb';
+import { addRxPlugin, type RxCollection, type RxDatabase } from 'rxdb';
+import { RxDBLeaderElectionPlugin } from 'rxdb/plugins/leader-election';
 import { BehaviorSubject, filter, firstValueFrom, Subject, type Subscription } from 'rxjs';
 import { CollectionSync, type FerryConflict, type StoredDoc } from './collection-sync.js';
 import { HybridClock } from './hlc.js';
@@ -75,6 +76,12 @@ export interface ReplicateFerryOptions {
   retryDelayMs?: number;
   /** Wall clock for the hybrid logical clock (tests simulate clock skew). Default Date.now. */
   now?: () => number;
+  /**
+   * On a `multiInstance` database (several browser tabs of one app), replicate only in the tab RxDB
+   * elects leader, as RxDB's own replications do: the others start when it goes. Default true.
+   * Two instances replicating at once would both write the sync metadata.
+   */
+  waitForLeadership?: boolean;
 }
 
 interface OutStream {
@@ -122,7 +129,13 @@ export async function replicateFerry(options: ReplicateFerryOptions): Promise<Fe
   }
   const store = await MetaStore.open(db);
   const state = new FerryReplicationState(options, store);
-  await state.start();
+  if (db.multiInstance && options.waitForLeadership !== false) {
+    addRxPlugin(RxDBLeaderElectionPlugin);
+    // Resolves only in the leader: the state is returned at once, inactive until then.
+    void db.waitForLeadership().then(() => state.startAsLeader());
+  } else {
+    await state.start();
+  }
   return state;
 }
 
@@ -162,6 +175,9 @@ export class FerryReplicationState {
   private epoch = '';
   private paused = true;
   private cancelled = false;
+  private started = false;
+  /** pause() called before start() (a tab waiting for leadership): start paused. */
+  private startPaused = false;
   private relayFlush: Promise<void> | undefined;
   private relayRetry: ReturnType<typeof setTimeout> | undefined;
   private relayRetryDelay: number;
@@ -209,8 +225,14 @@ export class FerryReplicationState {
       const sync = await CollectionSync.open(name, collection, host);
       this.syncs.set(name, sync);
       await this.loadRelayMark(sync);
-      // The storage's change feed tells us the app wrote; the scan itself reads from a checkpoint.
-      // Whole bulks, as RxDB's own internals read them (`$` emits every event through RxJS alone).
+    }
+    // Cancelled while starting (a tab that just became leader): attach nothing.
+    if (this.cancelled) return;
+    for (const [name, collection] of Object.entries(this.options.collections)) {
+      const sync = this.syncs.get(name)!;
+      // The storage's change feed tells us the app wrote; the scan itself reads from a checkpoint
+      // (so a write before this subscription is not missed). Whole bulks, as RxDB's own internals
+      // read them (`$` emits every event through RxJS alone).
       this.subscriptions.push(
         collection.eventBulks$.subscribe((bulk) => {
           if (bulk.isLocal) return; // RxDB local documents are not replicated
@@ -231,7 +253,14 @@ export class FerryReplicationState {
       this.guard(this.relay.mailboxWatch().then((watch) => hints.watchMailbox(watch)));
     }
     await Promise.all([...this.syncs.values()].map((sync) => sync.scan()));
-    this.resume();
+    if (this.cancelled) return;
+    this.started = true;
+    if (!this.startPaused) this.resume();
+  }
+
+  /** @internal Start once this database instance leads (see `waitForLeadership`). */
+  startAsLeader(): void {
+    if (!this.cancelled) this.guard(this.start());
   }
 
   /** Resolves once every collection caught up with every connected peer (at least one) and the relay mailbox was read. */
@@ -260,6 +289,7 @@ export class FerryReplicationState {
 
   /** Stop exchanging changes (local writes are still recorded); resume() picks up from checkpoints. */
   pause(): void {
+    if (!this.started) this.startPaused = true;
     if (this.paused) return;
     this.paused = true;
     this.outbound.clear();
@@ -269,7 +299,8 @@ export class FerryReplicationState {
   }
 
   resume(): void {
-    if (!this.paused || this.cancelled) return;
+    if (!this.started) this.startPaused = false;
+    if (!this.paused || this.cancelled || !this.started) return;
     this.paused = false;
     this.active$.next(true);
     this.peers$.next(this.connected());
