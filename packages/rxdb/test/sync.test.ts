@@ -43,6 +43,17 @@ async function devices(count: number, extra: Parameters<typeof startDevices>[1] 
   return result;
 }
 
+/** Two devices sharing a relay that have met once (so each knows the other), in sync. */
+async function relayPair() {
+  const relayServer = new MemoryRelayServer();
+  const {
+    hub,
+    devices: [a, b],
+  } = await devices(2, { relayServer });
+  await converge([a!, b!]);
+  return { relayServer, hub, a: a!, b: b! };
+}
+
 /** Three devices where A and C never meet (B passes everything on), holding one document A wrote. */
 async function seededChain(): Promise<[Device, Device, Device]> {
   const {
@@ -422,193 +433,164 @@ describe('replicateFerry over the in-memory network', () => {
   });
 
   it('own writes a peer never acknowledged go to its relay mailbox when it disconnects', async () => {
-    const relayServer = new MemoryRelayServer();
-    const {
-      hub,
-      devices: [a, b],
-    } = await devices(2, { relayServer });
-    await converge([a!, b!]);
-    b!.replication.pause(); // b refuses pushes (DB_DIFF_NACK paused): a's write stays unacknowledged
-    await a!.db.todos.insert({ id: 'unacked', title: 'x' });
-    await a!.replication.awaitInSync();
+    const { relayServer, hub, a, b } = await relayPair();
+    b.replication.pause(); // b refuses pushes (DB_DIFF_NACK paused): a's write stays unacknowledged
+    await a.db.todos.insert({ id: 'unacked', title: 'x' });
+    await a.replication.awaitInSync();
     expect(relayServer.waiting('devb')).toBe(0); // b was connected: no relay yet
     hub.setLinked('deva', 'devb', false);
-    await a!.replication.awaitInSync();
+    await a.replication.awaitInSync();
     expect(relayServer.waiting('devb')).toBe(1);
-    await a!.stop();
-    b!.replication.resume();
-    await b!.replication.pullRelay();
-    expect(await b!.docs()).toEqual([{ id: 'unacked', title: 'x' }]);
+    await a.stop();
+    b.replication.resume();
+    await b.replication.pullRelay();
+    expect(await b.docs()).toEqual([{ id: 'unacked', title: 'x' }]);
     expect(relayServer.waiting('devb')).toBe(0);
   });
 
   it('a conflict resolution that carries an own write unacknowledged by a peer is relayed to it when the link breaks', async () => {
-    const relayServer = new MemoryRelayServer();
-    const {
-      hub,
-      devices: [a, b],
-    } = await devices(2, { relayServer });
-    await converge([a!, b!]);
-    b!.replication.pause(); // b refuses pushes: a's write reaches b neither now nor by relay (b is connected)
-    await b!.db.todos.insert({ id: 'both', title: 'from b' });
-    const atB = b!.replication.collection('todos')!;
+    const { hub, a, b } = await relayPair();
+    b.replication.pause(); // b refuses pushes: a's write reaches b neither now nor by relay (b is connected)
+    await b.db.todos.insert({ id: 'both', title: 'from b' });
+    const atB = b.replication.collection('todos')!;
     await atB.settle();
     const [fromB] = await atB.current(['both']);
-    await a!.db.todos.insert({ id: 'both', title: 'from a' }); // later: wins under 'lww'
-    const atA = a!.replication.collection('todos')!;
+    await a.db.todos.insert({ id: 'both', title: 'from a' }); // later: wins under 'lww'
+    const atA = a.replication.collection('todos')!;
     await atA.settle();
     // b's version reaches a by another way (another device, the relay): a joins the two versions.
     await atA.apply([fromB!], 'devb');
     expect(Object.keys(atA.meta('both')!.vv).sort()).toEqual(['deva', 'devb']);
     hub.setLinked('deva', 'devb', false);
-    await a!.replication.awaitInSync();
-    b!.replication.resume();
-    await b!.replication.pullRelay();
-    expect(await b!.docs()).toEqual([{ id: 'both', title: 'from a' }]);
-    expect(await a!.docs()).toEqual([{ id: 'both', title: 'from a' }]);
+    await a.replication.awaitInSync();
+    b.replication.resume();
+    await b.replication.pullRelay();
+    expect(await b.docs()).toEqual([{ id: 'both', title: 'from a' }]);
+    expect(await a.docs()).toEqual([{ id: 'both', title: 'from a' }]);
   });
 
   it('a connected peer that has not asked for a collection yet gets its writes through its mailbox', async () => {
-    const relayServer = new MemoryRelayServer();
-    const {
-      hub,
-      devices: [a, b],
-    } = await devices(2, { relayServer });
-    await converge([a!, b!]);
+    const { relayServer, hub, a, b } = await relayPair();
     hub.setLinked('deva', 'devb', false);
-    a!.replication.pause(); // a connects again but does not ask b for anything (no DB_SYNC_INIT)
+    a.replication.pause(); // a connects again but does not ask b for anything (no DB_SYNC_INIT)
     hub.setLinked('deva', 'devb', true);
-    expect(b!.replication.peers$.value).toEqual(['deva']);
-    await b!.db.todos.insert({ id: 'early', title: 'written before a asked' });
+    expect(b.replication.peers$.value).toEqual(['deva']);
+    await b.db.todos.insert({ id: 'early', title: 'written before a asked' });
     // Not awaitInSync: it waits for a to catch up, which a paused device never does.
     await vi.waitFor(() => expect(relayServer.waiting('deva')).toBe(1), { timeout: 5000, interval: 10 });
-    await a!.stop(); // a goes before it ever asks
-    await b!.stop();
-    await a!.start();
-    await a!.replication.pullRelay();
-    expect(await a!.docs()).toEqual([{ id: 'early', title: 'written before a asked' }]);
+    await a.stop(); // a goes before it ever asks
+    await b.stop();
+    await a.start();
+    await a.replication.pullRelay();
+    expect(await a.docs()).toEqual([{ id: 'early', title: 'written before a asked' }]);
   });
 
   it('a relay push that failed is made by the next run: a device that never meets the writer again still gets the write', async () => {
-    const relayServer = new MemoryRelayServer();
-    const {
-      devices: [a, b],
-    } = await devices(2, { relayServer });
-    await converge([a!, b!]); // they meet once, so each knows the other
-    await b!.stop();
+    const { relayServer, a, b } = await relayPair(); // they met once, so each knows the other
+    await b.stop();
     relayServer.down = true;
     const errors: string[] = [];
-    a!.replication.error$.subscribe((e) => errors.push(e.code));
-    await a!.db.todos.bulkInsert([
+    a.replication.error$.subscribe((e) => errors.push(e.code));
+    await a.db.todos.bulkInsert([
       { id: 'f1', title: 'while the diff server was down' },
       { id: 'f2', title: 'also' },
     ]);
-    await firstValueFrom(a!.replication.pendingRelay$.pipe(filter((n) => n === 2)));
+    await firstValueFrom(a.replication.pendingRelay$.pipe(filter((n) => n === 2)));
     expect(errors).toContain('TRANSPORT');
-    await a!.stop(); // the process ends with both pushes still failing
+    await a.stop(); // the process ends with both pushes still failing
     relayServer.down = false;
 
-    await a!.start();
-    expect(a!.replication.pendingRelay$.value).toBe(2); // left over from the last run
-    await a!.replication.awaitInSync();
+    await a.start();
+    expect(a.replication.pendingRelay$.value).toBe(2); // left over from the last run
+    await a.replication.awaitInSync();
     expect(relayServer.waiting('devb')).toBe(1);
-    await a!.stop();
-    await b!.start();
-    await b!.replication.pullRelay();
-    expect(await b!.docs()).toEqual([
+    await a.stop();
+    await b.start();
+    await b.replication.pullRelay();
+    expect(await b.docs()).toEqual([
       { id: 'f1', title: 'while the diff server was down' },
       { id: 'f2', title: 'also' },
     ]);
   });
 
   it('a write a connected peer had not acknowledged when the process stopped goes to its mailbox on the next run', async () => {
-    const relayServer = new MemoryRelayServer();
-    const {
-      hub,
-      devices: [a, b],
-    } = await devices(2, { relayServer });
-    await converge([a!, b!]);
-    b!.replication.pause(); // b refuses pushes: a's write stays unacknowledged
-    await a!.db.todos.insert({ id: 'unacked', title: 'x' });
-    await a!.replication.awaitInSync();
-    await a!.stop(); // no disconnect event reaches a's replication: it stopped first
+    const { relayServer, hub, a, b } = await relayPair();
+    b.replication.pause(); // b refuses pushes: a's write stays unacknowledged
+    await a.db.todos.insert({ id: 'unacked', title: 'x' });
+    await a.replication.awaitInSync();
+    await a.stop(); // no disconnect event reaches a's replication: it stopped first
     expect(relayServer.waiting('devb')).toBe(0);
     hub.setLinked('deva', 'devb', false);
 
-    await a!.start();
-    await a!.replication.awaitInSync();
+    await a.start();
+    await a.replication.awaitInSync();
     expect(relayServer.waiting('devb')).toBe(1);
-    b!.replication.resume();
-    await b!.replication.pullRelay();
-    expect(await b!.docs()).toEqual([{ id: 'unacked', title: 'x' }]);
+    b.replication.resume();
+    await b.replication.pullRelay();
+    expect(await b.docs()).toEqual([{ id: 'unacked', title: 'x' }]);
   });
 
-  it('a restart pushes nothing the relay already holds or the peers acknowledged', async () => {
-    const relayServer = new MemoryRelayServer();
-    const {
-      devices: [a, b, c],
-    } = await devices(3, { relayServer });
-    await converge([a!, b!, c!]);
-    await c!.stop();
-    await a!.db.todos.bulkInsert(Array.from({ length: 30 }, (_, i) => ({ id: `k${i}`, title: 'x' })));
-    await converge([a!, b!]); // b acknowledged them; c's copy waits in its mailbox
-    expect(relayServer.waiting('devc')).toBeGreaterThan(0);
-    const pushes = relayServer.pushes;
-    for (let run = 0; run < 2; run++) {
-      await a!.stop();
-      await a!.start();
+  describe('a restart pushes nothing the relay already holds or the peers acknowledged', () => {
+    /** a wrote 30 documents: b acknowledged them, c (down) has them in its mailbox. */
+    async function written() {
+      const relayServer = new MemoryRelayServer();
+      const {
+        devices: [a, b, c],
+      } = await devices(3, { relayServer });
+      await converge([a!, b!, c!]);
+      await c!.stop();
+      await a!.db.todos.bulkInsert(Array.from({ length: 30 }, (_, i) => ({ id: `k${i}`, title: 'x' })));
       await converge([a!, b!]);
+      expect(relayServer.waiting('devc')).toBeGreaterThan(0);
+      return { relayServer, a: a!, b: b!, pushes: relayServer.pushes };
     }
-    expect(relayServer.pushes).toBe(pushes);
-    expect(a!.replication.pendingRelay$.value).toBe(0);
-  });
 
-  it('what the relay holds and the peers acknowledged is recorded within about a second, without waiting for cancel()', async () => {
-    const relayServer = new MemoryRelayServer();
-    const {
-      devices: [a, b, c],
-    } = await devices(3, { relayServer });
-    await converge([a!, b!, c!]);
-    await c!.stop();
-    await a!.db.todos.bulkInsert(Array.from({ length: 30 }, (_, i) => ({ id: `s${i}`, title: 'x' })));
-    await converge([a!, b!]);
-    const pushes = relayServer.pushes;
-    const head = a!.replication.collection('todos')!.announcedThrough;
-    await vi.waitFor(async () => expect(await a!.replication.store.get('relayed/todos')).toBe(head), {
-      timeout: 5000,
-      interval: 50,
+    it('after cancel(), twice', async () => {
+      const { relayServer, a, b, pushes } = await written();
+      for (let run = 0; run < 2; run++) {
+        await a.stop();
+        await a.start();
+        await converge([a, b]);
+      }
+      expect(relayServer.pushes).toBe(pushes);
+      expect(a.replication.pendingRelay$.value).toBe(0);
     });
-    // The process dies: from here on nothing it writes lands (cancel() cannot save anything).
-    metaStorage(a!.db).bulkWrite = async () => ({ error: [] });
-    await a!.stop();
-    await a!.start();
-    await converge([a!, b!]);
-    expect(relayServer.pushes).toBe(pushes);
+
+    it('after an abrupt end: what the relay holds and the peers acknowledged is recorded within about a second', async () => {
+      const { relayServer, a, b, pushes } = await written();
+      const head = a.replication.collection('todos')!.announcedThrough;
+      await vi.waitFor(async () => expect(await a.replication.store.get('relayed/todos')).toBe(head), {
+        timeout: 5000,
+        interval: 50,
+      });
+      // The process dies: from here on nothing it writes lands (cancel() cannot save anything).
+      metaStorage(a.db).bulkWrite = async () => ({ error: [] });
+      await a.stop();
+      await a.start();
+      await converge([a, b]);
+      expect(relayServer.pushes).toBe(pushes);
+    });
   });
 
   it('a run without a relay clears what was owed to it: a later run with one does not push those writes', async () => {
-    const relayServer = new MemoryRelayServer();
-    const {
-      devices: [a, b],
-    } = await devices(2, { relayServer });
-    await converge([a!, b!]);
-    await b!.stop();
+    const { relayServer, a, b } = await relayPair();
+    await b.stop();
     relayServer.down = true;
-    await a!.db.todos.insert({ id: 'owed', title: 'x' });
-    await firstValueFrom(a!.replication.pendingRelay$.pipe(filter((n) => n === 1)));
-    await a!.stop();
+    await a.db.todos.insert({ id: 'owed', title: 'x' });
+    await firstValueFrom(a.replication.pendingRelay$.pipe(filter((n) => n === 1)));
+    await a.stop();
     relayServer.down = false;
-    a!.extra.relayServer = undefined;
-    await a!.start();
-    await a!.db.todos.insert({ id: 'unrelayed', title: 'x' });
-    await a!.stop();
-    a!.extra.relayServer = relayServer;
-    await a!.start();
-    await a!.replication.awaitInSync();
+    a.extra.relayServer = undefined;
+    await a.start();
+    await a.db.todos.insert({ id: 'unrelayed', title: 'x' });
+    await a.stop();
+    a.extra.relayServer = relayServer;
+    await a.start();
+    await a.replication.awaitInSync();
     expect(relayServer.pushes).toBe(0);
-    await b!.start(); // b gets both by checkpoint when they meet
-    await converge([a!, b!]);
-    expect((await b!.docs()).map((d) => d.id)).toEqual(['owed', 'unrelayed']);
+    await b.start(); // b gets both by checkpoint when they meet
+    await converge([a, b]);
+    expect((await b.docs()).map((d) => d.id)).toEqual(['owed', 'unrelayed']);
   });
 
   it('bad relay diffs (not JSON, wrong shape, unknown collection) are reported, acknowledged and never applied', async () => {
