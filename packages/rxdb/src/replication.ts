@@ -127,17 +127,53 @@ export async function replicateFerry(options: ReplicateFerryOptions): Promise<Fe
       throw new FerryError('SCHEMA_MISMATCH', `collection ${name} belongs to another database`);
     }
   }
-  const store = await MetaStore.open(db);
-  const state = new FerryReplicationState(options, store);
-  if (db.multiInstance && options.waitForLeadership !== false) {
-    addRxPlugin(RxDBLeaderElectionPlugin);
-    // Resolves only in the leader: the state is returned at once, inactive until then.
-    void db.waitForLeadership().then(() => state.startAsLeader());
-  } else {
-    await state.start();
+  const claim: Claim = { collections: names };
+  for (const [owner, what] of [
+    [options.network, 'network'],
+    [db, 'database'],
+  ] as const) {
+    const other = claims.get(owner);
+    if (other) {
+      throw new FerryError(
+        'BAD_ARGUMENT',
+        `replicateFerry: this ${what} already carries a replication (of ${other.collections.join(', ')}); ` +
+          'pass all collections to one replicateFerry call, or cancel() that replication first',
+      );
+    }
   }
-  return state;
+  claims.set(options.network, claim);
+  claims.set(db, claim);
+  const release = () => {
+    for (const owner of [options.network, db]) if (claims.get(owner) === claim) claims.delete(owner);
+  };
+  try {
+    const store = await MetaStore.open(db);
+    const state = new FerryReplicationState(options, store, release);
+    if (db.multiInstance && options.waitForLeadership !== false) {
+      addRxPlugin(RxDBLeaderElectionPlugin);
+      // Resolves only in the leader: the state is returned at once, inactive until then.
+      void db.waitForLeadership().then(() => state.startAsLeader());
+    } else {
+      await state.start();
+    }
+    return state;
+  } catch (error) {
+    release();
+    throw error;
+  }
 }
+
+interface Claim {
+  readonly collections: string[];
+}
+
+/**
+ * The replication running on each network and each database. One each: a second replication on a
+ * network would answer its peers' requests for the first one's collections with "unknown
+ * collection", and pull and acknowledge relay diffs meant for it (they would be lost); two on one
+ * database would both write its sync metadata.
+ */
+const claims = new WeakMap<object, Claim>();
 
 export class FerryReplicationState {
   readonly clientId: string;
@@ -188,6 +224,8 @@ export class FerryReplicationState {
   constructor(
     private readonly options: ReplicateFerryOptions,
     readonly store: MetaStore,
+    /** Frees the network and the database for another replication (see `claims`). */
+    private readonly release: () => void,
   ) {
     this.network = options.network;
     this.relay = options.relay;
@@ -339,6 +377,7 @@ export class FerryReplicationState {
     }
     this.conflict$.complete();
     this.changed$.complete();
+    this.release();
   }
 
   /** Every conflict recorded on this device (newest last). */

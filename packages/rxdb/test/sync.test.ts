@@ -94,6 +94,41 @@ describe('replicateFerry over the in-memory network', () => {
     }
   });
 
+  it('refuses a second replication on the same network or database until the first is cancelled', async () => {
+    const hub = new MemoryHub();
+    const db = await openDb(newDisk(), true);
+    const other = await openDb(newDisk(), true);
+    const network = hub.join('solo');
+    const elsewhere = hub.join('elsewhere');
+    try {
+      const first = await replicateFerry({ collections: { todos: db.todos }, network });
+      const refused = (what: string) =>
+        expect.objectContaining({
+          code: 'BAD_ARGUMENT',
+          message: expect.stringContaining(`this ${what} already carries a replication (of todos)`),
+        });
+      // Per collection, as RxDB's own replications go: peers would be told "unknown collection" and
+      // relay diffs of one would be acknowledged (lost) by the other.
+      await expect(replicateFerry({ collections: { notes: db.notes }, network })).rejects.toThrow(
+        refused('network'),
+      );
+      await expect(replicateFerry({ collections: { notes: other.notes }, network })).rejects.toThrow(
+        refused('network'),
+      );
+      await expect(replicateFerry({ collections: { notes: db.notes }, network: elsewhere })).rejects.toThrow(
+        refused('database'),
+      );
+      await first.cancel();
+      const both = await replicateFerry({ collections: { todos: db.todos, notes: db.notes }, network });
+      await both.cancel();
+    } finally {
+      await network.close();
+      await elsewhere.close();
+      await db.close();
+      await other.close();
+    }
+  });
+
   it('two devices: initial sync, live edits and deletes, both ways', async () => {
     const {
       devices: [a, b],
