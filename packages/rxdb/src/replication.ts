@@ -325,6 +325,16 @@ export class FerryReplicationState {
     await Promise.all([...this.syncs.values()].map((sync) => sync.idle()));
   }
 
+  /** Paused by pause(), or not started yet (a tab waiting for leadership); false once cancelled. */
+  isPaused(): boolean {
+    return this.paused && !this.cancelled;
+  }
+
+  /** Cancelled for good (RxDB's name for it). */
+  isStopped(): boolean {
+    return this.cancelled;
+  }
+
   /** Stop exchanging changes (local writes are still recorded); resume() picks up from checkpoints. */
   pause(): void {
     if (!this.started) this.startPaused = true;

@@ -44,6 +44,7 @@ describe('several instances of one database (browser tabs)', () => {
       secondSync = await replicateFerry({ collections: { todos: second.todos }, network: secondNetwork });
       expect(second.isLeader()).toBe(false);
       expect(secondSync.active$.value).toBe(false);
+      expect(secondSync.isPaused()).toBe(true);
       expect(secondSync.collection('todos')).toBeUndefined(); // it has not touched the metadata
 
       // A write in either tab reaches the peer through the leader.

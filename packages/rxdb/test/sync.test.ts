@@ -782,14 +782,19 @@ describe('replicateFerry over the in-memory network', () => {
       devices: [a, b],
     } = await devices(2);
     await converge([a!, b!]);
+    expect(b!.replication.isPaused()).toBe(false);
     b!.replication.pause();
     expect(b!.replication.active$.value).toBe(false);
+    expect(b!.replication.isPaused()).toBe(true);
     await a!.db.todos.insert({ id: 'during-pause', title: 'x' });
     await a!.replication.awaitInSync().catch(() => undefined);
     expect(await b!.docs()).toEqual([]);
     b!.replication.resume();
     await converge([a!, b!]);
     expect(await b!.docs()).toEqual([{ id: 'during-pause', title: 'x' }]);
+    expect(b!.replication.isStopped()).toBe(false);
+    await b!.stop();
+    expect([b!.replication.isStopped(), b!.replication.isPaused()]).toEqual([true, false]);
   });
 
   it("RxDB local documents of a replicated collection stay on their device and are not taken for the app's writes", async () => {
