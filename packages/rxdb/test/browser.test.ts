@@ -2,10 +2,11 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createNodeMesh, deriveAccount, MINIMUM_ACCOUNT_DESCRIPTOR, toBase64 } from '@ferry/core/node';
-import { startFerryServer } from '@ferry/server';
+import { type FerryServer, startFerryServer } from '@ferry/server';
 import { pino } from 'pino';
-import { describe, expect, it } from 'vitest';
-import { openBrowser } from '../../../testing/browser.js';
+import type { Page } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type BrowserHarness, openBrowser } from '../../../testing/browser.js';
 import { hasChromium } from '../../../testing/services.js';
 import { replicateFerry } from '../src/index.js';
 import { newDisk, openDb } from './support.js';
@@ -16,29 +17,51 @@ import { newDisk, openDb } from './support.js';
 // interpreted there, and nothing else in the stack needs to generate code.
 
 describe.skipIf(!(await hasChromium()))('a browser device and a Node device', () => {
-  it('converge: initial sync both ways, live edits, a delete and a concurrent edit', async () => {
-    const dataDir = mkdtempSync(join(tmpdir(), 'ferry-rxdb-browser-'));
-    const server = await startFerryServer({
+  let dataDir: string;
+  let server: FerryServer;
+  let key: Uint8Array;
+  let harness: BrowserHarness;
+
+  beforeAll(async () => {
+    dataDir = mkdtempSync(join(tmpdir(), 'ferry-rxdb-browser-'));
+    server = await startFerryServer({
       port: 0,
       dataDir,
       logger: pino({ level: 'silent' }),
       logRequests: false,
     });
-    const key = (await deriveAccount('browser rxdb passphrase', MINIMUM_ACCOUNT_DESCRIPTOR)).key;
-    const harness = await openBrowser({
+    key = (await deriveAccount('browser rxdb passphrase', MINIMUM_ACCOUNT_DESCRIPTOR)).key;
+    harness = await openBrowser({
       entry: new URL('./browser/device-entry.ts', import.meta.url),
       strictCsp: true,
     });
+  });
+  afterAll(async () => {
+    await harness?.close();
+    await server?.close();
+    rmSync(dataDir, { recursive: true, force: true });
+  });
+
+  /** The Node device: memory storage, @roamhq/wrtc, replicating `todos` with the page. */
+  async function nodeDevice(clientId: string) {
     const db = await openDb(newDisk());
-    const mesh = createNodeMesh({
-      clientId: 'node-dev',
-      accountKey: key,
-      signalingUrls: [server.signalingUrl],
-    });
+    const mesh = createNodeMesh({ clientId, accountKey: key, signalingUrls: [server.signalingUrl] });
     mesh.on('error', () => {});
+    const replication = await replicateFerry({ collections: { todos: db.todos }, network: mesh });
+    const docs = async () =>
+      (await db.todos.find().exec()).map((d) => d.toMutableJSON()).sort((a, b) => a.id.localeCompare(b.id));
+    const close = async () => {
+      await replication.cancel();
+      await mesh.close();
+      await db.close();
+    };
+    return { db, replication, docs, close };
+  }
+
+  it('converge: initial sync both ways, live edits, a delete and a concurrent edit', async () => {
+    const { db, replication: node, docs: nodeDocs, close } = await nodeDevice('node-dev');
     try {
       await db.todos.bulkInsert(Array.from({ length: 100 }, (_, i) => ({ id: `n${i}`, title: `node ${i}` })));
-      const node = await replicateFerry({ collections: { todos: db.todos }, network: mesh });
       const page = harness.page;
       await page.evaluate(
         ([url, k]) => globalThis.ferryDevice.start(url!, k!, 'page-dev', 'node-dev'),
@@ -49,8 +72,6 @@ describe.skipIf(!(await hasChromium()))('a browser device and a Node device', ()
           Array.from({ length: 100 }, (_, i) => ({ id: `p${i}`, title: `page ${i}` })),
         ),
       );
-      const nodeDocs = async () =>
-        (await db.todos.find().exec()).map((d) => d.toMutableJSON()).sort((a, b) => a.id.localeCompare(b.id));
       const converged = async () => {
         for (let round = 0; round < 40; round++) {
           await Promise.all([node.awaitInSync(), page.evaluate(() => globalThis.ferryDevice.awaitInSync())]);
@@ -84,14 +105,57 @@ describe.skipIf(!(await hasChromium()))('a browser device and a Node device', ()
       );
       expect(violations).toHaveLength(1);
       expect(violations![0]).toMatch(/^script-src eval /);
-      await node.cancel();
     } finally {
       await harness.page.evaluate(() => globalThis.ferryDevice.close()).catch(() => undefined);
-      await harness.close();
-      await mesh.close();
-      await db.close();
-      await server.close();
-      rmSync(dataDir, { recursive: true, force: true });
+      await close();
+    }
+  }, 90_000);
+
+  it('two tabs of one app: only the leader replicates, the other takes over on the same metadata when it closes', async () => {
+    const node = await nodeDevice('node-tabs');
+    const [first, second] = [await harness.newPage(), await harness.newPage()];
+    const args = [server.signalingUrl, toBase64(key), 'page-tabs', 'node-tabs'] as const;
+    const inSync = async (page: Page, count: number) => {
+      for (let round = 0; round < 80; round++) {
+        await node.replication.awaitInSync();
+        const [here, there] = [await node.docs(), await page.evaluate(() => globalThis.ferryDevice.docs())];
+        if (here.length === count && JSON.stringify(here) === JSON.stringify(there)) return;
+        await new Promise((resolve) => setTimeout(resolve, 25));
+      }
+      throw new Error(`tab and Node did not converge on ${count} documents`);
+    };
+    try {
+      await first.evaluate(() => globalThis.ferryDevice.open('page-tabs', true));
+      await first.evaluate((a) => globalThis.ferryDevice.replicate(...a), args);
+      await second.evaluate(() => globalThis.ferryDevice.open('page-tabs', true));
+      // The second tab waits for leadership: not awaited here.
+      await second.evaluate((a) => {
+        void globalThis.ferryDevice.replicate(...a).then(() => Object.assign(globalThis, { leading: true }));
+      }, args);
+      await second.evaluate(() =>
+        globalThis.ferryDevice.insert([{ id: 'from-second', title: 'follower tab' }]),
+      );
+      await first.evaluate(() => globalThis.ferryDevice.insert([{ id: 'from-first', title: 'leader tab' }]));
+      await node.db.todos.insert({ id: 'from-node', title: 'node' });
+      await inSync(second, 3); // the follower's write went out through the leader; it sees the node's
+      expect(await second.evaluate(() => (globalThis as { leading?: boolean }).leading ?? false)).toBe(false);
+      const sentBefore = node.replication.sent$.value;
+
+      await first.close(); // the leader tab goes without a goodbye
+      await second.waitForFunction(() => (globalThis as { leading?: boolean }).leading, undefined, {
+        timeout: 30_000,
+      });
+      await node.db.todos.insert({ id: 'after', title: 'written after the takeover' });
+      await second.evaluate(() =>
+        globalThis.ferryDevice.insert([{ id: 'second-after', title: 'new leader' }]),
+      );
+      await inSync(second, 5);
+      // The new leader resumed from the stored checkpoint: the node sent it only the one new document.
+      expect(node.replication.sent$.value - sentBefore).toBe(1);
+    } finally {
+      await second.evaluate(() => globalThis.ferryDevice.close()).catch(() => undefined);
+      await second.close();
+      await node.close();
     }
   }, 90_000);
 });

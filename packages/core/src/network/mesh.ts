@@ -44,8 +44,19 @@ export interface MeshNetworkOptions {
 interface MeshSignal {
   /** Identifies one connection attempt, so signals of an abandoned attempt are ignored. */
   attempt: string;
-  data: SimplePeer.SignalData;
+  data: SimplePeer.SignalData | DialMe;
 }
+
+/**
+ * From the answering side (the greater client id) when it joins the room and holds no connection to
+ * the dialling one. A dialler that still holds a session with it learns that the device restarted
+ * (a crash, a killed app, a reloaded page) and dials at once, instead of waiting for the stale
+ * session's keepalive to time out (15 s by default). Devices without this signal ignore it.
+ */
+interface DialMe {
+  type: 'dial-me';
+}
+const DIAL_ME = 'dial-me';
 
 interface Link {
   peerId: string;
@@ -93,9 +104,9 @@ export class MeshNetwork extends EventEmitter<PeerNetworkEvents> implements Peer
       clientId: options.clientId,
       ...(options.WebSocket ? { WebSocket: options.WebSocket } : {}),
     });
-    this.signaling.on('peer-joined', (peerId) => this.maybeDial(peerId));
+    this.signaling.on('peer-joined', (peerId) => this.greet(peerId));
     this.signaling.on('connected', () => {
-      for (const peerId of this.signaling.peers()) this.maybeDial(peerId);
+      for (const peerId of this.signaling.peers()) this.greet(peerId);
     });
     this.signaling.on('peer-left', (peerId) => {
       this.cancelRetry(peerId);
@@ -134,6 +145,18 @@ export class MeshNetwork extends EventEmitter<PeerNetworkEvents> implements Peer
     await this.signaling.close();
   }
 
+  /** A device is in the room: dial it, or, answering it and holding no connection, ask it to dial. */
+  private greet(peerId: string): void {
+    this.maybeDial(peerId);
+    if (this.isClosed || this.clientId <= peerId || this.links.has(peerId)) return;
+    try {
+      const hint: MeshSignal = { attempt: toHex(randomBytes(8)), data: { type: DIAL_ME } };
+      this.signaling.signal(peerId, hint);
+    } catch {
+      // Signaling just went away: its reconnection greets every device again.
+    }
+  }
+
   private maybeDial(peerId: string): void {
     if (this.isClosed || peerId === this.clientId || this.clientId > peerId) return;
     if (this.links.has(peerId) || this.retryTimers.has(peerId)) return;
@@ -143,6 +166,15 @@ export class MeshNetwork extends EventEmitter<PeerNetworkEvents> implements Peer
   private onSignal(from: string, value: unknown): void {
     if (this.isClosed || !isMeshSignal(value)) return;
     const link = this.links.get(from);
+    if (value.data.type === DIAL_ME) {
+      if (this.clientId > from) return;
+      // It holds no connection to us: a session we still hold with it is stale. A dial in progress
+      // stands (the hint went out before the device answered it).
+      if (link?.session) this.drop(link, 'the device restarted (it holds no session with us)', false);
+      this.cancelRetry(from);
+      this.maybeDial(from);
+      return;
+    }
     if (link && link.attempt === value.attempt) {
       link.rtc.signal(value.data);
       return;

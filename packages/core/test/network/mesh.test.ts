@@ -1,10 +1,13 @@
+import { type ChildProcess, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
+import { fileURLToPath } from 'node:url';
 import {
   createNodeMesh,
   deriveAccount,
   type MeshNetwork,
   MINIMUM_ACCOUNT_DESCRIPTOR,
   type PeerMessage,
+  toHex,
 } from '@ferry/core/node';
 import { createSignalingServer, type SignalingServer } from '@ferry/server';
 import { pino } from 'pino';
@@ -169,6 +172,46 @@ describe('MeshNetwork over real WebRTC and a real signaling server', () => {
     await d.send('device-e', message('TEST_AFTER', 'still here'));
     expect((await atE).message.data).toBe('still here');
   });
+});
+
+describe('MeshNetwork when a device dies without a goodbye', () => {
+  const fixture = fileURLToPath(new URL('./mesh-device.fixture.ts', import.meta.url));
+  /** A device process that answers (its id is the greater); resolves once it connected to `peerId`. */
+  const spawnDevice = async (clientId: string, peerId: string): Promise<ChildProcess> => {
+    const child = spawn(
+      process.execPath,
+      ['--import', 'tsx', fixture, server.url, toHex(accountKey), clientId, peerId],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
+    );
+    await new Promise<void>((resolve, reject) => {
+      child.once('exit', (code) => reject(new Error(`device process exited (${code}) before connecting`)));
+      child.stdout!.on('data', (chunk: Buffer) => {
+        if (chunk.toString().includes('connected')) resolve();
+      });
+    });
+    return child;
+  };
+
+  it('is dialled again as soon as it restarts, not once the stale session times out', async () => {
+    const dialler = device('device-m0');
+    const first = await spawnDevice('device-z0', 'device-m0');
+    let second: ChildProcess | undefined;
+    try {
+      await connectedTo(dialler, 'device-z0');
+      const stale = dialler.session('device-z0')!;
+      const closed = new Promise<string>((resolve) => stale.once('close', resolve));
+      first.kill('SIGKILL');
+      second = await spawnDevice('device-z0', 'device-m0');
+      // Without the restarted device's hint, the stale session would end only by its keepalive
+      // timeout (15 s by default), and the new connection would wait for that.
+      expect(await closed).toMatch(/the device restarted/);
+      await connectedTo(dialler, 'device-z0');
+      expect(dialler.session('device-z0')!.sessionId).not.toBe(stale.sessionId);
+    } finally {
+      first.kill('SIGKILL');
+      second?.kill('SIGKILL');
+    }
+  }, 30_000);
 });
 
 runNetworkConformance('MeshNetwork (WebRTC, real signaling)', async () => {

@@ -2,7 +2,8 @@
 // MeshNetwork on the browser's native WebRTC, and replicateFerry, driven through a page global.
 import { canGenerateCode, fromBase64, MeshNetwork } from '@ferry/core';
 import { type FerryReplicationState, replicateFerry } from '@ferry/rxdb';
-import { createRxDatabase, type RxCollection, type RxDatabase } from 'rxdb';
+import { addRxPlugin, createRxDatabase, type RxCollection, type RxDatabase } from 'rxdb';
+import { RxDBLeaderElectionPlugin } from 'rxdb/plugins/leader-election';
 import { getRxStorageDexie } from 'rxdb/plugins/storage-dexie';
 import { todoSchema } from '../support-schema.js';
 
@@ -18,15 +19,29 @@ let todos: RxCollection<Todo>;
 let mesh: MeshNetwork | undefined;
 let replication: FerryReplicationState | undefined;
 
+addRxPlugin(RxDBLeaderElectionPlugin);
+
 const api = {
   async start(url: string, accountKey: string, clientId: string, peerId: string): Promise<void> {
+    await api.open(clientId, false);
+    await api.replicate(url, accountKey, clientId, peerId);
+  },
+  /** Opens this device's database; `tabs`: as one of several tabs of the app (multiInstance). */
+  async open(clientId: string, tabs: boolean): Promise<void> {
     db = await createRxDatabase({
       name: `ferry${clientId}`,
       storage: getRxStorageDexie(),
-      multiInstance: false,
+      multiInstance: tabs,
     });
     await db.addCollections({ todos: { schema: todoSchema } });
     todos = db.todos as RxCollection<Todo>;
+  },
+  /**
+   * Connects and replicates. In a multiInstance database, only once this tab leads, as an app does:
+   * one client id connecting from two tabs would have the signaling server drop one for the other.
+   */
+  async replicate(url: string, accountKey: string, clientId: string, peerId: string): Promise<void> {
+    if (db!.multiInstance) await db!.waitForLeadership();
     mesh = new MeshNetwork({ clientId, accountKey: fromBase64(accountKey), signalingUrls: [url] });
     replication = await replicateFerry({ collections: { todos }, network: mesh });
     replication.error$.subscribe((error) => console.error('ferry error', error.code, error.message));
@@ -41,6 +56,10 @@ const api = {
   },
   async remove(id: string): Promise<void> {
     await (await todos.findOne(id).exec())!.remove();
+  },
+  /** Documents the replication sent (to check what a new leader tab sends again). */
+  sent(): number {
+    return replication?.sent$.value ?? 0;
   },
   async awaitInSync(): Promise<void> {
     await replication!.awaitInSync();
