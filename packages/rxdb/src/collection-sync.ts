@@ -525,10 +525,9 @@ export class CollectionSync {
       for (const remote of pending) {
         const earlier = decisions.get(remote.id);
         const current = earlier ? earlier.version : this.currentVersion(remote.id, stored.get(remote.id));
-        const ownCurrent = earlier ? earlier.local : this.metas.get(remote.id)?.local === true;
         // Awaited only when the app's conflict handler runs: a microtask per document is a tenth of
         // a large batch's time.
-        const decided = this.decide(current, remote, from, ownCurrent);
+        const decided = this.decide(current, remote, from, earlier?.local);
         const decision = decided instanceof Promise ? await decided : decided;
         if (decision) decisions.set(remote.id, earlier ? mergeDecisions(earlier, decision) : decision);
       }
@@ -571,18 +570,23 @@ export class CollectionSync {
     return versionOf(meta, doc && this.content(doc));
   }
 
-  /** `ownCurrent`: the current version is this device's to relay (see resolveConflict). */
+  /** `ownEarlier`: whether an earlier decision in this batch made `current` this device's to relay. */
   private decide(
     current: Change | undefined,
     remote: Change,
     from: string,
-    ownCurrent: boolean,
+    ownEarlier: boolean | undefined,
   ): Decision | undefined | Promise<Decision | undefined> {
     if (!current) return { version: remote, via: from, local: false };
     const order = compareVectors(current.vv, remote.vv);
     if (order === 'equal' || order === 'local') return undefined;
     if (order === 'remote') return { version: remote, via: from, local: false };
-    return this.resolveConflict(current, remote, from, ownCurrent);
+    return this.resolveConflict(
+      current,
+      remote,
+      from,
+      ownEarlier ?? this.metas.get(remote.id)?.local === true,
+    );
   }
 
   /**

@@ -152,7 +152,7 @@ export async function replicateFerry(options: ReplicateFerryOptions): Promise<Fe
     if (db.multiInstance && options.waitForLeadership !== false) {
       addRxPlugin(RxDBLeaderElectionPlugin);
       // Resolves only in the leader: the state is returned at once, inactive until then.
-      void db.waitForLeadership().then(() => state.startAsLeader());
+      state.startWhenLeading(db.waitForLeadership());
     } else {
       await state.start();
     }
@@ -297,8 +297,8 @@ export class FerryReplicationState {
   }
 
   /** @internal Start once this database instance leads (see `waitForLeadership`). */
-  startAsLeader(): void {
-    if (!this.cancelled) this.guard(this.start());
+  startWhenLeading(leading: Promise<unknown>): void {
+    this.guard(leading.then(() => (this.cancelled ? undefined : this.start())));
   }
 
   /** Resolves once every collection caught up with every connected peer (at least one) and the relay mailbox was read. */
