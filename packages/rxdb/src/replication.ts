@@ -340,6 +340,8 @@ export class FerryReplicationState {
     if (!this.started) this.startPaused = true;
     if (this.paused) return;
     this.paused = true;
+    // Pushed when the replication resumes (or by the next run): the streams end here.
+    for (const peer of this.outbound.keys()) this.relayUnacknowledged(peer);
     this.outbound.clear();
     this.inbound.clear();
     this.active$.next(false);
@@ -446,16 +448,20 @@ export class FerryReplicationState {
   };
 
   private readonly onPeerDisconnected = (peer: string): void => {
-    // Own writes the peer never acknowledged go to its mailbox, in case we are gone when it is back.
-    for (const [name, out] of this.outbound.get(peer) ?? []) {
-      const ids = this.syncs.get(name)!.localIdsAfter(out.acked);
-      if (ids.length > 0) this.queueRelay(name, ids);
-    }
+    this.relayUnacknowledged(peer);
     this.outbound.delete(peer);
     this.inbound.delete(peer);
     if (!this.paused) this.peers$.next(this.connected());
     this.changed$.next();
   };
+
+  /** A peer's streams end: own writes it never acknowledged go to its mailbox, in case we are gone when it is back. */
+  private relayUnacknowledged(peer: string): void {
+    for (const [name, out] of this.outbound.get(peer) ?? []) {
+      const ids = this.syncs.get(name)!.localIdsAfter(out.acked);
+      if (ids.length > 0) this.queueRelay(name, ids);
+    }
+  }
 
   private connected(): string[] {
     return this.network.connectedPeers().filter((peer) => peer !== this.clientId);

@@ -24,6 +24,7 @@ type Op =
   | { t: 'pull'; dev: number }
   | { t: 'expire'; dev: number }
   | { t: 'relay'; reachable: boolean }
+  | { t: 'pause'; dev: number; paused: boolean }
   | { t: 'settle' };
 
 const dev = fc.integer({ min: 0, max: DEVICES.length - 1 });
@@ -42,6 +43,7 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
   { weight: 1, arbitrary: fc.record({ t: fc.constant('pull' as const), dev }) },
   { weight: 1, arbitrary: fc.record({ t: fc.constant('expire' as const), dev }) },
   { weight: 1, arbitrary: fc.record({ t: fc.constant('relay' as const), reachable: fc.boolean() }) },
+  { weight: 1, arbitrary: fc.record({ t: fc.constant('pause' as const), dev, paused: fc.boolean() }) },
   { weight: 1, arbitrary: fc.constant({ t: 'settle' as const }) },
 );
 
@@ -152,9 +154,17 @@ async function runSchedule({ ops, duplicate, reorder, policy, heal = 'links' }: 
         case 'relay':
           relayServer.down = !op.reachable;
           break;
+        case 'pause': {
+          const { replication, online } = devices[op.dev]!;
+          if (online && op.paused) replication.pause();
+          else if (online) replication.resume();
+          break;
+        }
         case 'settle':
-          // awaitInSync waits for pending relay pushes too, which an unreachable diff server never takes.
-          if (relayServer.down) await new Promise((resolve) => setTimeout(resolve, 20));
+          // awaitInSync waits for pending relay pushes too, which an unreachable diff server never
+          // takes, and for peers a paused device does not answer.
+          if (relayServer.down || devices.some((d) => d.online && d.replication.isPaused()))
+            await new Promise((resolve) => setTimeout(resolve, 20));
           else await Promise.all(devices.filter((d) => d.online).map((d) => d.replication.awaitInSync()));
           break;
       }
@@ -162,6 +172,7 @@ async function runSchedule({ ops, duplicate, reorder, policy, heal = 'links' }: 
     // Heal: the diff server reachable, every device up, then every link restored (mailboxes read),
     // or every link cut and mailboxes read until nothing is left to deliver.
     relayServer.down = false;
+    for (const device of devices) if (device.online) device.replication.resume();
     const linked = heal === 'links';
     for (const [i, x] of DEVICES.entries()) for (const y of DEVICES.slice(i + 1)) hub.setLinked(x, y, linked);
     for (const device of devices) if (!device.online) await device.start();
@@ -414,6 +425,28 @@ const regressions: Array<[string, Schedule]> = [
       ],
       duplicate: false,
       reorder: true,
+      policy: 'handler',
+      heal: 'relay',
+    },
+  ],
+  [
+    'a write a paused peer refused is relayed when the writer pauses too (relay-only heal)',
+    {
+      ops: [
+        { t: 'putDown', dev: 2, doc: 0 },
+        { t: 'pause', dev: 1, paused: false },
+        { t: 'pause', dev: 1, paused: true },
+        { t: 'put', dev: 1, doc: 1 },
+        { t: 'put', dev: 1, doc: 3 },
+        { t: 'put', dev: 2, doc: 1 },
+        { t: 'put', dev: 0, doc: 0 },
+        { t: 'link', a: 2, b: 0, linked: false },
+        { t: 'put', dev: 2, doc: 2 },
+        { t: 'pause', dev: 0, paused: true },
+        { t: 'put', dev: 2, doc: 3 },
+      ],
+      duplicate: false,
+      reorder: false,
       policy: 'handler',
       heal: 'relay',
     },
