@@ -453,8 +453,11 @@ const regressions: Array<[string, Schedule]> = [
   ],
 ];
 
+/** Schedules per run of the suite: ~35 ms each on average here; FERRY_CONVERGENCE_RUNS=8000 for a long hunt. */
+const DEFAULT_RUNS = 150;
 /** Extra time for a long hunt (about 1 s a schedule at worst). */
-const numRunsBudget = () => Math.max(0, Number(process.env.FERRY_CONVERGENCE_RUNS ?? 60) - 60) * 1000;
+const numRunsBudget = () =>
+  Math.max(0, Number(process.env.FERRY_CONVERGENCE_RUNS ?? DEFAULT_RUNS) - DEFAULT_RUNS) * 1000;
 
 describe('convergence (fast-check, 3 devices, in-memory network and relay)', () => {
   for (const [name, schedule] of regressions)
@@ -463,8 +466,7 @@ describe('convergence (fast-check, 3 devices, in-memory network and relay)', () 
   it(
     'every schedule converges without losing a write',
     async () => {
-      // FERRY_CONVERGENCE_RUNS=2000 for a long hunt; CI runs the default.
-      const numRuns = Number(process.env.FERRY_CONVERGENCE_RUNS ?? 60);
+      const numRuns = Number(process.env.FERRY_CONVERGENCE_RUNS ?? DEFAULT_RUNS);
       await fc.assert(fc.asyncProperty(scheduleArb, withTimeout(runSchedule)), {
         numRuns,
         endOnFailure: true,
