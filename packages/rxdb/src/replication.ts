@@ -889,13 +889,14 @@ export class FerryReplicationState {
    */
   private async loadRelayMark(sync: CollectionSync): Promise<void> {
     const key = relayMarkKey(sync.name);
-    const saved = await this.store.get<number | null>(key);
+    const stored = await this.store.get<unknown>(key);
     if (!this.relay) {
       // Only runs with a relay owe it anything: a later one starts from its log, not from this run's writes.
-      if (saved != null) await this.store.set(key, null);
+      if (stored != null) await this.store.set(key, null);
       return;
     }
-    if (saved == null) await this.store.set(key, sync.announcedThrough);
+    const saved = typeof stored === 'number' && Number.isInteger(stored) && stored >= 0 ? stored : undefined;
+    if (saved === undefined) await this.store.set(key, sync.announcedThrough);
     const mark = saved ?? sync.announcedThrough;
     this.relayMarks.set(sync.name, mark);
     const pending = sync.localIdsAfter(mark);

@@ -628,6 +628,24 @@ describe('replicateFerry over the in-memory network', () => {
     expect((await b.docs()).map((d) => d.id)).toEqual(['owed', 'unrelayed']);
   });
 
+  it('a stored relay mark that is not a log position is taken as missing: the log counts as delivered', async () => {
+    const { relayServer, a, b } = await relayPair();
+    await a.db.todos.insert({ id: 'm1', title: 'x' });
+    await converge([a, b]);
+    await a.stop();
+    for (const garbage of ['garbage', -5, 2.5, { seq: 3 }]) {
+      const db = await openDb(a.disk);
+      await (await MetaStore.open(db)).set('relayed/todos', garbage);
+      await db.close();
+      await a.start();
+      expect(await a.replication.store.get('relayed/todos')).toBe(
+        a.replication.collection('todos')!.announcedThrough,
+      );
+      await a.stop();
+    }
+    expect(relayServer.pushes).toBe(0);
+  });
+
   it('bad relay diffs (not JSON, wrong shape, unknown collection) are reported, acknowledged and never applied', async () => {
     const relayServer = new MemoryRelayServer();
     const {
