@@ -635,7 +635,7 @@ describe('replicateFerry over the in-memory network', () => {
     await a.stop();
     for (const garbage of ['garbage', -5, 2.5, { seq: 3 }]) {
       const db = await openDb(a.disk);
-      await (await MetaStore.open(db)).set('relayed/todos', garbage);
+      await (await MetaStore.open(db as unknown as RxDatabase)).set('relayed/todos', garbage);
       await db.close();
       await a.start();
       expect(await a.replication.store.get('relayed/todos')).toBe(
