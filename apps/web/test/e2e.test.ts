@@ -45,6 +45,16 @@ async function newDevicePage(context?: BrowserContext): Promise<Page> {
   const owned = context ?? (await browser.newContext({ viewport: { width: 1200, height: 820 } }));
   openContexts.add(owned);
   owned.on('close', () => openContexts.delete(owned));
+  if (!context) {
+    // The page's Content-Security-Policy (index.html) forbids eval: record what it refuses.
+    await owned.addInitScript(() => {
+      const seen: string[] = [];
+      Object.assign(globalThis, { cspViolations: seen });
+      document.addEventListener('securitypolicyviolation', (event) =>
+        seen.push(`${event.violatedDirective} ${event.blockedURI}`),
+      );
+    });
+  }
   const page = owned.pages()[0] ?? (await owned.newPage());
   page.setDefaultTimeout(30_000);
   page.on('pageerror', (error) => console.error(`[page error] ${error.stack ?? error.message}`));
@@ -159,6 +169,10 @@ describe.skipIf(!(await hasChromium()))('web app end to end', { timeout: 120_000
 
       expect(await todoTexts(a)).toEqual(['Buy oat milk and bread', 'Call the plumber']);
       expect(await todoTexts(b)).toEqual(await todoTexts(a));
+      // All of it under a CSP without 'unsafe-eval': Ferry's one probe is the only thing it refused.
+      expect(await a.evaluate(() => (globalThis as { cspViolations?: string[] }).cspViolations)).toEqual([
+        'script-src eval',
+      ]);
       await screenshot(a, 'sync-device-a');
       await screenshot(b, 'sync-device-b');
     });
