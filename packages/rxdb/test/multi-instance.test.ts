@@ -74,6 +74,18 @@ describe('several instances of one database (browser tabs)', () => {
     }
   }, 30_000);
 
+  it('waitForLeadership: false starts at once, leader or not', async () => {
+    const tab = await openTab(newDisk());
+    const sync = await replicateFerry({
+      collections: { todos: tab.todos },
+      network: new MemoryHub().join('tabs'),
+      waitForLeadership: false,
+    });
+    expect(sync.active$.value).toBe(true);
+    await sync.cancel();
+    await tab.close();
+  });
+
   it('a follower cancelled before it leads never starts', async () => {
     const disk = newDisk();
     const first = await openTab(disk);
