@@ -30,8 +30,13 @@ export const CHROMIUM_ARGS = [
 ];
 
 export type RouteHandler = (request: IncomingMessage, response: ServerResponse) => void;
-/** A static answer (content type defaults from the body: text/html for strings, octet-stream for bytes) or a handler. */
-export type Route = { body: string | Uint8Array; type?: string } | RouteHandler;
+/**
+ * A static answer (content type defaults from the body: text/html for strings, octet-stream for
+ * bytes; `headers` are added) or a handler.
+ */
+export type Route =
+  | { body: string | Uint8Array; type?: string; headers?: Record<string, string> }
+  | RouteHandler;
 
 export interface BrowserHarnessOptions {
   /** TypeScript/JavaScript entry to bundle (path or file URL); it runs as a module when the page loads. */
@@ -147,7 +152,9 @@ function startServer(routes: Record<string, Route>): Promise<Server> {
       const type =
         route.type ??
         (typeof route.body === 'string' ? 'text/html; charset=utf-8' : 'application/octet-stream');
-      response.writeHead(200, { 'content-type': type, 'cache-control': 'no-store' }).end(route.body);
+      response
+        .writeHead(200, { 'content-type': type, 'cache-control': 'no-store', ...route.headers })
+        .end(route.body);
     }
   });
   return new Promise((resolve, reject) => {
@@ -167,16 +174,14 @@ export async function openBrowser(options: BrowserHarnessOptions = {}): Promise<
   const nonce = options.strictCsp ? randomBytes(16).toString('base64') : undefined;
   const routes: Record<string, Route> = {
     ...options.routes,
-    '/': nonce
-      ? (_request, response) =>
-          response
-            .writeHead(200, {
-              'content-type': 'text/html; charset=utf-8',
-              'cache-control': 'no-store',
-              'content-security-policy': `script-src 'self' 'nonce-${nonce}'; object-src 'none'; base-uri 'none'`,
-            })
-            .end(PAGE_HTML(bundle !== undefined, nonce))
-      : { body: PAGE_HTML(bundle !== undefined) },
+    '/': {
+      body: PAGE_HTML(bundle !== undefined, nonce),
+      ...(nonce && {
+        headers: {
+          'content-security-policy': `script-src 'self' 'nonce-${nonce}'; object-src 'none'; base-uri 'none'`,
+        },
+      }),
+    },
     ...(bundle === undefined
       ? {}
       : { '/bundle.js': { body: bundle, type: 'text/javascript; charset=utf-8' } }),

@@ -57,10 +57,6 @@ const api = {
   async remove(id: string): Promise<void> {
     await (await todos.findOne(id).exec())!.remove();
   },
-  /** Documents the replication sent (to check what a new leader tab sends again). */
-  sent(): number {
-    return replication?.sent$.value ?? 0;
-  },
   async awaitInSync(): Promise<void> {
     await replication!.awaitInSync();
   },
