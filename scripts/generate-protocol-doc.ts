@@ -41,6 +41,8 @@ import './protocol-ops.js';
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 export const PROTOCOL_DOC = join(ROOT, 'docs', 'PROTOCOL.md');
 const HANDSHAKE_SOURCE = 'packages/core/src/session/handshake.ts';
+const MUX_SOURCE = 'packages/core/src/session/mux.ts';
+const SECURE_CHANNEL_SOURCE = 'packages/core/src/session/secure-channel.ts';
 
 interface Endpoint {
   method: 'GET' | 'POST';
@@ -168,11 +170,14 @@ function fieldTable(schema: TSchema): string {
 
 // ---- sections ----
 
-/** The leading doc comment of the handshake module, as prose: it is the handshake's specification. */
-function handshakeSummary(): string {
-  const source = readFileSync(join(ROOT, HANDSHAKE_SOURCE), 'utf8');
-  const match = /\/\*\*\n((?: \*.*\n)+?) \*\/\nexport const HANDSHAKE_PROTOCOL/.exec(source);
-  if (!match) throw new Error(`no doc comment above HANDSHAKE_PROTOCOL in ${HANDSHAKE_SOURCE}`);
+/**
+ * The doc comment right above `declaration` in a module, as prose: the handshake's and the session
+ * frames' comments are their specification.
+ */
+function docCommentAbove(path: string, declaration: string): string {
+  const source = readFileSync(join(ROOT, path), 'utf8');
+  const match = new RegExp(`/\\*\\*\\n((?: \\*.*\\n)+?) \\*/\\n${declaration}`).exec(source);
+  if (!match) throw new Error(`no doc comment above ${declaration} in ${path}`);
   const lines = match[1]!.split('\n').map((line) => line.replace(/^ \* ?/, ''));
   // Indented lines are the message flow: keep them as a code block.
   const out: string[] = [];
@@ -284,7 +289,19 @@ Protocol \`${HANDSHAKE_PROTOCOL}\`, prologue label \`${HANDSHAKE_PROLOGUE_LABEL}
 ${DEFAULT_HANDSHAKE_TIMEOUT_MS / 1000} s, accepted clock skew ±${DEFAULT_MAX_CLOCK_SKEW_MS / 1000} s
 (from ${HANDSHAKE_SOURCE}):
 
-${handshakeSummary()}
+${docCommentAbove(HANDSHAKE_SOURCE, 'export const HANDSHAKE_PROTOCOL')}
+
+## Session frames
+
+From ${SECURE_CHANNEL_SOURCE}:
+
+${docCommentAbove(SECURE_CHANNEL_SOURCE, 'export const FRAME_COUNTER_BYTES')}
+
+### Records
+
+Inside a frame (from ${MUX_SOURCE}):
+
+${docCommentAbove(MUX_SOURCE, 'const FIRST')}
 
 ## Diff server endpoints
 

@@ -1,3 +1,4 @@
+export * from './compression/index.js';
 export * from './crypto/index.js';
 export * from './errors.js';
 export * from './network/index.js';

@@ -1,12 +1,15 @@
-// Node-only entry point: everything in core, plus Node's WebRTC (@roamhq/wrtc), WebSocket (ws), and
-// OpenSSL for session frames (ChaCha20-Poly1305), signing keys and signatures (Ed25519) and handshakes
-// (X25519). Browser bundles import '@ferry/core' and never reach this file.
+// Node-only entry point: everything in core, plus Node's WebRTC (@roamhq/wrtc), WebSocket (ws), zlib
+// for compressed messages, and OpenSSL for session frames (ChaCha20-Poly1305), signing keys and
+// signatures (Ed25519) and handshakes (X25519). Browser bundles import '@ferry/core' and never reach this file.
 //
 // The adapters take the `node:crypto` module typed structurally; Node accepts any Uint8Array as a DER
 // key where its type declarations say Buffer, hence the casts.
 import * as crypto from 'node:crypto';
+import * as zlib from 'node:zlib';
 import wrtc from '@roamhq/wrtc';
 import { WebSocket } from 'ws';
+import { useDeflate } from './compression/deflate.js';
+import { deflateFromNodeZlib } from './compression/node-zlib.js';
 import { ed25519SigningFromNodeCrypto, type NodeCryptoEd25519 } from './crypto/node-ed25519.js';
 import { useEd25519Signing } from './crypto/sign.js';
 import { MeshNetwork, type MeshNetworkOptions } from './network/mesh.js';
@@ -24,6 +27,10 @@ useEd25519Signing(nodeEd25519Signing);
 /** X25519 on OpenSSL, for the Noise handshake (same keys and secrets as the default; see X25519). */
 export const nodeX25519 = x25519FromNodeCrypto(crypto as unknown as NodeCryptoX25519);
 useX25519(nodeX25519);
+
+/** Raw DEFLATE on native zlib, for compressed session messages (same bytes on the wire as the default). */
+export const nodeDeflate = deflateFromNodeZlib(zlib);
+useDeflate(nodeDeflate);
 
 /** ChaCha20-Poly1305 on OpenSSL: about 10x the pure-JS speed for session frames. */
 export const nodeChaChaPoly = chaChaPolyFromNodeCrypto(crypto);

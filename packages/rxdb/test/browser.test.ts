@@ -55,11 +55,11 @@ describe.skipIf(!(await hasChromium()))('a browser device and a Node device', ()
       await mesh.close();
       await db.close();
     };
-    return { db, replication, docs, close };
+    return { db, mesh, replication, docs, close };
   }
 
   it('converge: initial sync both ways, live edits, a delete and a concurrent edit', async () => {
-    const { db, replication: node, docs: nodeDocs, close } = await nodeDevice('node-dev');
+    const { db, mesh, replication: node, docs: nodeDocs, close } = await nodeDevice('node-dev');
     try {
       await db.todos.bulkInsert(Array.from({ length: 100 }, (_, i) => ({ id: `n${i}`, title: `node ${i}` })));
       const page = harness.page;
@@ -82,6 +82,11 @@ describe.skipIf(!(await hasChromium()))('a browser device and a Node device', ()
         throw new Error('browser and Node did not converge');
       };
       expect(await converged()).toHaveLength(200);
+      // The initial pushes went compressed both ways: DEFLATE from fflate in the page, from zlib in Node.
+      expect(
+        await page.evaluate(() => globalThis.ferryDevice.messagesCompressed('node-dev')),
+      ).toBeGreaterThan(0);
+      expect(mesh.session('page-dev')?.stats.messagesCompressed).toBeGreaterThan(0);
 
       await page.evaluate(() => globalThis.ferryDevice.setTitle('n1', 'edited in the page'));
       await page.evaluate(() => globalThis.ferryDevice.remove('n2'));

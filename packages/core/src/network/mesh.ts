@@ -35,6 +35,7 @@ export interface MeshNetworkOptions {
     | 'highWaterMark'
     | 'busyWindow'
     | 'busyHoldMs'
+    | 'compressMinBytes'
     | 'timeoutMs'
   >;
   signaling?: Omit<SignalingClientOptions, 'urls' | 'accountKey' | 'clientId' | 'WebSocket'>;

@@ -1,5 +1,6 @@
 import { EventEmitter } from 'eventemitter3';
-import { FerryError } from '../errors.js';
+import { currentDeflate } from '../compression/deflate.js';
+import { FerryError, isFerryError } from '../errors.js';
 import { LANES, type Lane } from '../network/types.js';
 import type { Transport } from '../transport/types.js';
 import { requirePositive } from '../util/options.js';
@@ -7,10 +8,16 @@ import { SECURE_FRAME_OVERHEAD, type SecureChannel } from './secure-channel.js';
 
 /**
  * Each encrypted transport frame carries one or more records:
- *   lane (1 byte) | flags (1 byte: FIRST, LAST) | data length (u32 BE) | [FIRST: message length, u32 BE] | data
+ *
+ *   lane (1 byte) | flags (1 byte: FIRST, LAST, DEFLATED) | data length (u32 BE) | [FIRST: message length, u32 BE] | data
  * A lane carries one message at a time, so records need no message id. A large message is split over
  * many frames; small messages queued together share one frame (one encryption, one data-channel
  * message), which is what makes many small messages cheap.
+ *
+ * A message of `compressMinBytes` or more is sent compressed when that saves at least an eighth of it:
+ * its first record has DEFLATED set, and the message is its inflated length (u32 BE) followed by raw
+ * DEFLATE. Compression comes before encryption, so the peer's limit (`maxMessageBytes`) bounds the
+ * inflated size, and nothing is inflated before it has been authenticated.
  *
  * Priority has two parts. Here, frames are filled highest lane first, so a waiting control or AI
  * message goes out before the next sync chunk. In the transport's own buffer nothing can overtake,
@@ -22,12 +29,16 @@ import { SECURE_FRAME_OVERHEAD, type SecureChannel } from './secure-channel.js';
  */
 const FIRST = 1;
 const LAST = 2;
+const DEFLATED = 4;
+const INFLATED_LENGTH_BYTES = 4;
 const RECORD_HEADER_BYTES = 6;
 const TOTAL_BYTES = 4;
 /** A frame with less room than this left is sent as it is rather than carrying a sliver of a message. */
 const MIN_SPLIT_BYTES = 256;
 /** Default `busyWindow`: the message size every browser's data channel accepts. */
 const BUSY_WINDOW_BYTES = 16 * 1024;
+/** Default `compressMinBytes`: sync batches and large documents, not single small writes or tokens. */
+const COMPRESS_MIN_BYTES = 8 * 1024;
 
 export interface MultiplexerOptions {
   /** Largest message accepted in either direction. Default 64 MiB. */
@@ -44,12 +55,20 @@ export interface MultiplexerOptions {
   busyWindow?: number;
   /** A lane counts as active this long after it last sent. Default 100 ms. */
   busyHoldMs?: number;
+  /**
+   * Messages of at least this many bytes are sent DEFLATE-compressed, when that makes them at least
+   * an eighth smaller. Default 8 KiB; `false` sends everything as it is. Every session reads
+   * compressed messages whatever this says. Compression before encryption lets the size of what is
+   * sent depend on its content: see the core README's security notes.
+   */
+  compressMinBytes?: number | false;
 }
 
 /** Refuses (FerryError 'BAD_ARGUMENT', naming the option) values that would stall or spin the multiplexer. */
 export function checkMultiplexerOptions(options: MultiplexerOptions): void {
-  const { maxMessageBytes, highWaterMark, busyWindow, busyHoldMs } = options;
+  const { maxMessageBytes, highWaterMark, busyWindow, busyHoldMs, compressMinBytes } = options;
   requirePositive('session', { maxMessageBytes, highWaterMark, busyWindow }, { integer: true });
+  if (compressMinBytes !== false) requirePositive('session', { compressMinBytes }, { integer: true });
   requirePositive('session', { busyHoldMs }, { zeroAllowed: true });
 }
 
@@ -58,6 +77,9 @@ export interface MultiplexerStats {
   messagesReceived: number;
   /** Frames the secure channel refused (replayed, reordered, tampered, foreign). */
   framesRejected: number;
+  /** Messages sent compressed, and the bytes that saved. */
+  messagesCompressed: number;
+  bytesSavedByCompression: number;
 }
 
 interface MultiplexerEvents {
@@ -70,6 +92,7 @@ interface MultiplexerEvents {
 
 interface Outgoing {
   data: Uint8Array;
+  deflated: boolean;
   offset: number;
   resolve: () => void;
   reject: (error: Error) => void;
@@ -78,16 +101,24 @@ interface Outgoing {
 interface Incoming {
   buffer: Uint8Array;
   filled: number;
+  deflated: boolean;
 }
 
 const laneIndex = (lane: Lane): number => LANES.indexOf(lane);
 
 export class Multiplexer extends EventEmitter<MultiplexerEvents> {
-  readonly stats: MultiplexerStats = { messagesSent: 0, messagesReceived: 0, framesRejected: 0 };
+  readonly stats: MultiplexerStats = {
+    messagesSent: 0,
+    messagesReceived: 0,
+    framesRejected: 0,
+    messagesCompressed: 0,
+    bytesSavedByCompression: 0,
+  };
   private readonly maxMessageBytes: number;
   private readonly highWaterMark: number;
   private readonly busyWindow: number;
   private readonly busyHoldMs: number;
+  private readonly compressMinBytes: number;
   /** Plaintext bytes that fit one transport message once encrypted. */
   private readonly frameCapacity: number;
   /** Plaintext bytes of a frame that carries a lower lane's data while a higher lane is active. */
@@ -111,6 +142,10 @@ export class Multiplexer extends EventEmitter<MultiplexerEvents> {
     this.highWaterMark = options.highWaterMark ?? 512 * 1024;
     this.busyWindow = Math.min(options.busyWindow ?? BUSY_WINDOW_BYTES, transport.maxMessageSize);
     this.busyHoldMs = options.busyHoldMs ?? 100;
+    this.compressMinBytes =
+      options.compressMinBytes === false
+        ? Number.POSITIVE_INFINITY
+        : (options.compressMinBytes ?? COMPRESS_MIN_BYTES);
     this.frameCapacity = transport.maxMessageSize - SECURE_FRAME_OVERHEAD;
     this.busyFrameCapacity = this.busyWindow - SECURE_FRAME_OVERHEAD;
     if (this.busyFrameCapacity < RECORD_HEADER_BYTES + TOTAL_BYTES + MIN_SPLIT_BYTES) {
@@ -130,10 +165,17 @@ export class Multiplexer extends EventEmitter<MultiplexerEvents> {
         ),
       );
     }
+    const compressed = data.length >= this.compressMinBytes ? this.compress(data) : undefined;
     return new Promise((resolve, reject) => {
       const index = laneIndex(lane);
       this.lastActive[index] = performance.now();
-      this.outgoing[index]!.push({ data, offset: 0, resolve, reject });
+      this.outgoing[index]!.push({
+        data: compressed ?? data,
+        deflated: !!compressed,
+        offset: 0,
+        resolve,
+        reject,
+      });
       // Sends made in the same turn are gathered, so small messages share frames.
       if (!this.pumpScheduled) {
         this.pumpScheduled = true;
@@ -164,6 +206,41 @@ export class Multiplexer extends EventEmitter<MultiplexerEvents> {
     this.transport.off('drain', this.pump);
     clearTimeout(this.retryTimer);
     for (const queue of this.outgoing) for (const item of queue.splice(0)) item.reject(reason);
+  }
+
+  /** The message as DEFLATED records carry it, or undefined when compressing would not save enough. */
+  private compress(data: Uint8Array): Uint8Array | undefined {
+    const deflated = currentDeflate().compress(data);
+    const length = INFLATED_LENGTH_BYTES + deflated.length;
+    if (length > data.length - (data.length >> 3)) return undefined;
+    const message = new Uint8Array(length);
+    new DataView(message.buffer).setUint32(0, data.length);
+    message.set(deflated, INFLATED_LENGTH_BYTES);
+    this.stats.messagesCompressed++;
+    this.stats.bytesSavedByCompression += data.length - length;
+    return message;
+  }
+
+  /** A received DEFLATED message's own bytes, or what is wrong with it. */
+  private inflate(message: Uint8Array): Uint8Array | string {
+    if (message.length < INFLATED_LENGTH_BYTES) return 'compressed message without its length';
+    const length = new DataView(message.buffer, message.byteOffset).getUint32(0);
+    if (length > this.maxMessageBytes)
+      return `compressed message of ${length} bytes exceeds ${this.maxMessageBytes}`;
+    try {
+      return currentDeflate().decompress(message.subarray(INFLATED_LENGTH_BYTES), length);
+    } catch (error) {
+      return isFerryError(error) ? error.message : `inflating failed: ${String(error)}`;
+    }
+  }
+
+  /** Hands a whole message to the listeners, inflated if need be; returns what is wrong with it, if anything. */
+  private deliver(lane: number, message: Uint8Array, deflated: boolean): string | undefined {
+    const data = deflated ? this.inflate(message) : message;
+    if (typeof data === 'string') return data;
+    this.stats.messagesReceived++;
+    this.emit('message', LANES[lane]!, data);
+    return undefined;
   }
 
   /** Bytes lane `lane` may have in the transport buffer now. */
@@ -244,7 +321,7 @@ export class Multiplexer extends EventEmitter<MultiplexerEvents> {
         const take = Math.min(left, room);
         const last = take === left;
         frame[used] = lane;
-        frame[used + 1] = (first ? FIRST : 0) | (last ? LAST : 0);
+        frame[used + 1] = (first ? FIRST | (item.deflated ? DEFLATED : 0) : 0) | (last ? LAST : 0);
         view.setUint32(used + 2, take);
         if (first) view.setUint32(used + RECORD_HEADER_BYTES, item.data.length);
         used += header;
@@ -280,14 +357,15 @@ export class Multiplexer extends EventEmitter<MultiplexerEvents> {
         if (total > this.maxMessageBytes) {
           return `announced message of ${total} bytes exceeds ${this.maxMessageBytes}`;
         }
+        const deflated = (flags & DEFLATED) !== 0;
         if (flags & LAST && length === total && length <= plaintext.length - at) {
           // A whole message in one record: hand out a view of the frame (it is never reused).
           at += length;
-          this.stats.messagesReceived++;
-          this.emit('message', LANES[lane]!, plaintext.subarray(at - length, at));
+          const problem = this.deliver(lane, plaintext.subarray(at - length, at), deflated);
+          if (problem) return problem;
           continue;
         }
-        current = { buffer: new Uint8Array(total), filled: 0 };
+        current = { buffer: new Uint8Array(total), filled: 0, deflated };
         this.incoming[lane] = current;
       } else if (!current) {
         return 'continuation record without a message';
@@ -300,8 +378,8 @@ export class Multiplexer extends EventEmitter<MultiplexerEvents> {
       if (flags & LAST) {
         if (current.filled !== current.buffer.length) return 'message shorter than announced';
         this.incoming[lane] = undefined;
-        this.stats.messagesReceived++;
-        this.emit('message', LANES[lane]!, current.buffer);
+        const problem = this.deliver(lane, current.buffer, current.deflated);
+        if (problem) return problem;
       }
     }
     return undefined;

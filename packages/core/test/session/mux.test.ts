@@ -1,5 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { currentDeflate } from '../../src/compression/deflate.js';
 import { deriveSubkey } from '../../src/crypto/subkeys.js';
 import type { FerryError } from '../../src/errors.js';
 import { LANES, type Lane } from '../../src/network/types.js';
@@ -7,6 +8,7 @@ import { nodeChaChaPoly } from '../../src/node.js';
 import { performHandshake } from '../../src/session/handshake.js';
 import { Multiplexer, type MultiplexerOptions } from '../../src/session/mux.js';
 import { createMemoryTransportPair, type MemoryTransportOptions } from '../../src/transport/memory.js';
+import { utf8 } from '../../src/util/bytes.js';
 
 const psk = deriveSubkey(new Uint8Array(32).fill(3), 'handshakePsk');
 const base = { psk, roomId: 'mux', aead: nodeChaChaPoly };
@@ -34,6 +36,19 @@ const collect = (mux: Multiplexer, count: number) =>
       if (got.length === count) resolve(got);
     });
   });
+
+/** Bytes DEFLATE cannot shrink, for tests about sizes and frames rather than compression. */
+function noise(size: number, seed = 1): Uint8Array {
+  const out = new Uint8Array(size);
+  let x = seed * 2654435761 || 1;
+  for (let i = 0; i < size; i++) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    out[i] = x & 0xff;
+  }
+  return out;
+}
 
 /** A record as the wire format defines it (see mux.ts). */
 function record(lane: number, flags: number, data: Uint8Array, total?: number): Uint8Array {
@@ -89,7 +104,7 @@ describe('Multiplexer', () => {
       send(frame);
       peak = Math.max(peak, ta.bufferedAmount);
     };
-    const messages = Array.from({ length: 8 }, (_, i) => new Uint8Array(100_000).fill(i));
+    const messages = Array.from({ length: 8 }, (_, i) => noise(100_000, i + 1));
     const arrived = collect(b, messages.length);
     await Promise.all(messages.map((data) => a.send('sync', data)));
     const got = await arrived;
@@ -107,6 +122,8 @@ describe('Multiplexer', () => {
       { busyWindow: 1.5 },
       { maxMessageBytes: 0 },
       { busyHoldMs: -5 },
+      { compressMinBytes: 0 },
+      { compressMinBytes: 1.5 },
     ]) {
       const [name] = Object.keys(options);
       expect(() => new Multiplexer(ta, ca, options)).toThrow(
@@ -117,6 +134,7 @@ describe('Multiplexer', () => {
       );
     }
     expect(() => new Multiplexer(ta, ca, { busyHoldMs: 0 })).not.toThrow();
+    expect(() => new Multiplexer(ta, ca, { compressMinBytes: false })).not.toThrow();
   });
 
   it('packs small messages sent together into shared frames', async () => {
@@ -126,6 +144,42 @@ describe('Multiplexer', () => {
     expect((await arrived).map(([, d]) => d[0])).toEqual([...Array(200).keys()]);
     // 200 records of 56 bytes fit a 16 KiB frame: one frame (handshake frames are not counted here).
     expect(ca.stats.framesSent).toBe(1);
+  });
+
+  it('compresses large compressible messages, and sends small or incompressible ones as they are', async () => {
+    const docs = (count: number) =>
+      utf8(
+        JSON.stringify(
+          Array.from({ length: count }, (_, i) => ({ id: `doc-${i}`, title: `Task ${i}`, done: false })),
+        ),
+      );
+    const cases: [string, MultiplexerOptions, Uint8Array, boolean][] = [
+      ['JSON of 2,000 documents', {}, docs(2000), true],
+      ['JSON below the default 8 KiB', {}, docs(100), false],
+      ['bytes DEFLATE cannot shrink by an eighth', {}, noise(100_000), false],
+      ['JSON of 2,000 documents, compression off', { compressMinBytes: false }, docs(2000), false],
+      ['JSON of 20 documents, compressMinBytes 100', { compressMinBytes: 100 }, docs(20), true],
+    ];
+    for (const [what, options, data, compressed] of cases) {
+      const { a, b, ta } = await muxPair(options);
+      let wire = 0;
+      const send = ta.send.bind(ta);
+      ta.send = (frame) => {
+        wire += frame.length;
+        send(frame);
+      };
+      const arrived = collect(b, 1);
+      await a.send('sync', data);
+      expect((await arrived)[0]![1], what).toEqual(data);
+      expect(a.stats.messagesCompressed, what).toBe(compressed ? 1 : 0);
+      if (compressed) {
+        expect(a.stats.bytesSavedByCompression, what).toBeGreaterThan(data.length / 2);
+        expect(wire, what).toBe(data.length - a.stats.bytesSavedByCompression + 10 + 24);
+      } else {
+        expect(a.stats.bytesSavedByCompression, what).toBe(0);
+        expect(wire, what).toBeGreaterThan(data.length);
+      }
+    }
   });
 
   it('sends bulk data in frames as large as the transport takes, and small ones while a higher lane is active', async () => {
@@ -141,7 +195,7 @@ describe('Multiplexer', () => {
       send(frame);
     };
     let arrived = collect(b, 1);
-    await a.send('sync', new Uint8Array(1024 * 1024));
+    await a.send('sync', noise(1024 * 1024));
     await arrived;
     // 1 MiB in frames of at most 64 KiB: 17 of them (the last one partly filled), none larger.
     expect(sizes.length).toBe(17);
@@ -149,7 +203,7 @@ describe('Multiplexer', () => {
     sizes.length = 0;
     arrived = collect(b, 2);
     await a.send('ai', new Uint8Array(10));
-    await a.send('sync', new Uint8Array(1024 * 1024));
+    await a.send('sync', noise(1024 * 1024));
     await arrived;
     // The AI lane sent within busyHoldMs: sync goes in frames of at most busyWindow.
     expect(Math.max(...sizes)).toBe(16 * 1024);
@@ -165,7 +219,7 @@ describe('Multiplexer', () => {
   it('puts queued control and AI messages before the rest of a sync message', async () => {
     const { a, b } = await muxPair();
     const arrived = collect(b, 3);
-    const bulk = a.send('sync', new Uint8Array(2 * 1024 * 1024));
+    const bulk = a.send('sync', noise(2 * 1024 * 1024));
     await new Promise((resolve) => setTimeout(resolve, 1));
     await Promise.all([a.send('ai', new Uint8Array([1])), a.send('control', new Uint8Array([2]))]);
     await bulk;
@@ -184,6 +238,14 @@ describe('Multiplexer', () => {
 
   const FIRST = 1;
   const LAST = 2;
+  const DEFLATED = 4;
+  /** A whole DEFLATED message in one record: its inflated length, then the DEFLATE bytes. */
+  const compressed = (lane: number, inflatedLength: number, deflate: Uint8Array) => {
+    const message = new Uint8Array(4 + deflate.length);
+    new DataView(message.buffer).setUint32(0, inflatedLength);
+    message.set(deflate, 4);
+    return record(lane, FIRST | LAST | DEFLATED, message, message.length);
+  };
   const violations: [string, Uint8Array, RegExp][] = [
     ['an empty frame', new Uint8Array(0), /empty frame/],
     ['a truncated record header', new Uint8Array([0, 3, 0]), /shorter than its header/],
@@ -194,6 +256,31 @@ describe('Multiplexer', () => {
       /without a message length/,
     ],
     ['a continuation with no message', record(0, LAST, new Uint8Array(4)), /continuation record/],
+    [
+      'a compressed message without its length',
+      record(1, FIRST | LAST | DEFLATED, new Uint8Array(3), 3),
+      /without its length/,
+    ],
+    [
+      'a compressed message that is not DEFLATE',
+      compressed(1, 100, new Uint8Array([0xff, 0xff, 0xff, 0xff])),
+      /not valid DEFLATE|does not inflate/,
+    ],
+    [
+      'a compressed message that inflates to more than announced',
+      compressed(1, 4000, currentDeflate().compress(new Uint8Array(100_000))),
+      /announced 4000 bytes: it is longer/,
+    ],
+    [
+      'a compressed message that inflates to less than announced',
+      compressed(1, 4000, currentDeflate().compress(new Uint8Array(3000))),
+      /announced 4000 bytes: it holds 3000/,
+    ],
+    [
+      'a compressed message announcing an inflated size above the limit',
+      compressed(1, 2 ** 30, currentDeflate().compress(new Uint8Array(10))),
+      /compressed message of 1073741824 bytes exceeds/,
+    ],
     [
       'a record longer than its frame',
       record(0, FIRST | LAST, new Uint8Array(8), 8).subarray(0, 14),

@@ -86,7 +86,10 @@ describe('PeerSession', () => {
 
   it('lets a control or AI message overtake a long sync transfer (priority lanes)', async () => {
     // A slow link: few messages per event-loop turn, so the sync transfer is still running.
-    const [a, b] = await sessionPair(createMemoryTransportPair({ messagesPerTurn: 4 }));
+    // Uncompressed: 4 MiB of one letter would deflate to a few KiB and be over at once.
+    const [a, b] = await sessionPair(createMemoryTransportPair({ messagesPerTurn: 4 }), {
+      compressMinBytes: false,
+    });
     const order: string[] = [];
     const both = received(b, 2);
     b.on('message', (m) => order.push(m.op));
@@ -199,15 +202,26 @@ describe('PeerSession', () => {
     a.close();
     b.close();
 
-    // A peer configured with a larger limit announces a message this side refuses: a protocol violation.
-    const [ta, tb] = createMemoryTransportPair();
-    const [big, small] = await Promise.all([
-      PeerSession.open(ta, { ...base, initiator: true, localClientId: 'alice' }),
-      PeerSession.open(tb, { ...base, initiator: false, localClientId: 'bob', maxMessageBytes: 1024 * 1024 }),
-    ]);
-    const closed = new Promise<string>((resolve) => small.on('close', resolve));
-    await big.send(msg('DB_HUGE', 'x'.repeat(2 * 1024 * 1024))).catch(() => {});
-    expect(await closed).toMatch(/protocol violation: announced message of \d+ bytes exceeds 1048576/);
+    // A peer configured with a larger limit announces a message this side refuses: a protocol
+    // violation, whether the message comes as it is or compressed (its inflated size is what counts).
+    for (const [compressMinBytes, reason] of [
+      [false, /protocol violation: announced message of \d+ bytes exceeds 1048576/],
+      [undefined, /protocol violation: compressed message of \d+ bytes exceeds 1048576/],
+    ] as const) {
+      const [ta, tb] = createMemoryTransportPair();
+      const [big, small] = await Promise.all([
+        PeerSession.open(ta, { ...base, initiator: true, localClientId: 'alice', compressMinBytes }),
+        PeerSession.open(tb, {
+          ...base,
+          initiator: false,
+          localClientId: 'bob',
+          maxMessageBytes: 1024 * 1024,
+        }),
+      ]);
+      const closed = new Promise<string>((resolve) => small.on('close', resolve));
+      await big.send(msg('DB_HUGE', 'x'.repeat(2 * 1024 * 1024))).catch(() => {});
+      expect(await closed).toMatch(reason);
+    }
   });
 
   it('answers undecodable messages with SESSION_ERROR and goes on', async () => {
@@ -298,8 +312,10 @@ describe('PeerSession', () => {
 
   it('carries 40 MiB over real WebRTC without loss while small messages keep flowing', async () => {
     const [p, q] = await connectedSimplePeers();
+    // Uncompressed, or the 40 MiB of one letter would cross as ~40 KiB.
     const [a, b] = await sessionPair([new SimplePeerTransport(p), new SimplePeerTransport(q)], {
       aead: nodeChaChaPoly,
+      compressMinBytes: false,
     });
     const big = 'w'.repeat(40 * 1024 * 1024);
     const atB = received(b, 2);

@@ -64,6 +64,10 @@ const api = {
     const rows = await todos.find().exec();
     return rows.map((row) => row.toMutableJSON()).sort((a, b) => a.id.localeCompare(b.id));
   },
+  /** Messages this page sent compressed to `peerId` (fflate here; the Node device inflates with zlib). */
+  messagesCompressed(peerId: string): number | undefined {
+    return mesh?.session(peerId)?.stats.messagesCompressed;
+  },
   /** Whether Ferry's schema checks are compiled here (false under a CSP without 'unsafe-eval'). */
   codeGeneration(): boolean {
     return canGenerateCode();

@@ -1,0 +1,2 @@
+export * from './deflate.js';
+export * from './node-zlib.js';
