@@ -24,6 +24,8 @@ export interface PeerConfig {
   /** Ferry: hex account key shared by both devices. Plugin: the room (topic). */
   secret: string;
   batchSize: number;
+  /** Ferry: compress large session messages (its default). False: send them as they are. */
+  compress: boolean;
 }
 
 export type Command =
@@ -58,6 +60,8 @@ export type Reply = { id: number; result?: unknown; error?: string };
 /** A timed step run twice in one process: first with V8's JIT cold, then warm. */
 export type ColdWarm = { coldMs: number; warmMs: number };
 export type Arrival = { event: 'arrived'; index: number; at: number };
+/** Bytes of a sync's pushes as a session carries them: JSON, and DEFLATE-compressed. */
+export type PushSizes = { jsonBytes: number; deflatedBytes: number };
 
 /** A wall-clock instant comparable between processes of this machine, in ms. */
 const wallNow = () => performance.timeOrigin + performance.now();
@@ -88,15 +92,47 @@ const docSchema = {
   required: ['id', 'title', 'body', 'done', 'priority', 'tags', 'updatedAt'],
 } as const;
 
-const LOREM =
-  'Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor incididunt ut labore et ' +
-  'dolore magna aliqua. Ut enim ad minim veniam, quis nostrud exercitation ullamco laboris nisi ut aliquip.';
+/**
+ * Words of the documents' text. Each document draws its own sequence, so documents share words but
+ * not sentences, as notes do: a push of them deflates ~3.5x. (Until this bench measured compression,
+ * every document held a slice of one Latin sentence, and a push deflated 14x.)
+ */
+const WORDS = (
+  'the of and to in is you that it he was for on are as with his they at be this have from or one had by ' +
+  'word but not what all were we when your can said there use an each which she do how their if will up ' +
+  'other about out many then them these so some her would make like him into time has look two more write ' +
+  'go see number no way could people my than first water been call who oil its now find long down day did ' +
+  'get come made may part over new sound take only little work know place year live me back give most very ' +
+  'after thing our just name good sentence man think say great where help through much before line right ' +
+  'too mean old any same tell boy follow came want show also around form three small set put end does ' +
+  'another well large must big even such because turn here why ask went men read need land different home ' +
+  'us move try kind hand picture again change off play spell air away animal house point page letter mother ' +
+  'answer found study still learn should america world high every near add food between own below country ' +
+  'plant last school father keep tree never start city earth eye light thought head under story saw left ' +
+  'few while along might close something seem next hard open example begin life always those both paper ' +
+  'together got group often run important until children side feet car mile night walk white sea began ' +
+  'grow took river four carry state once book hear stop without second later miss idea enough eat face ' +
+  'watch far indian real almost let above girl sometimes mountain cut young talk soon list song being leave'
+).split(' ');
+
+/** A document's own pseudo-random words (xorshift32 seeded by its number: the same on every device). */
+function words(n: number, count: number): string {
+  let x = (n + 1) * 2654435761;
+  const out: string[] = [];
+  for (let i = 0; i < count; i++) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    out.push(WORDS[(x >>> 0) % WORDS.length]!);
+  }
+  return out.join(' ');
+}
 
 /** About 300 bytes of JSON, like a todo with a note. */
 const makeDoc = (id: string, n: number): BenchDoc => ({
   id,
   title: `Task number ${n}`,
-  body: LOREM.slice(0, 150 + (n % 50)),
+  body: words(n, 30 + (n % 8)),
   done: n % 3 === 0,
   priority: n % 5,
   tags: ['home', `list-${n % 7}`],
@@ -209,6 +245,7 @@ export class Peer {
       clientId: this.config.clientId,
       accountKey: fromHex(this.config.secret),
       signalingUrls: [this.config.signalingUrl],
+      ...(this.config.compress ? {} : { session: { compressMinBytes: false } }),
     });
     this.mesh = mesh;
     if (mesh.connectedPeers().length > 0) return;
@@ -306,7 +343,7 @@ export class Peer {
     return { coldMs: await pass('floorcold'), warmMs: await pass('floorwarm') };
   }
 
-  async record(count: number, file: string): Promise<void> {
+  async record(count: number, file: string): Promise<PushSizes> {
     const ferry = this.system as Ferry;
     await this.insert(count);
     const pushes: PeerMessage[] = [];
@@ -329,6 +366,15 @@ export class Peer {
     await finished;
     await replication.cancel();
     writeFileSync(file, JSON.stringify(pushes));
+    // What a session sends of these pushes, as they are and compressed (zlib level 1, as it does).
+    let jsonBytes = 0;
+    let deflatedBytes = 0;
+    for (const push of pushes) {
+      const bytes = ferry.encodeWireMessage(push);
+      jsonBytes += bytes.length;
+      deflatedBytes += ferry.nodeDeflate.compress(bytes).length;
+    }
+    return { jsonBytes, deflatedBytes };
   }
 
   async replay(count: number, file: string, window: number): Promise<ColdWarm> {

@@ -8,7 +8,15 @@ import { build } from 'esbuild';
 import { pino } from 'pino';
 import { startSignalingServerSimplePeer } from 'rxdb/plugins/replication-webrtc';
 import { createSignalingServer } from '../../packages/server/src/signaling/index.js';
-import type { Arrival, ColdWarm, Command, PeerConfig, Reply, System } from '../devices/rxdb-device.js';
+import type {
+  Arrival,
+  ColdWarm,
+  Command,
+  PeerConfig,
+  PushSizes,
+  Reply,
+  System,
+} from '../devices/rxdb-device.js';
 import { MB, median, percentile, ratio, significant, udpReceiveDrops } from '../lib/measure.js';
 import type { BenchMetric, BenchReport } from '../lib/types.js';
 
@@ -134,6 +142,8 @@ interface Scenario {
   batchSize: number;
   count: number;
   live?: boolean;
+  /** Ferry only: false sends its pushes uncompressed. Default true, as Ferry's own default. */
+  compress?: boolean;
 }
 
 interface ScenarioResult {
@@ -164,6 +174,7 @@ async function runScenario(servers: Servers, scenario: Scenario): Promise<Scenar
     signalingUrl,
     secret,
     batchSize: scenario.batchSize,
+    compress: scenario.compress ?? true,
   });
   try {
     await Promise.all([
@@ -218,7 +229,7 @@ async function inFreshProcess<T>(
   try {
     await peer.call({
       cmd: 'open',
-      config: { system, clientId: 'solo', signalingUrl: '', secret: '', batchSize: 500 },
+      config: { system, clientId: 'solo', signalingUrl: '', secret: '', batchSize: 500, compress: true },
     });
     return await step(peer);
   } finally {
@@ -236,11 +247,16 @@ const medians = (timings: ColdWarm[]): ColdWarm => ({
  * documents (see Peer.floor), and Ferry applying a sending Ferry's pushes of them, recorded once (see
  * Peer.record and Peer.replay). Their processes alternate, so that both meet the same machine load.
  */
-async function receivingAlone(servers: Servers, count: number): Promise<{ rxdb: ColdWarm; ferry: ColdWarm }> {
+async function receivingAlone(
+  servers: Servers,
+  count: number,
+): Promise<{ rxdb: ColdWarm; ferry: ColdWarm; pushes: PushSizes }> {
   const dir = mkdtempSync(join(tmpdir(), 'ferry-bench-'));
   const file = join(dir, 'pushes.json');
   try {
-    await inFreshProcess(servers, 'ferry', (peer) => peer.call({ cmd: 'record', count, file }));
+    const pushes = await inFreshProcess(servers, 'ferry', (peer) =>
+      peer.call<PushSizes>({ cmd: 'record', count, file }),
+    );
     const rxdb: ColdWarm[] = [];
     const ferry: ColdWarm[] = [];
     for (let i = 0; i < RUNS; i++) {
@@ -254,7 +270,7 @@ async function receivingAlone(servers: Servers, count: number): Promise<{ rxdb: 
         ),
       );
     }
-    return { rxdb: medians(rxdb), ferry: medians(ferry) };
+    return { rxdb: medians(rxdb), ferry: medians(ferry), pushes };
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -278,21 +294,30 @@ function summarizeRuns(results: ScenarioResult[]): ScenarioResult {
 }
 
 /**
- * Ferry and the plugin on fresh process pairs, alternating run by run: the machine is shared and
- * its load drifts, so interleaving gives both the same conditions.
+ * Ferry and the plugin (and, when asked, Ferry with compression off) on fresh process pairs,
+ * alternating run by run: the machine is shared and its load drifts, so interleaving gives all of
+ * them the same conditions.
  */
 async function compare(
   servers: Servers,
-  scenario: Omit<Scenario, 'system'>,
-  runs = RUNS,
-): Promise<{ ferry: ScenarioResult; plugin: ScenarioResult }> {
+  scenario: Omit<Scenario, 'system' | 'compress'>,
+  withUncompressed = false,
+): Promise<{ ferry: ScenarioResult; plugin: ScenarioResult; uncompressed?: ScenarioResult }> {
   const ferry: ScenarioResult[] = [];
   const plugin: ScenarioResult[] = [];
-  for (let i = 0; i < runs; i++) {
+  const uncompressed: ScenarioResult[] = [];
+  for (let i = 0; i < RUNS; i++) {
     ferry.push(await runScenario(servers, { ...scenario, system: 'ferry' }));
+    if (withUncompressed) {
+      uncompressed.push(await runScenario(servers, { ...scenario, system: 'ferry', compress: false }));
+    }
     plugin.push(await runScenario(servers, { ...scenario, system: 'plugin' }));
   }
-  return { ferry: summarizeRuns(ferry), plugin: summarizeRuns(plugin) };
+  return {
+    ferry: summarizeRuns(ferry),
+    plugin: summarizeRuns(plugin),
+    ...(withUncompressed ? { uncompressed: summarizeRuns(uncompressed) } : {}),
+  };
 }
 
 /** Median sync time and the range over the runs. */
@@ -352,9 +377,11 @@ async function run(): Promise<BenchReport> {
       count: 1_000,
       live: true,
     });
-    const { ferry: ferry10k, plugin: plugin10k } = await compare(servers, { batchSize: 500, count: 10_000 });
+    const tenThousand = await compare(servers, { batchSize: 500, count: 10_000 }, true);
+    const { ferry: ferry10k, plugin: plugin10k } = tenThousand;
+    const uncompressed10k = tenThousand.uncompressed!;
     const pluginDefault10k = await runScenario(servers, { system: 'plugin', batchSize: 20, count: 10_000 });
-    const { rxdb: floor10k, ferry: replay10k } = await receivingAlone(servers, 10_000);
+    const { rxdb: floor10k, ferry: replay10k, pushes: pushes10k } = await receivingAlone(servers, 10_000);
 
     const rate = (name: string, ferry: ScenarioResult, plugin: ScenarioResult, target?: string) =>
       metrics.push({
@@ -367,6 +394,7 @@ async function run(): Promise<BenchReport> {
       });
     rate('initial sync, 1,000 docs', ferry1k, plugin1k);
     rate('initial sync, 10,000 docs', ferry10k, plugin10k, '>= 50,000 docs/s');
+    rate('initial sync, 10,000 docs, Ferry with compression off', uncompressed10k, plugin10k);
     metrics.push({
       name: 'RxDB alone storing 10,000 received docs (no network, no sync)',
       value: significant(10_000 / (floor10k.coldMs / 1000)),
@@ -435,7 +463,11 @@ async function run(): Promise<BenchReport> {
         '(later writes as they happen); the plugin has no such step. Peak RSS: the larger of the two ' +
         'processes (median over runs). RxDB plugin with its default batch size (20), one run: ' +
         `${significant(pluginDefault10k.docsPerSecond)} docs/s for 10,000 docs. 10k sync: Ferry ` +
-        `${syncSpread(ferry10k)}, plugin ${syncSpread(plugin10k)}. "RxDB alone": a fresh ` +
+        `${syncSpread(ferry10k)}, uncompressed ${syncSpread(uncompressed10k)}, plugin ${syncSpread(plugin10k)}. ` +
+        `Ferry's pushes for the 10,000 documents: ${significant(pushes10k.jsonBytes / MB)} MB of JSON, ` +
+        `${significant(pushes10k.deflatedBytes / MB)} MB compressed ` +
+        `(${significant(pushes10k.jsonBytes / pushes10k.deflatedBytes)}x; the session compresses messages of 8 KiB or more). ` +
+        '"RxDB alone": a fresh ' +
         'receiving process with the same database parses JSON batches of 500, looks them up and bulk-writes them ' +
         'through the collection storage until every change event fired; no replication of either kind can sync faster ' +
         `(median of ${RUNS} processes). "Without a network": the pushes a sending Ferry made for 10,000 documents, ` +
@@ -446,6 +478,7 @@ async function run(): Promise<BenchReport> {
         `${udpDropNote([
           ['1,000 docs and the live writes', ferry1k, plugin1k],
           ['10,000 docs', ferry10k, plugin10k],
+          ['10,000 docs uncompressed', uncompressed10k, plugin10k],
         ])}`,
     };
   } finally {
