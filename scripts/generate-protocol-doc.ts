@@ -14,6 +14,7 @@ import {
   DEFAULT_MAX_MESSAGE_BYTES,
   DeleteAccountRequestSchema,
   DeleteAccountResponseSchema,
+  DiffHeaderSchema,
   ENVELOPE_VERSION,
   EnvelopeSchema,
   HANDSHAKE_PROLOGUE_LABEL,
@@ -43,6 +44,7 @@ export const PROTOCOL_DOC = join(ROOT, 'docs', 'PROTOCOL.md');
 const HANDSHAKE_SOURCE = 'packages/core/src/session/handshake.ts';
 const MUX_SOURCE = 'packages/core/src/session/mux.ts';
 const SECURE_CHANNEL_SOURCE = 'packages/core/src/session/secure-channel.ts';
+const SEALED_DIFF_SOURCE = 'packages/core/src/relay/envelope.ts';
 
 interface Endpoint {
   method: 'GET' | 'POST';
@@ -309,6 +311,16 @@ Every POST body is JSON signed by the caller with an Ed25519 key derived from th
 device's own key): method, path, creation time, nonce and body digest, within a ±${SIGNATURE_WINDOW_MS / 1000} s window.
 
 ${endpointsSection()}
+
+### Sealed diffs
+
+\`encryptedDiff\` is base64url of a sealed diff (from ${SEALED_DIFF_SOURCE}):
+
+${docCommentAbove(SEALED_DIFF_SOURCE, 'const FORMAT_VERSION')}
+
+The header (\`DiffHeader\`):
+
+${fieldTable(DiffHeaderSchema)}
 `;
 }
 

@@ -17,6 +17,12 @@ export interface Deflate {
   decompress(data: Uint8Array, length: number): Uint8Array;
 }
 
+/**
+ * Messages smaller than this are not compressed by default: sync batches and large documents are, a
+ * single small write or an AI token is not (little to gain, and it would cost latency).
+ */
+export const DEFAULT_COMPRESS_MIN_BYTES = 8 * 1024;
+
 /** Level 1: messages are compressed on the way to the wire, where speed matters more than the last 10%. */
 export const DEFLATE_LEVEL = 1;
 
@@ -46,6 +52,39 @@ export const fflateDeflate: Deflate = {
 };
 
 let implementation: Deflate = fflateDeflate;
+
+/** A compressed message starts with its inflated length (u32 big-endian); raw DEFLATE follows. */
+const INFLATED_LENGTH_BYTES = 4;
+
+/**
+ * `data` as a compressed message (session records and relay diffs use the same form), or undefined
+ * when compressing saves less than an eighth of it: not worth the receiver's inflating.
+ */
+export function compressMessage(data: Uint8Array): Uint8Array | undefined {
+  const deflated = implementation.compress(data);
+  const length = INFLATED_LENGTH_BYTES + deflated.length;
+  if (length > data.length - (data.length >> 3)) return undefined;
+  const message = new Uint8Array(length);
+  new DataView(message.buffer).setUint32(0, data.length);
+  message.set(deflated, INFLATED_LENGTH_BYTES);
+  return message;
+}
+
+/**
+ * The bytes of a compressed message. Throws FerryError: TOO_LARGE when it announces more than
+ * `maxBytes` (nothing is inflated then), BAD_ENCODING when it is malformed or inflates to any other
+ * length than it announces.
+ */
+export function decompressMessage(message: Uint8Array, maxBytes: number): Uint8Array {
+  if (message.length < INFLATED_LENGTH_BYTES) {
+    throw new FerryError('BAD_ENCODING', 'compressed message without its length');
+  }
+  const length = new DataView(message.buffer, message.byteOffset).getUint32(0);
+  if (length > maxBytes) {
+    throw new FerryError('TOO_LARGE', `compressed message of ${length} bytes exceeds ${maxBytes}`);
+  }
+  return implementation.decompress(message.subarray(INFLATED_LENGTH_BYTES), length);
+}
 
 /** Use another DEFLATE implementation from now on (see Deflate). */
 export function useDeflate(deflate: Deflate): void {

@@ -1,6 +1,7 @@
 import type { Static, TSchema } from '@sinclair/typebox';
 import { Value } from '@sinclair/typebox/value';
 import { EventEmitter } from 'eventemitter3';
+import { compressMessage, DEFAULT_COMPRESS_MIN_BYTES } from '../compression/deflate.js';
 import { deriveSigningKeyPair, type SigningKeyPair, sign, signingKeyFromSeed } from '../crypto/sign.js';
 import { deriveSubkey } from '../crypto/subkeys.js';
 import { FerryError, type FerryErrorCode } from '../errors.js';
@@ -52,6 +53,12 @@ export interface RelayClientOptions {
   pageSize?: number;
   /** Per-request timeout (a timeout is retried like a network error). Default 30 s. */
   requestTimeoutMs?: number;
+  /**
+   * Payloads of at least this many bytes are compressed (DEFLATE, inside the seal) when that makes
+   * them at least an eighth smaller. Default 8 KiB; `false` never compresses (see the README's
+   * security notes on compression).
+   */
+  compressMinBytes?: number | false;
   now?: () => number;
 }
 
@@ -134,6 +141,7 @@ export class RelayClient extends EventEmitter<RelayClientEvents> implements Diff
   private readonly doFetch: typeof globalThis.fetch;
   private readonly retry: Required<RelayRetryOptions>;
   private readonly ttlMs: number;
+  private readonly compressMinBytes: number;
   private readonly pageSize: number;
   private readonly timeoutMs: number;
   private readonly now: () => number;
@@ -156,6 +164,9 @@ export class RelayClient extends EventEmitter<RelayClientEvents> implements Diff
     const { attempts, initialDelayMs, maxDelayMs } = options.retry ?? {};
     requirePositive('DiffRelay client', { attempts, pageSize: options.pageSize }, { integer: true });
     requirePositive('DiffRelay client', { ttlMs: options.ttlMs, requestTimeoutMs: options.requestTimeoutMs });
+    const { compressMinBytes } = options;
+    if (compressMinBytes !== false)
+      requirePositive('DiffRelay client', { compressMinBytes }, { integer: true });
     // Retries are bounded by `attempts`: no delay between them is allowed.
     requirePositive('DiffRelay client', { initialDelayMs, maxDelayMs }, { zeroAllowed: true });
     this.accountSigner = deriveSigningKeyPair(options.accountKey, 'relaySigning');
@@ -169,6 +180,10 @@ export class RelayClient extends EventEmitter<RelayClientEvents> implements Diff
     this.doFetch = options.fetch ?? globalThis.fetch.bind(globalThis);
     this.retry = { attempts: 5, initialDelayMs: 100, maxDelayMs: 5_000, ...options.retry };
     this.ttlMs = options.ttlMs ?? DEFAULT_TTL_MS;
+    this.compressMinBytes =
+      compressMinBytes === false
+        ? Number.POSITIVE_INFINITY
+        : (compressMinBytes ?? DEFAULT_COMPRESS_MIN_BYTES);
     this.pageSize = Math.min(options.pageSize ?? 100, MAX_PULL_LIMIT);
     this.timeoutMs = options.requestTimeoutMs ?? 30_000;
     this.now = options.now ?? Date.now;
@@ -352,8 +367,18 @@ export class RelayClient extends EventEmitter<RelayClientEvents> implements Diff
     for (const [target, sequence] of to) this.sent.set(target, sequence);
     // Numbers are saved before the push leaves: a crash after sending must never reuse one.
     await this.save();
-    const header: DiffHeader = { v: 1, id: diffId, from: this.clientId, ep: this.epoch, to, exp: expiresAt };
-    const encryptedDiff = toBase64(sealDiff(this.diffKey, header, payload), { url: true });
+    const compressed = payload.length >= this.compressMinBytes ? compressMessage(payload) : undefined;
+    const header: DiffHeader = {
+      v: 1,
+      id: diffId,
+      from: this.clientId,
+      ep: this.epoch,
+      to,
+      exp: expiresAt,
+      ...(compressed ? { z: 1 as const } : {}),
+    };
+    const sealed = sealDiff(this.diffKey, header, compressed ?? payload);
+    const encryptedDiff = toBase64(sealed, { url: true });
     try {
       await this.request(
         RELAY_PATHS.push,

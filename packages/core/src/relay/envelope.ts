@@ -1,5 +1,6 @@
-import { type Static, Type } from '@sinclair/typebox';
+import { CloneType, type Static, Type } from '@sinclair/typebox';
 import { Value } from '@sinclair/typebox/value';
+import { decompressMessage } from '../compression/deflate.js';
 import { open, seal } from '../crypto/aead.js';
 import { FerryError } from '../errors.js';
 import { ClientIdSchema } from '../protocol/signaling.js';
@@ -15,26 +16,38 @@ import { DiffIdSchema, MAX_PUSH_TARGETS, PushTargetSchema } from './wire.js';
  *   bytes 1..2  header length, big-endian
  *   header      JSON DiffHeader (UTF-8)
  *   sealed      XChaCha20-Poly1305 nonce || ciphertext || tag, under the account's `diff` subkey
+ *
+ * A header with `z: 1` says the sealed payload is compressed: its inflated length (u32 BE), then raw
+ * DEFLATE, as in session records. The length is inside the seal; the server sees only that the
+ * payload is compressed, and its compressed size.
  */
-
 const FORMAT_VERSION = 1;
 const MAX_HEADER_BYTES = 16 * 1024;
+/** The most a compressed payload may inflate to: diffs are at most 1 MiB as stored, 1032x that is absurd. */
+export const MAX_INFLATED_DIFF_BYTES = 64 * 1024 * 1024;
 const AAD_DOMAIN = utf8('ferry/v1/relay-diff\u0000');
 
 export const DiffHeaderSchema = Type.Object(
   {
-    v: Type.Literal(1),
-    id: DiffIdSchema,
-    from: ClientIdSchema,
-    /** The sender's sequence epoch: new sender state, new numbering from 1. */
-    ep: Type.String({ minLength: 1, maxLength: 32, pattern: '^[A-Za-z0-9_-]+$' }),
-    /** One [target, sequence] per addressee; the target `*` means every other device. */
+    v: Type.Literal(1, { description: 'Header version.' }),
+    id: CloneType(DiffIdSchema, { description: "The diff's id, as in the push request." }),
+    from: CloneType(ClientIdSchema, { description: 'The sending device.' }),
+    ep: Type.String({
+      minLength: 1,
+      maxLength: 32,
+      pattern: '^[A-Za-z0-9_-]+$',
+      description: "The sender's sequence epoch: new sender state, new numbering from 1.",
+    }),
     to: Type.Array(Type.Tuple([PushTargetSchema, Type.Integer({ minimum: 1 })]), {
       minItems: 1,
       maxItems: MAX_PUSH_TARGETS,
+      description: 'One [target, sequence] per addressee; the target `*` means every other device.',
     }),
-    /** Expiry in ms since the epoch: a receiver drops it after this. */
-    exp: Type.Integer({ minimum: 0 }),
+    exp: Type.Integer({
+      minimum: 0,
+      description: 'Expiry in ms since the epoch: a receiver drops it after this.',
+    }),
+    z: Type.Optional(Type.Literal(1, { description: 'Present: the payload is compressed (see above).' })),
   },
   { additionalProperties: false },
 );
@@ -48,8 +61,10 @@ export function sealDiff(diffKey: Uint8Array, header: DiffHeader, payload: Uint8
 }
 
 /**
- * Parses and opens a sealed diff. Throws FerryError: UNKNOWN_VERSION, BAD_ENCODING, BAD_JSON,
- * SCHEMA_MISMATCH (malformed header) or DECRYPT_FAILED (another account's key, or tampering).
+ * Parses and opens a sealed diff, and inflates a compressed payload. Throws FerryError:
+ * UNKNOWN_VERSION, BAD_ENCODING (also a compressed payload that does not inflate to its length),
+ * TOO_LARGE (a payload announcing more than MAX_INFLATED_DIFF_BYTES), BAD_JSON, SCHEMA_MISMATCH
+ * (malformed header) or DECRYPT_FAILED (another account's key, or tampering).
  */
 export function openDiff(
   diffKey: Uint8Array,
@@ -74,5 +89,5 @@ export function openDiff(
     throw new FerryError('SCHEMA_MISMATCH', 'sealed diff header does not have the DiffHeader shape');
   }
   const payload = open(diffKey, sealed.subarray(3 + headerLength), concatBytes(AAD_DOMAIN, headerBytes));
-  return { header, payload };
+  return { header, payload: header.z ? decompressMessage(payload, MAX_INFLATED_DIFF_BYTES) : payload };
 }

@@ -1,5 +1,5 @@
 import { EventEmitter } from 'eventemitter3';
-import { currentDeflate } from '../compression/deflate.js';
+import { compressMessage, DEFAULT_COMPRESS_MIN_BYTES, decompressMessage } from '../compression/deflate.js';
 import { FerryError, isFerryError } from '../errors.js';
 import { LANES, type Lane } from '../network/types.js';
 import type { Transport } from '../transport/types.js';
@@ -30,15 +30,12 @@ import { SECURE_FRAME_OVERHEAD, type SecureChannel } from './secure-channel.js';
 const FIRST = 1;
 const LAST = 2;
 const DEFLATED = 4;
-const INFLATED_LENGTH_BYTES = 4;
 const RECORD_HEADER_BYTES = 6;
 const TOTAL_BYTES = 4;
 /** A frame with less room than this left is sent as it is rather than carrying a sliver of a message. */
 const MIN_SPLIT_BYTES = 256;
 /** Default `busyWindow`: the message size every browser's data channel accepts. */
 const BUSY_WINDOW_BYTES = 16 * 1024;
-/** Default `compressMinBytes`: sync batches and large documents, not single small writes or tokens. */
-const COMPRESS_MIN_BYTES = 8 * 1024;
 
 export interface MultiplexerOptions {
   /** Largest message accepted in either direction. Default 64 MiB. */
@@ -145,7 +142,7 @@ export class Multiplexer extends EventEmitter<MultiplexerEvents> {
     this.compressMinBytes =
       options.compressMinBytes === false
         ? Number.POSITIVE_INFINITY
-        : (options.compressMinBytes ?? COMPRESS_MIN_BYTES);
+        : (options.compressMinBytes ?? DEFAULT_COMPRESS_MIN_BYTES);
     this.frameCapacity = transport.maxMessageSize - SECURE_FRAME_OVERHEAD;
     this.busyFrameCapacity = this.busyWindow - SECURE_FRAME_OVERHEAD;
     if (this.busyFrameCapacity < RECORD_HEADER_BYTES + TOTAL_BYTES + MIN_SPLIT_BYTES) {
@@ -210,25 +207,18 @@ export class Multiplexer extends EventEmitter<MultiplexerEvents> {
 
   /** The message as DEFLATED records carry it, or undefined when compressing would not save enough. */
   private compress(data: Uint8Array): Uint8Array | undefined {
-    const deflated = currentDeflate().compress(data);
-    const length = INFLATED_LENGTH_BYTES + deflated.length;
-    if (length > data.length - (data.length >> 3)) return undefined;
-    const message = new Uint8Array(length);
-    new DataView(message.buffer).setUint32(0, data.length);
-    message.set(deflated, INFLATED_LENGTH_BYTES);
-    this.stats.messagesCompressed++;
-    this.stats.bytesSavedByCompression += data.length - length;
+    const message = compressMessage(data);
+    if (message) {
+      this.stats.messagesCompressed++;
+      this.stats.bytesSavedByCompression += data.length - message.length;
+    }
     return message;
   }
 
   /** A received DEFLATED message's own bytes, or what is wrong with it. */
   private inflate(message: Uint8Array): Uint8Array | string {
-    if (message.length < INFLATED_LENGTH_BYTES) return 'compressed message without its length';
-    const length = new DataView(message.buffer, message.byteOffset).getUint32(0);
-    if (length > this.maxMessageBytes)
-      return `compressed message of ${length} bytes exceeds ${this.maxMessageBytes}`;
     try {
-      return currentDeflate().decompress(message.subarray(INFLATED_LENGTH_BYTES), length);
+      return decompressMessage(message, this.maxMessageBytes);
     } catch (error) {
       return isFerryError(error) ? error.message : `inflating failed: ${String(error)}`;
     }

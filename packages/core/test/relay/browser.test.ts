@@ -14,6 +14,9 @@ describe.skipIf(!(await hasChromium()))('RelayClient in headless Chromium', () =
   });
   afterAll(() => harness?.close());
 
+  // The long texts are compressed inside the seal: by zlib in Node, by fflate in the page.
+  const long = (from: string) => `from ${from}, compressed ✓ `.repeat(2000);
+
   it('pushes to and pulls from a Node device through a diff server on another origin', async () => {
     const relay = await startRelay('sqlite', defer);
     const account = newAccount();
@@ -28,19 +31,27 @@ describe.skipIf(!(await hasChromium()))('RelayClient in headless Chromium', () =
       ] as const),
     ).toEqual([]);
     await node.push(['phone'], utf8('from Node ✓'));
+    await node.push(['phone'], utf8(long('Node')));
     expect(
       await harness.page.evaluate(([u, k]) => browserRelay.pullAndAck(u, k, 'phone'), [
         relay.url,
         key,
       ] as const),
-    ).toEqual([['laptop', 1, 'from Node ✓']]);
-    await harness.page.evaluate(([u, k]) => browserRelay.push(u, k, 'phone', 'laptop', 'from Chromium ✓'), [
-      relay.url,
-      key,
-    ] as const);
+    ).toEqual([
+      ['laptop', 1, 'from Node ✓'],
+      ['laptop', 2, long('Node')],
+    ]);
+    for (const text of ['from Chromium ✓', long('Chromium')]) {
+      await harness.page.evaluate(([u, k, t]) => browserRelay.push(u, k, 'phone', 'laptop', t), [
+        relay.url,
+        key,
+        text,
+      ] as const);
+    }
     const pulled = await node.pull();
     expect(pulled.map((d) => [d.senderClientId, d.sequence, fromUtf8(d.payload)])).toEqual([
       ['phone', 1, 'from Chromium ✓'],
+      ['phone', 2, long('Chromium')],
     ]);
   });
 });

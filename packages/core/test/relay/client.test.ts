@@ -49,6 +49,7 @@ describe('RelayClient options', () => {
       [{ requestTimeoutMs: Number.NaN }, 'requestTimeoutMs'],
       [{ retry: { attempts: 0 } }, 'attempts'],
       [{ retry: { initialDelayMs: -5 } }, 'initialDelayMs'],
+      [{ compressMinBytes: 0 }, 'compressMinBytes'],
     ] as const) {
       expect(() => new RelayClient({ ...base, ...bad })).toThrow(
         expect.objectContaining({
@@ -93,6 +94,35 @@ describe('RelayClient against a real diff server', () => {
     const forC = await c.pull();
     expect(forC.map((d) => text(d.payload))).toEqual(['two', 'three']);
     expect(await a.pull()).toEqual([]); // a's own broadcast is not for a
+  });
+
+  it('compresses large payloads inside the seal; the target gets the bytes that were pushed', async () => {
+    const relay = await startRelay('sqlite', defer);
+    const key = newAccount().key;
+    const stored: number[] = [];
+    const recordPushes: Fetch = async (input, init) => {
+      if (String(input).endsWith('/pushDiff')) {
+        const body = init?.body instanceof Uint8Array ? fromUtf8(init.body) : String(init?.body);
+        stored.push((JSON.parse(body) as { encryptedDiff: string }).encryptedDiff.length);
+      }
+      return fetch(input, init);
+    };
+    const a = relayClient(relay.url, key, 'a', { fetch: recordPushes });
+    const plainA = relayClient(relay.url, key, 'a2', { fetch: recordPushes, compressMinBytes: false });
+    const b = relayClient(relay.url, key, 'b');
+    await Promise.all([a.register(), plainA.register(), b.register()]);
+    const large = utf8(
+      JSON.stringify(Array.from({ length: 2000 }, (_, i) => ({ id: `doc-${i}`, done: false }))),
+    );
+    const small = utf8(JSON.stringify({ id: 'doc-1', title: 'one small write' }));
+    await a.push(['b'], large);
+    await a.push(['b'], small);
+    await plainA.push(['b'], large);
+    expect((await b.pull()).map((d) => d.payload)).toEqual([large, small, large]);
+    // base64 of the sealed diff: the large payload compressed, the small one and compressMinBytes: false not.
+    expect(stored[0]).toBeLessThan(large.length / 4);
+    expect(stored[1]).toBeGreaterThan(small.length);
+    expect(stored[2]).toBeGreaterThan(large.length);
   });
 
   it('retries network failures and lost answers; a retried push is delivered once', async () => {

@@ -1,4 +1,5 @@
 import {
+  compressMessage,
   type DiffHeader,
   deriveSigningKeyPair,
   deriveSubkey,
@@ -102,6 +103,47 @@ describe('sealed diffs', () => {
         expect(opened.payload).toEqual(payload);
       }),
       { numRuns: 50 },
+    );
+  });
+
+  it('inflate a compressed payload (z: 1), whose flag the server cannot add or remove', () => {
+    const payload = utf8(
+      JSON.stringify(Array.from({ length: 400 }, (_, i) => ({ id: `doc-${i}`, done: false }))),
+    );
+    const compressed = compressMessage(payload)!;
+    expect(compressed.length).toBeLessThan(payload.length / 4);
+    const sealed = sealDiff(diffKey, { ...header, z: 1 }, compressed);
+    expect(openDiff(diffKey, sealed)).toEqual({ header: { ...header, z: 1 }, payload });
+    // The flag is in the header, which is the associated data: a server that strips it (padding the
+    // JSON to the same length) breaks the tag.
+    const headerLength = (sealed[1]! << 8) | sealed[2]!;
+    const headerText = new TextDecoder().decode(sealed.subarray(3, 3 + headerLength));
+    const stripped = sealed.slice();
+    stripped.set(utf8(headerText.replace(',"z":1', '      ')), 3);
+    expect(() => openDiff(diffKey, stripped)).toThrow(expect.objectContaining({ code: 'DECRYPT_FAILED' }));
+    const plain = sealDiff(diffKey, header, compressed);
+    expect(openDiff(diffKey, plain).payload).toEqual(compressed); // without z: the bytes as they are
+  });
+
+  it('refuse, with typed errors, a compressed payload that is malformed or announces too much', () => {
+    const seal = (payload: Uint8Array) => sealDiff(diffKey, { ...header, z: 1 }, payload);
+    const announcing = (length: number, rest: Uint8Array) => {
+      const bytes = new Uint8Array(4 + rest.length);
+      new DataView(bytes.buffer).setUint32(0, length);
+      bytes.set(rest, 4);
+      return bytes;
+    };
+    expect(() => openDiff(diffKey, seal(utf8('ab')))).toThrow(
+      expect.objectContaining({
+        code: 'BAD_ENCODING',
+        message: expect.stringContaining('without its length'),
+      }),
+    );
+    expect(() => openDiff(diffKey, seal(announcing(100, new Uint8Array([0xff, 0xff]))))).toThrow(
+      expect.objectContaining({ code: 'BAD_ENCODING' }),
+    );
+    expect(() => openDiff(diffKey, seal(announcing(2 ** 31, new Uint8Array(8))))).toThrow(
+      expect.objectContaining({ code: 'TOO_LARGE' }),
     );
   });
 
