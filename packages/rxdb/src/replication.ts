@@ -107,6 +107,12 @@ const newId = () => toBase64(randomBytes(12), { url: true });
 const MAX_RETRY_MS = 30_000;
 /** How long acknowledgements and relay pushes gather before the relay marks are saved (one write). */
 const RELAY_MARK_DELAY_MS = 1000;
+/**
+ * How long a connected peer's request (DB_SYNC_INIT) is awaited after it connects or this replication
+ * resumes, before writes go to its mailbox instead. A request that comes opens a stream that carries
+ * them: without the wait they would be left in the mailbox as well, and applied twice (as a no-op).
+ */
+const STREAM_WAIT_MS = 1000;
 const relayMarkKey = (collection: string) => `relayed/${collection}`;
 
 /**
@@ -216,6 +222,9 @@ export class FerryReplicationState {
   private startPaused = false;
   private relayFlush: Promise<void> | undefined;
   private relayRetry: ReturnType<typeof setTimeout> | undefined;
+  /** Connected peers whose request is awaited (see STREAM_WAIT_MS), with when the wait ends. */
+  private readonly streamsExpected = new Map<string, number>();
+  private relayHold: ReturnType<typeof setTimeout> | undefined;
   private relayRetryDelay: number;
   private relayPulling: Promise<number> | undefined;
   private relayPullNext: Promise<number> | undefined;
@@ -340,6 +349,7 @@ export class FerryReplicationState {
     if (!this.started) this.startPaused = true;
     if (this.paused) return;
     this.paused = true;
+    this.streamsExpected.clear();
     // Pushed when the replication resumes (or by the next run): the streams end here.
     for (const peer of this.outbound.keys()) this.relayUnacknowledged(peer);
     this.outbound.clear();
@@ -354,7 +364,10 @@ export class FerryReplicationState {
     this.paused = false;
     this.active$.next(true);
     this.peers$.next(this.connected());
-    for (const peer of this.connected()) this.openPeer(peer, true);
+    for (const peer of this.connected()) {
+      this.expectStreams(peer);
+      this.openPeer(peer, true);
+    }
     this.guard(this.pullRelay());
     this.scheduleRelayFlush();
   }
@@ -363,6 +376,7 @@ export class FerryReplicationState {
   async cancel(): Promise<void> {
     if (this.cancelled) return;
     clearTimeout(this.relayMarkTimer);
+    clearTimeout(this.relayHold);
     const marks = this.relayMarkCandidates(); // before pause() forgets the peers' acknowledgements
     this.pause();
     this.cancelled = true;
@@ -439,7 +453,10 @@ export class FerryReplicationState {
     }
     if (this.paused) return;
     this.peers$.next(this.connected());
-    if (!this.inbound.has(peer)) this.openPeer(peer); // resume() may have opened it already
+    if (!this.inbound.has(peer)) {
+      this.expectStreams(peer);
+      this.openPeer(peer); // unless resume() opened it already
+    }
     this.guard(this.pullRelay());
   };
 
@@ -448,6 +465,7 @@ export class FerryReplicationState {
   };
 
   private readonly onPeerDisconnected = (peer: string): void => {
+    if (this.streamsExpected.delete(peer)) this.scheduleRelayFlush(); // it will not ask now: relay to it
     this.relayUnacknowledged(peer);
     this.outbound.delete(peer);
     this.inbound.delete(peer);
@@ -573,7 +591,11 @@ export class FerryReplicationState {
   };
 
   private onSyncInit(peer: string, init: SyncInit): void {
-    if (this.paused) return; // resume() re-opens every peer, so the peer asks again
+    if (this.paused) {
+      // resume() re-opens every peer, so the peer asks again; meanwhile it relays to this device.
+      this.nack(peer, init.collection, init.stream, '', 'paused', 'replication is paused');
+      return;
+    }
     const sync = this.syncs.get(init.collection);
     if (!sync) {
       this.nack(
@@ -601,6 +623,10 @@ export class FerryReplicationState {
     });
     this.guard(this.pump(peer, init.collection));
     if (init.askBack) this.guard(this.openInbound(peer, init.collection));
+    if (this.streamsExpected.has(peer) && [...this.syncs.keys()].every((name) => streams.has(name))) {
+      this.streamsExpected.delete(peer);
+      this.scheduleRelayFlush(); // what was held for this peer now goes to the others only
+    }
   }
 
   /** Send the peer what it lacks of one collection, in batches, a few unacknowledged at a time. */
@@ -758,6 +784,8 @@ export class FerryReplicationState {
       );
     }
     if (nack.reason === 'unknown-collection') this.outbound.get(peer)?.delete(nack.collection);
+    // A paused peer asks for nothing until it resumes: its writes go to its mailbox without waiting.
+    if (nack.reason === 'paused' && this.streamsExpected.delete(peer)) this.scheduleRelayFlush();
     this.settle(peer, nack.collection, nack.stream);
   }
 
@@ -825,6 +853,16 @@ export class FerryReplicationState {
 
   private scheduleRelayFlush(): void {
     if (this.relayFlush || this.relayRetry || this.paused || this.relayQueue.size === 0) return;
+    clearTimeout(this.relayHold);
+    this.relayHold = undefined;
+    const wait = this.streamWaitMs();
+    if (wait > 0) {
+      this.relayHold = setTimeout(() => {
+        this.relayHold = undefined;
+        this.scheduleRelayFlush();
+      }, wait);
+      return;
+    }
     this.relayFlush = Promise.resolve()
       .then(() => this.flushRelay())
       .finally(() => {
@@ -833,6 +871,23 @@ export class FerryReplicationState {
         this.scheduleRelayMark();
         this.changed$.next();
       });
+  }
+
+  /** A peer just connected, or this replication resumed: its request is expected (see STREAM_WAIT_MS). */
+  private expectStreams(peer: string): void {
+    if (this.relay) this.streamsExpected.set(peer, performance.now() + STREAM_WAIT_MS);
+  }
+
+  /** How long the relay still waits for connected peers' requests (0: not at all). */
+  private streamWaitMs(): number {
+    const now = performance.now();
+    const connected = new Set(this.connected());
+    let wait = 0;
+    for (const [peer, until] of this.streamsExpected) {
+      if (until <= now || !connected.has(peer)) this.streamsExpected.delete(peer);
+      else wait = Math.max(wait, until - now);
+    }
+    return wait;
   }
 
   /** Leave this device's own writes in the mailbox of every known device without an open stream of the collection. */

@@ -504,6 +504,18 @@ describe('replicateFerry over the in-memory network', () => {
     expect(await a.docs()).toEqual([{ id: 'both', title: 'from a' }]);
   });
 
+  it('writes made while paused reach a connected peer directly after resume(), not also through its mailbox', async () => {
+    const { relayServer, a, b } = await relayPair();
+    const pushesBefore = relayServer.pushes;
+    a.replication.pause();
+    await a.db.todos.insert({ id: 'paused', title: 'written while paused' });
+    a.replication.resume();
+    await converge([a, b]);
+    expect(await b.docs()).toEqual([{ id: 'paused', title: 'written while paused' }]);
+    expect(relayServer.waiting('devb')).toBe(0);
+    expect(relayServer.pushes).toBe(pushesBefore);
+  });
+
   it('a connected peer that has not asked for a collection yet gets its writes through its mailbox', async () => {
     const { relayServer, hub, a, b } = await relayPair();
     hub.setLinked('deva', 'devb', false);
