@@ -35,7 +35,13 @@ async function openPair(): Promise<Pair> {
   });
   const { key } = await deriveAccount('ferry ai bench passphrase', MINIMUM_ACCOUNT_DESCRIPTOR);
   const device = (clientId: string) => {
-    const mesh = createNodeMesh({ clientId, accountKey: key, signalingUrls: [server.url] });
+    // Uncompressed: the sync load below repeats one letter, and compressed it would be no load at all.
+    const mesh = createNodeMesh({
+      clientId,
+      accountKey: key,
+      signalingUrls: [server.url],
+      session: { compressMinBytes: false },
+    });
     mesh.on('error', () => {});
     return mesh;
   };

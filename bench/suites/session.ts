@@ -29,7 +29,9 @@ const SMALL = 300;
 const BATCH = MiB;
 const TRANSFER_BATCHES = 50; // 50 MiB
 const psk = deriveSubkey(new Uint8Array(32).fill(1), 'handshakePsk');
-const sessionOptions = { psk, roomId: 'bench-room', aead: nodeChaChaPoly };
+// Uncompressed: these figures are framing, encryption and transport, and the payloads (zeros, one
+// letter repeated) would deflate to almost nothing.
+const sessionOptions = { psk, roomId: 'bench-room', aead: nodeChaChaPoly, compressMinBytes: false as const };
 const rtcOptions = { wrtc: wrtc as SimplePeer.Options['wrtc'], config: { iceServers: [] }, trickle: true };
 
 /** raw: bare data channel; frames: handshake + encrypted framing only; session: PeerSession (JSON PeerMessages). */
@@ -57,7 +59,7 @@ async function openFrames(peer: SimplePeer.Instance, initiator: boolean): Promis
     initiator,
     localClientId: initiator ? 'peer-a' : 'peer-b',
   });
-  const mux = new Multiplexer(transport, channel);
+  const mux = new Multiplexer(transport, channel, { compressMinBytes: false });
   transport.on('message', (frame) => mux.receive(frame));
   for (const frame of channel.takeEarlyFrames()) mux.receive(frame);
   return mux;
