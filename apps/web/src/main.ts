@@ -1,5 +1,5 @@
 import './style.css';
-import { generatePassphrase } from '@ferry/core';
+import { generatePassphrase, useInterpretedChecks } from '@ferry/core';
 import { openDevice } from './device.js';
 import type { Device } from './device-types.js';
 import { h, replaceChildren, shortId } from './dom.js';
@@ -7,6 +7,10 @@ import { mountChat } from './ui/chat.js';
 import { mountLogin } from './ui/login.js';
 import { mountStatus } from './ui/status.js';
 import { mountTodos } from './ui/todos.js';
+
+// index.html's Content-Security-Policy refuses 'unsafe-eval': Ferry's schema checks are interpreted,
+// and it does not try to compile them (which the page would report as a CSP violation).
+useInterpretedChecks();
 
 const root = document.querySelector<HTMLElement>('#app')!;
 

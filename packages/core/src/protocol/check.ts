@@ -28,13 +28,31 @@ export function canGenerateCode(): boolean {
 }
 
 /**
+ * Interpret schema checks from now on instead of compiling them, without asking the runtime. A page
+ * whose Content-Security-Policy refuses `'unsafe-eval'` calls this right after importing Ferry:
+ * then nothing tries to generate code, and the page reports no CSP violation for Ferry's probe.
+ * Checks compile on their first use, so this holds for every check unless one was used before.
+ */
+export function useInterpretedChecks(): void {
+  codeGeneration = false;
+}
+
+/**
  * A check of `schema`: TypeBox's compiled one where code may be generated (several times faster),
- * else TypeBox's interpreter over the same schema, which gives the same answers and reasons.
+ * else TypeBox's interpreter over the same schema, which gives the same answers and reasons. Built
+ * on first use, not when a module defines it (see useInterpretedChecks).
  */
 export function compileCheck<T extends TSchema>(schema: T): SchemaCheck<T> {
-  if (canGenerateCode()) return TypeCompiler.Compile(schema);
+  let built: SchemaCheck<T> | undefined;
+  const check = (): SchemaCheck<T> =>
+    (built ??= canGenerateCode()
+      ? TypeCompiler.Compile(schema)
+      : {
+          Check: (value): value is Static<T> => Value.Check(schema, value),
+          Errors: (value) => Value.Errors(schema, value),
+        });
   return {
-    Check: (value): value is Static<T> => Value.Check(schema, value),
-    Errors: (value) => Value.Errors(schema, value),
+    Check: (value): value is Static<T> => check().Check(value),
+    Errors: (value) => check().Errors(value),
   };
 }

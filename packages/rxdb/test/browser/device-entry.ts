@@ -1,6 +1,6 @@
 // Bundled for Chromium by browser.test.ts: a Ferry device in a page: RxDB on Dexie (IndexedDB), the
 // MeshNetwork on the browser's native WebRTC, and replicateFerry, driven through a page global.
-import { canGenerateCode, fromBase64, MeshNetwork } from '@ferry/core';
+import { canGenerateCode, fromBase64, MeshNetwork, useInterpretedChecks } from '@ferry/core';
 import { type FerryReplicationState, replicateFerry } from '@ferry/rxdb';
 import { addRxPlugin, createRxDatabase, type RxCollection, type RxDatabase } from 'rxdb';
 import { RxDBLeaderElectionPlugin } from 'rxdb/plugins/leader-election';
@@ -20,6 +20,8 @@ let mesh: MeshNetwork | undefined;
 let replication: FerryReplicationState | undefined;
 
 addRxPlugin(RxDBLeaderElectionPlugin);
+// The page's Content-Security-Policy refuses 'unsafe-eval': say so, and Ferry does not even try.
+useInterpretedChecks();
 
 const api = {
   async start(url: string, accountKey: string, clientId: string, peerId: string): Promise<void> {
