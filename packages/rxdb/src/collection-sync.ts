@@ -1,4 +1,4 @@
-import { FerryError } from '@ferry/core';
+import { FerryError, fromBase64, toBase64 } from '@ferry/core';
 import {
   type BulkWriteRow,
   createRevision,
@@ -7,6 +7,8 @@ import {
   now,
   prepareQuery,
   RX_META_LWT_MINIMUM,
+  type RxAttachmentData,
+  type RxAttachmentWriteData,
   type RxCollection,
   type RxDocumentData,
   type RxStorageInstance,
@@ -89,6 +91,15 @@ const MAX_APPLY_ATTEMPTS = 8;
 const UNSAVED_MAX = 1000;
 /** RxDB's own top-level fields start with '_' (and the app's may not). */
 const UNDERSCORE = 0x5f;
+/** The one of them that travels: a document's attachments are part of its content (see content()). */
+const ATTACHMENTS = '_attachments';
+
+/** RxDB's description of an attachment, as stored and as it travels (the data goes in `Change.att`). */
+interface AttachmentStub {
+  digest: string;
+  length: number;
+  type: string;
+}
 
 /**
  * One replicated collection on this device: a change log (every version this device holds gets a
@@ -247,7 +258,9 @@ export class CollectionSync {
       if (travelsWithContent(meta) && this.recorded.get(meta.id)?._rev !== meta.rev) return undefined;
     }
     const changes = this.versions(picked, this.recorded);
-    return changes && this.cut(changes, picked, newSeq, limits.bytes);
+    // Attachment data is read from storage: only the queue can serve those.
+    if (!changes || changes.some((change) => change.doc?.[ATTACHMENTS])) return undefined;
+    return this.cut(changes, picked, newSeq, limits.bytes);
   }
 
   /** Up to `count` current versions after `cursor` that did not come from `peer`, and the log position reached. */
@@ -330,7 +343,31 @@ export class CollectionSync {
       else readIds.push(meta.id);
     }
     if (readIds.length > 0) await this.findStored(readIds, stored);
-    return this.versions(metas, stored);
+    const changes = this.versions(metas, stored);
+    return changes && (await this.withAttachmentData(changes)) ? changes : undefined;
+  }
+
+  /**
+   * Sets `att` on the changes of documents with attachments: each attachment's data, in base64.
+   * False when an attachment is gone (the document changed since it was read).
+   */
+  private async withAttachmentData(changes: Change[]): Promise<boolean> {
+    for (const change of changes) {
+      const stubs = change.doc?.[ATTACHMENTS] as Record<string, AttachmentStub> | undefined;
+      if (!stubs) continue;
+      const att: Record<string, string> = {};
+      for (const [attachmentId, stub] of Object.entries(stubs)) {
+        let blob: Blob;
+        try {
+          blob = await this.storage.getAttachmentData(change.id, attachmentId, stub.digest);
+        } catch {
+          return false;
+        }
+        att[attachmentId] = toBase64(new Uint8Array(await blob.arrayBuffer()));
+      }
+      change.att = att;
+    }
+    return true;
   }
 
   /** Versions of `metas` with the content of `docs`; undefined if a document is not at its version's `_rev`. */
@@ -372,7 +409,8 @@ export class CollectionSync {
   }
 
   /**
-   * The document as the app sees it: no `_rev`, `_meta`, `_attachments` or `_deleted`. A copy with
+   * The document as the app sees it: no `_rev`, `_meta` or `_deleted`, and `_attachments` only when
+   * it has some (their descriptions: a new attachment is a new version of the document). A copy with
    * RxDB's fields deleted, last first (so the copy stays a fast object): enumerating the stored
    * document itself would give its hidden class an enum cache that lives as long as the document,
    * and RxDB's memory storage gives nearly every stored document a class of its own (~240 B per
@@ -383,6 +421,8 @@ export class CollectionSync {
     const rxdbFields: string[] = [];
     for (const key in out) if (key.charCodeAt(0) === UNDERSCORE) rxdbFields.push(key);
     for (let i = rxdbFields.length - 1; i >= 0; i--) delete out[rxdbFields[i]!];
+    const attachments = attachmentStubs(doc._attachments as Record<string, AttachmentStub> | undefined);
+    if (attachments) out[ATTACHMENTS] = attachments;
     return out;
   }
 
@@ -531,7 +571,7 @@ export class CollectionSync {
         const decision = decided instanceof Promise ? await decided : decided;
         if (decision) decisions.set(remote.id, earlier ? mergeDecisions(earlier, decision) : decision);
       }
-      const { retry, rejected, revs, written } = await this.write(decisions, stored);
+      const { retry, rejected, revs, written } = await this.write(decisions, stored, receivedData(pending));
       this.recorded = written;
       outcome.rejected.push(...rejected);
       const rejectedIds = new Set(rejected.map((r) => r.id));
@@ -612,18 +652,27 @@ export class CollectionSync {
       collection: this.name,
       id: remote.id,
       local: current,
-      remote,
-      resolved: version,
+      // Recorded and shown without attachment data (the descriptions say which attachments).
+      remote: withoutAttachmentData(remote),
+      resolved: withoutAttachmentData(version),
       from,
       policy: policy === 'lww' ? 'lww' : 'merge' in policy ? 'fields' : 'handler',
     };
     return { version, via, local: created || ownCurrent, conflict, created };
   }
 
-  /** Write the decided versions whose content differs from what is stored; report 409s and refusals. */
-  private async write(decisions: Map<string, Decision>, stored: Map<string, StoredDoc>) {
+  /**
+   * Write the decided versions whose content differs from what is stored; report 409s and refusals.
+   * `data`: the attachment data that arrived, by digest.
+   */
+  private async write(
+    decisions: Map<string, Decision>,
+    stored: Map<string, StoredDoc>,
+    data: Map<string, string>,
+  ) {
     const rows: BulkWriteRow<Record<string, unknown>>[] = [];
     const revs = new Map<string, string>();
+    const rejected: Array<{ id: string; error: unknown }> = [];
     const token = this.collection.database.token;
     for (const [id, { version }] of decisions) {
       const previous = stored.get(id);
@@ -651,11 +700,18 @@ export class CollectionSync {
         revs.set(id, previous._rev);
         continue;
       }
+      let attachments: StoredDoc['_attachments'];
+      try {
+        attachments = attachmentsToWrite(version.doc?.[ATTACHMENTS], previous, data);
+      } catch (error) {
+        rejected.push({ id, error });
+        continue;
+      }
       const rev = createRevision(token, previous);
       // The primary key set apart: a literal with a computed key is built on V8's slow path.
       const document: StoredDoc = withFields(version.doc ?? {}, {
         _deleted: version.del,
-        _attachments: previous?._attachments ?? {},
+        _attachments: attachments,
         _meta: { lwt: now(), ferry: stampOf(rev, version) },
         _rev: rev,
       });
@@ -664,7 +720,6 @@ export class CollectionSync {
       revs.set(id, document._rev);
     }
     const retry = new Set<string>();
-    const rejected: Array<{ id: string; error: unknown }> = [];
     const written = new Map<string, StoredDoc>();
     if (rows.length > 0) {
       const result = await this.storage.bulkWrite(rows, CONTEXT);
@@ -772,6 +827,78 @@ function receivedVersion(doc: StoredDoc): FerryStamp | undefined {
 function withFields<T extends object, F extends object>(source: T, fields: F): T & F {
   const copy = Object.hasOwn(source, '__proto__') ? { ...source } : Object.assign({}, source);
   return Object.assign(copy, fields);
+}
+
+/** The descriptions of a stored document's attachments, or undefined when it has none. */
+function attachmentStubs(
+  attachments: Record<string, AttachmentStub> | undefined,
+): Record<string, AttachmentStub> | undefined {
+  if (!attachments) return undefined;
+  let stubs: Record<string, AttachmentStub> | undefined;
+  for (const [id, { digest, length, type }] of Object.entries(attachments)) {
+    stubs ??= {};
+    stubs[id] = { digest, length, type };
+  }
+  return stubs;
+}
+
+function withoutAttachmentData(change: Change): Change {
+  if (!change.att) return change;
+  const { att: _data, ...rest } = change;
+  return rest;
+}
+
+/** The attachment data that arrived with `changes`, by digest. */
+function receivedData(changes: Change[]): Map<string, string> {
+  const data = new Map<string, string>();
+  for (const change of changes) {
+    if (!change.att) continue;
+    const stubs = (change.doc?.[ATTACHMENTS] ?? {}) as Record<string, AttachmentStub>;
+    for (const [id, base64] of Object.entries(change.att as Record<string, string>)) {
+      const digest = stubs[id]?.digest;
+      if (typeof digest === 'string') data.set(digest, base64);
+    }
+  }
+  return data;
+}
+
+/**
+ * The `_attachments` of a document to write: what is stored already stays (the storage keeps the
+ * data of an unchanged digest), anything else takes the data that arrived. Throws SCHEMA_MISMATCH for
+ * a description that is malformed or came without data, or data of another length than described.
+ */
+function attachmentsToWrite(
+  described: unknown,
+  previous: StoredDoc | undefined,
+  data: Map<string, string>,
+): StoredDoc['_attachments'] {
+  const out: Record<string, RxAttachmentData | RxAttachmentWriteData> = {};
+  if (described === undefined) return out;
+  if (typeof described !== 'object' || described === null || Array.isArray(described)) {
+    throw new FerryError('SCHEMA_MISMATCH', '_attachments must be an object');
+  }
+  const stored = (previous?._attachments ?? {}) as Record<string, AttachmentStub>;
+  for (const [id, stub] of Object.entries(described as Record<string, unknown>)) {
+    const { digest, length, type } = (stub ?? {}) as Partial<AttachmentStub>;
+    if (typeof digest !== 'string' || typeof type !== 'string' || !Number.isSafeInteger(length)) {
+      throw new FerryError('SCHEMA_MISMATCH', `attachment ${id} is not described by digest, length and type`);
+    }
+    const description = { digest, length: length!, type };
+    if (stored[id]?.digest === digest) {
+      out[id] = description;
+      continue;
+    }
+    const base64 = data.get(digest);
+    if (base64 === undefined)
+      throw new FerryError('SCHEMA_MISMATCH', `attachment ${id} arrived without its data`);
+    const bytes = fromBase64(base64);
+    if (bytes.length !== length) {
+      throw new FerryError('SCHEMA_MISMATCH', `attachment ${id} has ${bytes.length} bytes, not ${length}`);
+    }
+    out[id] = { ...description, data: new Blob([bytes as Uint8Array<ArrayBuffer>], { type }) };
+  }
+  // New data goes to the storage with the write, which keeps only the descriptions in the document.
+  return out as StoredDoc['_attachments'];
 }
 
 /** A version carries its stored content unless it is a delete (tombstones travel only under the per-field policy). */

@@ -77,7 +77,10 @@ export function parseVersion(version: string): Checkpoint | undefined {
 
 /** Rough encoded size of a change in bytes, for batch budgets. */
 export const approximateSize = (change: Change): number =>
-  200 + (change.doc ? jsonSize(change.doc) : 0) + (change.fs ? jsonSize(change.fs) : 0);
+  200 +
+  (change.doc ? jsonSize(change.doc) : 0) +
+  (change.fs ? jsonSize(change.fs) : 0) +
+  (change.att ? jsonSize(change.att) : 0);
 
 /**
  * About the length of `value` as JSON (within ~15% for documents; more where strings need escapes),

@@ -37,7 +37,8 @@ export const DocumentChangeSchema = Type.Object(
       description: 'version vector: writes per device included in this version (detects concurrent edits)',
     }),
     del: Type.Boolean({ description: 'true: the document is deleted' }),
-    // Any object: the receiving collection's own schema checks the fields. (A TypeBox Record here
+    // Any object: the receiving collection's own schema checks the fields; `_attachments`, when the
+    // document has attachments, holds RxDB's descriptions of them. (A TypeBox Record here
     // compiled to a regular-expression test of every field name, a tenth of a sync's message checks.)
     doc: Type.Optional(
       Type.Unsafe<Record<string, unknown>>(
@@ -55,6 +56,16 @@ export const DocumentChangeSchema = Type.Object(
       Type.Record(Type.String(), Type.Tuple([Type.String(), Type.String()]), {
         description: 'per-field [stamp, value hash]; only under the per-field merge policy',
       }),
+    ),
+    att: Type.Optional(
+      Type.Object(
+        {},
+        {
+          additionalProperties: Type.String(),
+          description:
+            "attachment data in base64, by attachment id: one for each attachment in doc._attachments (RxDB's descriptions: digest, length, type)",
+        },
+      ),
     ),
   },
   { additionalProperties: false },
