@@ -58,7 +58,7 @@ describe.skipIf(!(await hasChromium()))('a browser device and a Node device', ()
     return { db, mesh, replication, docs, close };
   }
 
-  it('converge: initial sync both ways, live edits, a delete and a concurrent edit', async () => {
+  it('converge: initial sync both ways, live edits, a delete, a concurrent edit and attachments', async () => {
     const { db, mesh, replication: node, docs: nodeDocs, close } = await nodeDevice('node-dev');
     try {
       await db.todos.bulkInsert(Array.from({ length: 100 }, (_, i) => ({ id: `n${i}`, title: `node ${i}` })));
@@ -103,6 +103,31 @@ describe.skipIf(!(await hasChromium()))('a browser device and a Node device', ()
       expect(final.find((d) => d.id === 'n1')?.title).toBe('edited in the page');
       expect(final.find((d) => d.id === 'p1')).toEqual({ id: 'p1', title: 'edited in node', done: true });
       expect(['page wins?', 'node wins?']).toContain(final.find((d) => d.id === 'p0')?.title);
+
+      // Attachments both ways: Blob data from Dexie reaches Node's memory storage and the reverse.
+      await page.evaluate(() => globalThis.ferryDevice.attach('n3', 'from-page.txt', 'written in Chromium'));
+      await (await db.todos.findOne('p3').exec())!.putAttachment({
+        id: 'from-node.txt',
+        type: 'text/plain',
+        data: new Blob(['written in Node'], { type: 'text/plain' }),
+      });
+      const attachmentsAt = async (id: string) => {
+        const doc = await db.todos.findOne(id).exec();
+        return Promise.all(doc!.allAttachments().map(async (a) => [a.id, await a.getStringData()]));
+      };
+      for (let round = 0; round < 40; round++) {
+        await converged();
+        const [pageHas, nodeHas] = [
+          await page.evaluate(() => globalThis.ferryDevice.attachments('p3')),
+          await attachmentsAt('n3'),
+        ];
+        if (pageHas.length > 0 && nodeHas.length > 0) break;
+        await new Promise((resolve) => setTimeout(resolve, 25));
+      }
+      expect(await attachmentsAt('n3')).toEqual([['from-page.txt', 'written in Chromium']]);
+      expect(await page.evaluate(() => globalThis.ferryDevice.attachments('p3'))).toEqual([
+        ['from-node.txt', 'written in Node'],
+      ]);
       expect(await page.evaluate(() => globalThis.ferryDevice.codeGeneration())).toBe(false);
       // The page called useInterpretedChecks(): nothing tried to generate code, so the CSP refused nothing.
       expect(await page.evaluate(() => (globalThis as { cspViolations?: string[] }).cspViolations)).toEqual(

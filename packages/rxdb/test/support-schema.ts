@@ -12,6 +12,8 @@ export const todoSchema = {
     note: { type: 'string' },
   },
   required: ['id', 'title'],
+  // Todos may carry attachments (the browser test syncs some between Dexie and Node).
+  attachments: {},
 } as const;
 
 export const noteSchema = {

@@ -9,6 +9,7 @@ import {
   type RxStorage,
   type RxStorageInstance,
 } from 'rxdb';
+import { RxDBAttachmentsPlugin } from 'rxdb/plugins/attachments';
 import { getRxStorageMemory } from 'rxdb/plugins/storage-memory';
 import { RxDBUpdatePlugin } from 'rxdb/plugins/update';
 import { wrappedValidateAjvStorage } from 'rxdb/plugins/validate-ajv';
@@ -44,6 +45,7 @@ export interface Todo {
 }
 
 addRxPlugin(RxDBUpdatePlugin);
+addRxPlugin(RxDBAttachmentsPlugin);
 
 let dbCounter = 0;
 

@@ -3,6 +3,7 @@
 import { canGenerateCode, fromBase64, MeshNetwork, useInterpretedChecks } from '@ferry/core';
 import { type FerryReplicationState, replicateFerry } from '@ferry/rxdb';
 import { addRxPlugin, createRxDatabase, type RxCollection, type RxDatabase } from 'rxdb';
+import { RxDBAttachmentsPlugin } from 'rxdb/plugins/attachments';
 import { RxDBLeaderElectionPlugin } from 'rxdb/plugins/leader-election';
 import { getRxStorageDexie } from 'rxdb/plugins/storage-dexie';
 import { todoSchema } from '../support-schema.js';
@@ -20,6 +21,7 @@ let mesh: MeshNetwork | undefined;
 let replication: FerryReplicationState | undefined;
 
 addRxPlugin(RxDBLeaderElectionPlugin);
+addRxPlugin(RxDBAttachmentsPlugin);
 // The page's Content-Security-Policy refuses 'unsafe-eval': say so, and Ferry does not even try.
 useInterpretedChecks();
 
@@ -55,6 +57,21 @@ const api = {
   },
   async setTitle(id: string, title: string): Promise<void> {
     await (await todos.findOne(id).exec())!.incrementalPatch({ title });
+  },
+  async attach(id: string, attachmentId: string, text: string): Promise<void> {
+    const doc = (await todos.findOne(id).exec())!;
+    await doc.putAttachment({
+      id: attachmentId,
+      type: 'text/plain',
+      data: new Blob([text], { type: 'text/plain' }),
+    });
+  },
+  /** A document's attachments as [id, text], read back from Dexie. */
+  async attachments(id: string): Promise<Array<[string, string]>> {
+    const doc = await todos.findOne(id).exec();
+    return Promise.all(
+      (doc?.allAttachments() ?? []).map(async (a) => [a.id, await a.getStringData()] as [string, string]),
+    );
   },
   async remove(id: string): Promise<void> {
     await (await todos.findOne(id).exec())!.remove();
