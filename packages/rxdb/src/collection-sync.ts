@@ -344,30 +344,34 @@ export class CollectionSync {
     }
     if (readIds.length > 0) await this.findStored(readIds, stored);
     const changes = this.versions(metas, stored);
-    return changes && (await this.withAttachmentData(changes)) ? changes : undefined;
+    return changes && (await this.withAttachmentData(changes, metas)) ? changes : undefined;
   }
 
   /**
-   * Sets `att` on the changes of documents with attachments: each attachment's data, in base64.
-   * False when an attachment is gone (the document changed since it was read).
+   * Sets `att` on the changes of documents with attachments (`metas` in the same order): each
+   * attachment's data, in base64. False when a document changed since it was read (its data may be
+   * gone with it). Data missing from a document that did not change is left out: the receiver
+   * refuses that document and says so, rather than this device retrying for ever.
    */
-  private async withAttachmentData(changes: Change[]): Promise<boolean> {
-    for (const change of changes) {
+  private async withAttachmentData(changes: Change[], metas: DocMeta[]): Promise<boolean> {
+    const incomplete: number[] = [];
+    for (const [i, change] of changes.entries()) {
       const stubs = change.doc?.[ATTACHMENTS] as Record<string, AttachmentStub> | undefined;
       if (!stubs) continue;
       const att: Record<string, string> = {};
       for (const [attachmentId, stub] of Object.entries(stubs)) {
-        let blob: Blob;
         try {
-          blob = await this.storage.getAttachmentData(change.id, attachmentId, stub.digest);
+          const blob = await this.storage.getAttachmentData(change.id, attachmentId, stub.digest);
+          att[attachmentId] = toBase64(new Uint8Array(await blob.arrayBuffer()));
         } catch {
-          return false;
+          incomplete.push(i);
         }
-        att[attachmentId] = toBase64(new Uint8Array(await blob.arrayBuffer()));
       }
       change.att = att;
     }
-    return true;
+    if (incomplete.length === 0) return true;
+    const now = await this.findStored(incomplete.map((i) => changes[i]!.id));
+    return incomplete.every((i) => now.get(changes[i]!.id)?._rev === metas[i]!.rev);
   }
 
   /** Versions of `metas` with the content of `docs`; undefined if a document is not at its version's `_rev`. */
@@ -421,7 +425,10 @@ export class CollectionSync {
     const rxdbFields: string[] = [];
     for (const key in out) if (key.charCodeAt(0) === UNDERSCORE) rxdbFields.push(key);
     for (let i = rxdbFields.length - 1; i >= 0; i--) delete out[rxdbFields[i]!];
-    const attachments = attachmentStubs(doc._attachments as Record<string, AttachmentStub> | undefined);
+    // A deleted document's attachments are gone with it (the storage drops their data).
+    const attachments = doc._deleted
+      ? undefined
+      : attachmentStubs(doc._attachments as Record<string, AttachmentStub> | undefined);
     if (attachments) out[ATTACHMENTS] = attachments;
     return out;
   }
@@ -682,8 +689,10 @@ export class CollectionSync {
           continue;
         }
         const rev = createRevision(token, previous);
+        // The storage drops a deleted document's attachment data: its tombstone lists none either.
         const document = withFields(previous, {
           _deleted: true,
+          _attachments: {},
           _meta: { lwt: now(), ferry: stampOf(rev, version) },
           _rev: rev,
         });
@@ -716,7 +725,11 @@ export class CollectionSync {
         _rev: rev,
       });
       if (document[this.primaryPath] !== id) document[this.primaryPath] = id;
-      rows.push(previous ? { previous, document } : { document });
+      // A tombstone may still list attachments whose data the storage dropped with the delete (RxDB's
+      // own remove() keeps the list): written as the previous state, the storage would take an equal
+      // digest for data it still holds. Without the list, it stores the data that arrived.
+      const before = previous?._deleted ? withFields(previous, { _attachments: {} }) : previous;
+      rows.push(before ? { previous: before, document } : { document });
       revs.set(id, document._rev);
     }
     const retry = new Set<string>();
@@ -877,7 +890,10 @@ function attachmentsToWrite(
   if (typeof described !== 'object' || described === null || Array.isArray(described)) {
     throw new FerryError('SCHEMA_MISMATCH', '_attachments must be an object');
   }
-  const stored = (previous?._attachments ?? {}) as Record<string, AttachmentStub>;
+  const stored = (previous && !previous._deleted ? previous._attachments : {}) as Record<
+    string,
+    AttachmentStub
+  >;
   for (const [id, stub] of Object.entries(described as Record<string, unknown>)) {
     const { digest, length, type } = (stub ?? {}) as Partial<AttachmentStub>;
     if (typeof digest !== 'string' || typeof type !== 'string' || !Number.isSafeInteger(length)) {

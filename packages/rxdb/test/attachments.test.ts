@@ -157,6 +157,19 @@ describe('attachments', () => {
     ]);
   });
 
+  it('go with a deleted document, also where its tombstone travels (per-field policy)', async () => {
+    const hub = new MemoryHub();
+    const a = await fileDevice(hub, 'del-a', undefined, { merge: 'fields' });
+    const b = await fileDevice(hub, 'del-b', undefined, { merge: 'fields' });
+    const doc = await a.db.files.insert({ id: 'f4', name: 'to be deleted' });
+    await doc.putAttachment({ id: 'gone.txt', type: 'text/plain', data: text('deleted with it') });
+    await inSync(a, b);
+    await (await a.db.files.findOne('f4').exec())!.remove();
+    expect(await inSync(a, b)).toEqual([]);
+    await a.db.files.insert({ id: 'f5', name: 'after the delete' });
+    expect((await inSync(a, b)).map((f) => f.id)).toEqual(['f5']);
+  });
+
   it('reach an offline device through the relay', async () => {
     const hub = new MemoryHub();
     const relayServer = new MemoryRelayServer();

@@ -6,8 +6,8 @@ import { converge, Device, MemoryRelayServer } from './support.js';
 // Property: whatever the schedule (writes, updates, deletes on every device; partitions; devices
 // going down, or crashing with a metadata write lost, and coming back; relay deliveries that are
 // duplicated, reordered or expired; the diff server unreachable for a while), once the network heals
-// every device holds exactly the same documents, and no write is lost except one superseded by the
-// conflict rule. The network heals one of two ways: every link comes back, or none does and the
+// every device holds exactly the same documents (with the same attachments), and no write is lost
+// except one superseded by the conflict rule. The network heals one of two ways: every link comes back, or none does and the
 // devices only read their mailboxes (then no mailbox may expire: the relay is all they have).
 
 const DEVICES = ['deva', 'devb', 'devc'];
@@ -15,6 +15,7 @@ const DOCS = 4;
 
 type Op =
   | { t: 'put'; dev: number; doc: number }
+  | { t: 'attach'; dev: number; doc: number }
   | { t: 'del'; dev: number; doc: number }
   | { t: 'link'; a: number; b: number; linked: boolean }
   | { t: 'down'; dev: number }
@@ -32,6 +33,7 @@ const doc = fc.integer({ min: 0, max: DOCS - 1 });
 const opArb: fc.Arbitrary<Op> = fc.oneof(
   { weight: 6, arbitrary: fc.record({ t: fc.constant('put' as const), dev, doc }) },
   { weight: 2, arbitrary: fc.record({ t: fc.constant('del' as const), dev, doc }) },
+  { weight: 2, arbitrary: fc.record({ t: fc.constant('attach' as const), dev, doc }) },
   {
     weight: 3,
     arbitrary: fc.record({ t: fc.constant('link' as const), a: dev, b: dev, linked: fc.boolean() }),
@@ -96,6 +98,7 @@ async function runSchedule({ ops, duplicate, reorder, policy, heal = 'links' }: 
   const written = new Map<string, Set<string>>(); // doc -> values written ('' = deleted)
   const writers = new Map<string, Set<number>>();
   const lastWrite = new Map<string, string>();
+  const attached = new Map<string, Set<string>>(); // doc -> attachment data written
   let counter = 0;
   try {
     for (const device of devices) await device.start();
@@ -120,6 +123,24 @@ async function runSchedule({ ops, duplicate, reorder, policy, heal = 'links' }: 
           written.set(id, (written.get(id) ?? new Set()).add(value));
           writers.set(id, (writers.get(id) ?? new Set()).add(op.dev));
           lastWrite.set(id, value);
+          break;
+        }
+        case 'attach': {
+          // A new attachment, or new data for it: a new version of the document, title unchanged.
+          const device = devices[op.dev]!;
+          if (!device.online) break;
+          const id = `d${op.doc}`;
+          const existing = await device.db.todos.findOne(id).exec();
+          if (!existing) break;
+          const value = `${device.id}-att-${++counter}`;
+          try {
+            await existing.putAttachment({ id: 'a.txt', type: 'text/plain', data: new Blob([value]) });
+          } catch {
+            break; // the replication wrote the document meanwhile (a conflict): nothing was attached
+          }
+          attached.set(id, (attached.get(id) ?? new Set()).add(value));
+          // Another device's title may now lose to this version: this device wrote the document too.
+          writers.set(id, (writers.get(id) ?? new Set()).add(op.dev));
           break;
         }
         case 'link': {
@@ -187,6 +208,12 @@ async function runSchedule({ ops, duplicate, reorder, policy, heal = 'links' }: 
     coverage.conflicts += (await devices[0]!.replication.conflicts()).length;
 
     const finalDocs = new Map((await devices[0]!.docs()).map((d) => [d.id as string, d.title as string]));
+    const finalAttachments = new Map(
+      (await devices[0]!.docs()).map((d) => [
+        d.id as string,
+        (d.attachments as Record<string, string> | undefined)?.['a.txt'],
+      ]),
+    );
     for (const id of Array.from({ length: DOCS }, (_, i) => `d${i}`)) {
       const final = finalDocs.get(id) ?? '';
       const values = written.get(id);
@@ -194,8 +221,10 @@ async function runSchedule({ ops, duplicate, reorder, policy, heal = 'links' }: 
         expect(finalDocs.has(id)).toBe(false);
         continue;
       }
-      // Only values someone wrote (or a delete someone made) can survive.
+      // Only values someone wrote (or a delete someone made) can survive, attachments included.
       expect(values.has(final)).toBe(true);
+      const attachment = finalAttachments.get(id);
+      if (attachment !== undefined) expect(attached.get(id)?.has(attachment)).toBe(true);
       // With a single writer nothing is concurrent: its last write must win.
       if (writers.get(id)!.size === 1) expect(final).toBe(lastWrite.get(id));
     }
@@ -203,7 +232,11 @@ async function runSchedule({ ops, duplicate, reorder, policy, heal = 'links' }: 
     await devices[1]!.db.todos.upsert({ id: 'd0', title: 'final word' });
     await settle();
     for (const device of devices) {
-      expect((await device.docs()).find((d) => d.id === 'd0')).toEqual({ id: 'd0', title: 'final word' });
+      // (an upsert keeps the document's attachments)
+      expect((await device.docs()).find((d) => d.id === 'd0')).toMatchObject({
+        id: 'd0',
+        title: 'final word',
+      });
     }
   } finally {
     for (const device of devices) if (device.online) await device.stop();
@@ -446,6 +479,28 @@ const regressions: Array<[string, Schedule]> = [
         { t: 'put', dev: 2, doc: 3 },
       ],
       duplicate: false,
+      reorder: false,
+      policy: 'handler',
+      heal: 'relay',
+    },
+  ],
+  [
+    'a document with an attachment is deleted and written again: the revived version brings the data (seed -715208945)',
+    {
+      ops: [
+        { t: 'put', dev: 2, doc: 0 },
+        { t: 'attach', dev: 2, doc: 0 },
+        { t: 'put', dev: 1, doc: 0 },
+        { t: 'del', dev: 2, doc: 0 },
+        { t: 'put', dev: 0, doc: 1 },
+        { t: 'down', dev: 0 },
+        { t: 'link', a: 2, b: 0, linked: false },
+        { t: 'putDown', dev: 2, doc: 3 },
+        { t: 'up', dev: 1 },
+        { t: 'crash', dev: 1 },
+        { t: 'del', dev: 1, doc: 1 },
+      ],
+      duplicate: true,
       reorder: false,
       policy: 'handler',
       heal: 'relay',

@@ -181,12 +181,23 @@ export class Device {
     await db.close();
   }
 
+  /** The documents, sorted; those with attachments also list them (`attachments`: id -> text). */
   async docs(collection: 'todos' | 'notes' = 'todos'): Promise<Record<string, unknown>[]> {
     if (!this.db[collection]) return [];
     const rows = await this.db[collection].find().exec();
-    return rows
-      .map((row) => row.toMutableJSON() as Record<string, unknown>)
-      .sort((a, b) => key(a).localeCompare(key(b)));
+    const docs = await Promise.all(
+      rows.map(async (row) => {
+        const doc = row.toMutableJSON() as Record<string, unknown>;
+        const attachments = row.allAttachments();
+        if (attachments.length > 0) {
+          doc.attachments = Object.fromEntries(
+            await Promise.all(attachments.map(async (a) => [a.id, await a.getStringData()])),
+          );
+        }
+        return doc;
+      }),
+    );
+    return docs.sort((a, b) => key(a).localeCompare(key(b)));
   }
 }
 
