@@ -188,7 +188,7 @@ export class Device {
     const docs = await Promise.all(
       rows.map(async (row) => {
         const doc = row.toMutableJSON() as Record<string, unknown>;
-        const attachments = row.allAttachments();
+        const attachments = this.db[collection].schema.jsonSchema.attachments ? row.allAttachments() : [];
         if (attachments.length > 0) {
           doc.attachments = Object.fromEntries(
             await Promise.all(attachments.map(async (a) => [a.id, await a.getStringData()])),
