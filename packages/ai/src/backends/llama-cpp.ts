@@ -43,8 +43,9 @@ async function importNodeLlamaCpp(): Promise<typeof import('node-llama-cpp')> {
   try {
     return await import('node-llama-cpp');
   } catch (cause) {
+    // The app chose this backend without installing its engine: a setup to fix, not a fault to retry.
     throw new FerryError(
-      'INTERNAL',
+      'BAD_ARGUMENT',
       'the llama.cpp backend needs the optional peer dependency node-llama-cpp: npm install node-llama-cpp',
       { cause },
     );
