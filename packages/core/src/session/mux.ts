@@ -56,7 +56,7 @@ export interface MultiplexerOptions {
    * Messages of at least this many bytes are sent DEFLATE-compressed, when that makes them at least
    * an eighth smaller. Default 8 KiB; `false` sends everything as it is. Every session reads
    * compressed messages whatever this says. Compression before encryption lets the size of what is
-   * sent depend on its content: see the core README's security notes.
+   * sent depend on its content: see the README's security model.
    */
   compressMinBytes?: number | false;
 }
