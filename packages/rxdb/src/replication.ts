@@ -880,6 +880,7 @@ export class FerryReplicationState {
 
   /** How long the relay still waits for connected peers' requests (0: not at all). */
   private streamWaitMs(): number {
+    if (this.streamsExpected.size === 0) return 0; // the usual case, on every write
     const now = performance.now();
     const connected = new Set(this.connected());
     let wait = 0;
