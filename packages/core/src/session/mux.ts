@@ -125,6 +125,8 @@ export class Multiplexer extends EventEmitter<MultiplexerEvents> {
   private readonly outgoing: Outgoing[][] = LANES.map(() => []);
   private readonly incoming: (Incoming | undefined)[] = LANES.map(() => undefined);
   private pumpScheduled = false;
+  private scratch: Uint8Array | undefined;
+  private scratchView: DataView | undefined;
   private retryTimer: ReturnType<typeof setTimeout> | undefined;
   private stopped: FerryError | undefined;
 
@@ -296,8 +298,10 @@ export class Multiplexer extends EventEmitter<MultiplexerEvents> {
 
   /** Takes records from the queues, highest lane first, until the frame is full or nothing is left. */
   private fillFrame(capacity: number): { plaintext: Uint8Array; completed: Outgoing[] } {
-    const frame = new Uint8Array(capacity);
-    const view = new DataView(frame.buffer);
+    // One buffer for every frame's plaintext: it is encrypted into a new frame before the next fill.
+    this.scratch ??= new Uint8Array(this.frameCapacity);
+    const frame = this.scratch.subarray(0, capacity);
+    const view = (this.scratchView ??= new DataView(this.scratch.buffer));
     const completed: Outgoing[] = [];
     let used = 0;
     for (const [lane, queue] of this.outgoing.entries()) {
