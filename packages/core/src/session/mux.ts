@@ -125,8 +125,9 @@ export class Multiplexer extends EventEmitter<MultiplexerEvents> {
   private readonly outgoing: Outgoing[][] = LANES.map(() => []);
   private readonly incoming: (Incoming | undefined)[] = LANES.map(() => undefined);
   private pumpScheduled = false;
-  private scratch: Uint8Array | undefined;
-  private scratchView: DataView | undefined;
+  /** Every frame's plaintext is filled here: it is encrypted into a new frame before the next fill. */
+  private readonly scratch: Uint8Array;
+  private readonly scratchView: DataView;
   private retryTimer: ReturnType<typeof setTimeout> | undefined;
   private stopped: FerryError | undefined;
 
@@ -147,6 +148,8 @@ export class Multiplexer extends EventEmitter<MultiplexerEvents> {
         : (options.compressMinBytes ?? DEFAULT_COMPRESS_MIN_BYTES);
     this.frameCapacity = transport.maxMessageSize - SECURE_FRAME_OVERHEAD;
     this.busyFrameCapacity = this.busyWindow - SECURE_FRAME_OVERHEAD;
+    this.scratch = new Uint8Array(this.frameCapacity);
+    this.scratchView = new DataView(this.scratch.buffer);
     if (this.busyFrameCapacity < RECORD_HEADER_BYTES + TOTAL_BYTES + MIN_SPLIT_BYTES) {
       throw new FerryError('BAD_ARGUMENT', 'transport messages are too small to carry frames');
     }
@@ -298,10 +301,8 @@ export class Multiplexer extends EventEmitter<MultiplexerEvents> {
 
   /** Takes records from the queues, highest lane first, until the frame is full or nothing is left. */
   private fillFrame(capacity: number): { plaintext: Uint8Array; completed: Outgoing[] } {
-    // One buffer for every frame's plaintext: it is encrypted into a new frame before the next fill.
-    this.scratch ??= new Uint8Array(this.frameCapacity);
     const frame = this.scratch.subarray(0, capacity);
-    const view = (this.scratchView ??= new DataView(this.scratch.buffer));
+    const view = this.scratchView;
     const completed: Outgoing[] = [];
     let used = 0;
     for (const [lane, queue] of this.outgoing.entries()) {
