@@ -20,6 +20,7 @@ const fileSchema = {
 } as const;
 
 type FileDoc = { id: string; name: string };
+type FileState = { name?: string; _attachments?: Record<string, unknown> };
 type FileDb = RxDatabase<{ files: RxCollection<FileDoc> }>;
 
 interface FileDevice {
@@ -168,6 +169,44 @@ describe('attachments', () => {
     expect(await inSync(a, b)).toEqual([]);
     await a.db.files.insert({ id: 'f5', name: 'after the delete' });
     expect((await inSync(a, b)).map((f) => f.id)).toEqual(['f5']);
+  });
+
+  it("settle under the app's conflict handler without refusing a resolution for lack of data", async () => {
+    // The handler keeps the version with more attachments; a tie goes to the greater name.
+    const conflict: ConflictPolicy = {
+      isEqual: (x: FileState, y: FileState) => JSON.stringify(x) === JSON.stringify(y),
+      resolve: async ({
+        realMasterState: x,
+        newDocumentState: y,
+      }: {
+        realMasterState: FileState;
+        newDocumentState: FileState;
+      }) => {
+        const rank = (s: FileState) => `${Object.keys(s._attachments ?? {}).length}:${s.name ?? ''}`;
+        return rank(x) >= rank(y) ? x : y;
+      },
+    } as ConflictPolicy;
+    const hub = new MemoryHub();
+    const a = await fileDevice(hub, 'hdl-a', undefined, conflict);
+    const b = await fileDevice(hub, 'hdl-b', undefined, conflict);
+    const errors: string[] = [];
+    for (const device of [a, b])
+      device.replication.error$.subscribe((e) => errors.push(`${e.code}: ${e.message}`));
+    await a.db.files.insert({ id: 'f6', name: 'shared' });
+    await inSync(a, b);
+    hub.setLinked('hdl-a', 'hdl-b', false);
+    const atA = (await a.db.files.findOne('f6').exec())!;
+    await atA.putAttachment({ id: 'from-a.txt', type: 'text/plain', data: text('attached on A') });
+    await (await b.db.files.findOne('f6').exec())!.incrementalPatch({ name: 'renamed on B' });
+    hub.setLinked('hdl-a', 'hdl-b', true);
+    expect(await inSync(a, b)).toEqual([
+      {
+        id: 'f6',
+        name: 'shared',
+        attachments: [{ id: 'from-a.txt', type: 'text/plain', text: 'attached on A' }],
+      },
+    ]);
+    expect(errors).toEqual([]);
   });
 
   it('reach an offline device through the relay', async () => {
