@@ -1,5 +1,6 @@
 import { deflateSync, inflateSync } from 'fflate';
 import { FerryError } from '../errors.js';
+import { requirePositive } from '../util/options.js';
 
 /**
  * Raw DEFLATE (RFC 1951), which every implementation reads and writes alike, so a browser device and
@@ -22,6 +23,16 @@ export interface Deflate {
  * single small write or an AI token is not (little to gain, and it would cost latency).
  */
 export const DEFAULT_COMPRESS_MIN_BYTES = 8 * 1024;
+
+/**
+ * The smallest message to compress, from a `compressMinBytes` option: its value, the default when it
+ * is absent, none for `false`. Throws BAD_ARGUMENT (naming `owner`) unless it is a positive integer.
+ */
+export function compressionThreshold(owner: string, compressMinBytes: number | false | undefined): number {
+  if (compressMinBytes === false) return Number.POSITIVE_INFINITY;
+  requirePositive(owner, { compressMinBytes }, { integer: true });
+  return compressMinBytes ?? DEFAULT_COMPRESS_MIN_BYTES;
+}
 
 /** Level 1: messages are compressed on the way to the wire, where speed matters more than the last 10%. */
 export const DEFLATE_LEVEL = 1;
@@ -90,5 +101,3 @@ export function decompressMessage(message: Uint8Array, maxBytes: number): Uint8A
 export function useDeflate(deflate: Deflate): void {
   implementation = deflate;
 }
-
-export const currentDeflate = (): Deflate => implementation;

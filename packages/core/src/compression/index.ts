@@ -1,2 +1,10 @@
-export * from './deflate.js';
-export * from './node-zlib.js';
+export {
+  compressionThreshold,
+  compressMessage,
+  DEFAULT_COMPRESS_MIN_BYTES,
+  type Deflate,
+  decompressMessage,
+  fflateDeflate,
+  useDeflate,
+} from './deflate.js';
+export { deflateFromNodeZlib, type NodeZlib } from './node-zlib.js';

@@ -1,7 +1,7 @@
 import type { Static, TSchema } from '@sinclair/typebox';
 import { Value } from '@sinclair/typebox/value';
 import { EventEmitter } from 'eventemitter3';
-import { compressMessage, DEFAULT_COMPRESS_MIN_BYTES } from '../compression/deflate.js';
+import { compressionThreshold, compressMessage } from '../compression/deflate.js';
 import { deriveSigningKeyPair, type SigningKeyPair, sign, signingKeyFromSeed } from '../crypto/sign.js';
 import { deriveSubkey } from '../crypto/subkeys.js';
 import { FerryError, type FerryErrorCode } from '../errors.js';
@@ -164,9 +164,7 @@ export class RelayClient extends EventEmitter<RelayClientEvents> implements Diff
     const { attempts, initialDelayMs, maxDelayMs } = options.retry ?? {};
     requirePositive('DiffRelay client', { attempts, pageSize: options.pageSize }, { integer: true });
     requirePositive('DiffRelay client', { ttlMs: options.ttlMs, requestTimeoutMs: options.requestTimeoutMs });
-    const { compressMinBytes } = options;
-    if (compressMinBytes !== false)
-      requirePositive('DiffRelay client', { compressMinBytes }, { integer: true });
+    this.compressMinBytes = compressionThreshold('DiffRelay client', options.compressMinBytes);
     // Retries are bounded by `attempts`: no delay between them is allowed.
     requirePositive('DiffRelay client', { initialDelayMs, maxDelayMs }, { zeroAllowed: true });
     this.accountSigner = deriveSigningKeyPair(options.accountKey, 'relaySigning');
@@ -180,10 +178,6 @@ export class RelayClient extends EventEmitter<RelayClientEvents> implements Diff
     this.doFetch = options.fetch ?? globalThis.fetch.bind(globalThis);
     this.retry = { attempts: 5, initialDelayMs: 100, maxDelayMs: 5_000, ...options.retry };
     this.ttlMs = options.ttlMs ?? DEFAULT_TTL_MS;
-    this.compressMinBytes =
-      compressMinBytes === false
-        ? Number.POSITIVE_INFINITY
-        : (compressMinBytes ?? DEFAULT_COMPRESS_MIN_BYTES);
     this.pageSize = Math.min(options.pageSize ?? 100, MAX_PULL_LIMIT);
     this.timeoutMs = options.requestTimeoutMs ?? 30_000;
     this.now = options.now ?? Date.now;

@@ -1,5 +1,5 @@
 import { EventEmitter } from 'eventemitter3';
-import { compressMessage, DEFAULT_COMPRESS_MIN_BYTES, decompressMessage } from '../compression/deflate.js';
+import { compressionThreshold, compressMessage, decompressMessage } from '../compression/deflate.js';
 import { FerryError, isFerryError } from '../errors.js';
 import { LANES, type Lane } from '../network/types.js';
 import type { Transport } from '../transport/types.js';
@@ -65,7 +65,7 @@ export interface MultiplexerOptions {
 export function checkMultiplexerOptions(options: MultiplexerOptions): void {
   const { maxMessageBytes, highWaterMark, busyWindow, busyHoldMs, compressMinBytes } = options;
   requirePositive('session', { maxMessageBytes, highWaterMark, busyWindow }, { integer: true });
-  if (compressMinBytes !== false) requirePositive('session', { compressMinBytes }, { integer: true });
+  compressionThreshold('session', compressMinBytes);
   requirePositive('session', { busyHoldMs }, { zeroAllowed: true });
 }
 
@@ -142,10 +142,7 @@ export class Multiplexer extends EventEmitter<MultiplexerEvents> {
     this.highWaterMark = options.highWaterMark ?? 512 * 1024;
     this.busyWindow = Math.min(options.busyWindow ?? BUSY_WINDOW_BYTES, transport.maxMessageSize);
     this.busyHoldMs = options.busyHoldMs ?? 100;
-    this.compressMinBytes =
-      options.compressMinBytes === false
-        ? Number.POSITIVE_INFINITY
-        : (options.compressMinBytes ?? DEFAULT_COMPRESS_MIN_BYTES);
+    this.compressMinBytes = compressionThreshold('session', options.compressMinBytes);
     this.frameCapacity = transport.maxMessageSize - SECURE_FRAME_OVERHEAD;
     this.busyFrameCapacity = this.busyWindow - SECURE_FRAME_OVERHEAD;
     this.scratch = new Uint8Array(this.frameCapacity);
