@@ -100,6 +100,8 @@ interface InStream {
   checkpoint: Checkpoint | undefined;
   caughtUp: boolean;
   chain: Promise<void>;
+  /** Its DB_SYNC_INIT went out (a peer that may have missed it gets it again: see `repeatInit`). */
+  initSent: boolean;
 }
 
 const OPS = new Set<string>(Object.values(SYNC_OPS));
@@ -506,19 +508,37 @@ export class FerryReplicationState {
       checkpoint: undefined,
       caughtUp: false,
       chain: Promise.resolve(),
+      initSent: false,
     };
     streams.set(collection, stream);
     const checkpoint = await this.store.get<Checkpoint>(`cp/${peer}/${collection}`);
     if (this.paused || this.inbound.get(peer)?.get(collection) !== stream) return;
     stream.checkpoint = checkpoint;
+    await this.sendInit(peer, collection, stream, askBack);
+  }
+
+  private async sendInit(peer: string, collection: string, stream: InStream, askBack = false): Promise<void> {
+    stream.initSent = true;
     const init: SyncInit = {
       collection,
       stream: stream.stream,
-      checkpoint: formatVersion(checkpoint),
+      checkpoint: formatVersion(stream.checkpoint),
       dbVersion: formatVersion({ epoch: this.epoch, seq: this.syncs.get(collection)!.head }),
       ...(askBack ? { askBack } : {}),
     };
     await this.send(peer, SYNC_OPS.syncInit, init);
+  }
+
+  /**
+   * The peer (re)started and may have missed our DB_SYNC_INIT. Our open stream's request goes again
+   * as it was: a peer that did get it (the two requests crossed) goes on serving that stream instead
+   * of starting over, which would send everything twice. Without a stream, one is opened; a request
+   * still being prepared goes out anyway, after the peer's listener is there.
+   */
+  private async repeatInit(peer: string, collection: string): Promise<void> {
+    const stream = this.inbound.get(peer)?.get(collection);
+    if (!stream) return this.openInbound(peer, collection);
+    if (stream.initSent) await this.sendInit(peer, collection, stream);
   }
 
   private caughtUpWith(peer: string): boolean {
@@ -608,10 +628,13 @@ export class FerryReplicationState {
       );
       return;
     }
-    const checkpoint = parseVersion(init.checkpoint);
-    const valid = checkpoint?.epoch === this.epoch && checkpoint.seq <= sync.head;
+    if (init.askBack) this.guard(this.repeatInit(peer, init.collection));
     const streams = this.outbound.get(peer) ?? new Map<string, OutStream>();
     this.outbound.set(peer, streams);
+    // A repeated request (see repeatInit) for the stream already being served changes nothing.
+    if (streams.get(init.collection)?.stream === init.stream) return;
+    const checkpoint = parseVersion(init.checkpoint);
+    const valid = checkpoint?.epoch === this.epoch && checkpoint.seq <= sync.head;
     streams.set(init.collection, {
       stream: init.stream,
       cursor: valid ? checkpoint.seq : 0,
@@ -622,7 +645,6 @@ export class FerryReplicationState {
       again: false,
     });
     this.guard(this.pump(peer, init.collection));
-    if (init.askBack) this.guard(this.openInbound(peer, init.collection));
     if (this.streamsExpected.has(peer) && [...this.syncs.keys()].every((name) => streams.has(name))) {
       this.streamsExpected.delete(peer);
       this.scheduleRelayFlush(); // what was held for this peer now goes to the others only

@@ -467,6 +467,52 @@ describe('replicateFerry over the in-memory network', () => {
     await b!.replication.awaitInitialReplication();
   });
 
+  it('two devices starting on a connected network, their requests crossing, send nothing twice', async () => {
+    const hub = new MemoryHub();
+    const [dbA, dbB] = [await openDb(newDisk()), await openDb(newDisk())];
+    await dbA.todos.bulkInsert(Array.from({ length: 600 }, (_, i) => ({ id: `x${i}`, title: 'x' })));
+    const [netA, netB] = [hub.join('deva'), hub.join('devb')];
+    // A starts first and asks B for its request back, but its link to B is slow: what A sends is
+    // held, in order, until its first push to B. B, starting meanwhile, has asked A by then, so
+    // the two requests cross.
+    let held: Array<() => Promise<void>> | undefined = [];
+    const sendA = netA.send.bind(netA);
+    netA.send = async (peer, message) => {
+      if (held && message.op === 'DB_DIFF_PUSH') {
+        const queued = held;
+        held = undefined;
+        for (const send of queued) await send();
+      }
+      if (!held) return sendA(peer, message);
+      const slow = held;
+      return new Promise<void>((resolve, reject) => {
+        slow.push(() => sendA(peer, message).then(resolve, reject));
+      });
+    };
+    const pushed: string[] = [];
+    netB.on('message', (_from, message) => {
+      if (message.op === 'DB_DIFF_PUSH') {
+        pushed.push(...(message.data as { changes: Array<{ id: string }> }).changes.map((c) => c.id));
+      }
+    });
+    const options = { batchSize: 100, retryDelayMs: 20 };
+    const a = await replicateFerry({ collections: { todos: dbA.todos }, network: netA, ...options });
+    const b = await replicateFerry({ collections: { todos: dbB.todos }, network: netB, ...options });
+    try {
+      await Promise.all([a.awaitInSync(), b.awaitInSync()]);
+      expect(await dbB.todos.count().exec()).toBe(600);
+      // B's request, repeated when A's ask arrived, was the same stream: A went on instead of
+      // starting over from B's empty checkpoint.
+      expect(held).toBeUndefined();
+      expect(pushed).toHaveLength(600);
+      expect(new Set(pushed).size).toBe(600);
+      expect(a.sent$.value).toBe(600);
+    } finally {
+      await Promise.all([a.cancel(), b.cancel()]);
+      await Promise.all([dbA.close(), dbB.close()]);
+    }
+  });
+
   it('own writes a peer never acknowledged go to its relay mailbox when it disconnects', async () => {
     const { relayServer, hub, a, b } = await relayPair();
     b.replication.pause(); // b refuses pushes (DB_DIFF_NACK paused): a's write stays unacknowledged

@@ -86,12 +86,17 @@ export const DB_OPS = defineOps('sync', {
     data: Type.Object(
       {
         collection: CollectionNameSchema,
-        stream: Id, // names this catch-up stream; pushes, acks and nacks carry it
+        stream: Type.String({
+          ...Id,
+          description:
+            'names this catch-up stream; pushes, acks and nacks carry it. A request for the stream already being served changes nothing',
+        }),
         checkpoint: SyncVersionSchema,
         dbVersion: SyncVersionSchema,
         askBack: Type.Optional(
           Type.Boolean({
-            description: 'the sender just (re)started: the receiver opens its own catch-up stream too',
+            description:
+              "the sender just (re)started and may have missed the receiver's own request: the receiver repeats its open stream's request as it was, or opens one",
           }),
         ),
       },
