@@ -79,7 +79,8 @@ export interface Batch {
 }
 type StorageInstance = RxStorageInstance<Record<string, unknown>, unknown, unknown, unknown>;
 
-const CONTEXT = 'ferry-replication';
+/** The `context` of Ferry's document writes, which their change events carry. */
+export const WRITE_CONTEXT = 'ferry-replication';
 const SCAN_PAGE = 1000;
 const MAX_APPLY_ATTEMPTS = 8;
 /**
@@ -259,7 +260,7 @@ export class CollectionSync {
     }
     const changes = this.versions(picked, this.recorded);
     // Attachment data is read from storage: only the queue can serve those.
-    if (!changes || changes.some((change) => change.doc?.[ATTACHMENTS])) return undefined;
+    if (!changes || changes.some(hasAttachments)) return undefined;
     return this.cut(changes, picked, newSeq, limits.bytes);
   }
 
@@ -334,17 +335,26 @@ export class CollectionSync {
 
   /** Versions of `metas` with their stored content; undefined if a document changed under us. */
   private async read(metas: DocMeta[]): Promise<Change[] | undefined> {
-    const readIds: string[] = [];
     const stored = new Map<string, StoredDoc>();
+    const readIds = this.takeInHand(metas, stored);
+    if (readIds.length > 0) await this.findStored(readIds, stored);
+    const changes = this.versions(metas, stored);
+    if (!changes) return undefined;
+    return !changes.some(hasAttachments) || (await this.withAttachmentData(changes, metas))
+      ? changes
+      : undefined;
+  }
+
+  /** Puts the documents of `metas` that are in hand at their version into `stored`; returns the ids to read. */
+  private takeInHand(metas: DocMeta[], stored: Map<string, StoredDoc>): string[] {
+    const readIds: string[] = [];
     for (const meta of metas) {
       if (!travelsWithContent(meta)) continue;
       const recent = this.recorded.get(meta.id);
       if (recent?._rev === meta.rev) stored.set(meta.id, recent);
       else readIds.push(meta.id);
     }
-    if (readIds.length > 0) await this.findStored(readIds, stored);
-    const changes = this.versions(metas, stored);
-    return changes && (await this.withAttachmentData(changes, metas)) ? changes : undefined;
+    return readIds;
   }
 
   /**
@@ -407,7 +417,10 @@ export class CollectionSync {
     ids: string[],
     byId = new Map<string, StoredDoc>(),
   ): Promise<Map<string, StoredDoc>> {
-    const docs = (await this.storage.findDocumentsById(ids, true)) as StoredDoc[];
+    return this.byId((await this.storage.findDocumentsById(ids, true)) as StoredDoc[], byId);
+  }
+
+  private byId(docs: StoredDoc[], byId: Map<string, StoredDoc>): Map<string, StoredDoc> {
     for (const doc of docs) byId.set(doc[this.primaryPath] as string, doc);
     return byId;
   }
@@ -589,9 +602,10 @@ export class CollectionSync {
     return outcome;
   }
 
-  // The per-document loops of an apply are small synchronous methods: V8 optimizes a hot loop in an
-  // async method by compiling the whole method, and the receiving device of a first sync spent
-  // ~150 ms of CPU (on its two cores, shared with the sender) compiling applyNow and write twice.
+  // The per-document loops of an apply (and of reading a batch to send) are small synchronous
+  // methods: V8 optimizes a hot loop in an async method by compiling the whole method, and the
+  // receiving device of a first sync spent ~150 ms of CPU (on its two cores, shared with the
+  // sender) compiling applyNow and write twice.
 
   /** Stored documents whose `_rev` the log does not hold: app writes not recorded yet. */
   private unrecorded(stored: Map<string, StoredDoc>): StoredDoc[] {
@@ -728,7 +742,7 @@ export class CollectionSync {
     const retry = new Set<string>();
     let written = new Map<string, StoredDoc>();
     if (rows.length > 0) {
-      const result = await this.storage.bulkWrite(rows, CONTEXT);
+      const result = await this.storage.bulkWrite(rows, WRITE_CONTEXT);
       const failed = new Set<string>();
       for (const error of result.error) {
         failed.add(error.documentId);
@@ -918,6 +932,8 @@ function attachmentStubs(
   }
   return stubs;
 }
+
+const hasAttachments = (change: Change): boolean => Boolean(change.doc?.[ATTACHMENTS]);
 
 function withoutAttachmentData(change: Change): Change {
   if (!change.att) return change;

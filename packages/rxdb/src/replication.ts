@@ -15,7 +15,7 @@ import {
 import { addRxPlugin, type RxCollection, type RxDatabase } from 'rxdb';
 import { RxDBLeaderElectionPlugin } from 'rxdb/plugins/leader-election';
 import { BehaviorSubject, filter, firstValueFrom, Subject, type Subscription } from 'rxjs';
-import { CollectionSync, type FerryConflict, type StoredDoc } from './collection-sync.js';
+import { CollectionSync, type FerryConflict, type StoredDoc, WRITE_CONTEXT } from './collection-sync.js';
 import { HybridClock } from './hlc.js';
 import { type DocMeta, MetaStore } from './store.js';
 import type { ConflictPolicy } from './versions.js';
@@ -284,7 +284,8 @@ export class FerryReplicationState {
       // read them (`$` emits every event through RxJS alone).
       this.subscriptions.push(
         collection.eventBulks$.subscribe((bulk) => {
-          if (bulk.isLocal) return; // RxDB local documents are not replicated
+          // RxDB local documents are not replicated; Ferry's own writes are recorded as it makes them.
+          if (bulk.isLocal || bulk.context === WRITE_CONTEXT) return;
           for (const event of bulk.events) {
             const doc = event.documentData as StoredDoc | undefined;
             if (sync.isForeignWrite(event.documentId, doc)) this.guard(doc ? sync.record(doc) : sync.scan());
