@@ -102,7 +102,7 @@ class PeerProcess {
   }
 }
 
-interface Servers {
+export interface Servers {
   ferryUrl: string;
   pluginUrl: string;
   /** The compiled device program (see buildDevice). */
@@ -112,20 +112,20 @@ interface Servers {
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 
 /**
- * The device program as JavaScript, next to the sources so that its imports resolve from the
- * repository's node_modules: `@ferry/*` to the packages' dist/, rebuilt first (tsc -b does nothing
- * when it is current), so the figures describe the code in the tree.
+ * The device program of the checkout at `root` as JavaScript, next to its sources so that its imports
+ * resolve from that checkout's node_modules: `@ferry/*` to the packages' dist/, rebuilt first (tsc -b
+ * does nothing when it is current), so the figures describe the code in the tree.
  */
-async function buildDevice(): Promise<{ script: string; dispose(): void }> {
-  execFileSync(process.execPath, [join(ROOT, 'node_modules/typescript/bin/tsc'), '-b'], {
-    cwd: ROOT,
+export async function buildDevice(root = ROOT): Promise<{ script: string; dispose(): void }> {
+  execFileSync(process.execPath, [join(root, 'node_modules/typescript/bin/tsc'), '-b'], {
+    cwd: root,
     stdio: 'inherit',
   });
-  const dir = join(ROOT, 'bench/.build');
+  const dir = join(root, 'bench/.build');
   mkdirSync(dir, { recursive: true });
   const script = join(dir, `rxdb-device-${process.pid}.mjs`);
   await build({
-    entryPoints: [join(ROOT, 'bench/devices/rxdb-device.ts')],
+    entryPoints: [join(root, 'bench/devices/rxdb-device.ts')],
     outfile: script,
     bundle: true,
     packages: 'external',
@@ -161,7 +161,7 @@ interface ScenarioResult {
 
 let scenarioCounter = 0;
 
-async function runScenario(servers: Servers, scenario: Scenario): Promise<ScenarioResult> {
+export async function runScenario(servers: Servers, scenario: Scenario): Promise<ScenarioResult> {
   const run = ++scenarioCounter;
   const secret =
     scenario.system === 'ferry' ? randomBytes(32).toString('hex') : `benchroom${run}x${Date.now()}`;
