@@ -1,5 +1,5 @@
 import { fileURLToPath } from 'node:url';
-import { defineConfig } from 'vitest/config';
+import { configDefaults, defineConfig } from 'vitest/config';
 
 const src = (pkg: string, file = 'index.ts') =>
   fileURLToPath(new URL(`./packages/${pkg}/src/${file}`, import.meta.url));
@@ -23,6 +23,8 @@ export default defineConfig({
   },
   test: {
     include: ['packages/*/test/**/*.test.ts', 'apps/*/test/**/*.test.ts', 'bench/**/*.test.ts'],
+    // bench/.build holds scratch builds and `npm run bench:compare`'s worktrees of other revisions.
+    exclude: [...configDefaults.exclude, 'bench/.build/**'],
     pool: 'forks',
     maxWorkers: 2,
     testTimeout: 30_000,
