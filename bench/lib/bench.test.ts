@@ -124,3 +124,33 @@ describe('bench/run.ts', () => {
     }
   });
 });
+
+describe('npm run bench:compare', () => {
+  const compare = (args: string[]) =>
+    promisify(execFile)('npx', ['tsx', 'bench/compare-builds.ts', ...args], {
+      cwd: fileURLToPath(new URL('../../', import.meta.url)),
+    }).then(
+      () => undefined,
+      (error: { code: number; stderr: string }) => error,
+    );
+
+  it('refuses a missing revision, one that is not a commit and a bad pair count, before building anything', async () => {
+    const [none, unknown, pairs] = await Promise.all([
+      compare([]),
+      compare(['no-such-revision-anywhere']),
+      compare(['HEAD', '0']),
+    ]);
+    expect(none).toMatchObject({
+      code: 2,
+      stderr: expect.stringMatching(/no revision given\nusage: npm run bench:compare/),
+    });
+    expect(unknown).toMatchObject({
+      code: 2,
+      stderr: expect.stringMatching(/no-such-revision-anywhere is not a commit of this repository/),
+    });
+    expect(pairs).toMatchObject({
+      code: 2,
+      stderr: expect.stringMatching(/pairs must be a positive integer, not 0/),
+    });
+  });
+});
