@@ -792,18 +792,18 @@ export class CollectionSync {
         revs.set(id, document._rev);
         continue;
       }
-      // A live version, or a delete with the tombstone's content (per-field policy).
-      if (
-        previous &&
-        previous._deleted === version.del &&
-        deepEqual(this.content(previous), version.doc ?? {})
-      ) {
+      // A live version, or a delete with the tombstone's content (per-field policy). That content
+      // may name attachments (a field merged from a concurrent edit), but the stored tombstone lists
+      // none: the storage drops their data with the delete, and RxDB's upsert over a tombstone can
+      // carry its list into the revived document, without the data.
+      const content = version.del ? withoutAttachments(version.doc) : version.doc;
+      if (previous && previous._deleted === version.del && deepEqual(this.content(previous), content ?? {})) {
         revs.set(id, previous._rev);
         continue;
       }
-      let attachments: StoredDoc['_attachments'];
+      let attachments: StoredDoc['_attachments'] = {};
       try {
-        attachments = attachmentsToWrite(version.doc?.[ATTACHMENTS], previous, data);
+        if (!version.del) attachments = attachmentsToWrite(version.doc?.[ATTACHMENTS], previous, data);
       } catch (error) {
         rejected.push({ id, error });
         continue;
@@ -934,6 +934,13 @@ function attachmentStubs(
 }
 
 const hasAttachments = (change: Change): boolean => Boolean(change.doc?.[ATTACHMENTS]);
+
+/** The content without its attachment descriptions. */
+function withoutAttachments(doc: Record<string, unknown> | undefined): Record<string, unknown> | undefined {
+  if (!doc || !Object.hasOwn(doc, ATTACHMENTS)) return doc;
+  const { [ATTACHMENTS]: _descriptions, ...rest } = doc;
+  return rest;
+}
 
 function withoutAttachmentData(change: Change): Change {
   if (!change.att) return change;

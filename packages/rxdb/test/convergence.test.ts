@@ -506,6 +506,25 @@ const regressions: Array<[string, Schedule]> = [
       heal: 'relay',
     },
   ],
+  [
+    "a delete merged with a concurrent attachment, then the app's upsert: the revived document lists no attachment without its data (CI, seed 1696536140)",
+    {
+      ops: [
+        { t: 'link', a: 0, b: 2, linked: false },
+        { t: 'crash', dev: 0 },
+        { t: 'put', dev: 1, doc: 2 },
+        { t: 'attach', dev: 2, doc: 2 },
+        { t: 'put', dev: 0, doc: 3 },
+        { t: 'put', dev: 0, doc: 0 },
+        { t: 'del', dev: 1, doc: 2 },
+        { t: 'put', dev: 2, doc: 2 },
+      ],
+      duplicate: false,
+      reorder: false,
+      policy: 'fields',
+      heal: 'links',
+    },
+  ],
 ];
 
 /** Schedules per run of the suite: ~35 ms each on average here; FERRY_CONVERGENCE_RUNS=8000 for a long hunt. */
