@@ -801,9 +801,9 @@ export class CollectionSync {
         revs.set(id, previous._rev);
         continue;
       }
-      let attachments: StoredDoc['_attachments'] = {};
+      let attachments: StoredDoc['_attachments'];
       try {
-        if (!version.del) attachments = attachmentsToWrite(version.doc?.[ATTACHMENTS], previous, data);
+        attachments = version.del ? {} : attachmentsToWrite(version.doc?.[ATTACHMENTS], previous, data);
       } catch (error) {
         rejected.push({ id, error });
         continue;
