@@ -27,31 +27,33 @@ function usage(message: string): never {
   process.exit(2);
 }
 
+/** `path` becomes a link to `target` unless something is there already (a run that stopped midway is resumed). */
+function link(target: string, path: string): void {
+  if (!existsSync(path)) symlinkSync(target, path);
+}
+
 /** A worktree of `sha` that resolves every dependency from this checkout, and `@ferry/*` from itself. */
 function baselineCheckout(sha: string): string {
   const dir = join(ROOT, 'bench/.build', `baseline-${sha.slice(0, 12)}`);
-  if (existsSync(dir)) return dir;
-  execFileSync('git', ['worktree', 'add', '--detach', dir, sha], { cwd: ROOT, stdio: 'inherit' });
+  if (!existsSync(dir)) {
+    execFileSync('git', ['worktree', 'add', '--detach', dir, sha], { cwd: ROOT, stdio: 'inherit' });
+  }
   const modules = join(ROOT, 'node_modules');
   mkdirSync(join(dir, 'node_modules/@ferry'), { recursive: true });
   for (const entry of readdirSync(modules)) {
-    if (entry !== '@ferry') symlinkSync(join(modules, entry), join(dir, 'node_modules', entry));
+    if (entry !== '@ferry') link(join(modules, entry), join(dir, 'node_modules', entry));
   }
   // npm links each workspace package (../../packages/core): the same path inside the worktree.
   for (const name of readdirSync(join(modules, '@ferry'))) {
     const target = resolve(join(modules, '@ferry'), readlinkSync(join(modules, '@ferry', name)));
-    symlinkSync(join(dir, relative(ROOT, target)), join(dir, 'node_modules/@ferry', name));
+    link(join(dir, relative(ROOT, target)), join(dir, 'node_modules/@ferry', name));
   }
   // Packages with dependencies of their own (npm installs those beside them).
   for (const parent of ['packages', 'apps']) {
     for (const name of readdirSync(join(ROOT, parent))) {
       const own = join(ROOT, parent, name, 'node_modules');
-      if (
-        existsSync(own) &&
-        existsSync(join(dir, parent, name)) &&
-        !existsSync(join(dir, parent, name, 'node_modules'))
-      ) {
-        symlinkSync(own, join(dir, parent, name, 'node_modules'));
+      if (existsSync(own) && existsSync(join(dir, parent, name))) {
+        link(own, join(dir, parent, name, 'node_modules'));
       }
     }
   }
