@@ -16,6 +16,7 @@ import {
 import type { HybridClock } from './hlc.js';
 import { type DocMeta, type MetaStore, storageBelowWrapper, versionOf } from './store.js';
 import {
+  ATTACHMENTS,
   advanceOwn,
   type ConflictPolicy,
   compareVectors,
@@ -93,7 +94,6 @@ const UNSAVED_MAX = 1000;
 /** RxDB's own top-level fields start with '_' (and the app's may not). */
 const UNDERSCORE = 0x5f;
 /** The one of them that travels: a document's attachments are part of its content (see content()). */
-const ATTACHMENTS = '_attachments';
 
 /** RxDB's description of an attachment, as stored and as it travels (the data goes in `Change.att`). */
 interface AttachmentStub {
@@ -145,6 +145,8 @@ export class CollectionSync {
   private dirty = true;
   /** Where Ferry reads and writes documents (see storageBelowWrapper). */
   private readonly storage: StorageInstance;
+  /** The collection's schema allows attachments. */
+  private readonly withAttachments: boolean;
 
   private constructor(
     readonly name: string,
@@ -153,6 +155,7 @@ export class CollectionSync {
   ) {
     this.primaryPath = collection.schema.primaryPath as string;
     this.storage = storageBelowWrapper(collection as RxCollection<Record<string, unknown>>);
+    this.withAttachments = Boolean(collection.schema.jsonSchema.attachments);
   }
 
   static async open(
@@ -523,7 +526,16 @@ export class CollectionSync {
         via: '',
         local: true,
       };
-      if (fieldMode) meta.fs = stampFields(known?.fs, this.content(doc), doc._deleted, st, this.primaryPath);
+      if (fieldMode) {
+        meta.fs = stampFields(
+          known?.fs,
+          this.content(doc),
+          doc._deleted,
+          st,
+          this.primaryPath,
+          this.withAttachments,
+        );
+      }
       written.set(id, meta);
     }
     return [...written.values()];

@@ -75,13 +75,20 @@ export function hashValue(value: unknown): string {
   return (4294967296 * (2097151 & h2) + (h1 >>> 0)).toString(36);
 }
 
-/** Field stamps after a local write at `stamp` that turned `previous` into `doc`. */
+/** RxDB's field of a document's attachment descriptions: one field under the per-field policy. */
+export const ATTACHMENTS = '_attachments';
+
+/**
+ * Field stamps after a local write at `stamp` that turned `previous` into `doc`. `withAttachments`:
+ * the collection's schema allows attachments.
+ */
 export function stampFields(
   previous: FieldStamps | undefined,
   doc: Record<string, unknown>,
   deleted: boolean,
   stamp: string,
   primaryPath: string,
+  withAttachments = false,
 ): FieldStamps {
   const out: FieldStamps = { ...previous };
   const keys = new Set([...Object.keys(doc), ...Object.keys(previous ?? {})]);
@@ -92,6 +99,12 @@ export function stampFields(
     if (out[key]?.[1] !== hash) out[key] = [stamp, hash];
   }
   out[DELETED_KEY] = [stamp, deleted ? '1' : '0'];
+  // A delete removes the attachments (the storage drops their data), even where the document had
+  // none: a concurrent write may have added some. Every write stamps the existence register too, so
+  // a delete that wins it also wins this field over every write it beat, and no merged tombstone's
+  // content lists attachments. (One that did read back from storage without them, so devices could
+  // hold one version with two contents.)
+  if (deleted && withAttachments) out[ATTACHMENTS] = [stamp, REMOVED];
   return out;
 }
 
