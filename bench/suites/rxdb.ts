@@ -42,6 +42,20 @@ function runCount(value: string | undefined): number {
   return runs;
 }
 
+/**
+ * Node flags of every device process: `FERRY_BENCH_CPU_PROF=<dir>` writes a V8 CPU profile of each
+ * (sampled every 100 µs: the default 1 ms gives a 250 ms sync too few samples), and
+ * `FERRY_BENCH_NODE_FLAGS` adds its space-separated flags (V8's `--trace-opt` or `--no-opt`, which
+ * NODE_OPTIONS does not pass on), for finding where a sync's time goes.
+ */
+function deviceFlags(): string[] {
+  const profile = process.env.FERRY_BENCH_CPU_PROF;
+  return [
+    ...(profile ? ['--cpu-prof', '--cpu-prof-interval=100', `--cpu-prof-dir=${profile}`] : []),
+    ...(process.env.FERRY_BENCH_NODE_FLAGS?.split(' ').filter(Boolean) ?? []),
+  ];
+}
+
 class PeerProcess {
   private readonly child: ChildProcess;
   private nextId = 0;
@@ -52,10 +66,7 @@ class PeerProcess {
   constructor(deviceScript: string) {
     this.child = fork(deviceScript, [], {
       // Plain Node, without the bench's tsx loader (see rxdb-device.ts).
-      execArgv: process.env.FERRY_BENCH_CPU_PROF
-        ? // A V8 CPU profile of every device process, for finding hot spots.
-          ['--cpu-prof', `--cpu-prof-dir=${process.env.FERRY_BENCH_CPU_PROF}`]
-        : [],
+      execArgv: deviceFlags(),
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     });
     this.child.on('message', (message: Reply | Arrival) => {
