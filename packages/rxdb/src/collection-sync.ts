@@ -727,7 +727,10 @@ export class CollectionSync {
       ownFloor: this.ownFloor,
     });
     const via = deepEqualVersion(version, remote) ? from : '';
-    if (sameContent(current, remote)) return { version, via, local: false };
+    // Equal contents are no conflict, but the join still carries this device's write when `current`
+    // was its to relay (two devices resolving one conflict alike: each made a version, and neither
+    // may have reached a device that was offline).
+    if (sameContent(current, remote)) return { version, via, local: ownCurrent };
     const conflict: FerryConflict = {
       collection: this.name,
       id: remote.id,

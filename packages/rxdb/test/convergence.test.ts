@@ -463,6 +463,23 @@ const regressions: Array<[string, Schedule]> = [
     },
   ],
   [
+    'two devices resolve one conflict alike while a third is paused: the join of their resolutions reaches it through the relay (app handler, relay-only heal, seed 1810234280)',
+    {
+      ops: [
+        { t: 'put', dev: 1, doc: 0 },
+        { t: 'put', dev: 0, doc: 3 },
+        { t: 'pause', dev: 1, paused: true },
+        { t: 'put', dev: 2, doc: 1 },
+        { t: 'put', dev: 0, doc: 1 },
+        { t: 'attach', dev: 2, doc: 0 },
+      ],
+      duplicate: false,
+      reorder: false,
+      policy: 'handler',
+      heal: 'relay',
+    },
+  ],
+  [
     'a write a paused peer refused is relayed when the writer pauses too (relay-only heal)',
     {
       ops: [
