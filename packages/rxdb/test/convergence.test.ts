@@ -10,7 +10,20 @@ import { converge, Device, MemoryRelayServer } from './support.js';
 // except one superseded by the conflict rule. The network heals one of two ways: every link comes back, or none does and the
 // devices only read their mailboxes (then no mailbox may expire: the relay is all they have).
 
-const DEVICES = ['deva', 'devb', 'devc'];
+/** Three devices per schedule; FERRY_CONVERGENCE_DEVICES=4 or 5 for a hunt with more (the regressions need three). */
+const DEVICES = ['deva', 'devb', 'devc', 'devd', 'deve'].slice(
+  0,
+  deviceCount(process.env.FERRY_CONVERGENCE_DEVICES),
+);
+
+function deviceCount(value: string | undefined): number {
+  if (value === undefined) return 3;
+  const count = Number(value);
+  if (!Number.isInteger(count) || count < 3 || count > 5) {
+    throw new Error(`FERRY_CONVERGENCE_DEVICES must be 3, 4 or 5, not ${JSON.stringify(value)}`);
+  }
+  return count;
+}
 const DOCS = 4;
 
 type Op =
@@ -550,7 +563,7 @@ const DEFAULT_RUNS = 150;
 const numRunsBudget = () =>
   Math.max(0, Number(process.env.FERRY_CONVERGENCE_RUNS ?? DEFAULT_RUNS) - DEFAULT_RUNS) * 1000;
 
-describe('convergence (fast-check, 3 devices, in-memory network and relay)', () => {
+describe(`convergence (fast-check, ${DEVICES.length} devices, in-memory network and relay)`, () => {
   for (const [name, schedule] of regressions)
     it(`regression: ${name}`, () => withTimeout(runSchedule)(schedule), 30_000);
 
