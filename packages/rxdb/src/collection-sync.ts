@@ -93,7 +93,6 @@ const MAX_APPLY_ATTEMPTS = 8;
 const UNSAVED_MAX = 1000;
 /** RxDB's own top-level fields start with '_' (and the app's may not). */
 const UNDERSCORE = 0x5f;
-/** The one of them that travels: a document's attachments are part of its content (see content()). */
 
 /** RxDB's description of an attachment, as stored and as it travels (the data goes in `Change.att`). */
 interface AttachmentStub {

@@ -75,7 +75,10 @@ export function hashValue(value: unknown): string {
   return (4294967296 * (2097151 & h2) + (h1 >>> 0)).toString(36);
 }
 
-/** RxDB's field of a document's attachment descriptions: one field under the per-field policy. */
+/**
+ * RxDB's field of a document's attachment descriptions, the one underscore field that travels: a
+ * document's attachments are part of its content, and one field under the per-field policy.
+ */
 export const ATTACHMENTS = '_attachments';
 
 /**
@@ -88,7 +91,7 @@ export function stampFields(
   deleted: boolean,
   stamp: string,
   primaryPath: string,
-  withAttachments = false,
+  withAttachments: boolean,
 ): FieldStamps {
   const out: FieldStamps = { ...previous };
   const keys = new Set([...Object.keys(doc), ...Object.keys(previous ?? {})]);
