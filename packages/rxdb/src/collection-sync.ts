@@ -806,10 +806,11 @@ export class CollectionSync {
         revs.set(id, document._rev);
         continue;
       }
-      // A live version, or a delete with the tombstone's content (per-field policy). That content
-      // may name attachments (a field merged from a concurrent edit), but the stored tombstone lists
-      // none: the storage drops their data with the delete, and RxDB's upsert over a tombstone can
-      // carry its list into the revived document, without the data.
+      // A live version, or a delete with the tombstone's content (per-field policy). A delete stamps
+      // the attachments removed (see stampFields), but one made by an earlier Ferry may still name
+      // some (merged from a concurrent edit): the stored tombstone lists none, since the storage
+      // drops their data with the delete and RxDB's upsert over a tombstone can carry its list into
+      // the revived document, without the data.
       const content = version.del ? withoutAttachments(version.doc) : version.doc;
       if (previous && previous._deleted === version.del && deepEqual(this.content(previous), content ?? {})) {
         revs.set(id, previous._rev);
