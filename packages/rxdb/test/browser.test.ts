@@ -139,6 +139,59 @@ describe.skipIf(!(await hasChromium()))('a browser device and a Node device', ()
     }
   }, 90_000);
 
+  it('a page killed in the middle of a large initial sync resumes from its checkpoint in IndexedDB and converges', async () => {
+    const node = await nodeDevice('node-crash');
+    const COUNT = 3000;
+    const args = [server.signalingUrl, toBase64(key), 'page-crash', 'node-crash'] as const;
+    let again: Page | undefined;
+    try {
+      await node.db.todos.bulkInsert(
+        Array.from({ length: COUNT }, (_, i) => ({
+          id: `big${String(i).padStart(4, '0')}`,
+          title: 'x'.repeat(200),
+        })),
+      );
+      await node.replication.awaitInSync();
+      const page = await harness.newPage();
+      const cdp = await harness.context.newCDPSession(page);
+      // A slower page, so that the kill lands mid-sync on any machine.
+      await cdp.send('Emulation.setCPUThrottlingRate', { rate: 4 });
+      await page.evaluate((a) => globalThis.ferryDevice.start(...a), args);
+      await page.evaluate(() => globalThis.ferryDevice.received(1));
+      // A little later: the next push is on its way or being written.
+      await new Promise((resolve) => setTimeout(resolve, 40));
+      // The renderer dies at once: no page lifecycle, no goodbye to the peer, IndexedDB as it was.
+      const crashed = new Promise((resolve) => page.once('crash', resolve));
+      void cdp.send('Page.crash').catch(() => undefined);
+      await crashed;
+      await page.close();
+
+      again = await harness.newPage();
+      const kept = await again.evaluate(() => globalThis.ferryDevice.stored('page-crash', 'node-crash'));
+      expect(kept.docs).toBeGreaterThan(0);
+      expect(kept.docs).toBeLessThan(COUNT);
+      // The checkpoint is saved in the same write as the last metadata of its batch, after the documents.
+      expect(kept.checkpoint).toBeGreaterThan(0);
+      expect(kept.checkpoint).toBeLessThanOrEqual(kept.docs);
+
+      const sentBefore = node.replication.sent$.value;
+      await again.evaluate((a) => globalThis.ferryDevice.start(...a), args);
+      for (let round = 0; ; round++) {
+        await node.replication.awaitInSync();
+        const there = await again.evaluate(() => globalThis.ferryDevice.docs());
+        if (there.length === COUNT && JSON.stringify(there) === JSON.stringify(await node.docs())) break;
+        if (round === 400) throw new Error(`the restarted page holds ${there.length} of ${COUNT} documents`);
+        await new Promise((resolve) => setTimeout(resolve, 25));
+      }
+      // Node sent exactly what came after the page's persisted checkpoint, not everything again.
+      expect(node.replication.sent$.value - sentBefore).toBe(COUNT - kept.checkpoint);
+    } finally {
+      await again?.evaluate(() => globalThis.ferryDevice.close()).catch(() => undefined);
+      await again?.close();
+      await node.close();
+    }
+  }, 120_000);
+
   it('two tabs of one app: only the leader replicates, the other takes over on the same metadata when it closes', async () => {
     const node = await nodeDevice('node-tabs');
     const [first, second] = [await harness.newPage(), await harness.newPage()];

@@ -1,7 +1,7 @@
 // Bundled for Chromium by browser.test.ts: a Ferry device in a page: RxDB on Dexie (IndexedDB), the
 // MeshNetwork on the browser's native WebRTC, and replicateFerry, driven through a page global.
 import { canGenerateCode, fromBase64, MeshNetwork, useInterpretedChecks } from '@ferry/core';
-import { type FerryReplicationState, replicateFerry } from '@ferry/rxdb';
+import { type FerryReplicationState, MetaStore, replicateFerry } from '@ferry/rxdb';
 import { addRxPlugin, createRxDatabase, type RxCollection, type RxDatabase } from 'rxdb';
 import { RxDBAttachmentsPlugin } from 'rxdb/plugins/attachments';
 import { RxDBLeaderElectionPlugin } from 'rxdb/plugins/leader-election';
@@ -75,6 +75,30 @@ const api = {
   },
   async remove(id: string): Promise<void> {
     await (await todos.findOne(id).exec())!.remove();
+  },
+  /** Resolves once this device has applied at least `count` received changes. */
+  async received(count: number): Promise<void> {
+    await new Promise<void>((resolve) => {
+      const subscription = replication!.received$.subscribe((n) => {
+        if (n < count) return;
+        queueMicrotask(() => subscription.unsubscribe());
+        resolve();
+      });
+    });
+  },
+  /**
+   * What this device's IndexedDB holds, read by a database opened only for that (no replication):
+   * how many documents, and its checkpoint in `peerId`'s log (0 if none).
+   */
+  async stored(clientId: string, peerId: string): Promise<{ docs: number; checkpoint: number }> {
+    await api.open(clientId, false);
+    try {
+      const docs = await todos.count().exec();
+      const checkpoint = await (await MetaStore.open(db!)).get<{ seq: number }>(`cp/${peerId}/todos`);
+      return { docs, checkpoint: checkpoint?.seq ?? 0 };
+    } finally {
+      await db!.close();
+    }
   },
   async awaitInSync(): Promise<void> {
     await replication!.awaitInSync();
