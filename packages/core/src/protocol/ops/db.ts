@@ -63,7 +63,7 @@ export const DocumentChangeSchema = Type.Object(
         {
           additionalProperties: Type.String(),
           description:
-            "attachment data in base64, by attachment id: one for each attachment in doc._attachments (RxDB's descriptions: digest, length, type)",
+            "attachment data in base64, by attachment id, for the attachments in doc._attachments (RxDB's descriptions: digest, length, type); a push leaves out the data of attachments unchanged since a version the receiver was sent, and the relay never does",
         },
       ),
     ),
@@ -79,6 +79,9 @@ export const SyncNackReasonSchema = Type.Union([
   Type.Literal('paused'), // replication is paused on the receiver; it sends DB_SYNC_INIT on resume
   Type.Literal('unknown-collection'),
   Type.Literal('failed'), // the receiver's storage failed; it will ask again with DB_SYNC_INIT
+  // `ids` came without data of an attachment the receiver does not hold: nothing of the push was
+  // applied, and a DB_SYNC_INIT naming them in `withData` follows
+  Type.Literal('attachments'),
 ]);
 
 export const DB_OPS = defineOps('sync', {
@@ -97,6 +100,13 @@ export const DB_OPS = defineOps('sync', {
           Type.Boolean({
             description:
               "the sender just (re)started and may have missed the receiver's own request: the receiver repeats its open stream's request as it was, or opens one",
+          }),
+        ),
+        withData: Type.Optional(
+          Type.Array(Id, {
+            maxItems: 100_000,
+            description:
+              "documents whose attachment data the receiver lacks (see the 'attachments' nack): this stream's pushes carry all of their attachments' data",
           }),
         ),
       },
