@@ -44,6 +44,11 @@ export interface FerryConflict {
 export interface ApplyOutcome {
   /** Documents the local schema refused (the rest of the batch was applied). */
   rejected: Array<{ id: string; error: unknown }>;
+  /**
+   * Documents that came without data of an attachment this device does not hold, and for which
+   * `askForData` said to ask: then nothing of the batch was applied.
+   */
+  lacking: string[];
   conflicts: FerryConflict[];
   /** New versions made by the app's conflict handler: they travel back in DB_CONFLICT_RESOLVE. */
   created: Array<{ conflict: FerryConflict; resolution: Change }>;
@@ -75,9 +80,17 @@ export interface BatchLimits {
 /** Changes for a push; `newSeq` is the log position they reach, `more` whether the log goes on. */
 export interface Batch {
   changes: Change[];
+  /** The metadata of each change's version, in the same order. */
+  metas: DocMeta[];
   newSeq: number;
   more: boolean;
 }
+
+/**
+ * Whether the receiver of a push holds the data of this version's attachments (then the push leaves
+ * it out). Without one, every attachment travels with its data.
+ */
+export type HoldsData = (meta: DocMeta) => boolean;
 type StorageInstance = RxStorageInstance<Record<string, unknown>, unknown, unknown, unknown>;
 
 /** The `context` of Ferry's document writes, which their change events carry. */
@@ -222,22 +235,29 @@ export class CollectionSync {
 
   /**
    * Apply versions received from `from` (a peer or a relay sender). `state` (e.g. the new checkpoint
-   * for that peer) is saved in the same write as the last of the batch's metadata.
+   * for that peer) is saved in the same write as the last of the batch's metadata. A version that
+   * came without attachment data this device lacks is refused (`rejected`), or, when `askForData`
+   * says so for its document, nothing is applied and it is reported in `lacking`.
    */
-  apply(changes: Change[], from: string, state: Array<[string, unknown]> = []): Promise<ApplyOutcome> {
-    return this.serial(() => this.applyNow(changes, from, state));
+  apply(
+    changes: Change[],
+    from: string,
+    state: Array<[string, unknown]> = [],
+    askForData?: (id: string) => boolean,
+  ): Promise<ApplyOutcome> {
+    return this.serial(() => this.applyNow(changes, from, state, askForData));
   }
 
   /**
    * The next batch of this device's log after `cursor`, skipping versions that came from `peer`
    * itself (it has them). `newSeq` is the log position the batch reaches.
    */
-  changesSince(cursor: number, peer: string, limits: BatchLimits): Promise<Batch> {
+  changesSince(cursor: number, peer: string, limits: BatchLimits, holdsData?: HoldsData): Promise<Batch> {
     return this.serial(async () => {
       await this.scanNow();
       for (;;) {
         const { picked, newSeq } = this.pick(cursor, peer, limits.count);
-        const changes = await this.read(picked);
+        const changes = await this.read(picked, holdsData);
         if (changes) return this.cut(changes, picked, newSeq, limits.bytes);
         this.dirty = true; // the app wrote meanwhile: record it, then read again
         await this.scanNow();
@@ -254,15 +274,17 @@ export class CollectionSync {
    * write (one to scan for, or one whose change event is waiting to be recorded): a batch that says
    * "no more" must not come before it.
    */
-  changesInHand(cursor: number, peer: string, limits: BatchLimits): Batch | undefined {
+  changesInHand(cursor: number, peer: string, limits: BatchLimits, holdsData?: HoldsData): Batch | undefined {
     if (this.sendable < this.head || this.dirty || this.pendingRecord) return undefined;
     const { picked, newSeq } = this.pick(cursor, peer, limits.count);
     for (const meta of picked) {
       if (travelsWithContent(meta) && this.recorded.get(meta.id)?._rev !== meta.rev) return undefined;
     }
     const changes = this.versions(picked, this.recorded);
-    // Attachment data is read from storage: only the queue can serve those.
-    if (!changes || changes.some(hasAttachments)) return undefined;
+    // Attachment data is read from storage: only the queue can serve a version that needs it.
+    if (!changes || changes.some((change, i) => hasAttachments(change) && !holdsData?.(picked[i]!))) {
+      return undefined;
+    }
     return this.cut(changes, picked, newSeq, limits.bytes);
   }
 
@@ -297,7 +319,7 @@ export class CollectionSync {
         break;
       }
     }
-    return { changes, newSeq, more: newSeq < this.head };
+    return { changes, metas: picked.slice(0, changes.length), newSeq, more: newSeq < this.head };
   }
 
   /** The current versions of some documents (for the relay). */
@@ -335,14 +357,17 @@ export class CollectionSync {
     return this.serial(async () => {});
   }
 
-  /** Versions of `metas` with their stored content; undefined if a document changed under us. */
-  private async read(metas: DocMeta[]): Promise<Change[] | undefined> {
+  /**
+   * Versions of `metas` with their stored content and attachment data (but the data `holdsData`
+   * says the receiver has); undefined if a document changed under us.
+   */
+  private async read(metas: DocMeta[], holdsData?: HoldsData): Promise<Change[] | undefined> {
     const stored = new Map<string, StoredDoc>();
     const readIds = this.takeInHand(metas, stored);
     if (readIds.length > 0) await this.findStored(readIds, stored);
     const changes = this.versions(metas, stored);
     if (!changes) return undefined;
-    return !changes.some(hasAttachments) || (await this.withAttachmentData(changes, metas))
+    return !changes.some(hasAttachments) || (await this.withAttachmentData(changes, metas, holdsData))
       ? changes
       : undefined;
   }
@@ -361,15 +386,20 @@ export class CollectionSync {
 
   /**
    * Sets `att` on the changes of documents with attachments (`metas` in the same order): each
-   * attachment's data, in base64. False when a document changed since it was read (its data may be
-   * gone with it). Data missing from a document that did not change is left out: the receiver
-   * refuses that document and says so, rather than this device retrying for ever.
+   * attachment's data, in base64, unless `holdsData` says the receiver has it. False when a document
+   * changed since it was read (its data may be gone with it). Data missing from a document that did
+   * not change is left out: the receiver asks for it or refuses that document and says so, rather
+   * than this device retrying for ever.
    */
-  private async withAttachmentData(changes: Change[], metas: DocMeta[]): Promise<boolean> {
+  private async withAttachmentData(
+    changes: Change[],
+    metas: DocMeta[],
+    holdsData: HoldsData | undefined,
+  ): Promise<boolean> {
     const incomplete: number[] = [];
     for (const [i, change] of changes.entries()) {
       const stubs = change.doc?.[ATTACHMENTS] as Record<string, AttachmentStub> | undefined;
-      if (!stubs) continue;
+      if (!stubs || holdsData?.(metas[i]!)) continue;
       const att: Record<string, string> = {};
       for (const [attachmentId, stub] of Object.entries(stubs)) {
         try {
@@ -511,6 +541,7 @@ export class CollectionSync {
           local: false,
         };
         if (version.fs) adopted.fs = version.fs;
+        withAttachmentDigests(adopted, doc);
         written.set(id, adopted);
         continue;
       }
@@ -535,6 +566,7 @@ export class CollectionSync {
           this.withAttachments,
         );
       }
+      withAttachmentDigests(meta, doc);
       written.set(id, meta);
     }
     return [...written.values()];
@@ -560,6 +592,10 @@ export class CollectionSync {
   private appendToLog(metas: DocMeta[]): void {
     for (const meta of metas) {
       meta.seq = ++this.head;
+      if (meta.attDigests !== undefined) {
+        const previous = this.metas.get(meta.id);
+        meta.attSince = previous?.attDigests === meta.attDigests ? (previous.attSince ?? meta.seq) : meta.seq;
+      }
       this.metas.set(meta.id, meta);
       this.log.push({ seq: meta.seq, id: meta.id });
     }
@@ -579,8 +615,10 @@ export class CollectionSync {
     changes: Change[],
     from: string,
     state: Array<[string, unknown]>,
+    askForData: ((id: string) => boolean) | undefined,
   ): Promise<ApplyOutcome> {
-    const outcome: ApplyOutcome = { rejected: [], conflicts: [], created: [] };
+    const outcome: ApplyOutcome = { rejected: [], lacking: [], conflicts: [], created: [] };
+    const data = receivedData(changes);
     let pending = changes;
     for (let attempt = 0; pending.length > 0; attempt++) {
       if (attempt === MAX_APPLY_ATTEMPTS) {
@@ -593,6 +631,10 @@ export class CollectionSync {
       // a version vector the other devices already hold with different content).
       const unrecorded = this.unrecorded(stored);
       if (unrecorded.length > 0) await this.commit(this.localVersions(unrecorded));
+      if (askForData && attempt === 0) {
+        outcome.lacking = lackingData(pending, stored, data).filter(askForData);
+        if (outcome.lacking.length > 0) return outcome;
+      }
       this.host.clock.observeAll(pending.map((remote) => remote.st));
       const decisions = new Map<string, Decision>();
       // Awaited only when the app's conflict handler runs: a microtask per document is a tenth of a
@@ -602,7 +644,7 @@ export class CollectionSync {
         addDecision(decisions, pending[waiting.index]!.id, await waiting.decision);
         waiting = this.decideFrom(waiting.index + 1, pending, stored, from, decisions);
       }
-      const { retry, rejected, revs, written } = await this.write(decisions, stored, receivedData(pending));
+      const { retry, rejected, revs, written } = await this.write(decisions, stored, data);
       this.recorded = written;
       outcome.rejected.push(...rejected);
       const committed = this.decidedMetas(decisions, retry, rejected, revs, outcome);
@@ -674,6 +716,7 @@ export class CollectionSync {
       };
       // Set after, not spread in: V8 builds a literal with a conditional spread on a slow path.
       if (version.fs) meta.fs = version.fs;
+      if (!version.del && version.doc?.[ATTACHMENTS]) withAttachmentDigests(meta, version.doc);
       committed.push(meta);
       if (decision.conflict) {
         outcome.conflicts.push(decision.conflict);
@@ -961,6 +1004,51 @@ function withoutAttachmentData(change: Change): Change {
   if (!change.att) return change;
   const { att: _data, ...rest } = change;
   return rest;
+}
+
+/**
+ * Sets `meta.attDigests` from the attachments a live document lists (its stored `_attachments`, or
+ * the same field of a version's content); a deleted one has none.
+ */
+function withAttachmentDigests(meta: DocMeta, doc: Record<string, unknown>): void {
+  if (doc._deleted === true || meta.del) return;
+  const attachments = doc[ATTACHMENTS] as Record<string, AttachmentStub> | undefined;
+  let ids: string[] | undefined;
+  // for...in, not Object.keys: nearly every document has none, and gets no array.
+  for (const id in attachments) {
+    ids ??= [];
+    ids.push(id);
+  }
+  if (!ids) return;
+  meta.attDigests = ids
+    .sort()
+    .map((id) => `${id}:${attachments![id]!.digest}`)
+    .join('\n');
+}
+
+/**
+ * Ids of `changes` that came without the data of an attachment whose digest the stored document
+ * does not hold (the sender took it for held). A malformed description is left to the write, which
+ * refuses it.
+ */
+function lackingData(changes: Change[], stored: Map<string, StoredDoc>, data: Map<string, string>): string[] {
+  const lacking: string[] = [];
+  for (const change of changes) {
+    const stubs = change.del ? undefined : (change.doc?.[ATTACHMENTS] as Record<string, unknown> | undefined);
+    if (typeof stubs !== 'object' || stubs === null) continue;
+    const previous = stored.get(change.id);
+    const held = (previous && !previous._deleted ? previous._attachments : undefined) as
+      | Record<string, AttachmentStub>
+      | undefined;
+    for (const id in stubs) {
+      const digest = (stubs[id] as Partial<AttachmentStub> | undefined)?.digest;
+      if (typeof digest === 'string' && held?.[id]?.digest !== digest && !data.has(digest)) {
+        lacking.push(change.id);
+        break;
+      }
+    }
+  }
+  return lacking;
 }
 
 /** The attachment data that arrived with `changes`, by digest. */

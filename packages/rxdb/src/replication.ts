@@ -89,6 +89,12 @@ interface OutStream {
   cursor: number;
   /** Log position the peer acknowledged (applied durably). */
   acked: number;
+  /** The peer's checkpoint when it asked for this stream: it holds what came up to there. */
+  start: number;
+  /** Documents whose attachment data the peer said it lacks: sent with all of it. */
+  withData: Set<string>;
+  /** Documents sent with their attachment data in this stream, with their `attSince` then. */
+  dataSent: Map<string, number>;
   inflight: number;
   needsReply: boolean;
   pumping: boolean;
@@ -98,6 +104,11 @@ interface OutStream {
 interface InStream {
   stream: string;
   checkpoint: Checkpoint | undefined;
+  /**
+   * Documents whose attachment data this device lacks (its request says so: see `withData`). Should
+   * one of them come without it again (the sender lost that data), it is refused, not asked for.
+   */
+  withData: Set<string>;
   caughtUp: boolean;
   chain: Promise<void>;
   /** Its DB_SYNC_INIT went out (a peer that may have missed it gets it again: see `repeatInit`). */
@@ -105,6 +116,7 @@ interface InStream {
 }
 
 const OPS = new Set<string>(Object.values(SYNC_OPS));
+
 const newId = () => toBase64(randomBytes(12), { url: true });
 const MAX_RETRY_MS = 30_000;
 /** How long acknowledgements and relay pushes gather before the relay marks are saved (one write). */
@@ -116,6 +128,21 @@ const RELAY_MARK_DELAY_MS = 1000;
  */
 const STREAM_WAIT_MS = 1000;
 const relayMarkKey = (collection: string) => `relayed/${collection}`;
+
+/**
+ * Whether a peer holds the data of a version's attachments, so that a push may leave it out: it
+ * held them at the checkpoint it asked from, or this stream sent them, and it did not say it lacks
+ * them. A wrong guess costs a round trip, not data: the peer applies nothing of that push and asks
+ * again for the documents with their data (the 'attachments' nack). The relay always carries it.
+ */
+function peerHoldsData(out: OutStream, meta: DocMeta): boolean {
+  const since = meta.attSince;
+  return (
+    since !== undefined &&
+    !out.withData.has(meta.id) &&
+    (since <= out.start || out.dataSent.get(meta.id) === since)
+  );
+}
 
 /**
  * Starts syncing RxDB collections with the account's other devices over one shared PeerNetwork,
@@ -500,13 +527,19 @@ export class FerryReplicationState {
     }
   }
 
-  private async openInbound(peer: string, collection: string, askBack = false): Promise<void> {
+  private async openInbound(
+    peer: string,
+    collection: string,
+    askBack = false,
+    withData = new Set<string>(),
+  ): Promise<void> {
     const streams = this.inbound.get(peer) ?? new Map<string, InStream>();
     this.inbound.set(peer, streams);
     // Registered before the first await, so pushes of the stream it replaces are ignored from now on.
     const stream: InStream = {
       stream: newId(),
       checkpoint: undefined,
+      withData,
       caughtUp: false,
       chain: Promise.resolve(),
       initSent: false,
@@ -526,6 +559,7 @@ export class FerryReplicationState {
       checkpoint: formatVersion(stream.checkpoint),
       dbVersion: formatVersion({ epoch: this.epoch, seq: this.syncs.get(collection)!.head }),
       ...(askBack ? { askBack } : {}),
+      ...(stream.withData.size > 0 ? { withData: [...stream.withData] } : {}),
     };
     await this.send(peer, SYNC_OPS.syncInit, init);
   }
@@ -636,10 +670,14 @@ export class FerryReplicationState {
     if (streams.get(init.collection)?.stream === init.stream) return;
     const checkpoint = parseVersion(init.checkpoint);
     const valid = checkpoint?.epoch === this.epoch && checkpoint.seq <= sync.head;
+    const start = valid ? checkpoint.seq : 0;
     streams.set(init.collection, {
       stream: init.stream,
-      cursor: valid ? checkpoint.seq : 0,
-      acked: valid ? checkpoint.seq : 0,
+      cursor: start,
+      acked: start,
+      start,
+      withData: new Set(init.withData),
+      dataSent: new Map(),
       inflight: 0,
       needsReply: true,
       pumping: false,
@@ -671,11 +709,16 @@ export class FerryReplicationState {
           (out.cursor < sync.head || out.needsReply)
         ) {
           const limits = { count: this.batchSize, bytes: this.batchBytes };
+          const holdsData = (meta: DocMeta) => peerHoldsData(out, meta);
           // A live write is in hand: it goes out now, not after the queue's next turn.
           const batch =
-            sync.changesInHand(out.cursor, peer, limits) ??
-            (await sync.changesSince(out.cursor, peer, limits));
+            sync.changesInHand(out.cursor, peer, limits, holdsData) ??
+            (await sync.changesSince(out.cursor, peer, limits, holdsData));
           if (this.outbound.get(peer)?.get(collection) !== out) return;
+          for (let i = 0; i < batch.changes.length; i++) {
+            const since = batch.metas[i]!.attSince;
+            if (batch.changes[i]!.att && since !== undefined) out.dataSent.set(batch.metas[i]!.id, since);
+          }
           if (batch.changes.length === 0 && !out.needsReply) {
             out.cursor = batch.newSeq; // everything in range came from this peer
             continue;
@@ -736,11 +779,31 @@ export class FerryReplicationState {
     let outcome: Awaited<ReturnType<CollectionSync['apply']>>;
     try {
       // The checkpoint goes into the same storage write as the batch's metadata, never before it.
-      outcome = await sync.apply(push.changes, peer, advances ? [[checkpointKey, next]] : []);
+      outcome = await sync.apply(
+        push.changes,
+        peer,
+        advances ? [[checkpointKey, next]] : [],
+        (id) => !stream.withData.has(id),
+      );
     } catch (error) {
       this.report(error);
       this.nack(peer, push.collection, push.stream, push.baseVersion, 'failed', 'applying the diff failed');
       setTimeout(() => this.guard(this.openInbound(peer, push.collection)), this.retryDelayMs);
+      return;
+    }
+    if (outcome.lacking.length > 0) {
+      // The sender took this device for holding attachment data it lacks: ask again from the
+      // checkpoint, for these documents with their data (the rest of the stream is dropped).
+      this.nack(
+        peer,
+        push.collection,
+        push.stream,
+        push.baseVersion,
+        'attachments',
+        'documents came without attachment data this device does not hold',
+        outcome.lacking,
+      );
+      this.guard(this.openInbound(peer, push.collection, false, new Set(outcome.lacking)));
       return;
     }
     this.received$.next(this.received$.value + push.changes.length);

@@ -38,6 +38,13 @@ export interface DocMeta {
   via: string;
   /** Made by a write on this device (relayed to offline devices by this device). */
   local: boolean;
+  /** The document's attachments as `id:digest` lines in id order (absent: it has none). */
+  attDigests?: string;
+  /**
+   * The log position since which the document has had these attachments (absent: none). A push
+   * leaves their data out for a receiver known to hold it (see `replication.ts`).
+   */
+  attSince?: number;
 }
 
 // One collection for everything (RxDB's open-core build allows 16 open collections per process).

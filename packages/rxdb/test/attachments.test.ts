@@ -2,7 +2,12 @@ import { MemoryHub, type MemoryNetwork } from '@ferry/core';
 import { addRxPlugin, createRxDatabase, type RxCollection, type RxDatabase } from 'rxdb';
 import { RxDBAttachmentsPlugin } from 'rxdb/plugins/attachments';
 import { afterEach, describe, expect, it } from 'vitest';
-import { type ConflictPolicy, type FerryReplicationState, replicateFerry } from '../src/index.js';
+import {
+  type ConflictPolicy,
+  type DiffPush,
+  type FerryReplicationState,
+  replicateFerry,
+} from '../src/index.js';
 import { MemoryRelayServer, newDisk } from './support.js';
 
 // RxDB attachments travel with their documents: in pushes, through the relay, and they are checked
@@ -24,6 +29,7 @@ type FileState = { name?: string; _attachments?: Record<string, unknown> };
 type FileDb = RxDatabase<{ files: RxCollection<FileDoc> }>;
 
 interface FileDevice {
+  disk: ReturnType<typeof newDisk>;
   db: FileDb;
   network: MemoryNetwork;
   replication: FerryReplicationState;
@@ -40,8 +46,9 @@ async function fileDevice(
   id: string,
   relayServer?: MemoryRelayServer,
   conflict?: ConflictPolicy,
+  /** The storage to open: a device restarted on the same one keeps its data and metadata. */
+  disk = newDisk(),
 ): Promise<FileDevice> {
-  const disk = newDisk();
   const db = (await createRxDatabase({
     name: disk.name,
     storage: disk.storage,
@@ -57,6 +64,7 @@ async function fileDevice(
     retryDelayMs: 20,
   });
   const device = {
+    disk,
     db,
     network,
     replication,
@@ -233,6 +241,144 @@ describe('attachments', () => {
         attachments: [{ id: 'away.txt', type: 'text/plain', text: 'left in the mailbox' }],
       },
     ]);
+  });
+
+  it('are not sent again with an edit of their document: a peer that holds the data gets the descriptions only', async () => {
+    const hub = new MemoryHub();
+    const a = await fileDevice(hub, 'keep-a');
+    const b = await fileDevice(hub, 'keep-b');
+    /** What A's pushes to B carried for f7: with or without attachment data. */
+    const pushed: Array<'data' | 'descriptions only'> = [];
+    const watch = (device: FileDevice) =>
+      device.network.on('message', (from, message) => {
+        if (from !== 'keep-a' || message.op !== 'DB_DIFF_PUSH') return;
+        for (const change of (message.data as DiffPush).changes) {
+          if (change.id === 'f7' && change.doc?._attachments) {
+            pushed.push(change.att ? 'data' : 'descriptions only');
+          }
+        }
+      });
+    watch(b);
+    const doc = await a.db.files.insert({ id: 'f7', name: 'photo note' });
+    await doc.putAttachment({ id: 'photo.txt', type: 'text/plain', data: text('x'.repeat(4096)) });
+    await inSync(a, b);
+    // Sent with its data in this stream: an edit on the same connection goes without it.
+    await (await a.db.files.findOne('f7').exec())!.incrementalPatch({ name: 'renamed live' });
+    await inSync(a, b);
+    // B held the data at the checkpoint it resumes from: the edit it missed goes without it too.
+    await b.stop();
+    running.splice(running.indexOf(b), 1);
+    await (await a.db.files.findOne('f7').exec())!.incrementalPatch({ name: 'renamed while B was away' });
+    const back = await fileDevice(hub, 'keep-b', undefined, undefined, b.disk);
+    watch(back);
+    // A changed attachment travels with its new data.
+    await inSync(a, back);
+    await (await a.db.files.findOne('f7').exec())!.putAttachment({
+      id: 'photo.txt',
+      type: 'text/plain',
+      data: text('y'.repeat(4096)),
+    });
+    expect(await inSync(a, back)).toEqual([
+      {
+        id: 'f7',
+        name: 'renamed while B was away',
+        attachments: [{ id: 'photo.txt', type: 'text/plain', text: 'y'.repeat(4096) }],
+      },
+    ]);
+    expect(pushed).toEqual(['data', 'descriptions only', 'descriptions only', 'data']);
+  });
+
+  it('a device taken for holding data it lacks asks for the documents again, with their data', async () => {
+    const hub = new MemoryHub();
+    const a = await fileDevice(hub, 'lack-a');
+    const b = await fileDevice(hub, 'lack-b');
+    const errors: string[] = [];
+    for (const device of [a, b])
+      device.replication.error$.subscribe((e) => errors.push(`${e.code}: ${e.message}`));
+    const doc = await a.db.files.insert({ id: 'f8', name: 'shared' });
+    await doc.putAttachment({ id: 'scan.txt', type: 'text/plain', data: text('kept on A') });
+    await inSync(a, b);
+    const fromB: Array<{ op: string; data: unknown }> = [];
+    a.network.on('message', (from, message) => {
+      if (from === 'lack-b' && (message.op === 'DB_DIFF_NACK' || message.op === 'DB_SYNC_INIT')) {
+        fromB.push({ op: message.op, data: message.data });
+      }
+    });
+    // Apart, B removes the attachment (its data goes), then A renames the document: A's later
+    // version wins, and A, whose last version B held with this attachment, sends it without data.
+    hub.setLinked('lack-a', 'lack-b', false);
+    await (await b.db.files.findOne('f8').exec())!.getAttachment('scan.txt')!.remove();
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    await (await a.db.files.findOne('f8').exec())!.incrementalPatch({ name: 'renamed on A' });
+    hub.setLinked('lack-a', 'lack-b', true);
+    expect(await inSync(a, b)).toEqual([
+      {
+        id: 'f8',
+        name: 'renamed on A',
+        attachments: [{ id: 'scan.txt', type: 'text/plain', text: 'kept on A' }],
+      },
+    ]);
+    expect(errors).toEqual([]);
+    // B refused that push as a whole and asked again from its checkpoint, naming the document.
+    const nack = fromB.findIndex((m) => m.op === 'DB_DIFF_NACK');
+    expect(fromB[nack]?.data).toMatchObject({ reason: 'attachments', ids: ['f8'] });
+    expect(fromB.slice(nack + 1).find((m) => m.op === 'DB_SYNC_INIT')?.data).toMatchObject({
+      collection: 'files',
+      withData: ['f8'],
+    });
+  });
+
+  it('refuses, and does not ask for again, a document that came without its data once more after it was asked for', async () => {
+    const hub = new MemoryHub();
+    const peer = hub.join('lossy-peer');
+    const fromB: Array<{ op: string; data: Record<string, unknown> }> = [];
+    // A peer that answers every request with the document's description but never its data.
+    peer.on('message', (from, message) => {
+      const data = message.data as Record<string, unknown>;
+      fromB.push({ op: message.op, data });
+      if (message.op !== 'DB_SYNC_INIT') return;
+      const change = {
+        id: 'x',
+        st: '0001700000000000-0000-lossy-peer',
+        vv: { 'lossy-peer': 1 },
+        del: false,
+        doc: {
+          id: 'x',
+          name: 'x',
+          _attachments: { 'a.txt': { digest: 'md5-x', length: 5, type: 'text/plain' } },
+        },
+      };
+      const push = {
+        collection: 'files',
+        stream: data.stream,
+        changes: [change],
+        baseVersion: 'lossy@0',
+        newVersion: 'lossy@1',
+        more: false,
+      };
+      void peer.send(from, {
+        op: 'DB_DIFF_PUSH',
+        data: push,
+        timestamp: Date.now(),
+        id: `push-${fromB.length}`,
+      });
+    });
+    const b = await fileDevice(hub, 'ask-b');
+    const errors: string[] = [];
+    b.replication.error$.subscribe((e) => errors.push(e.code));
+    for (let round = 0; round < 100 && errors.length === 0; round++) {
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50)); // time for a request that should not come
+    const requests = fromB.filter((m) => m.op === 'DB_SYNC_INIT' || m.op === 'DB_DIFF_NACK');
+    expect(requests.map((m) => [m.op, m.data.withData ?? m.data.reason])).toEqual([
+      ['DB_SYNC_INIT', undefined],
+      ['DB_DIFF_NACK', 'attachments'],
+      ['DB_SYNC_INIT', ['x']],
+      ['DB_DIFF_NACK', 'rejected'],
+    ]);
+    expect(errors).toEqual(['SCHEMA_MISMATCH']);
+    expect(await contents(b)).toEqual([]);
   });
 
   it('refuses a document whose attachment came without its data, or with data of another length', async () => {
