@@ -555,6 +555,25 @@ const regressions: Array<[string, Schedule]> = [
       heal: 'links',
     },
   ],
+  [
+    "a rename made apart from a delete wins: the devices that deleted the document (and its attachment's data) were taken for holding the data, and ask for it again ('attachments' nack)",
+    {
+      ops: [
+        { t: 'put', dev: 0, doc: 0 },
+        { t: 'attach', dev: 0, doc: 0 },
+        { t: 'settle' },
+        { t: 'link', a: 0, b: 1, linked: false },
+        { t: 'link', a: 0, b: 2, linked: false },
+        { t: 'del', dev: 1, doc: 0 },
+        { t: 'settle' },
+        { t: 'put', dev: 0, doc: 0 },
+      ],
+      duplicate: false,
+      reorder: false,
+      policy: 'lww',
+      heal: 'links',
+    },
+  ],
 ];
 
 /** Schedules per run of the suite: ~35 ms each on average here; FERRY_CONVERGENCE_RUNS=8000 for a long hunt. */
