@@ -86,7 +86,14 @@ export interface ReplicateFerryOptions {
 
 interface OutStream {
   stream: string;
+  /** Log position this stream has read up to. */
   cursor: number;
+  /**
+   * Log position the last push reached (the next push's base). Behind `cursor` after a range whose
+   * versions all came from the peer, which is sent nothing: the next push covers that range too, so
+   * that its base follows the peer's checkpoint.
+   */
+  pushedThrough: number;
   /** Log position the peer acknowledged (applied durably). */
   acked: number;
   /** The peer's checkpoint when it asked for this stream: it holds what came up to there. */
@@ -674,6 +681,7 @@ export class FerryReplicationState {
     streams.set(init.collection, {
       stream: init.stream,
       cursor: start,
+      pushedThrough: start,
       acked: start,
       start,
       withData: new Set(init.withData),
@@ -727,11 +735,12 @@ export class FerryReplicationState {
             collection,
             stream: out.stream,
             changes: batch.changes,
-            baseVersion: formatVersion({ epoch: this.epoch, seq: out.cursor }),
+            baseVersion: formatVersion({ epoch: this.epoch, seq: out.pushedThrough }),
             newVersion: formatVersion({ epoch: this.epoch, seq: batch.newSeq }),
             more: batch.more,
           };
           out.cursor = batch.newSeq;
+          out.pushedThrough = batch.newSeq;
           out.needsReply = false;
           out.inflight += 1;
           if (!(await this.send(peer, SYNC_OPS.diffPush, push))) return;

@@ -9,7 +9,13 @@ import {
 import { RxDBLocalDocumentsPlugin } from 'rxdb/plugins/local-documents';
 import { filter, firstValueFrom, take, toArray } from 'rxjs';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { type FerryConflict, META_COLLECTION, MetaStore, replicateFerry } from '../src/index.js';
+import {
+  type DiffPush,
+  type FerryConflict,
+  META_COLLECTION,
+  MetaStore,
+  replicateFerry,
+} from '../src/index.js';
 import {
   converge,
   type Device,
@@ -145,6 +151,36 @@ describe('replicateFerry over the in-memory network', () => {
     expect(atA).toHaveLength(49);
     expect(atA.find((d) => d.id === 't3')).toEqual({ id: 't3', title: 'todo 3', done: true });
     expect(await b!.docs('notes')).toEqual([{ key: 'k', body: 'note' }]);
+  });
+
+  it('writes taking turns on two devices go out once each: a push after versions that came from its receiver follows its checkpoint', async () => {
+    const {
+      devices: [a, b],
+    } = await devices(2);
+    await converge([a!, b!]);
+    const seen: string[] = [];
+    let pushed = 0;
+    for (const [device, other] of [
+      [a!, 'b'],
+      [b!, 'a'],
+    ] as const) {
+      device.network.on('message', (_from, message) => {
+        if (message.op === 'DB_DIFF_PUSH') pushed += (message.data as DiffPush).changes.length;
+        else
+          seen.push(`${other}: ${message.op} ${(message.data as { reason?: string }).reason ?? ''}`.trim());
+      });
+    }
+    // Each device's write comes after applying the other's, whose version its log holds above its
+    // peer's checkpoint (and never sends back).
+    for (let turn = 0; turn < 6; turn++) {
+      const writer = turn % 2 === 0 ? a! : b!;
+      await writer.db.todos.insert({ id: `turn${turn}`, title: `written in turn ${turn}` });
+      await converge([a!, b!]);
+    }
+    expect(await a!.docs()).toHaveLength(6);
+    // No gap: no push was refused, no stream asked for again, nothing sent twice.
+    expect(seen.filter((line) => !line.endsWith('DB_DIFF_ACK'))).toEqual([]);
+    expect(pushed).toBe(6);
   });
 
   it('three devices: a change reaches a device that never meets its author (A -> B -> C)', async () => {
