@@ -8,7 +8,7 @@ import type { Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type BrowserHarness, openBrowser } from '../../../testing/browser.js';
 import { hasChromium } from '../../../testing/services.js';
-import { replicateFerry } from '../src/index.js';
+import { type DiffPush, replicateFerry } from '../src/index.js';
 import { newDisk, openDb } from './support.js';
 
 // A browser device (Chromium, RxDB on Dexie/IndexedDB, native WebRTC) and a Node device (memory
@@ -124,6 +124,24 @@ describe.skipIf(!(await hasChromium()))('a browser device and a Node device', ()
         if (pageHas.length > 0 && nodeHas.length > 0) break;
         await new Promise((resolve) => setTimeout(resolve, 25));
       }
+      expect(await attachmentsAt('n3')).toEqual([['from-page.txt', 'written in Chromium']]);
+      expect(await page.evaluate(() => globalThis.ferryDevice.attachments('p3'))).toEqual([
+        ['from-node.txt', 'written in Node'],
+      ]);
+      // Renaming a document with an attachment each way: the data is not sent again, and stays.
+      const fromPage: Array<{ title: unknown; data: boolean }> = [];
+      mesh.on('message', (from, message) => {
+        if (from !== 'page-dev' || message.op !== 'DB_DIFF_PUSH') return;
+        for (const change of (message.data as DiffPush).changes) {
+          if (change.id === 'n3') fromPage.push({ title: change.doc?.title, data: change.att !== undefined });
+        }
+      });
+      await page.evaluate(() => globalThis.ferryDevice.setTitle('n3', 'renamed in the page'));
+      await (await db.todos.findOne('p3').exec())!.incrementalPatch({ title: 'renamed in node' });
+      const renamed = await converged();
+      expect(renamed.find((d) => d.id === 'n3')?.title).toBe('renamed in the page');
+      expect(renamed.find((d) => d.id === 'p3')?.title).toBe('renamed in node');
+      expect(fromPage).toEqual([{ title: 'renamed in the page', data: false }]);
       expect(await attachmentsAt('n3')).toEqual([['from-page.txt', 'written in Chromium']]);
       expect(await page.evaluate(() => globalThis.ferryDevice.attachments('p3'))).toEqual([
         ['from-node.txt', 'written in Node'],
