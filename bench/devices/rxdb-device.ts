@@ -50,7 +50,8 @@ export type Command =
    * document's change event fired and the last push was acknowledged.
    */
   | { cmd: 'replay'; count: number; file: string; window: number }
-  | { cmd: 'write'; index: number }
+  /** Insert the index-th live document; `turn`: one of the writes the two devices make in turns. */
+  | { cmd: 'write'; index: number; turn?: boolean }
   | { cmd: 'peak' }
   /** The run is over: the other device may go away at any moment now. */
   | { cmd: 'ending' }
@@ -59,7 +60,8 @@ export type Command =
 export type Reply = { id: number; result?: unknown; error?: string };
 /** A timed step run twice in one process: first with V8's JIT cold, then warm. */
 export type ColdWarm = { coldMs: number; warmMs: number };
-export type Arrival = { event: 'arrived'; index: number; at: number };
+/** Another device's live write reached this one: `live` from the one-way series, `turn` from the turns. */
+export type Arrival = { event: 'arrived'; kind: 'live' | 'turn'; index: number; at: number };
 /** Bytes of a sync's pushes as a session carries them: JSON, and DEFLATE-compressed. */
 export type PushSizes = { jsonBytes: number; deflatedBytes: number };
 
@@ -209,6 +211,8 @@ export class Peer {
    * would run inside the write's change event, ahead of whichever replication listens after it.
    */
   private receiving = false;
+  /** Writes in turns this device made (it reports only the other device's). */
+  private readonly ownTurns = new Set<string>();
 
   async open(config: PeerConfig): Promise<void> {
     this.config = config;
@@ -217,14 +221,17 @@ export class Peer {
     this.docs = await openDocs(`bench${config.clientId}`);
     this.db = this.docs.database;
     this.docs.$.subscribe((event) => {
-      if (event.operation !== 'DELETE' && this.receiving && event.documentId.startsWith('live-')) {
-        const arrival: Arrival = {
-          event: 'arrived',
-          index: Number(event.documentId.slice(5)),
-          at: wallNow(),
-        };
-        process.send!(arrival);
-      }
+      if (event.operation === 'DELETE') return;
+      const id = event.documentId;
+      const kind =
+        this.receiving && id.startsWith('live-')
+          ? 'live'
+          : id.startsWith('turn-') && !this.ownTurns.has(id)
+            ? 'turn'
+            : undefined;
+      if (!kind) return;
+      const arrival: Arrival = { event: 'arrived', kind, index: Number(id.slice(5)), at: wallNow() };
+      process.send!(arrival);
     });
   }
 
@@ -421,9 +428,11 @@ export class Peer {
     return { coldMs: await pass('replaycold'), warmMs: await pass('replaywarm') };
   }
 
-  async write(index: number): Promise<{ at: number }> {
+  async write(index: number, turn = false): Promise<{ at: number }> {
+    const id = `${turn ? 'turn' : 'live'}-${index}`;
+    if (turn) this.ownTurns.add(id);
     const at = wallNow();
-    await this.docs.insert(makeDoc(`live-${index}`, index));
+    await this.docs.insert(makeDoc(id, index));
     return { at };
   }
 
@@ -462,7 +471,7 @@ export class Peer {
       case 'replay':
         return this.replay(command.count, command.file, command.window);
       case 'write':
-        return this.write(command.index);
+        return this.write(command.index, command.turn);
       case 'peak':
         return this.rss.stop().peakBytes;
       case 'ending':
