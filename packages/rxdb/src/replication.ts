@@ -116,6 +116,14 @@ interface InStream {
    * one of them come without it again (the sender lost that data), it is refused, not asked for.
    */
   withData: Set<string>;
+  /**
+   * Pushes in a row that did not follow the checkpoint, in the streams before this one (0 once a
+   * push applies). A correct peer makes none; one that goes on making them is asked again after a
+   * growing delay, not at once in a loop.
+   */
+  gaps: number;
+  /** A push of this stream did not follow the checkpoint: the rest of it is dropped. */
+  dropped: boolean;
   caughtUp: boolean;
   chain: Promise<void>;
   /** Its DB_SYNC_INIT went out (a peer that may have missed it gets it again: see `repeatInit`). */
@@ -539,6 +547,7 @@ export class FerryReplicationState {
     collection: string,
     askBack = false,
     withData = new Set<string>(),
+    gaps = 0,
   ): Promise<void> {
     const streams = this.inbound.get(peer) ?? new Map<string, InStream>();
     this.inbound.set(peer, streams);
@@ -547,6 +556,8 @@ export class FerryReplicationState {
       stream: newId(),
       checkpoint: undefined,
       withData,
+      gaps,
+      dropped: false,
       caughtUp: false,
       chain: Promise.resolve(),
       initSent: false,
@@ -764,7 +775,7 @@ export class FerryReplicationState {
   }
 
   private async applyPush(peer: string, push: DiffPush, stream: InStream): Promise<void> {
-    if (this.inbound.get(peer)?.get(push.collection) !== stream) return;
+    if (this.inbound.get(peer)?.get(push.collection) !== stream || stream.dropped) return;
     const base = parseVersion(push.baseVersion);
     const next = parseVersion(push.newVersion);
     const sync = this.syncs.get(push.collection)!;
@@ -780,7 +791,16 @@ export class FerryReplicationState {
         'gap',
         'the push does not follow my checkpoint',
       );
-      this.guard(this.openInbound(peer, push.collection));
+      // The first gap in a row is asked about at once.
+      stream.dropped = true;
+      const gaps = stream.gaps + 1;
+      const reopen = () => {
+        if (!this.cancelled && this.inbound.get(peer)?.get(push.collection) === stream) {
+          this.guard(this.openInbound(peer, push.collection, false, new Set(), gaps));
+        }
+      };
+      if (gaps === 1) reopen();
+      else setTimeout(reopen, Math.min(this.retryDelayMs * 2 ** (gaps - 2), MAX_RETRY_MS));
       return;
     }
     const advances = known === undefined || known.epoch !== next.epoch || next.seq > known.seq;
@@ -815,6 +835,7 @@ export class FerryReplicationState {
       this.guard(this.openInbound(peer, push.collection, false, new Set(outcome.lacking)));
       return;
     }
+    stream.gaps = 0;
     this.received$.next(this.received$.value + push.changes.length);
     if (advances) stream.checkpoint = next;
     await this.recordConflicts(outcome.conflicts);

@@ -18,7 +18,7 @@ import {
 } from '../src/index.js';
 import {
   converge,
-  type Device,
+  Device,
   MemoryRelayServer,
   metaStorage,
   newDisk,
@@ -931,6 +931,37 @@ describe('replicateFerry over the in-memory network', () => {
     expect(errors).toEqual([]);
     await Promise.all([a.replication.cancel(), b.replication.cancel()]);
     await Promise.all([a.db.close(), b.db.close()]);
+  });
+
+  it('bad input: a peer whose pushes never follow the checkpoint is asked again after a growing delay, not in a loop', async () => {
+    const hub = new MemoryHub();
+    const peer = hub.join('gappy');
+    let requests = 0;
+    peer.on('message', (from, message) => {
+      if (message.op !== 'DB_SYNC_INIT') return;
+      requests++;
+      const { stream } = message.data as { stream: string };
+      // Every push starts at position 5 of its log, past the empty checkpoint it was asked from.
+      const push = {
+        collection: 'todos',
+        stream,
+        changes: [],
+        baseVersion: 'gappy@5',
+        newVersion: 'gappy@6',
+        more: false,
+      };
+      void peer.send(from, { op: 'DB_DIFF_PUSH', data: push, timestamp: Date.now(), id: `gap${requests}` });
+    });
+    const device = new Device('gap-victim', hub, { retryDelayMs: 20 });
+    await device.start();
+    try {
+      await new Promise((resolve) => setTimeout(resolve, 400));
+      // Asked at once after the first gap, then after 20, 40, 80, 160 ms: it goes on asking, slowly.
+      expect(requests).toBeGreaterThanOrEqual(3);
+      expect(requests).toBeLessThanOrEqual(8);
+    } finally {
+      await device.stop();
+    }
   });
 
   it('bad input: malformed messages and documents the schema refuses are reported, never applied, never crash', async () => {
