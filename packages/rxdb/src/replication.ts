@@ -131,7 +131,6 @@ interface InStream {
 }
 
 const OPS = new Set<string>(Object.values(SYNC_OPS));
-
 const newId = () => toBase64(randomBytes(12), { url: true });
 const MAX_RETRY_MS = 30_000;
 /** How long acknowledgements and relay pushes gather before the relay marks are saved (one write). */
