@@ -1026,6 +1026,11 @@ function withAttachmentDigests(meta: DocMeta, doc: Record<string, unknown>): voi
     .join('\n');
 }
 
+/** The attachments whose data the storage holds for a stored document: none for a tombstone. */
+function heldAttachments(previous: StoredDoc | undefined): Record<string, AttachmentStub> {
+  return (previous && !previous._deleted ? previous._attachments : {}) as Record<string, AttachmentStub>;
+}
+
 /**
  * Ids of `changes` that came without the data of an attachment whose digest the stored document
  * does not hold (the sender took it for held). A malformed description is left to the write, which
@@ -1037,12 +1042,10 @@ function lackingData(changes: Change[], stored: Map<string, StoredDoc>, data: Ma
     const stubs = change.del ? undefined : (change.doc?.[ATTACHMENTS] as Record<string, unknown> | undefined);
     if (typeof stubs !== 'object' || stubs === null) continue;
     const previous = stored.get(change.id);
-    const held = (previous && !previous._deleted ? previous._attachments : undefined) as
-      | Record<string, AttachmentStub>
-      | undefined;
+    const held = heldAttachments(previous);
     for (const id in stubs) {
       const digest = (stubs[id] as Partial<AttachmentStub> | undefined)?.digest;
-      if (typeof digest === 'string' && held?.[id]?.digest !== digest && !data.has(digest)) {
+      if (typeof digest === 'string' && held[id]?.digest !== digest && !data.has(digest)) {
         lacking.push(change.id);
         break;
       }
@@ -1080,10 +1083,7 @@ function attachmentsToWrite(
   if (typeof described !== 'object' || described === null || Array.isArray(described)) {
     throw new FerryError('SCHEMA_MISMATCH', '_attachments must be an object');
   }
-  const stored = (previous && !previous._deleted ? previous._attachments : {}) as Record<
-    string,
-    AttachmentStub
-  >;
+  const stored = heldAttachments(previous);
   for (const [id, stub] of Object.entries(described as Record<string, unknown>)) {
     const { digest, length, type } = (stub ?? {}) as Partial<AttachmentStub>;
     if (typeof digest !== 'string' || typeof type !== 'string' || !Number.isSafeInteger(length)) {
