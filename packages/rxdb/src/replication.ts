@@ -117,12 +117,12 @@ interface InStream {
    */
   withData: Set<string>;
   /**
-   * Pushes in a row that did not follow the checkpoint, in the streams before this one (0 once a
-   * push applies). A correct peer makes none; one that goes on making them is asked again after a
-   * growing delay, not at once in a loop.
+   * Pushes in a row that did not follow the checkpoint or failed to apply, in the streams before
+   * this one (0 once a push applies). A correct peer makes no gap; one that goes on making them, or
+   * a storage that goes on failing, is asked again after a growing delay, not at once in a loop.
    */
-  gaps: number;
-  /** A push of this stream did not follow the checkpoint: the rest of it is dropped. */
+  misses: number;
+  /** A push of this stream missed (see `misses`): the rest of it is dropped. */
   dropped: boolean;
   caughtUp: boolean;
   chain: Promise<void>;
@@ -546,7 +546,7 @@ export class FerryReplicationState {
     collection: string,
     askBack = false,
     withData = new Set<string>(),
-    gaps = 0,
+    misses = 0,
   ): Promise<void> {
     const streams = this.inbound.get(peer) ?? new Map<string, InStream>();
     this.inbound.set(peer, streams);
@@ -555,7 +555,7 @@ export class FerryReplicationState {
       stream: newId(),
       checkpoint: undefined,
       withData,
-      gaps,
+      misses,
       dropped: false,
       caughtUp: false,
       chain: Promise.resolve(),
@@ -773,6 +773,30 @@ export class FerryReplicationState {
     stream.chain = stream.chain.then(() => this.applyPush(peer, push, stream));
   }
 
+  /**
+   * Drop the rest of `stream` (its pushes in flight would only miss the checkpoint) and ask the peer
+   * again from the checkpoint: at once for a first gap, else after `retryDelayMs`, doubling with each
+   * miss in a row up to 30 s. Only while `stream` is still the current one: a newer stream, opened
+   * meanwhile, is never replaced.
+   */
+  private askAgain(
+    peer: string,
+    collection: string,
+    stream: InStream,
+    { firstAtOnce }: { firstAtOnce: boolean },
+  ): void {
+    stream.dropped = true;
+    const misses = stream.misses + 1;
+    const reopen = () => {
+      if (!this.cancelled && this.inbound.get(peer)?.get(collection) === stream) {
+        this.guard(this.openInbound(peer, collection, false, new Set(), misses));
+      }
+    };
+    const doublings = misses - (firstAtOnce ? 2 : 1);
+    if (doublings < 0) reopen();
+    else setTimeout(reopen, Math.min(this.retryDelayMs * 2 ** doublings, MAX_RETRY_MS));
+  }
+
   private async applyPush(peer: string, push: DiffPush, stream: InStream): Promise<void> {
     if (this.inbound.get(peer)?.get(push.collection) !== stream || stream.dropped) return;
     const base = parseVersion(push.baseVersion);
@@ -790,16 +814,7 @@ export class FerryReplicationState {
         'gap',
         'the push does not follow my checkpoint',
       );
-      // The first gap in a row is asked about at once.
-      stream.dropped = true;
-      const gaps = stream.gaps + 1;
-      const reopen = () => {
-        if (!this.cancelled && this.inbound.get(peer)?.get(push.collection) === stream) {
-          this.guard(this.openInbound(peer, push.collection, false, new Set(), gaps));
-        }
-      };
-      if (gaps === 1) reopen();
-      else setTimeout(reopen, Math.min(this.retryDelayMs * 2 ** (gaps - 2), MAX_RETRY_MS));
+      this.askAgain(peer, push.collection, stream, { firstAtOnce: true });
       return;
     }
     const advances = known === undefined || known.epoch !== next.epoch || next.seq > known.seq;
@@ -816,7 +831,7 @@ export class FerryReplicationState {
     } catch (error) {
       this.report(error);
       this.nack(peer, push.collection, push.stream, push.baseVersion, 'failed', 'applying the diff failed');
-      setTimeout(() => this.guard(this.openInbound(peer, push.collection)), this.retryDelayMs);
+      this.askAgain(peer, push.collection, stream, { firstAtOnce: false });
       return;
     }
     if (outcome.lacking.length > 0) {
@@ -834,7 +849,7 @@ export class FerryReplicationState {
       this.guard(this.openInbound(peer, push.collection, false, new Set(outcome.lacking)));
       return;
     }
-    stream.gaps = 0;
+    stream.misses = 0;
     this.received$.next(this.received$.value + push.changes.length);
     if (advances) stream.checkpoint = next;
     await this.recordConflicts(outcome.conflicts);

@@ -10,6 +10,7 @@ import { RxDBLocalDocumentsPlugin } from 'rxdb/plugins/local-documents';
 import { filter, firstValueFrom, take, toArray } from 'rxjs';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import {
+  CollectionSync,
   type DiffPush,
   type FerryConflict,
   META_COLLECTION,
@@ -961,6 +962,66 @@ describe('replicateFerry over the in-memory network', () => {
       expect(requests).toBeLessThanOrEqual(8);
     } finally {
       await device.stop();
+    }
+  });
+
+  it('a push that fails to apply drops the rest of its stream and is asked for once more, after the retry delay', async () => {
+    const hub = new MemoryHub();
+    const peer = hub.join('flaky');
+    const requests: string[] = [];
+    const nacks: string[] = [];
+    const change = (id: string, seq: number) => ({
+      id,
+      st: `00000000${seq}.00000.flaky`,
+      vv: { flaky: seq },
+      del: false,
+      doc: { id, title: id },
+    });
+    peer.on('message', (from, message) => {
+      if (message.op === 'DB_DIFF_NACK') nacks.push((message.data as { reason: string }).reason);
+      if (message.op !== 'DB_SYNC_INIT') return;
+      const { stream } = message.data as { stream: string };
+      requests.push(stream);
+      // Two pushes back to back, as a sender with a window of several sends them.
+      for (const seq of [1, 2]) {
+        const push = {
+          collection: 'todos',
+          stream,
+          changes: [change(`t${seq}`, seq)],
+          baseVersion: `flaky@${seq - 1}`,
+          newVersion: `flaky@${seq}`,
+          more: seq === 1,
+        };
+        void peer.send(from, {
+          op: 'DB_DIFF_PUSH',
+          data: push,
+          timestamp: Date.now(),
+          id: `${stream}${seq}`,
+        });
+      }
+    });
+    // The receiving device's first apply fails (a storage error, say).
+    const apply = vi
+      .spyOn(CollectionSync.prototype, 'apply')
+      .mockRejectedValueOnce(new Error('storage is busy'));
+    const device = started[started.push(new Device('victim', hub, { retryDelayMs: 50 })) - 1]!;
+    await device.start();
+    const errors: string[] = [];
+    device.replication.error$.subscribe((error) => errors.push(error.message));
+    try {
+      await vi.waitFor(async () => expect(await device.docs()).toHaveLength(2));
+      await new Promise((resolve) => setTimeout(resolve, 150));
+      // The second push of the failed stream is dropped, not answered with a gap and a new request
+      // that the delayed one would then replace.
+      expect(nacks).toEqual(['failed']);
+      expect(requests).toHaveLength(2);
+      expect(await device.docs()).toEqual([
+        { id: 't1', title: 't1' },
+        { id: 't2', title: 't2' },
+      ]);
+      expect(errors).toEqual(['storage is busy']);
+    } finally {
+      apply.mockRestore();
     }
   });
 
