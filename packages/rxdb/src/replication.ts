@@ -1,11 +1,11 @@
 import {
   type DiffRelay,
   FerryError,
-  fromUtf8,
   isFerryError,
   newMessageId,
   type PeerMessage,
   type PeerNetwork,
+  type RelayedDiff,
   type RelayHints,
   randomBytes,
   requirePositive,
@@ -17,6 +17,7 @@ import { RxDBLeaderElectionPlugin } from 'rxdb/plugins/leader-election';
 import { BehaviorSubject, filter, firstValueFrom, Subject, type Subscription } from 'rxjs';
 import { CollectionSync, type FerryConflict, type StoredDoc, WRITE_CONTEXT } from './collection-sync.js';
 import { HybridClock } from './hlc.js';
+import { type RoutedReplication, SyncRouter } from './router.js';
 import { type DocMeta, MetaStore } from './store.js';
 import type { ConflictPolicy } from './versions.js';
 import {
@@ -32,7 +33,6 @@ import {
   type NackReason,
   parseVersion,
   type RelayDiff,
-  relayDiffChecker,
   SYNC_OPS,
   type SyncInit,
 } from './wire.js';
@@ -130,7 +130,6 @@ interface InStream {
   initSent: boolean;
 }
 
-const OPS = new Set<string>(Object.values(SYNC_OPS));
 const newId = () => toBase64(randomBytes(12), { url: true });
 const MAX_RETRY_MS = 30_000;
 /** How long acknowledgements and relay pushes gather before the relay marks are saved (one write). */
@@ -176,28 +175,25 @@ export async function replicateFerry(options: ReplicateFerryOptions): Promise<Fe
       throw new FerryError('SCHEMA_MISMATCH', `collection ${name} belongs to another database`);
     }
   }
-  const claim: Claim = { collections: names };
-  for (const [owner, what] of [
-    [options.network, 'network'],
-    [db, 'database'],
-  ] as const) {
-    const other = claims.get(owner);
-    if (other) {
-      throw new FerryError(
-        'BAD_ARGUMENT',
-        `replicateFerry: this ${what} already carries a replication (of ${other.collections.join(', ')}); ` +
-          'pass all collections to one replicateFerry call, or cancel() that replication first',
-      );
-    }
+  const inDb = replicatedIn.get(db) ?? new Set<RxCollection>();
+  const taken = names.filter((name) => inDb.has(options.collections[name]!));
+  if (taken.length > 0) {
+    throw new FerryError(
+      'BAD_ARGUMENT',
+      `replicateFerry: ${taken.join(', ')} already replicated by another replicateFerry; cancel() it first`,
+    );
   }
-  claims.set(options.network, claim);
-  claims.set(db, claim);
+  const router = SyncRouter.of(options.network);
+  const releaseNames = router.claim(names);
+  replicatedIn.set(db, inDb);
+  for (const name of names) inDb.add(options.collections[name]!);
   const release = () => {
-    for (const owner of [options.network, db]) if (claims.get(owner) === claim) claims.delete(owner);
+    releaseNames();
+    for (const name of names) inDb.delete(options.collections[name]!);
   };
   try {
     const store = await MetaStore.open(db);
-    const state = new FerryReplicationState(options, store, release);
+    const state = new FerryReplicationState(options, store, router, release);
     if (db.multiInstance && options.waitForLeadership !== false) {
       addRxPlugin(RxDBLeaderElectionPlugin);
       // Resolves only in the leader: the state is returned at once, inactive until then.
@@ -212,19 +208,13 @@ export async function replicateFerry(options: ReplicateFerryOptions): Promise<Fe
   }
 }
 
-interface Claim {
-  readonly collections: string[];
-}
-
 /**
- * The replication running on each network and each database. One each: a second replication on a
- * network would answer its peers' requests for the first one's collections with "unknown
- * collection", and pull and acknowledge relay diffs meant for it (they would be lost); two on one
- * database would both write its sync metadata.
+ * The collections each database has in a running replication: two replications of one collection
+ * would both record its writes as new versions.
  */
-const claims = new WeakMap<object, Claim>();
+const replicatedIn = new WeakMap<RxDatabase, Set<RxCollection>>();
 
-export class FerryReplicationState {
+export class FerryReplicationState implements RoutedReplication {
   readonly clientId: string;
   /** True while replication runs (false after pause() or cancel()). */
   readonly active$ = new BehaviorSubject<boolean>(false);
@@ -270,13 +260,13 @@ export class FerryReplicationState {
   private relayHold: ReturnType<typeof setTimeout> | undefined;
   private relayRetryDelay: number;
   private relayPulling: Promise<number> | undefined;
-  private relayPullNext: Promise<number> | undefined;
   private initialRelayPullDone = false;
 
   constructor(
     private readonly options: ReplicateFerryOptions,
     readonly store: MetaStore,
-    /** Frees the network and the database for another replication (see `claims`). */
+    private readonly router: SyncRouter,
+    /** Frees its collections' names on the network and the collections for another replication. */
     private readonly release: () => void,
   ) {
     this.network = options.network;
@@ -294,11 +284,7 @@ export class FerryReplicationState {
 
   /** @internal */
   async start(): Promise<void> {
-    this.epoch = (await this.store.get<string>('epoch')) ?? '';
-    if (!this.epoch) {
-      this.epoch = newId();
-      await this.store.set('epoch', this.epoch);
-    }
+    this.epoch = await this.store.epoch();
     for (const id of [
       ...((await this.store.get<string[]>('devices')) ?? []),
       ...(this.options.knownDevices ?? []),
@@ -334,7 +320,7 @@ export class FerryReplicationState {
         }),
       );
     }
-    this.network.on('message', this.onMessage);
+    this.router.attach(this, [...this.syncs.keys()]);
     this.network.on('peer-connected', this.onPeerConnected);
     this.network.on('peer-disconnected', this.onPeerDisconnected);
     const { relayHints } = this.options;
@@ -424,7 +410,7 @@ export class FerryReplicationState {
     const marks = this.relayMarkCandidates(); // before pause() forgets the peers' acknowledgements
     this.pause();
     this.cancelled = true;
-    this.network.off('message', this.onMessage);
+    this.router.detach(this);
     this.network.off('peer-connected', this.onPeerConnected);
     this.network.off('peer-disconnected', this.onPeerDisconnected);
     this.options.relayHints?.off('mailbox', this.onMailboxHint);
@@ -450,9 +436,10 @@ export class FerryReplicationState {
     this.release();
   }
 
-  /** Every conflict recorded on this device (newest last). */
+  /** Every conflict recorded on this device in this replication's collections (newest last). */
   async conflicts(): Promise<FerryConflict[]> {
-    return this.store.list<FerryConflict>('conflict/');
+    const all = await this.store.list<FerryConflict>('conflict/');
+    return all.filter((conflict) => this.syncs.has(conflict.collection));
   }
 
   /** The collection engine (tests and diagnostics). */
@@ -469,22 +456,31 @@ export class FerryReplicationState {
       this.initialRelayPullDone = true;
       return Promise.resolve(0);
     }
-    if (this.relayPulling) {
-      // The pull in flight may have read the mailbox before this call's diffs arrived: one more after it.
-      this.relayPullNext ??= this.relayPulling
-        .catch(() => 0)
-        .then(() => {
-          this.relayPullNext = undefined;
-          return this.pullRelay();
-        });
-      return this.relayPullNext;
-    }
-    this.relayPulling = this.pullRelayNow().finally(() => {
-      this.relayPulling = undefined;
+    const pulling = this.router.pull(this.relay, this).finally(() => {
+      if (this.relayPulling === pulling) this.relayPulling = undefined;
       this.initialRelayPullDone = true;
       this.changed$.next();
     });
-    return this.relayPulling;
+    this.relayPulling = pulling;
+    return pulling;
+  }
+
+  /** @internal See RoutedReplication. */
+  takesRelayDiffs(): boolean {
+    return this.started && !this.paused && !this.cancelled;
+  }
+
+  /** @internal Apply a relay diff of one of this replication's collections (see SyncRouter.pull). */
+  async applyRelayDiff(diff: RelayedDiff, parsed: RelayDiff): Promise<number> {
+    const outcome = await this.syncs.get(parsed.collection)!.apply(parsed.changes, diff.senderClientId);
+    await this.recordConflicts(outcome.conflicts);
+    for (const { id } of outcome.rejected) {
+      this.report(
+        new FerryError('SCHEMA_MISMATCH', `relayed document ${parsed.collection}/${id} was refused`),
+      );
+    }
+    this.received$.next(this.received$.value + parsed.changes.length);
+    return parsed.changes.length;
   }
 
   // ---- peers ----
@@ -622,8 +618,9 @@ export class FerryReplicationState {
 
   // ---- messages ----
 
-  private readonly onMessage = (peer: string, message: PeerMessage): void => {
-    if (!OPS.has(message.op) || this.cancelled) return;
+  /** @internal A sync message of one of this replication's collections, or of no one's (see SyncRouter). */
+  handleMessage(peer: string, message: PeerMessage): void {
+    if (this.cancelled) return;
     const checker = checkers[message.op as keyof typeof checkers];
     if (!checker.Check(message.data)) {
       const first = checker.Errors(message.data).First();
@@ -660,7 +657,7 @@ export class FerryReplicationState {
         this.onConflictResolve(peer, message.data as ConflictResolve);
         break;
     }
-  };
+  }
 
   private onSyncInit(peer: string, init: SyncInit): void {
     if (this.paused) {
@@ -1127,39 +1124,6 @@ export class FerryReplicationState {
     this.pendingRelay$.next([...this.relayQueue.values()].reduce((n, ids) => n + ids.size, 0));
   }
 
-  private async pullRelayNow(): Promise<number> {
-    const relay = this.relay!;
-    let applied = 0;
-    for (;;) {
-      const diffs = await relay.pull();
-      if (diffs.length === 0 || this.cancelled) return applied;
-      for (const diff of diffs) {
-        const parsed = parseRelayDiff(diff.payload);
-        const sync = parsed && this.syncs.get(parsed.collection);
-        if (!parsed || !sync) {
-          this.report(
-            new FerryError(
-              'SCHEMA_MISMATCH',
-              `relay diff ${diff.diffId} from ${diff.senderClientId} is not a Ferry DB diff`,
-            ),
-          );
-          continue;
-        }
-        const outcome = await sync.apply(parsed.changes, diff.senderClientId);
-        await this.recordConflicts(outcome.conflicts);
-        for (const { id } of outcome.rejected) {
-          this.report(
-            new FerryError('SCHEMA_MISMATCH', `relayed document ${parsed.collection}/${id} was refused`),
-          );
-        }
-        applied += parsed.changes.length;
-        this.received$.next(this.received$.value + parsed.changes.length);
-      }
-      // Acknowledge only after the page is durably applied: a crash before this re-serves it.
-      await relay.ack(diffs.map((d) => d.diffId));
-    }
-  }
-
   // ---- helpers ----
 
   private async until(condition: () => boolean): Promise<void> {
@@ -1173,7 +1137,8 @@ export class FerryReplicationState {
     promise.catch((error) => this.report(error));
   }
 
-  private report(error: unknown): void {
+  /** @internal */
+  report(error: unknown): void {
     if (this.cancelled) return;
     this.error$.next(
       error instanceof FerryError
@@ -1200,15 +1165,6 @@ function relayGroups(changes: Change[], budget: number): Change[][] {
   }
   if (current.length > 0) groups.push(current);
   return groups;
-}
-
-function parseRelayDiff(payload: Uint8Array): RelayDiff | undefined {
-  try {
-    const value: unknown = JSON.parse(fromUtf8(payload));
-    return relayDiffChecker.Check(value) ? value : undefined;
-  } catch {
-    return undefined;
-  }
 }
 
 export type { Change, FerryConflict };

@@ -1,4 +1,4 @@
-import { FerryError, toBase64, utf8 } from '@ferry/core';
+import { FerryError, randomBytes, toBase64, utf8 } from '@ferry/core';
 import { sha256 } from '@noble/hashes/sha2.js';
 import {
   addRxPlugin,
@@ -128,6 +128,8 @@ interface Segments {
   next: number;
 }
 
+const stores = new WeakMap<RxDatabase, Promise<MetaStore>>();
+
 export class MetaStore {
   /** `_rev` of every row this store wrote or loaded: writes go straight to the storage instance
    * (no RxDocument objects, which cost more than the sync itself), with the previous revision
@@ -135,16 +137,46 @@ export class MetaStore {
   private readonly revs = new Map<string, string>();
   private readonly storage: RxStorageInstance<MetaRow, unknown, unknown, unknown>;
   private readonly segments = new Map<string, Segments>();
+  private epochValue: Promise<string> | undefined;
 
   private constructor(private readonly rows: RxCollection<MetaRow>) {
     this.storage = storageBelowWrapper(rows);
   }
 
-  static async open(db: RxDatabase): Promise<MetaStore> {
+  /** The database's store: one per database, shared by its replications (their keys name their collections). */
+  static open(db: RxDatabase): Promise<MetaStore> {
+    let opening = stores.get(db);
+    if (!opening) {
+      opening = MetaStore.create(db);
+      stores.set(db, opening);
+      opening.catch(() => stores.delete(db));
+    }
+    return opening;
+  }
+
+  private static async create(db: RxDatabase): Promise<MetaStore> {
     addRxPlugin(RxDBMigrationSchemaPlugin);
     if (!db.collections[META_COLLECTION])
       await db.addCollections({ [META_COLLECTION]: { schema: metaSchema, migrationStrategies } });
     return new MetaStore(db.collections[META_COLLECTION] as RxCollection<MetaRow>);
+  }
+
+  /**
+   * The epoch of this database's change logs, made on first use: a wiped database gets a new one,
+   * so peers' checkpoints in the old logs are known for stale.
+   */
+  epoch(): Promise<string> {
+    this.epochValue ??= (async () => {
+      const saved = await this.get<string>('epoch');
+      if (saved) return saved;
+      const made = toBase64(randomBytes(12), { url: true });
+      await this.set('epoch', made);
+      return made;
+    })();
+    this.epochValue.catch(() => {
+      this.epochValue = undefined;
+    });
+    return this.epochValue;
   }
 
   /** Every document's current metadata in one collection (the highest log position wins). */
