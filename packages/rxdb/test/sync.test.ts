@@ -181,7 +181,29 @@ describe('replicateFerry over the in-memory network', () => {
     }
     expect(relayServer.waiting('pera')).toBe(0);
     expect(errors).toEqual([]);
-    await Promise.all([aTodos.cancel(), aNotes.cancel(), b.cancel()]);
+
+    // B meets A while A runs no notes replication: A says so, then starts one and asks B back.
+    await Promise.all([aNotes.cancel(), b.cancel()]);
+    await networkB.close();
+    await dbB.notes.insert({ key: 'n4', body: 'b, before meeting a' });
+    networkB = hub.join('perb');
+    b = await replicateFerry(bOptions(networkB));
+    const refused = firstValueFrom(b.error$);
+    await expect(refused).resolves.toMatchObject({
+      code: 'REJECTED',
+      message: expect.stringContaining('unknown-collection'),
+    });
+    const aNotesAgain = await replicateFerry({ collections: { notes: dbA.notes }, ...aOptions });
+    for (let i = 0; i < 2; i++) {
+      await Promise.all([aTodos, aNotesAgain, b].map((state) => state.awaitInSync()));
+    }
+    expect((await dbA.notes.find().exec()).map((doc) => doc.primary).sort()).toEqual([
+      'n1',
+      'n2',
+      'n3',
+      'n4',
+    ]);
+    await Promise.all([aTodos.cancel(), aNotesAgain.cancel(), b.cancel()]);
     await Promise.all([networkA.close(), networkB.close(), dbA.close(), dbB.close()]);
   });
 
