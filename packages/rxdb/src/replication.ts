@@ -660,11 +660,6 @@ export class FerryReplicationState implements RoutedReplication {
   }
 
   private onSyncInit(peer: string, init: SyncInit): void {
-    if (this.paused) {
-      // resume() re-opens every peer, so the peer asks again; meanwhile it relays to this device.
-      this.nack(peer, init.collection, init.stream, '', 'paused', 'replication is paused');
-      return;
-    }
     const sync = this.syncs.get(init.collection);
     if (!sync) {
       this.nack(
@@ -675,6 +670,11 @@ export class FerryReplicationState implements RoutedReplication {
         'unknown-collection',
         `no collection ${init.collection}`,
       );
+      return;
+    }
+    if (this.paused) {
+      // resume() re-opens every peer, so the peer asks again; meanwhile it relays to this device.
+      this.nack(peer, init.collection, init.stream, '', 'paused', 'replication is paused');
       return;
     }
     if (init.askBack) this.guard(this.repeatInit(peer, init.collection));
@@ -761,6 +761,7 @@ export class FerryReplicationState implements RoutedReplication {
   }
 
   private onPush(peer: string, push: DiffPush): void {
+    if (!this.syncs.has(push.collection)) return; // no stream of ours: nothing to answer
     const stream = this.inbound.get(peer)?.get(push.collection);
     if (this.paused) {
       this.nack(peer, push.collection, push.stream, push.baseVersion, 'paused', 'replication is paused');

@@ -182,9 +182,11 @@ describe('replicateFerry over the in-memory network', () => {
     expect(relayServer.waiting('pera')).toBe(0);
     expect(errors).toEqual([]);
 
-    // B meets A while A runs no notes replication: A says so, then starts one and asks B back.
+    // B meets A while A runs no notes replication (and its todos one is paused): A says so, then
+    // starts one and asks B back.
     await Promise.all([aNotes.cancel(), b.cancel()]);
     await networkB.close();
+    aTodos.pause();
     await dbB.notes.insert({ key: 'n4', body: 'b, before meeting a' });
     networkB = hub.join('perb');
     b = await replicateFerry(bOptions(networkB));
@@ -193,6 +195,7 @@ describe('replicateFerry over the in-memory network', () => {
       code: 'REJECTED',
       message: expect.stringContaining('unknown-collection'),
     });
+    aTodos.resume();
     const aNotesAgain = await replicateFerry({ collections: { notes: dbA.notes }, ...aOptions });
     for (let i = 0; i < 2; i++) {
       await Promise.all([aTodos, aNotesAgain, b].map((state) => state.awaitInSync()));
