@@ -187,6 +187,83 @@ describe('replicateFerry over real WebRTC sessions and a real Ferry server', () 
     }, 60_000);
   }
 
+  it('one replicateFerry per collection on one mesh syncs live and through the diff server with a device that runs both in one', async () => {
+    const suffix = ++deviceCounter;
+    const [idA, idB] = [`p${suffix}a`, `p${suffix}b`];
+    const [dbA, dbB] = await Promise.all([openDb(newDisk(), true), openDb(newDisk(), true)]);
+    // A device's diff-server key lives in its relay state, which survives its restarts.
+    const relayStates = new Map([idA, idB].map((id) => [id, new MemoryRelayStateStore()]));
+    const open = (id: string) => {
+      const mesh = createNodeMesh({ clientId: id, accountKey, signalingUrls: [server.signalingUrl] });
+      mesh.on('error', () => {});
+      const relay = new RelayClient({
+        url: server.url,
+        accountKey,
+        clientId: id,
+        state: relayStates.get(id)!,
+      });
+      return { mesh, relay };
+    };
+    const a = open(idA);
+    const aTodos = await replicateFerry({
+      collections: { todos: dbA.todos },
+      network: a.mesh,
+      relay: a.relay,
+    });
+    const aNotes = await replicateFerry({
+      collections: { notes: dbA.notes },
+      network: a.mesh,
+      relay: a.relay,
+    });
+    let b = open(idB);
+    let bBoth = await replicateFerry({
+      collections: { todos: dbB.todos, notes: dbB.notes },
+      network: b.mesh,
+      relay: b.relay,
+    });
+    const inSync = async () => {
+      for (let i = 0; i < 2; i++) await Promise.all([aTodos, aNotes, bBoth].map((s) => s.awaitInSync()));
+    };
+    const keys = async (db: TodoDb, collection: 'todos' | 'notes') =>
+      (await db[collection].find().exec()).map((doc) => doc.primary as string).sort();
+    try {
+      await dbA.todos.insert({ id: 't1', title: 'from a' });
+      await dbB.notes.insert({ key: 'n1', body: 'from b' });
+      await Promise.all([aTodos.awaitInitialReplication(), aNotes.awaitInitialReplication()]);
+      await inSync();
+      expect([await keys(dbA, 'notes'), await keys(dbB, 'todos')]).toEqual([['n1'], ['t1']]);
+
+      // B goes away: A's writes in both collections wait in B's mailbox on the diff server. Then A
+      // goes too, and B gets them from there alone.
+      await bBoth.cancel();
+      await b.mesh.close();
+      await firstValueFrom(aNotes.peers$.pipe(filter((peers) => peers.length === 0)));
+      await dbA.todos.insert({ id: 't2', title: 'while b was away' });
+      await dbA.notes.insert({ key: 'n2', body: 'while b was away' });
+      await Promise.all([aTodos.awaitInSync(), aNotes.awaitInSync()]);
+      expect([aTodos.pendingRelay$.value, aNotes.pendingRelay$.value]).toEqual([0, 0]);
+      await Promise.all([aTodos.cancel(), aNotes.cancel()]);
+      await a.mesh.close();
+      b = open(idB);
+      bBoth = await replicateFerry({
+        collections: { todos: dbB.todos, notes: dbB.notes },
+        network: b.mesh,
+        relay: b.relay,
+      });
+      await bBoth.pullRelay();
+      expect([await keys(dbB, 'todos'), await keys(dbB, 'notes')]).toEqual([
+        ['t1', 't2'],
+        ['n1', 'n2'],
+      ]);
+      expect(b.mesh.connectedPeers()).toEqual([]);
+      expect(await b.relay.pull()).toEqual([]);
+    } finally {
+      await Promise.all([aTodos.cancel(), aNotes.cancel(), bBoth.cancel()]);
+      await Promise.all([a.mesh.close(), b.mesh.close()]);
+      await Promise.all([dbA.close(), dbB.close()]);
+    }
+  }, 60_000);
+
   it('documents over 256 KiB (1 MiB each) travel through the session layer chunked, nothing dropped', async () => {
     const [a, b] = await realDevices(2);
     await connectedToAll([a!, b!]);
