@@ -187,13 +187,23 @@ export async function replicateFerry(options: ReplicateFerryOptions): Promise<Fe
   const releaseNames = router.claim(names);
   replicatedIn.set(db, inDb);
   for (const name of names) inDb.add(options.collections[name]!);
+  // As RxDB's replications do, closing the database or a replicated collection cancels: the
+  // database's hooks run before any collection closes, so cancel() still saves what it owes.
+  let state: FerryReplicationState | undefined;
+  const cancelOnClose = () => state?.cancel();
+  const closeHooks = [db.onClose, ...names.map((name) => options.collections[name]!.onClose)];
+  for (const hooks of closeHooks) hooks.push(cancelOnClose);
   const release = () => {
     releaseNames();
     for (const name of names) inDb.delete(options.collections[name]!);
+    for (const hooks of closeHooks) {
+      const index = hooks.indexOf(cancelOnClose);
+      if (index >= 0) hooks.splice(index, 1);
+    }
   };
   try {
     const store = await MetaStore.open(db);
-    const state = new FerryReplicationState(options, store, router, release);
+    state = new FerryReplicationState(options, store, router, release);
     if (db.multiInstance && options.waitForLeadership !== false) {
       addRxPlugin(RxDBLeaderElectionPlugin);
       // Resolves only in the leader: the state is returned at once, inactive until then.
@@ -218,6 +228,8 @@ export class FerryReplicationState implements RoutedReplication {
   readonly clientId: string;
   /** True while replication runs (false after pause() or cancel()). */
   readonly active$ = new BehaviorSubject<boolean>(false);
+  /** True once cancelled (by cancel(), or by closing the database or one of its collections). */
+  readonly canceled$ = new BehaviorSubject<boolean>(false);
   readonly error$ = new Subject<FerryError>();
   /** Devices with an open session that this replication talks to. */
   readonly peers$ = new BehaviorSubject<string[]>([]);
@@ -374,6 +386,20 @@ export class FerryReplicationState implements RoutedReplication {
     return this.cancelled;
   }
 
+  isStoppedOrPaused(): boolean {
+    return this.paused || this.cancelled;
+  }
+
+  /**
+   * Look again for what may have been missed: this device's mailbox, and app writes no change event
+   * reported (another process writing the same storage). RxDB's name for "pull now".
+   */
+  reSync(): void {
+    if (this.cancelled) return;
+    for (const sync of this.syncs.values()) this.guard(sync.scan());
+    if (!this.paused) this.guard(this.pullRelay());
+  }
+
   /** Stop exchanging changes (local writes are still recorded); resume() picks up from checkpoints. */
   pause(): void {
     if (!this.started) this.startPaused = true;
@@ -421,8 +447,10 @@ export class FerryReplicationState implements RoutedReplication {
     // Unsaved (the database closed first), the marks only lag: a restart pushes some diffs again.
     await this.saveRelayMarks(marks).catch(() => undefined);
     await this.relayPulling?.catch(() => undefined);
+    this.canceled$.next(true);
     for (const subject of [
       this.active$,
+      this.canceled$,
       this.error$,
       this.peers$,
       this.sent$,

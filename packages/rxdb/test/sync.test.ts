@@ -974,15 +974,61 @@ describe('replicateFerry over the in-memory network', () => {
     b!.replication.pause();
     expect(b!.replication.active$.value).toBe(false);
     expect(b!.replication.isPaused()).toBe(true);
+    expect(b!.replication.isStoppedOrPaused()).toBe(true);
     await a!.db.todos.insert({ id: 'during-pause', title: 'x' });
     await a!.replication.awaitInSync().catch(() => undefined);
     expect(await b!.docs()).toEqual([]);
     b!.replication.resume();
     await converge([a!, b!]);
     expect(await b!.docs()).toEqual([{ id: 'during-pause', title: 'x' }]);
-    expect(b!.replication.isStopped()).toBe(false);
+    expect([b!.replication.isStopped(), b!.replication.isStoppedOrPaused()]).toEqual([false, false]);
+    const canceled = firstValueFrom(b!.replication.canceled$.pipe(toArray()));
     await b!.stop();
     expect([b!.replication.isStopped(), b!.replication.isPaused()]).toEqual([true, false]);
+    expect(await canceled).toEqual([false, true]);
+  });
+
+  for (const closing of ['the database', 'a replicated collection'] as const) {
+    it(`closing ${closing} cancels the replication, as RxDB's replications do, and frees its collections`, async () => {
+      const hub = new MemoryHub();
+      const network = hub.join('closer');
+      const disk = newDisk();
+      let db = await openDb(disk);
+      const replication = await replicateFerry({ collections: { todos: db.todos }, network });
+      await db.todos.insert({ id: 't1', title: 'written before closing' });
+      await (closing === 'the database' ? db.close() : db.todos.close());
+      expect([replication.isStopped(), replication.canceled$.value]).toEqual([true, true]);
+      await db.close();
+      // The name on the network is free again, and the write was recorded before closing.
+      db = await openDb(disk);
+      const again = await replicateFerry({ collections: { todos: db.todos }, network });
+      expect(again.collection('todos')!.meta('t1')).toMatchObject({ local: true });
+      await again.cancel();
+      // A cancelled replication leaves no hook behind on the database.
+      expect(db.onClose).toEqual([]);
+      await db.close();
+      await network.close();
+    });
+  }
+
+  it("reSync() reads the mailbox now, as RxDB's reSync() pulls", async () => {
+    const relayServer = new MemoryRelayServer();
+    const {
+      devices: [b],
+    } = await devices(1, { relayServer });
+    // c is on a network b is not on (no session between them), and knows b: it writes to b's mailbox.
+    const c = new Device('devc', new MemoryHub(), { relayServer, knownDevices: [b!.id] });
+    started.push(c);
+    await c.start();
+    await c.db.todos.insert({ id: 'r1', title: 'through the mailbox' });
+    await c.replication.awaitInSync();
+    expect(relayServer.waiting(b!.id)).toBe(1);
+    expect(await b!.docs()).toEqual([]);
+    b!.replication.reSync();
+    await vi.waitFor(async () =>
+      expect(await b!.docs()).toEqual([{ id: 'r1', title: 'through the mailbox' }]),
+    );
+    expect(relayServer.waiting(b!.id)).toBe(0);
   });
 
   it("RxDB local documents of a replicated collection stay on their device and are not taken for the app's writes", async () => {
