@@ -765,6 +765,7 @@ export class CollectionSync {
     const policy = this.host.policy;
     const { version, created } = await resolveConcurrent(policy, current, remote, {
       primaryPath: this.primaryPath,
+      withAttachments: this.withAttachments,
       clock: this.host.clock,
       ownFloor: this.ownFloor,
     });

@@ -140,18 +140,29 @@ export interface Resolution {
   created: boolean;
 }
 
+interface JoinContext {
+  primaryPath: string;
+  /** The collection's schema allows attachments. */
+  withAttachments: boolean;
+}
+
 /** The deterministic join of two concurrent versions under 'lww'. */
 function joinLww(local: Change, remote: Change): Change {
   const winner = remote.st > local.st ? remote : local;
   return { ...winner, st: maxStamp(local.st, remote.st), vv: joinVectors(local.vv, remote.vv) };
 }
 
-/** The deterministic join under the per-field policy (a pointwise maximum of field stamps). */
-function joinFields(local: Change, remote: Change, primaryPath: string): Change {
-  const lf = local.fs ?? {};
-  const rf = remote.fs ?? {};
+/**
+ * The deterministic join under the per-field policy (a pointwise maximum of field stamps). A version
+ * without field stamps (written under 'lww', before the collection switched to per-field merging)
+ * counts as having written each of its fields at its own stamp: without this, two such versions
+ * joined into a document holding nothing but its primary key.
+ */
+function joinFields(local: Change, remote: Change, context: JoinContext): Change {
+  const lf = local.fs ?? stampsOfWhole(local, context);
+  const rf = remote.fs ?? stampsOfWhole(remote, context);
   const fs: FieldStamps = {};
-  const doc: Record<string, unknown> = { [primaryPath]: local.id };
+  const doc: Record<string, unknown> = { [context.primaryPath]: local.id };
   for (const key of new Set([...Object.keys(lf), ...Object.keys(rf)])) {
     const l = lf[key];
     const r = rf[key];
@@ -172,6 +183,10 @@ function joinFields(local: Change, remote: Change, primaryPath: string): Change 
   };
 }
 
+function stampsOfWhole(version: Change, { primaryPath, withAttachments }: JoinContext): FieldStamps {
+  return stampFields(undefined, version.doc ?? {}, version.del, version.st, primaryPath, withAttachments);
+}
+
 export const withDeleted = (change: Change, primaryPath: string): WithDeleted<Record<string, unknown>> => ({
   ...(change.doc ?? { [primaryPath]: change.id }),
   _deleted: change.del,
@@ -181,11 +196,11 @@ export async function resolveConcurrent(
   policy: ConflictPolicy,
   local: Change,
   remote: Change,
-  context: { primaryPath: string; clock: HybridClock; ownFloor: number },
+  context: JoinContext & { clock: HybridClock; ownFloor: number },
 ): Promise<Resolution> {
   if (policy === 'lww') return { version: joinLww(local, remote), created: false };
   if (typeof policy === 'object' && 'merge' in policy) {
-    return { version: joinFields(local, remote, context.primaryPath), created: false };
+    return { version: joinFields(local, remote, context), created: false };
   }
   const handler = policy;
   const localState = withDeleted(local, context.primaryPath);

@@ -10,7 +10,7 @@ import type { Change } from '../src/wire.js';
 
 const ID = 'id';
 const BASE_STAMP = encodeStamp(1_000, 0, 'base');
-const context = { primaryPath: ID, clock: new HybridClock('joiner'), ownFloor: 0 };
+const context = { primaryPath: ID, withAttachments: true, clock: new HybridClock('joiner'), ownFloor: 0 };
 
 type Op =
   | { t: 'rename'; name: string }
@@ -50,8 +50,11 @@ function base(attached: boolean): Change {
   };
 }
 
-/** A device's local writes on top of `from`, at its own stamps (as CollectionSync stamps them). */
-function write(from: Change, device: string, ops: Op[], times: number[]): Change {
+/**
+ * A device's local writes on top of `from`, at its own stamps (as CollectionSync stamps them), or
+ * without field stamps (`unstamped`: a device still on 'lww', before the switch to per-field merging).
+ */
+function write(from: Change, device: string, ops: Op[], times: number[], unstamped = false): Change {
   let version = from;
   ops.forEach((op, i) => {
     const doc: Record<string, unknown> = { ...stored(version).doc };
@@ -67,14 +70,13 @@ function write(from: Change, device: string, ops: Op[], times: number[]): Change
     }
     if (deleted) delete doc[ATTACHMENTS];
     const st = encodeStamp(times[i]!, 0, device);
-    const fs = stampFields(version.fs, doc, deleted, st, ID, true);
     version = {
       id: 'x',
       st,
       vv: { ...version.vv, [device]: (version.vv[device] ?? 0) + 1 },
       del: deleted,
       doc,
-      fs,
+      ...(unstamped ? {} : { fs: stampFields(version.fs, doc, deleted, st, ID, true) }),
     };
   });
   return version;
@@ -90,19 +92,20 @@ const outcome = (version: Change) => {
 };
 
 describe('the per-field join', () => {
-  it('ends alike in every order, whether or not a merged tombstone was stored and read back between', async () => {
+  it('ends alike in every order, whether or not a merged tombstone was stored and read back between, and with versions made without field stamps', async () => {
     const deviceWrites = fc.array(opArb, { minLength: 1, maxLength: 3 });
     await fc.assert(
       fc.asyncProperty(
         fc.boolean(),
         fc.tuple(deviceWrites, deviceWrites, deviceWrites),
         fc.uniqueArray(fc.integer({ min: 1_001, max: 1_100 }), { minLength: 9, maxLength: 9 }),
-        async (attached, [opsA, opsB, opsC], times) => {
+        fc.tuple(fc.boolean(), fc.boolean(), fc.boolean()),
+        async (attached, [opsA, opsB, opsC], times, unstamped) => {
           const start = base(attached);
           const versions = [
-            write(start, 'a', opsA, times.slice(0, 3).sort()),
-            write(start, 'b', opsB, times.slice(3, 6).sort()),
-            write(start, 'c', opsC, times.slice(6, 9).sort()),
+            write(start, 'a', opsA, times.slice(0, 3).sort(), unstamped[0]),
+            write(start, 'b', opsB, times.slice(3, 6).sort(), unstamped[1]),
+            write(start, 'c', opsC, times.slice(6, 9).sort(), unstamped[2]),
           ];
           const ends = [];
           for (const [i, j, k] of [
@@ -120,6 +123,34 @@ describe('the per-field join', () => {
       ),
       { numRuns: 500 },
     );
+  });
+
+  it('versions written without field stamps (under lww, before a switch to per-field merging) join field by field at their own stamps', async () => {
+    const lwwVersion = (device: string, time: number, doc: Record<string, unknown>, del = false): Change => ({
+      id: 'x',
+      st: encodeStamp(time, 0, device),
+      vv: { [device]: 1 },
+      del,
+      doc: { [ID]: 'x', ...doc },
+    });
+    const fromA = lwwVersion('a', 1_010, { name: 'by a', note: 'only a wrote a note' });
+    const fromB = lwwVersion('b', 1_020, { name: 'by b' });
+    // Before: the join held nothing but the primary key.
+    for (const [x, y] of [
+      [fromA, fromB],
+      [fromB, fromA],
+    ] as const) {
+      expect(outcome(await join(x, y)).doc).toEqual({ [ID]: 'x', name: 'by b', note: 'only a wrote a note' });
+    }
+    // One stamped version (a rename on C after the switch) against one without: the later write of each field wins.
+    const renamedOnC = write(base(false), 'c', [{ t: 'rename', name: 'by c' }], [1_015]);
+    const merged = outcome(await join(fromA, renamedOnC));
+    expect(merged.doc).toEqual({ [ID]: 'x', name: 'by c', note: 'only a wrote a note' });
+    expect(outcome(await join(renamedOnC, fromA))).toEqual(merged);
+    // A delete without stamps wins the document's existence by its stamp, as any write does.
+    const deletedOnD = lwwVersion('d', 1_030, {}, true);
+    expect(outcome(await join(fromB, deletedOnD)).del).toBe(true);
+    expect(outcome(await join(deletedOnD, fromB)).del).toBe(true);
   });
 
   it('a delete removes the attachments, so a tombstone merged with a concurrent attachment lists none', async () => {
