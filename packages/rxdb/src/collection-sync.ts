@@ -21,6 +21,7 @@ import {
   type ConflictPolicy,
   compareVectors,
   deepEqual,
+  policyKind,
   resolveConcurrent,
   sameContent,
   stampFields,
@@ -516,7 +517,7 @@ export class CollectionSync {
 
   /** New local versions for stored documents the app wrote (skipping what the log already has). */
   private localVersions(docs: StoredDoc[]): DocMeta[] {
-    const fieldMode = typeof this.host.policy === 'object' && 'merge' in this.host.policy;
+    const fieldMode = policyKind(this.host.policy) === 'fields';
     const self = this.host.clock.clientId;
     const written = new Map<string, DocMeta>();
     for (const doc of docs) {
@@ -782,7 +783,7 @@ export class CollectionSync {
       remote: withoutAttachmentData(remote),
       resolved: withoutAttachmentData(version),
       from,
-      policy: policy === 'lww' ? 'lww' : 'merge' in policy ? 'fields' : 'handler',
+      policy: policyKind(policy),
     };
     return { version, via, local: created || ownCurrent, conflict, created };
   }

@@ -19,7 +19,7 @@ import { CollectionSync, type FerryConflict, type StoredDoc, WRITE_CONTEXT } fro
 import { HybridClock } from './hlc.js';
 import { type RoutedReplication, SyncRouter } from './router.js';
 import { type DocMeta, MetaStore } from './store.js';
-import type { ConflictPolicy } from './versions.js';
+import { type ConflictPolicy, policyKind } from './versions.js';
 import {
   approximateSize,
   type Change,
@@ -31,6 +31,7 @@ import {
   type DiffPush,
   formatVersion,
   type NackReason,
+  type PolicyKind,
   parseVersion,
   type RelayDiff,
   SYNC_OPS,
@@ -242,6 +243,8 @@ export class FerryReplicationState implements RoutedReplication {
 
   readonly clock: HybridClock;
   readonly policy: ConflictPolicy;
+  /** Sent with requests and relay diffs: devices settling conflicts by different rules never converge. */
+  private readonly policyKind: PolicyKind;
   private readonly network: PeerNetwork;
   private readonly relay: DiffRelay | undefined;
   private readonly batchSize: number;
@@ -286,6 +289,7 @@ export class FerryReplicationState implements RoutedReplication {
     this.clientId = options.clientId ?? options.network.clientId;
     this.clock = new HybridClock(this.clientId, options.now);
     this.policy = options.conflict ?? 'lww';
+    this.policyKind = policyKind(this.policy);
     this.batchSize = options.batchSize ?? 500;
     this.batchBytes = options.batchBytes ?? 8 * 1024 * 1024;
     this.relayBytes = options.relayBytes ?? 768 * 1024;
@@ -493,9 +497,23 @@ export class FerryReplicationState implements RoutedReplication {
     return pulling;
   }
 
-  /** @internal See RoutedReplication. */
-  takesRelayDiffs(): boolean {
-    return this.started && !this.paused && !this.cancelled;
+  /**
+   * @internal See RoutedReplication. A diff from a device with another conflict policy waits in the
+   * mailbox until the two run the same one.
+   */
+  takesRelayDiff(diff: RelayedDiff, parsed: RelayDiff): boolean {
+    if (!this.started || this.paused || this.cancelled) return false;
+    if (!parsed.policy || parsed.policy === this.policyKind) return true;
+    const problem = this.policyMismatch(diff.senderClientId, parsed.policy, parsed.collection);
+    this.report(new FerryError('REJECTED', `relay diff ${diff.diffId}: ${problem}`));
+    return false;
+  }
+
+  private policyMismatch(peer: string, theirs: PolicyKind, collection: string): string {
+    return (
+      `${peer} settles conflicts in ${collection} by '${theirs}', ${this.clientId} by '${this.policyKind}': ` +
+      'every device of an account must use the same policy, so the two do not sync it until they do'
+    );
   }
 
   /** @internal Apply a relay diff of one of this replication's collections (see SyncRouter.pull). */
@@ -601,6 +619,7 @@ export class FerryReplicationState implements RoutedReplication {
       dbVersion: formatVersion({ epoch: this.epoch, seq: this.syncs.get(collection)!.head }),
       ...(askBack ? { askBack } : {}),
       ...(stream.withData.size > 0 ? { withData: [...stream.withData] } : {}),
+      policy: this.policyKind,
     };
     await this.send(peer, SYNC_OPS.syncInit, init);
   }
@@ -706,6 +725,13 @@ export class FerryReplicationState implements RoutedReplication {
       return;
     }
     if (init.askBack) this.guard(this.repeatInit(peer, init.collection));
+    if (init.policy && init.policy !== this.policyKind) {
+      // Refused after asking back: the peer then refuses this device's request too, and says so.
+      const problem = this.policyMismatch(peer, init.policy, init.collection);
+      this.report(new FerryError('REJECTED', problem));
+      this.nack(peer, init.collection, init.stream, '', 'policy', problem);
+      return;
+    }
     const streams = this.outbound.get(peer) ?? new Map<string, OutStream>();
     this.outbound.set(peer, streams);
     // A repeated request (see repeatInit) for the stream already being served changes nothing.
@@ -932,6 +958,8 @@ export class FerryReplicationState implements RoutedReplication {
   }
 
   private onNack(peer: string, nack: DiffNack): void {
+    // A 'policy' nack is not reported: this device reports the same mismatch when the peer's own
+    // request arrives (see onSyncInit).
     if (nack.reason === 'rejected' || nack.reason === 'unknown-collection' || nack.reason === 'invalid') {
       const code = nack.reason === 'invalid' ? 'SCHEMA_MISMATCH' : 'REJECTED';
       const ids = nack.ids ? ` (${nack.ids.join(', ')})` : '';
@@ -1071,7 +1099,7 @@ export class FerryReplicationState implements RoutedReplication {
             this.report(new FerryError('TOO_LARGE', `${name}/${group[0]!.id} is too large for the relay`));
             continue;
           }
-          const diff: RelayDiff = { v: 1, collection: name, changes: group };
+          const diff: RelayDiff = { v: 1, collection: name, changes: group, policy: this.policyKind };
           await relay.push(targets, utf8(JSON.stringify(diff)));
           this.sent$.next(this.sent$.value + group.length);
         }

@@ -12,8 +12,8 @@ import { type RelayDiff, relayDiffChecker, SYNC_OPS } from './wire.js';
 export interface RoutedReplication {
   /** Handle a sync message of one of its collections (or, for the oldest, of no one's). */
   handleMessage(peer: string, message: PeerMessage): void;
-  /** Takes a relay diff of one of its collections now (false while paused or stopped). */
-  takesRelayDiffs(): boolean;
+  /** Takes this relay diff of one of its collections now (false while paused or stopped). */
+  takesRelayDiff(diff: RelayedDiff, parsed: RelayDiff): boolean;
   /** Apply a relay diff of one of its collections durably; resolves to the documents it held. */
   applyRelayDiff(diff: RelayedDiff, parsed: RelayDiff): Promise<number>;
   report(error: unknown): void;
@@ -141,7 +141,7 @@ export class SyncRouter {
           continue;
         }
         const owner = this.owners.get(parsed.collection);
-        if (!owner?.takesRelayDiffs()) {
+        if (!owner?.takesRelayDiff(diff, parsed)) {
           left.add(diff.diffId);
           continue;
         }

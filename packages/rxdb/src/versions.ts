@@ -1,6 +1,6 @@
 import type { RxConflictHandler, WithDeleted } from 'rxdb';
 import { type HybridClock, maxStamp } from './hlc.js';
-import type { Change } from './wire.js';
+import type { Change, PolicyKind } from './wire.js';
 
 /**
  * Document versions and the conflict rules. A version is the whole document state plus its HLC
@@ -18,6 +18,10 @@ import type { Change } from './wire.js';
  */
 // biome-ignore lint/suspicious/noExplicitAny: any app document type; the handler sees the app's own documents
 export type ConflictPolicy<T = any> = 'lww' | { merge: 'fields' } | RxConflictHandler<T>;
+
+/** Which rule a policy is, as conflicts record it and devices compare it (see PolicyKind). */
+export const policyKind = (policy: ConflictPolicy): PolicyKind =>
+  policy === 'lww' ? 'lww' : 'merge' in policy ? 'fields' : 'handler';
 
 export type VersionVector = Record<string, number>;
 

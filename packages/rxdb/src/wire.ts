@@ -1,5 +1,6 @@
 import {
   CollectionNameSchema,
+  ConflictPolicyKindSchema,
   compileCheck,
   DB_OPS,
   type DocumentChange,
@@ -49,7 +50,10 @@ export const RelayDiffSchema = Type.Object({
   v: Type.Literal(1),
   collection: Name,
   changes: Type.Array(ChangeSchema, { maxItems: 100_000 }),
+  /** The sender's conflict policy (absent from diffs of earlier Ferry versions). */
+  policy: Type.Optional(ConflictPolicyKindSchema),
 });
+export type PolicyKind = Static<typeof ConflictPolicyKindSchema>;
 export type RelayDiff = Static<typeof RelayDiffSchema>;
 
 export const checkers = {

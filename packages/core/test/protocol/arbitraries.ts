@@ -24,7 +24,15 @@ const change = fc.record(
 
 const dataByOp: Record<string, fc.Arbitrary<unknown>> = {
   DB_SYNC_INIT: fc.record(
-    { collection, stream: id, checkpoint: version, dbVersion: version, askBack: fc.boolean() },
+    {
+      collection,
+      stream: id,
+      checkpoint: version,
+      dbVersion: version,
+      askBack: fc.boolean(),
+      withData: fc.array(id, { maxLength: 3 }),
+      policy: fc.constantFrom('lww', 'fields', 'handler'),
+    },
     { requiredKeys: ['collection', 'stream', 'checkpoint', 'dbVersion'] },
   ),
   DB_DIFF_PUSH: fc.record({
@@ -44,7 +52,16 @@ const dataByOp: Record<string, fc.Arbitrary<unknown>> = {
       collection,
       stream: id,
       baseVersion: version,
-      reason: fc.constantFrom('gap', 'rejected', 'invalid', 'paused', 'unknown-collection', 'failed'),
+      reason: fc.constantFrom(
+        'gap',
+        'rejected',
+        'invalid',
+        'paused',
+        'unknown-collection',
+        'failed',
+        'attachments',
+        'policy',
+      ),
       message: fc.string({ maxLength: 100 }),
       ids: fc.array(id, { maxLength: 3 }),
     },

@@ -82,6 +82,20 @@ export const SyncNackReasonSchema = Type.Union([
   // `ids` came without data of an attachment the receiver does not hold: nothing of the push was
   // applied, and a DB_SYNC_INIT naming them in `withData` follows
   Type.Literal('attachments'),
+  // the two devices settle conflicts by different policies (see DB_SYNC_INIT's `policy`): nothing is
+  // served until they run the same one
+  Type.Literal('policy'),
+]);
+
+/**
+ * How a device settles concurrent versions: 'lww', 'fields' (per-field merge) or 'handler' (the app's
+ * own). Devices whose built-in policies differ would settle one conflict two ways, each under the
+ * same version vector: they would never converge.
+ */
+export const ConflictPolicyKindSchema = Type.Union([
+  Type.Literal('lww'),
+  Type.Literal('fields'),
+  Type.Literal('handler'),
 ]);
 
 export const DB_OPS = defineOps('sync', {
@@ -107,6 +121,12 @@ export const DB_OPS = defineOps('sync', {
             maxItems: 100_000,
             description:
               "documents whose attachment data the receiver lacks (see the 'attachments' nack): this stream's pushes carry all of their attachments' data",
+          }),
+        ),
+        policy: Type.Optional(
+          Type.Union(ConflictPolicyKindSchema.anyOf, {
+            description:
+              "the receiver's conflict policy; a device running another answers with the 'policy' nack and serves nothing",
           }),
         ),
       },
