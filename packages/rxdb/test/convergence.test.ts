@@ -66,8 +66,15 @@ interface Schedule {
   ops: Op[];
   duplicate: boolean;
   reorder: boolean;
-  policy: 'lww' | 'fields' | 'handler';
-  /** How the network heals: every link comes back, or only the relay is left (absent: links). */
+  /**
+   * 'switch': the devices run 'lww', then every one restarts under per-field merging before the
+   * network heals (an app update changing the rule), so versions without field stamps meet there.
+   */
+  policy: 'lww' | 'fields' | 'handler' | 'switch';
+  /**
+   * How the network heals: every link comes back, or only the relay is left (absent: links). A
+   * switch heals by links: relay diffs written under the old rule wait for the TTL.
+   */
   heal?: 'links' | 'relay';
 }
 
@@ -102,8 +109,10 @@ async function runSchedule({ ops, duplicate, reorder, policy, heal = 'links' }: 
   relayServer.reorder = reorder;
   let time = 1_700_000_000_000;
   const now = () => time++;
+  const fields = { merge: 'fields' as const };
   const conflict =
-    policy === 'lww' ? ('lww' as const) : policy === 'fields' ? { merge: 'fields' as const } : greaterTitle;
+    policy === 'lww' || policy === 'switch' ? ('lww' as const) : policy === 'fields' ? fields : greaterTitle;
+  if (policy === 'switch') heal = 'links';
   const devices = DEVICES.map(
     (id) => new Device(id, hub, { relayServer, now, conflict, knownDevices: DEVICES }),
   );
@@ -206,6 +215,12 @@ async function runSchedule({ ops, duplicate, reorder, policy, heal = 'links' }: 
     // Heal: the diff server reachable, every device up, then every link restored (mailboxes read),
     // or every link cut and mailboxes read until nothing is left to deliver.
     relayServer.down = false;
+    if (policy === 'switch') {
+      for (const device of devices) {
+        if (device.online) await device.stop();
+        device.extra.conflict = fields;
+      }
+    }
     for (const device of devices) if (device.online) device.replication.resume();
     const linked = heal === 'links';
     for (const [i, x] of DEVICES.entries()) for (const y of DEVICES.slice(i + 1)) hub.setLinked(x, y, linked);
@@ -288,12 +303,28 @@ const scheduleArb = fc.record({
   ops: fc.array(opArb, { minLength: 1, maxLength: 30 }),
   duplicate: fc.boolean(),
   reorder: fc.boolean(),
-  policy: fc.constantFrom('lww' as const, 'fields' as const, 'handler' as const),
+  policy: fc.constantFrom('lww' as const, 'fields' as const, 'handler' as const, 'switch' as const),
   heal: fc.constantFrom('links' as const, 'relay' as const),
 });
 
 // Shrunk counterexamples found while developing (and by mutating the engine), kept as regressions.
 const regressions: Array<[string, Schedule]> = [
+  [
+    'concurrent writes of one document under lww meet after every device switched to per-field merging (the join held only the primary key)',
+    {
+      ops: [
+        { t: 'pull', dev: 1 },
+        { t: 'pause', dev: 0, paused: true },
+        { t: 'put', dev: 1, doc: 2 },
+        { t: 'put', dev: 1, doc: 0 },
+        { t: 'expire', dev: 0 },
+        { t: 'put', dev: 0, doc: 0 },
+      ],
+      duplicate: false,
+      reorder: false,
+      policy: 'switch',
+    },
+  ],
   [
     'a crash loses the metadata of a sent write; the app writes the document again before the restart',
     {
