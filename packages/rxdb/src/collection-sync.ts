@@ -55,6 +55,9 @@ export interface ApplyOutcome {
   created: Array<{ conflict: FerryConflict; resolution: Change }>;
 }
 
+/** State rows saved with an apply's metadata: given, or made from its outcome. */
+export type StateRows = Array<[string, unknown]> | ((outcome: ApplyOutcome) => Array<[string, unknown]>);
+
 export interface CollectionSyncHost {
   readonly clock: HybridClock;
   readonly store: MetaStore;
@@ -236,14 +239,15 @@ export class CollectionSync {
 
   /**
    * Apply versions received from `from` (a peer or a relay sender). `state` (e.g. the new checkpoint
-   * for that peer) is saved in the same write as the last of the batch's metadata. A version that
+   * for that peer, or rows that depend on the outcome) is saved in the same write as the last of the
+   * batch's metadata. A version that
    * came without attachment data this device lacks is refused (`rejected`), or, when `askForData`
    * says so for its document, nothing is applied and it is reported in `lacking`.
    */
   apply(
     changes: Change[],
     from: string,
-    state: Array<[string, unknown]> = [],
+    state: StateRows = [],
     askForData?: (id: string) => boolean,
   ): Promise<ApplyOutcome> {
     return this.serial(() => this.applyNow(changes, from, state, askForData));
@@ -615,7 +619,7 @@ export class CollectionSync {
   private async applyNow(
     changes: Change[],
     from: string,
-    state: Array<[string, unknown]>,
+    state: StateRows,
     askForData: ((id: string) => boolean) | undefined,
   ): Promise<ApplyOutcome> {
     const outcome: ApplyOutcome = { rejected: [], lacking: [], conflicts: [], created: [] };
@@ -649,7 +653,8 @@ export class CollectionSync {
       this.recorded = written;
       outcome.rejected.push(...rejected);
       const committed = this.decidedMetas(decisions, retry, rejected, revs, outcome);
-      await this.commit(committed, retry.size === 0 ? state : []);
+      const last = retry.size === 0;
+      await this.commit(committed, !last ? [] : typeof state === 'function' ? state(outcome) : state);
       pending = pending.filter((c) => retry.has(c.id));
       if (pending.length > 0) this.dirty = true; // the app wrote under us: record that write first
     }

@@ -129,7 +129,25 @@ interface InStream {
   chain: Promise<void>;
   /** Its DB_SYNC_INIT went out (a peer that may have missed it gets it again: see `repeatInit`). */
   initSent: boolean;
+  /** Where this device's schema last refused versions of the peer (see Refusal). */
+  refusal: Refusal | undefined;
+  /** This stream asks from before `refusal`: the local schema changed since, so they may pass now. */
+  retrying: boolean;
+  /** Versions of this stream were refused. */
+  refusedAny: boolean;
 }
+
+/**
+ * Versions a peer pushed that this device's schema refused: the checkpoint moves past them, so the
+ * log position before them is kept, with the collection's schema version then. Once the app's
+ * schema changes (an update that migrates it), a stream asks from there again and they may pass;
+ * with the same schema they would be refused again, so it does not.
+ */
+interface Refusal {
+  from: Checkpoint;
+  schemaVersion: number;
+}
+const refusalKey = (peer: string, collection: string) => `refused/${peer}/${collection}`;
 
 const newId = () => toBase64(randomBytes(12), { url: true });
 const MAX_RETRY_MS = 30_000;
@@ -602,11 +620,26 @@ export class FerryReplicationState implements RoutedReplication {
       caughtUp: false,
       chain: Promise.resolve(),
       initSent: false,
+      refusal: undefined,
+      retrying: false,
+      refusedAny: false,
     };
     streams.set(collection, stream);
-    const checkpoint = await this.store.get<Checkpoint>(`cp/${peer}/${collection}`);
+    const [checkpoint, refusal] = await Promise.all([
+      this.store.get<Checkpoint>(`cp/${peer}/${collection}`),
+      this.store.get<Refusal | null>(refusalKey(peer, collection)),
+    ]);
     if (this.paused || this.inbound.get(peer)?.get(collection) !== stream) return;
     stream.checkpoint = checkpoint;
+    stream.refusal = refusal ?? undefined;
+    if (
+      refusal &&
+      checkpoint?.epoch === refusal.from.epoch &&
+      refusal.schemaVersion !== this.schemaVersion(collection)
+    ) {
+      stream.retrying = true;
+      stream.checkpoint = { epoch: checkpoint.epoch, seq: Math.min(checkpoint.seq, refusal.from.seq) };
+    }
     await this.sendInit(peer, collection, stream, askBack);
   }
 
@@ -871,13 +904,25 @@ export class FerryReplicationState implements RoutedReplication {
     }
     const advances = known === undefined || known.epoch !== next.epoch || next.seq > known.seq;
     const checkpointKey = `cp/${peer}/${push.collection}`;
+    // Kept should the schema refuse some of these versions (see Refusal).
+    const previous = stream.refusal;
+    const refusal: Refusal = {
+      from: previous?.from.epoch === base.epoch && previous.from.seq < base.seq ? previous.from : base,
+      schemaVersion: this.schemaVersion(push.collection),
+    };
     let outcome: Awaited<ReturnType<CollectionSync['apply']>>;
     try {
-      // The checkpoint goes into the same storage write as the batch's metadata, never before it.
+      // The checkpoint goes into the same storage write as the batch's metadata, never before it,
+      // and with it where versions were refused, never after it.
       outcome = await sync.apply(
         push.changes,
         peer,
-        advances ? [[checkpointKey, next]] : [],
+        (applied) => [
+          ...(advances ? [[checkpointKey, next] as [string, unknown]] : []),
+          ...(applied.rejected.length > 0
+            ? [[refusalKey(peer, push.collection), refusal] as [string, unknown]]
+            : []),
+        ],
         (id) => !stream.withData.has(id),
       );
     } catch (error) {
@@ -906,6 +951,8 @@ export class FerryReplicationState implements RoutedReplication {
     if (advances) stream.checkpoint = next;
     await this.recordConflicts(outcome.conflicts);
     if (outcome.rejected.length > 0) {
+      stream.refusal = refusal;
+      stream.refusedAny = true;
       for (const { id, error } of outcome.rejected) {
         this.report(
           new FerryError('SCHEMA_MISMATCH', `document ${push.collection}/${id} from ${peer} was refused`, {
@@ -943,8 +990,19 @@ export class FerryReplicationState implements RoutedReplication {
       };
       await this.send(peer, SYNC_OPS.conflictResolve, resolve);
     }
-    if (!push.more && !stream.caughtUp) stream.caughtUp = true;
+    if (!push.more && !stream.caughtUp) {
+      stream.caughtUp = true;
+      if (stream.retrying && !stream.refusedAny) {
+        // Everything from the refusal on was offered again and none of it refused.
+        stream.refusal = undefined;
+        await this.store.set(refusalKey(peer, push.collection), null);
+      }
+    }
     this.changed$.next();
+  }
+
+  private schemaVersion(collection: string): number {
+    return this.syncs.get(collection)!.collection.schema.version;
   }
 
   private onAck(peer: string, ack: DiffAck): void {

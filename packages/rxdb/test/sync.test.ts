@@ -7,6 +7,7 @@ import {
   type RxStorageInstance,
 } from 'rxdb';
 import { RxDBLocalDocumentsPlugin } from 'rxdb/plugins/local-documents';
+import { RxDBMigrationSchemaPlugin } from 'rxdb/plugins/migration-schema';
 import { filter, firstValueFrom, take, toArray } from 'rxjs';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import {
@@ -1014,6 +1015,77 @@ describe('replicateFerry over the in-memory network', () => {
     await b.db.todos.insert({ id: 't3', title: 'from b' });
     await converge([a, b]);
     expect((await a.docs()).map((doc) => doc.id)).toEqual(['t1', 't2', 't3']);
+  });
+
+  it("versions the local schema refused arrive once the app's schema changes (a migrated collection asks again from where they were)", async () => {
+    addRxPlugin(RxDBMigrationSchemaPlugin);
+    const hub = new MemoryHub();
+    const now = sharedClock();
+    // A's titles may be long; B's first schema allows 20 characters, its next one 300.
+    const schema = (version: number, maxLength: number) => ({
+      ...todoSchema,
+      version,
+      properties: { ...todoSchema.properties, title: { type: 'string', maxLength } },
+    });
+    const open = async (disk: ReturnType<typeof newDisk>, version: number, maxLength: number) => {
+      const db = await createRxDatabase({ name: disk.name, storage: disk.storage, multiInstance: false });
+      const { todos } = await db.addCollections({
+        todos: { schema: schema(version, maxLength), migrationStrategies: { 1: (doc: unknown) => doc } },
+      });
+      return { db, todos };
+    };
+    const a = await open(newDisk(), 1, 300);
+    const diskB = newDisk();
+    let b = await open(diskB, 0, 20);
+    const networkA = hub.join('scha');
+    const replicationA = await replicateFerry({ collections: { todos: a.todos }, network: networkA, now });
+    const startB = async () => {
+      const network = hub.join('schb');
+      const replication = await replicateFerry({ collections: { todos: b.todos }, network, now });
+      const errors: string[] = [];
+      replication.error$.subscribe((error) => errors.push(error.code));
+      return { network, replication, errors };
+    };
+    const stopB = async (running: Awaited<ReturnType<typeof startB>>) => {
+      await running.replication.cancel();
+      await running.network.close();
+      await b.db.close();
+    };
+    await a.todos.bulkInsert([
+      { id: 'short', title: 'fits' },
+      { id: 'long', title: 'a title longer than twenty characters' },
+    ]);
+    let runB = await startB();
+    await vi.waitFor(() => expect(runB.errors).toContain('SCHEMA_MISMATCH'));
+    await Promise.all([replicationA.awaitInSync(), runB.replication.awaitInSync()]);
+    expect((await b.todos.find().exec()).map((doc) => doc.primary)).toEqual(['short']);
+
+    // The same schema would refuse them again: a restart does not ask for them.
+    await stopB(runB);
+    b = await open(diskB, 0, 20);
+    runB = await startB();
+    await Promise.all([replicationA.awaitInSync(), runB.replication.awaitInSync()]);
+    expect([runB.replication.received$.value, runB.errors]).toEqual([0, []]);
+
+    // The app's update migrates B's collection to a schema that takes long titles.
+    await stopB(runB);
+    b = await open(diskB, 1, 300);
+    runB = await startB();
+    await vi.waitFor(async () =>
+      expect((await b.todos.find().exec()).map((doc) => doc.primary)).toEqual(['long', 'short']),
+    );
+    await Promise.all([replicationA.awaitInSync(), runB.replication.awaitInSync()]);
+    expect(runB.errors).toEqual([]);
+    // Asked for once: the next start begins at the checkpoint again.
+    await stopB(runB);
+    b = await open(diskB, 1, 300);
+    runB = await startB();
+    await Promise.all([replicationA.awaitInSync(), runB.replication.awaitInSync()]);
+    expect(runB.replication.received$.value).toBe(0);
+    await stopB(runB);
+    await replicationA.cancel();
+    await networkA.close();
+    await a.db.close();
   });
 
   it('pause stops the exchange; resume catches up', async () => {
