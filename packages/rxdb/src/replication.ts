@@ -195,11 +195,18 @@ export async function replicateFerry(options: ReplicateFerryOptions): Promise<Fe
     }
   }
   const inDb = replicatedIn.get(db) ?? new Set<RxCollection>();
-  const taken = names.filter((name) => inDb.has(options.collections[name]!));
+  const seen = new Set<RxCollection>();
+  const taken = names.filter((name) => {
+    const collection = options.collections[name]!;
+    const again = inDb.has(collection) || seen.has(collection);
+    seen.add(collection);
+    return again;
+  });
   if (taken.length > 0) {
     throw new FerryError(
       'BAD_ARGUMENT',
-      `replicateFerry: ${taken.join(', ')} already replicated by another replicateFerry; cancel() it first`,
+      `replicateFerry: ${taken.join(', ')} already replicated, under another name or by another ` +
+        'replicateFerry (cancel() that one first)',
     );
   }
   const router = SyncRouter.of(options.network);

@@ -118,8 +118,11 @@ describe('replicateFerry over the in-memory network', () => {
       );
       // Two replications of one collection would both record its writes as new versions.
       await expect(replicateFerry({ collections: { again: db.todos }, network: elsewhere })).rejects.toThrow(
-        refused(expect.stringContaining('again already replicated by another replicateFerry')),
+        refused(expect.stringContaining('again already replicated')),
       );
+      await expect(
+        replicateFerry({ collections: { one: other.todos, two: other.todos }, network: elsewhere }),
+      ).rejects.toThrow(refused(expect.stringContaining('two already replicated, under another name')));
       await todos.cancel();
       const moved = await replicateFerry({ collections: { todos: db.todos }, network: elsewhere });
       await Promise.all([moved.cancel(), notes.cancel()]);
