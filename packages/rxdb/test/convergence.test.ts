@@ -39,7 +39,9 @@ type Op =
   | { t: 'expire'; dev: number }
   | { t: 'relay'; reachable: boolean }
   | { t: 'pause'; dev: number; paused: boolean }
-  | { t: 'settle' };
+  | { t: 'settle' }
+  /** Under the 'switch' policy: this device's app is updated to per-field merging (a restart). */
+  | { t: 'switch'; dev: number };
 
 const dev = fc.integer({ min: 0, max: DEVICES.length - 1 });
 const doc = fc.integer({ min: 0, max: DOCS - 1 });
@@ -60,6 +62,7 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
   { weight: 1, arbitrary: fc.record({ t: fc.constant('relay' as const), reachable: fc.boolean() }) },
   { weight: 1, arbitrary: fc.record({ t: fc.constant('pause' as const), dev, paused: fc.boolean() }) },
   { weight: 1, arbitrary: fc.constant({ t: 'settle' as const }) },
+  { weight: 1, arbitrary: fc.record({ t: fc.constant('switch' as const), dev }) },
 );
 
 interface Schedule {
@@ -67,8 +70,9 @@ interface Schedule {
   duplicate: boolean;
   reorder: boolean;
   /**
-   * 'switch': the devices run 'lww', then every one restarts under per-field merging before the
-   * network heals (an app update changing the rule), so versions without field stamps meet there.
+   * 'switch': the devices run 'lww' and are updated to per-field merging one by one (`switch` ops;
+   * the rest before the network heals), as an app update changing the rule rolls out: devices on
+   * different rules refuse each other meanwhile, and versions without field stamps meet.
    */
   policy: 'lww' | 'fields' | 'handler' | 'switch';
   /**
@@ -203,10 +207,23 @@ async function runSchedule({ ops, duplicate, reorder, policy, heal = 'links' }: 
           else if (online) replication.resume();
           break;
         }
+        case 'switch': {
+          const device = devices[op.dev]!;
+          if (policy !== 'switch' || device.extra.conflict === fields) break;
+          const wasOnline = device.online;
+          if (wasOnline) await device.stop();
+          device.extra.conflict = fields;
+          if (wasOnline) await device.start();
+          break;
+        }
         case 'settle':
           // awaitInSync waits for pending relay pushes too, which an unreachable diff server never
-          // takes, and for peers a paused device does not answer.
-          if (relayServer.down || devices.some((d) => d.online && d.replication.isPaused()))
+          // takes, and for peers a paused device (or one on another conflict rule) does not answer.
+          if (
+            relayServer.down ||
+            devices.some((d) => d.online && d.replication.isPaused()) ||
+            new Set(devices.filter((d) => d.online).map((d) => d.extra.conflict)).size > 1
+          )
             await new Promise((resolve) => setTimeout(resolve, 20));
           else await Promise.all(devices.filter((d) => d.online).map((d) => d.replication.awaitInSync()));
           break;
@@ -309,6 +326,25 @@ const scheduleArb = fc.record({
 
 // Shrunk counterexamples found while developing (and by mutating the engine), kept as regressions.
 const regressions: Array<[string, Schedule]> = [
+  [
+    'an attachment on a device already updated to per-field merging, a concurrent rename on one still on lww (without the policy check, each settled it by its own rule under one version vector)',
+    {
+      ops: [
+        { t: 'put', dev: 0, doc: 0 },
+        { t: 'settle' },
+        { t: 'switch', dev: 0 },
+        { t: 'link', a: 0, b: 1, linked: false },
+        { t: 'link', a: 0, b: 2, linked: false },
+        { t: 'attach', dev: 0, doc: 0 },
+        { t: 'put', dev: 1, doc: 0 },
+        { t: 'link', a: 0, b: 1, linked: true },
+        { t: 'settle' },
+      ],
+      duplicate: false,
+      reorder: false,
+      policy: 'switch',
+    },
+  ],
   [
     'concurrent writes of one document under lww meet after every device switched to per-field merging (the join held only the primary key)',
     {
