@@ -133,6 +133,11 @@ interface InStream {
   refusal: Refusal | undefined;
   /** This stream asks from before `refusal`: the local schema changed since, so they may pass now. */
   retrying: boolean;
+  /**
+   * The peer answered that it does not replicate this collection: nothing to hear from it or tell it
+   * (awaitInSync does not wait for it) until it asks for the collection itself.
+   */
+  unserved: boolean;
   /** Versions of this stream were refused. */
   refusedAny: boolean;
 }
@@ -630,6 +635,7 @@ export class FerryReplicationState implements RoutedReplication {
       refusal: undefined,
       retrying: false,
       refusedAny: false,
+      unserved: false,
     };
     streams.set(collection, stream);
     const [checkpoint, refusal] = await Promise.all([
@@ -676,19 +682,37 @@ export class FerryReplicationState implements RoutedReplication {
     if (stream.initSent) await this.sendInit(peer, collection, stream);
   }
 
+  /**
+   * The peer (re)started and says it may have missed our request for `collection`. It may have
+   * missed those of our other collections too, including ones it does not replicate (which it asks
+   * back for none of): every request of ours it has not answered yet goes again.
+   */
+  private askedBack(peer: string, collection: string): void {
+    const streams = this.inbound.get(peer);
+    for (const name of this.syncs.keys()) {
+      const stream = streams?.get(name);
+      const unanswered = stream !== undefined && !stream.caughtUp && !stream.unserved;
+      if (name === collection || unanswered) this.guard(this.repeatInit(peer, name));
+    }
+  }
+
   private caughtUpWith(peer: string): boolean {
     const streams = this.inbound.get(peer);
     return (
-      streams !== undefined && [...this.syncs.keys()].every((name) => streams.get(name)?.caughtUp === true)
+      streams !== undefined &&
+      [...this.syncs.keys()].every((name) => {
+        const stream = streams.get(name);
+        return stream !== undefined && (stream.caughtUp || stream.unserved);
+      })
     );
   }
 
   private deliveredTo(peer: string): boolean {
     const streams = this.outbound.get(peer);
-    if (!streams) return false;
     return [...this.syncs].every(([name, sync]) => {
-      const out = streams.get(name);
-      return out !== undefined && out.cursor >= sync.head && out.inflight === 0 && !out.needsReply;
+      const out = streams?.get(name);
+      if (!out) return this.inbound.get(peer)?.get(name)?.unserved === true;
+      return out.cursor >= sync.head && out.inflight === 0 && !out.needsReply;
     });
   }
 
@@ -764,7 +788,9 @@ export class FerryReplicationState implements RoutedReplication {
       this.nack(peer, init.collection, init.stream, '', 'paused', 'replication is paused');
       return;
     }
-    if (init.askBack) this.guard(this.repeatInit(peer, init.collection));
+    const ours = this.inbound.get(peer)?.get(init.collection);
+    if (ours) ours.unserved = false; // the peer runs the collection now
+    if (init.askBack) this.askedBack(peer, init.collection);
     if (init.policy && init.policy !== this.policyKind) {
       // Refused after asking back: the peer then refuses this device's request too, and says so.
       const problem = this.policyMismatch(peer, init.policy, init.collection);
@@ -1032,7 +1058,10 @@ export class FerryReplicationState implements RoutedReplication {
         new FerryError(code, `${peer} refused ${nack.collection}: ${nack.reason}: ${nack.message}${ids}`),
       );
     }
-    if (nack.reason === 'unknown-collection') this.outbound.get(peer)?.delete(nack.collection);
+    if (nack.reason === 'unknown-collection') {
+      const stream = this.inbound.get(peer)?.get(nack.collection);
+      if (stream?.stream === nack.stream) stream.unserved = true;
+    }
     // A paused peer asks for nothing until it resumes: its writes go to its mailbox without waiting.
     if (nack.reason === 'paused' && this.streamsExpected.delete(peer)) this.scheduleRelayFlush();
     this.settle(peer, nack.collection, nack.stream);

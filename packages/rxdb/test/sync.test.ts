@@ -1091,6 +1091,40 @@ describe('replicateFerry over the in-memory network', () => {
     await a.db.close();
   });
 
+  it('awaitInSync() does not wait for a collection a peer does not replicate, and syncs it once the peer starts', async () => {
+    const hub = new MemoryHub();
+    const now = sharedClock();
+    const [dbA, dbB] = await Promise.all([openDb(newDisk(), true), openDb(newDisk(), true)]);
+    const [networkA, networkB] = [hub.join('botha'), hub.join('todob')];
+    const a = await replicateFerry({
+      collections: { todos: dbA.todos, notes: dbA.notes },
+      network: networkA,
+      now,
+    });
+    const bTodos = await replicateFerry({ collections: { todos: dbB.todos }, network: networkB, now });
+    await dbA.todos.insert({ id: 't1', title: 'from a' });
+    await dbA.notes.insert({ key: 'n1', body: 'from a' });
+    const inTime = (promise: Promise<void>) =>
+      Promise.race([
+        promise.then(() => 'in sync'),
+        new Promise((resolve) => setTimeout(() => resolve('still waiting'), 2_000)),
+      ]);
+    await a.awaitInitialReplication();
+    // b answers `unknown-collection` for notes: nothing to hear from it or tell it there.
+    expect(await inTime(Promise.all([a.awaitInSync(), bTodos.awaitInSync()]).then(() => undefined))).toBe(
+      'in sync',
+    );
+    expect((await dbB.todos.find().exec()).map((doc) => doc.primary)).toEqual(['t1']);
+    // b's app starts syncing notes: a waits for that collection again, and b gets the note.
+    const bNotes = await replicateFerry({ collections: { notes: dbB.notes }, network: networkB, now });
+    await vi.waitFor(async () =>
+      expect((await dbB.notes.find().exec()).map((doc) => doc.primary)).toEqual(['n1']),
+    );
+    await Promise.all([a.awaitInSync(), bTodos.awaitInSync(), bNotes.awaitInSync()]);
+    await Promise.all([a.cancel(), bTodos.cancel(), bNotes.cancel()]);
+    await Promise.all([networkA.close(), networkB.close(), dbA.close(), dbB.close()]);
+  });
+
   it('pause stops the exchange; resume catches up', async () => {
     const {
       devices: [a, b],
