@@ -653,8 +653,9 @@ export class CollectionSync {
       this.recorded = written;
       outcome.rejected.push(...rejected);
       const committed = this.decidedMetas(decisions, retry, rejected, revs, outcome);
-      const last = retry.size === 0;
-      await this.commit(committed, !last ? [] : typeof state === 'function' ? state(outcome) : state);
+      // The state goes with the last write of the batch's metadata.
+      const rows = retry.size > 0 ? [] : typeof state === 'function' ? state(outcome) : state;
+      await this.commit(committed, rows);
       pending = pending.filter((c) => retry.has(c.id));
       if (pending.length > 0) this.dirty = true; // the app wrote under us: record that write first
     }

@@ -7,9 +7,7 @@ import {
   type PeerNetwork,
   type RelayedDiff,
   type RelayHints,
-  randomBytes,
   requirePositive,
-  toBase64,
   utf8,
 } from '@ferry/core';
 import { addRxPlugin, type RxCollection, type RxDatabase } from 'rxdb';
@@ -31,6 +29,7 @@ import {
   type DiffPush,
   formatVersion,
   type NackReason,
+  newId,
   type PolicyKind,
   parseVersion,
   type RelayDiff,
@@ -154,7 +153,6 @@ interface Refusal {
 }
 const refusalKey = (peer: string, collection: string) => `refused/${peer}/${collection}`;
 
-const newId = () => toBase64(randomBytes(12), { url: true });
 const MAX_RETRY_MS = 30_000;
 /** How long acknowledgements and relay pushes gather before the relay marks are saved (one write). */
 const RELAY_MARK_DELAY_MS = 1000;
@@ -199,11 +197,10 @@ export async function replicateFerry(options: ReplicateFerryOptions): Promise<Fe
       throw new FerryError('SCHEMA_MISMATCH', `collection ${name} belongs to another database`);
     }
   }
-  const inDb = replicatedIn.get(db) ?? new Set<RxCollection>();
   const seen = new Set<RxCollection>();
   const taken = names.filter((name) => {
     const collection = options.collections[name]!;
-    const again = inDb.has(collection) || seen.has(collection);
+    const again = replicated.has(collection) || seen.has(collection);
     seen.add(collection);
     return again;
   });
@@ -216,8 +213,7 @@ export async function replicateFerry(options: ReplicateFerryOptions): Promise<Fe
   }
   const router = SyncRouter.of(options.network);
   const releaseNames = router.claim(names);
-  replicatedIn.set(db, inDb);
-  for (const name of names) inDb.add(options.collections[name]!);
+  for (const collection of seen) replicated.add(collection);
   // As RxDB's replications do, closing the database or a replicated collection cancels: the
   // database's hooks run before any collection closes, so cancel() still saves what it owes.
   let state: FerryReplicationState | undefined;
@@ -226,7 +222,7 @@ export async function replicateFerry(options: ReplicateFerryOptions): Promise<Fe
   for (const hooks of closeHooks) hooks.push(cancelOnClose);
   const release = () => {
     releaseNames();
-    for (const name of names) inDb.delete(options.collections[name]!);
+    for (const collection of seen) replicated.delete(collection);
     for (const hooks of closeHooks) {
       const index = hooks.indexOf(cancelOnClose);
       if (index >= 0) hooks.splice(index, 1);
@@ -250,10 +246,10 @@ export async function replicateFerry(options: ReplicateFerryOptions): Promise<Fe
 }
 
 /**
- * The collections each database has in a running replication: two replications of one collection
- * would both record its writes as new versions.
+ * The collections in a running replication: two replications of one collection would both record
+ * its writes as new versions.
  */
-const replicatedIn = new WeakMap<RxDatabase, Set<RxCollection>>();
+const replicated = new WeakSet<RxCollection>();
 
 export class FerryReplicationState implements RoutedReplication {
   readonly clientId: string;

@@ -1,4 +1,4 @@
-import { FerryError, randomBytes, toBase64, utf8 } from '@ferry/core';
+import { FerryError, toBase64, utf8 } from '@ferry/core';
 import { sha256 } from '@noble/hashes/sha2.js';
 import {
   addRxPlugin,
@@ -11,7 +11,7 @@ import {
   type RxStorageInstance,
 } from 'rxdb';
 import { RxDBMigrationSchemaPlugin } from 'rxdb/plugins/migration-schema';
-import type { Change } from './wire.js';
+import { type Change, newId } from './wire.js';
 
 /**
  * Ferry's metadata, kept beside the user's data in one extra collection, `ferrymeta`, of the same
@@ -169,12 +169,12 @@ export class MetaStore {
     this.epochValue ??= (async () => {
       const saved = await this.get<string>('epoch');
       if (saved) return saved;
-      const made = toBase64(randomBytes(12), { url: true });
+      const made = newId();
       await this.set('epoch', made);
       return made;
-    })();
-    this.epochValue.catch(() => {
-      this.epochValue = undefined;
+    })().catch((error: unknown) => {
+      this.epochValue = undefined; // the next call tries again
+      throw error;
     });
     return this.epochValue;
   }

@@ -5,7 +5,9 @@ import {
   DB_OPS,
   type DocumentChange,
   DocumentChangeSchema,
+  randomBytes,
   SyncNackReasonSchema,
+  toBase64,
 } from '@ferry/core';
 import { type Static, Type } from '@sinclair/typebox';
 
@@ -64,6 +66,9 @@ export const checkers = {
   [SYNC_OPS.conflictResolve]: compileCheck(ConflictResolveSchema),
 } as const;
 export const relayDiffChecker = compileCheck(RelayDiffSchema);
+
+/** A random id (a stream's, a change log's epoch). */
+export const newId = (): string => toBase64(randomBytes(12), { url: true });
 
 export interface Checkpoint {
   epoch: string;
