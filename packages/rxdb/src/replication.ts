@@ -163,6 +163,7 @@ const RELAY_MARK_DELAY_MS = 1000;
  */
 const STREAM_WAIT_MS = 1000;
 const relayMarkKey = (collection: string) => `relayed/${collection}`;
+const notRunKey = (collection: string) => `not-run/${collection}`;
 
 /**
  * Whether a peer holds the data of a version's attachments, so that a push may leave it out: it
@@ -283,6 +284,11 @@ export class FerryReplicationState implements RoutedReplication {
   private readonly inbound = new Map<string, Map<string, InStream>>();
   private readonly knownDevices = new Set<string>();
   private readonly relayQueue = new Map<string, Set<string>>();
+  /**
+   * Per collection, the devices that answered `unknown-collection` for it (saved): its writes are not
+   * left in their mailboxes, where no replication would take them, until they ask for it or relay it.
+   */
+  private readonly notRunBy = new Map<string, Set<string>>();
   /** Per collection, the saved relay mark (see saveRelayMarks). */
   private readonly relayMarks = new Map<string, number>();
   private relayMarkTimer: ReturnType<typeof setTimeout> | undefined;
@@ -342,6 +348,11 @@ export class FerryReplicationState implements RoutedReplication {
     for (const [name, collection] of Object.entries(this.options.collections)) {
       const sync = await CollectionSync.open(name, collection, host);
       this.syncs.set(name, sync);
+      const notRunBy = await this.store.get<unknown>(notRunKey(name));
+      this.notRunBy.set(
+        name,
+        new Set(Array.isArray(notRunBy) ? notRunBy.filter((id): id is string => typeof id === 'string') : []),
+      );
       await this.loadRelayMark(sync);
     }
     // Cancelled while starting (a tab that just became leader): attach nothing.
@@ -451,6 +462,7 @@ export class FerryReplicationState implements RoutedReplication {
     this.active$.next(true);
     this.peers$.next(this.connected());
     for (const peer of this.connected()) {
+      this.knowDevice(peer); // connected before this replication listened
       this.expectStreams(peer);
       this.openPeer(peer, true);
     }
@@ -544,6 +556,8 @@ export class FerryReplicationState implements RoutedReplication {
 
   /** @internal Apply a relay diff of one of this replication's collections (see SyncRouter.pull). */
   async applyRelayDiff(diff: RelayedDiff, parsed: RelayDiff): Promise<number> {
+    this.knowDevice(diff.senderClientId);
+    this.runsCollection(diff.senderClientId, parsed.collection, true);
     const outcome = await this.syncs.get(parsed.collection)!.apply(parsed.changes, diff.senderClientId);
     await this.recordConflicts(outcome.conflicts);
     for (const { id } of outcome.rejected) {
@@ -559,10 +573,7 @@ export class FerryReplicationState implements RoutedReplication {
 
   private readonly onPeerConnected = (peer: string): void => {
     if (peer === this.clientId) return;
-    if (!this.knownDevices.has(peer)) {
-      this.knownDevices.add(peer);
-      this.guard(this.store.set('devices', [...this.knownDevices]));
-    }
+    this.knowDevice(peer);
     if (this.paused) return;
     this.peers$.next(this.connected());
     if (!this.inbound.has(peer)) {
@@ -571,6 +582,13 @@ export class FerryReplicationState implements RoutedReplication {
     }
     this.guard(this.pullRelay());
   };
+
+  /** A device of the account: this device's writes go to its mailbox whenever it has no open stream. */
+  private knowDevice(peer: string): void {
+    if (this.knownDevices.has(peer)) return;
+    this.knownDevices.add(peer);
+    this.guard(this.store.set('devices', [...this.knownDevices]));
+  }
 
   private readonly onMailboxHint = (): void => {
     if (!this.paused) this.guard(this.pullRelay());
@@ -786,6 +804,7 @@ export class FerryReplicationState implements RoutedReplication {
     }
     const ours = this.inbound.get(peer)?.get(init.collection);
     if (ours) ours.unserved = false; // the peer runs the collection now
+    this.runsCollection(peer, init.collection, true);
     if (init.askBack) this.askedBack(peer, init.collection);
     if (init.policy && init.policy !== this.policyKind) {
       // Refused after asking back: the peer then refuses this device's request too, and says so.
@@ -1045,22 +1064,37 @@ export class FerryReplicationState implements RoutedReplication {
   }
 
   private onNack(peer: string, nack: DiffNack): void {
+    let reported = nack.reason === 'rejected' || nack.reason === 'invalid';
+    if (nack.reason === 'unknown-collection') {
+      const stream = this.inbound.get(peer)?.get(nack.collection);
+      // Said once per peer, not at every meeting, until it runs the collection.
+      if (stream?.stream === nack.stream) {
+        stream.unserved = true;
+        reported = this.runsCollection(peer, nack.collection, false);
+      }
+    }
     // A 'policy' nack is not reported: this device reports the same mismatch when the peer's own
     // request arrives (see onSyncInit).
-    if (nack.reason === 'rejected' || nack.reason === 'unknown-collection' || nack.reason === 'invalid') {
+    if (reported) {
       const code = nack.reason === 'invalid' ? 'SCHEMA_MISMATCH' : 'REJECTED';
       const ids = nack.ids ? ` (${nack.ids.join(', ')})` : '';
       this.report(
         new FerryError(code, `${peer} refused ${nack.collection}: ${nack.reason}: ${nack.message}${ids}`),
       );
     }
-    if (nack.reason === 'unknown-collection') {
-      const stream = this.inbound.get(peer)?.get(nack.collection);
-      if (stream?.stream === nack.stream) stream.unserved = true;
-    }
     // A paused peer asks for nothing until it resumes: its writes go to its mailbox without waiting.
     if (nack.reason === 'paused' && this.streamsExpected.delete(peer)) this.scheduleRelayFlush();
     this.settle(peer, nack.collection, nack.stream);
+  }
+
+  /** Notes whether `peer` runs `collection` (see notRunBy); true when that changed. */
+  private runsCollection(peer: string, collection: string, runs: boolean): boolean {
+    const notRunBy = this.notRunBy.get(collection);
+    if (!notRunBy || notRunBy.has(peer) !== runs) return false;
+    if (runs) notRunBy.delete(peer);
+    else notRunBy.add(peer);
+    this.guard(this.store.set(notRunKey(collection), [...notRunBy]));
+    return true;
   }
 
   private settle(peer: string, collection: string, stream: string): void {
@@ -1172,7 +1206,10 @@ export class FerryReplicationState implements RoutedReplication {
       const [name, ids] = this.relayQueue.entries().next().value as [string, Set<string>];
       // A peer gets a collection's writes directly once it asked for them (its stream is open): until
       // then, even connected, through its mailbox (it may go before it asks).
-      const targets = [...this.knownDevices].filter((id) => !this.outbound.get(id)?.has(name));
+      const notRunBy = this.notRunBy.get(name)!;
+      const targets = [...this.knownDevices].filter(
+        (id) => !this.outbound.get(id)?.has(name) && !notRunBy.has(id),
+      );
       if (targets.length === 0) {
         this.relayQueue.delete(name);
         continue;

@@ -1,4 +1,4 @@
-import { MemoryHub } from '@ferry/core';
+import { type FerryError, MemoryHub } from '@ferry/core';
 import {
   addRxPlugin,
   createRxDatabase,
@@ -26,6 +26,7 @@ import {
   newDisk,
   openDb,
   startDevices,
+  type TodoDb,
   todoSchema,
 } from './support.js';
 
@@ -693,6 +694,55 @@ describe('replicateFerry over the in-memory network', () => {
     expect(await a.docs()).toEqual([{ id: 'early', title: 'written before a asked' }]);
   });
 
+  it('a device learns the devices it relays to from peers connected before it started and from relay diffs it receives', async () => {
+    const hub = new MemoryHub();
+    const relayServer = new MemoryRelayServer();
+    const now = sharedClock();
+    const [dbA, dbB, dbC] = await Promise.all([openDb(newDisk()), openDb(newDisk()), openDb(newDisk())]);
+    const start = async (id: string, db: TodoDb, knownDevices: string[] = []) => {
+      const network = hub.join(id);
+      const state = await replicateFerry({
+        collections: { todos: db.todos },
+        network,
+        relay: relayServer.client(id),
+        knownDevices,
+        now,
+      });
+      return { state, stop: async () => (await state.cancel(), await network.close()) };
+    };
+    // B's network is connected to A before B's replication starts (an app that opens its database late).
+    const a = await start('pera', dbA);
+    const networkB = hub.join('perb');
+    await vi.waitFor(() => expect(networkB.connectedPeers()).toEqual(['pera']));
+    const b = await replicateFerry({
+      collections: { todos: dbB.todos },
+      network: networkB,
+      relay: relayServer.client('perb'),
+      now,
+    });
+    await Promise.all([a.state.awaitInSync(), b.awaitInSync()]);
+    await a.stop();
+    await dbB.todos.insert({ id: 't1', title: 'from b, a away' });
+    await b.awaitInSync();
+    expect(relayServer.waiting('pera')).toBe(1);
+    await b.cancel();
+    await networkB.close();
+
+    // C never meets A; A hears of C only through C's relay diff, and relays to it from then on.
+    const c = await start('perc', dbC, ['pera']);
+    await dbC.todos.insert({ id: 't2', title: 'from c' });
+    await c.state.awaitInSync();
+    await c.stop();
+    const aAgain = await start('pera', dbA);
+    await aAgain.state.pullRelay();
+    expect((await dbA.todos.find().exec()).map((doc) => doc.primary).sort()).toEqual(['t1', 't2']);
+    await dbA.todos.insert({ id: 't3', title: 'from a' });
+    await aAgain.state.awaitInSync();
+    expect(relayServer.waiting('perc')).toBe(1);
+    await aAgain.stop();
+    await Promise.all([dbA.close(), dbB.close(), dbC.close()]);
+  });
+
   it('a relay push that failed is made by the next run: a device that never meets the writer again still gets the write', async () => {
     const { relayServer, a, b } = await relayPair(); // they met once, so each knows the other
     await b.stop();
@@ -1123,6 +1173,96 @@ describe('replicateFerry over the in-memory network', () => {
     await Promise.all([a.awaitInSync(), bTodos.awaitInSync(), bNotes.awaitInSync()]);
     await Promise.all([a.cancel(), bTodos.cancel(), bNotes.cancel()]);
     await Promise.all([networkA.close(), networkB.close(), dbA.close(), dbB.close()]);
+  });
+
+  it('a peer that said it does not replicate a collection gets none of its writes in its mailbox, until it asks for it or relays it', async () => {
+    const hub = new MemoryHub();
+    const relayServer = new MemoryRelayServer();
+    const now = sharedClock();
+    const [dbA, dbB] = await Promise.all([openDb(newDisk(), true), openDb(newDisk(), true)]);
+    const errorsOfA: FerryError[] = [];
+    const startA = async () => {
+      const network = hub.join('pera');
+      const state = await replicateFerry({
+        collections: { todos: dbA.todos, notes: dbA.notes },
+        network,
+        relay: relayServer.client('pera'),
+        now,
+      });
+      state.error$.subscribe((error) => errorsOfA.push(error));
+      return { state, stop: async () => (await state.cancel(), await network.close()) };
+    };
+    const startB = async (collections: Partial<Record<'todos' | 'notes', RxCollection>>) => {
+      const network = hub.join('perb');
+      const states = await Promise.all(
+        Object.entries(collections).map(([name, collection]) =>
+          replicateFerry({
+            collections: { [name]: collection },
+            network,
+            relay: relayServer.client('perb'),
+            now,
+          }),
+        ),
+      );
+      return {
+        states,
+        stop: async () => (await Promise.all(states.map((s) => s.cancel())), await network.close()),
+      };
+    };
+    const primaries = async (collection: RxCollection) =>
+      (await collection.find().exec()).map((doc) => doc.primary).sort();
+
+    // B runs only todos: it answers `unknown-collection` for notes, and A says so once.
+    let a = await startA();
+    let b = await startB({ todos: dbB.todos });
+    await Promise.all([
+      a.state.awaitInitialReplication(),
+      ...b.states.map((s) => s.awaitInitialReplication()),
+    ]);
+    await a.state.awaitInSync();
+    expect(errorsOfA.map((error) => error.message)).toEqual([expect.stringContaining('unknown-collection')]);
+
+    // B is away: A's todo goes to its mailbox, A's note does not (nothing there would take it).
+    await b.stop();
+    await dbA.todos.insert({ id: 't1', title: 'from a' });
+    await dbA.notes.insert({ key: 'n1', body: 'from a, not for b yet' });
+    await a.state.awaitInSync();
+    expect(relayServer.waiting('perb')).toBe(1);
+
+    // A restarts and meets B again: it remembers, and says nothing this time.
+    await a.stop();
+    a = await startA();
+    b = await startB({ todos: dbB.todos });
+    await Promise.all([a.state.awaitInSync(), ...b.states.map((s) => s.awaitInSync())]);
+    expect(await primaries(dbB.todos)).toEqual(['t1']);
+    expect(errorsOfA).toHaveLength(1);
+    await a.stop();
+
+    // B's app now syncs notes too, while A is away: B's note reaches A through the relay, and that
+    // tells A that B runs notes, so A's next note goes to B's mailbox.
+    await b.stop();
+    b = await startB({ todos: dbB.todos, notes: dbB.notes });
+    await dbB.notes.insert({ key: 'n2', body: 'from b' });
+    await Promise.all(b.states.map((s) => s.awaitInSync()));
+    await b.stop();
+    a = await startA();
+    await a.state.pullRelay();
+    expect(await primaries(dbA.notes)).toEqual(['n1', 'n2']);
+    await dbA.notes.insert({ key: 'n3', body: 'from a, for b' });
+    await a.state.awaitInSync();
+    await a.stop();
+    b = await startB({ todos: dbB.todos, notes: dbB.notes });
+    await Promise.all(b.states.map((s) => s.pullRelay()));
+    expect(await primaries(dbB.notes)).toEqual(['n2', 'n3']);
+    expect(relayServer.waiting('perb')).toBe(0);
+
+    // n1, written while B did not run notes, comes by checkpoint when the two meet.
+    a = await startA();
+    for (let i = 0; i < 2; i++) await Promise.all([a.state, ...b.states].map((s) => s.awaitInSync()));
+    expect(await primaries(dbB.notes)).toEqual(['n1', 'n2', 'n3']);
+    expect(errorsOfA).toHaveLength(1);
+    await Promise.all([a.stop(), b.stop()]);
+    await Promise.all([dbA.close(), dbB.close()]);
   });
 
   it('pause stops the exchange; resume catches up', async () => {
