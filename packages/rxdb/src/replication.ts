@@ -54,6 +54,13 @@ export interface ReplicateFerryOptions {
   clientId?: string;
   /** How concurrent edits are settled. Default 'lww'. Every device of an account must use the same. */
   conflict?: ConflictPolicy;
+  /**
+   * The version of this app's conflict rule (1-64 characters): bump it when a release changes how
+   * its conflict handler decides. Devices whose rule or version differ refuse to sync a collection
+   * with each other (and say so) until they agree: two handlers would settle one conflict two ways,
+   * and never converge. Default none.
+   */
+  conflictVersion?: string;
   /** Documents per DB_DIFF_PUSH. Default 500. */
   batchSize?: number;
   /**
@@ -189,6 +196,16 @@ export async function replicateFerry(options: ReplicateFerryOptions): Promise<Fe
   const { batchSize, window, batchBytes, relayBytes, retryDelayMs } = options;
   requirePositive('replicateFerry', { batchSize, window, batchBytes, relayBytes }, { integer: true });
   requirePositive('replicateFerry', { retryDelayMs });
+  const { conflictVersion } = options;
+  if (
+    conflictVersion !== undefined &&
+    (typeof conflictVersion !== 'string' || conflictVersion.length === 0 || conflictVersion.length > 64)
+  ) {
+    throw new FerryError(
+      'BAD_ARGUMENT',
+      'replicateFerry: conflictVersion must be a string of 1-64 characters',
+    );
+  }
   const names = Object.keys(options.collections);
   if (names.length === 0)
     throw new FerryError('SCHEMA_MISMATCH', 'replicateFerry needs at least one collection');
@@ -272,6 +289,8 @@ export class FerryReplicationState implements RoutedReplication {
   readonly policy: ConflictPolicy;
   /** Sent with requests and relay diffs: devices settling conflicts by different rules never converge. */
   private readonly policyKind: PolicyKind;
+  /** This device's conflict rule as its requests and relay diffs name it. */
+  private readonly policyFields: { policy: PolicyKind; policyVersion?: string };
   private readonly network: PeerNetwork;
   private readonly relay: DiffRelay | undefined;
   private readonly batchSize: number;
@@ -322,6 +341,10 @@ export class FerryReplicationState implements RoutedReplication {
     this.clock = new HybridClock(this.clientId, options.now);
     this.policy = options.conflict ?? 'lww';
     this.policyKind = policyKind(this.policy);
+    this.policyFields = {
+      policy: this.policyKind,
+      ...(options.conflictVersion === undefined ? {} : { policyVersion: options.conflictVersion }),
+    };
     this.batchSize = options.batchSize ?? 500;
     this.batchBytes = options.batchBytes ?? 8 * 1024 * 1024;
     this.relayBytes = options.relayBytes ?? 768 * 1024;
@@ -541,16 +564,34 @@ export class FerryReplicationState implements RoutedReplication {
    */
   takesRelayDiff(diff: RelayedDiff, parsed: RelayDiff): boolean {
     if (!this.started || this.paused || this.cancelled) return false;
-    if (!parsed.policy || parsed.policy === this.policyKind) return true;
-    const problem = this.policyMismatch(diff.senderClientId, parsed.policy, parsed.collection);
+    if (this.samePolicy(parsed.policy, parsed.policyVersion)) return true;
+    const problem = this.policyMismatch(
+      diff.senderClientId,
+      parsed.policy!,
+      parsed.policyVersion,
+      parsed.collection,
+    );
     this.report(new FerryError('REJECTED', `relay diff ${diff.diffId}: ${problem}`));
     return false;
   }
 
-  private policyMismatch(peer: string, theirs: PolicyKind, collection: string): string {
+  /** Whether a peer's conflict rule is this device's (one from an earlier Ferry, which names none, is taken as it). */
+  private samePolicy(kind: PolicyKind | undefined, version: string | undefined): boolean {
+    return !kind || (kind === this.policyKind && version === this.policyFields.policyVersion);
+  }
+
+  private policyMismatch(
+    peer: string,
+    theirs: PolicyKind,
+    theirVersion: string | undefined,
+    collection: string,
+  ): string {
+    const label = (kind: PolicyKind, version: string | undefined) =>
+      version === undefined ? `'${kind}'` : `'${kind}' version ${JSON.stringify(version)}`;
     return (
-      `${peer} settles conflicts in ${collection} by '${theirs}', ${this.clientId} by '${this.policyKind}': ` +
-      'every device of an account must use the same policy, so the two do not sync it until they do'
+      `${peer} settles conflicts in ${collection} by ${label(theirs, theirVersion)}, ${this.clientId} by ` +
+      `${label(this.policyKind, this.policyFields.policyVersion)}: every device of an account must use the same ` +
+      'policy, so the two do not sync it until they do'
     );
   }
 
@@ -679,7 +720,7 @@ export class FerryReplicationState implements RoutedReplication {
       dbVersion: formatVersion({ epoch: this.epoch, seq: this.syncs.get(collection)!.head }),
       ...(askBack ? { askBack } : {}),
       ...(stream.withData.size > 0 ? { withData: [...stream.withData] } : {}),
-      policy: this.policyKind,
+      ...this.policyFields,
     };
     await this.send(peer, SYNC_OPS.syncInit, init);
   }
@@ -806,9 +847,9 @@ export class FerryReplicationState implements RoutedReplication {
     if (ours) ours.unserved = false; // the peer runs the collection now
     this.runsCollection(peer, init.collection, true);
     if (init.askBack) this.askedBack(peer, init.collection);
-    if (init.policy && init.policy !== this.policyKind) {
+    if (!this.samePolicy(init.policy, init.policyVersion)) {
       // Refused after asking back: the peer then refuses this device's request too, and says so.
-      const problem = this.policyMismatch(peer, init.policy, init.collection);
+      const problem = this.policyMismatch(peer, init.policy!, init.policyVersion, init.collection);
       this.report(new FerryError('REJECTED', problem));
       this.nack(peer, init.collection, init.stream, '', 'policy', problem);
       return;
@@ -1226,7 +1267,12 @@ export class FerryReplicationState implements RoutedReplication {
             this.report(new FerryError('TOO_LARGE', `${name}/${group[0]!.id} is too large for the relay`));
             continue;
           }
-          const diff: RelayDiff = { v: 1, collection: name, changes: group, policy: this.policyKind };
+          const diff: RelayDiff = {
+            v: 1,
+            collection: name,
+            changes: group,
+            ...this.policyFields,
+          };
           await relay.push(targets, utf8(JSON.stringify(diff)));
           this.sent$.next(this.sent$.value + group.length);
         }

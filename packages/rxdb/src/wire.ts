@@ -1,6 +1,7 @@
 import {
   CollectionNameSchema,
   ConflictPolicyKindSchema,
+  ConflictPolicyVersionSchema,
   compileCheck,
   DB_OPS,
   type DocumentChange,
@@ -54,6 +55,8 @@ export const RelayDiffSchema = Type.Object({
   changes: Type.Array(ChangeSchema, { maxItems: 100_000 }),
   /** The sender's conflict policy (absent from diffs of earlier Ferry versions). */
   policy: Type.Optional(ConflictPolicyKindSchema),
+  /** The version the sender's app gives its conflict rule (`conflictVersion`), if any. */
+  policyVersion: Type.Optional(ConflictPolicyVersionSchema),
 });
 export type PolicyKind = Static<typeof ConflictPolicyKindSchema>;
 export type RelayDiff = Static<typeof RelayDiffSchema>;

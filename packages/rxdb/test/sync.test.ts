@@ -76,7 +76,7 @@ async function seededChain(): Promise<[Device, Device, Device]> {
 }
 
 describe('replicateFerry over the in-memory network', () => {
-  it('refuses batch, window and retry options that would stall or spin, before touching the database', async () => {
+  it('refuses batch, window and retry options that would stall or spin, and a conflict version that is not a short string, before touching the database', async () => {
     const db = await openDb(newDisk());
     const network = new MemoryHub().join('solo');
     try {
@@ -87,6 +87,8 @@ describe('replicateFerry over the in-memory network', () => {
         { batchBytes: -1 },
         { relayBytes: Number.NaN },
         { retryDelayMs: 0 },
+        { conflictVersion: '' },
+        { conflictVersion: 'v'.repeat(65) },
       ]) {
         const [name] = Object.keys(bad);
         await expect(replicateFerry({ collections: { todos: db.todos }, network, ...bad })).rejects.toThrow(
@@ -1019,56 +1021,84 @@ describe('replicateFerry over the in-memory network', () => {
     });
   }
 
-  it('bad input: devices whose conflict policies differ sync nothing and say why, then sync once they agree', async () => {
-    const hub = new MemoryHub();
-    const relayServer = new MemoryRelayServer();
-    const a = new Device('pola', hub, { relayServer, conflict: 'lww', knownDevices: ['polb'] });
-    const b = new Device('polb', hub, { relayServer, conflict: { merge: 'fields' } });
-    started.push(a, b);
-    await b.start();
-    const reported = firstValueFrom(b.replication.error$);
-    const refused = new Promise((resolve) =>
-      b.network.on('message', (_from, message) => {
-        if (message.op === 'DB_DIFF_NACK') resolve(message.data);
-      }),
-    );
-    await a.start();
-    await a.db.todos.insert({ id: 't1', title: 'from a' });
-    // b refuses a's request, and a refuses b's: each says so on its own error$.
-    await expect(reported).resolves.toMatchObject({
-      code: 'REJECTED',
-      message: expect.stringContaining("pola settles conflicts in todos by 'lww', polb by 'fields'"),
-    });
-    await expect(refused).resolves.toMatchObject({
-      reason: 'policy',
-      message: expect.stringContaining("polb settles conflicts in todos by 'fields', pola by 'lww'"),
-    });
-    expect(await b.docs()).toEqual([]);
+  const keepTitle = {
+    isEqual: () => true,
+    resolve: async (input: { realMasterState: unknown }) => input.realMasterState,
+  };
+  it.each([
+    {
+      differ: 'their built-in rules',
+      a: { conflict: 'lww' },
+      b: { conflict: { merge: 'fields' } },
+      aSays: "'lww'",
+      bSays: "'fields'",
+      agree: { conflict: 'lww' },
+    },
+    {
+      differ: 'the versions of their app conflict handlers',
+      a: { conflict: keepTitle, conflictVersion: 'v1' },
+      b: { conflict: keepTitle, conflictVersion: 'v2' },
+      aSays: `'handler' version "v1"`,
+      bSays: `'handler' version "v2"`,
+      agree: { conflictVersion: 'v1' },
+    },
+  ] as const)(
+    'bad input: devices whose conflict policies differ ($differ) sync nothing and say why, then sync once they agree',
+    async (policies) => {
+      const hub = new MemoryHub();
+      const relayServer = new MemoryRelayServer();
+      const a = new Device('pola', hub, { relayServer, ...policies.a, knownDevices: ['polb'] });
+      const b = new Device('polb', hub, { relayServer, ...policies.b });
+      started.push(a, b);
+      await b.start();
+      const reported = firstValueFrom(b.replication.error$);
+      const refused = new Promise((resolve) =>
+        b.network.on('message', (_from, message) => {
+          if (message.op === 'DB_DIFF_NACK') resolve(message.data);
+        }),
+      );
+      await a.start();
+      await a.db.todos.insert({ id: 't1', title: 'from a' });
+      // b refuses a's request, and a refuses b's: each says so on its own error$.
+      await expect(reported).resolves.toMatchObject({
+        code: 'REJECTED',
+        message: expect.stringContaining(
+          `pola settles conflicts in todos by ${policies.aSays}, polb by ${policies.bSays}`,
+        ),
+      });
+      await expect(refused).resolves.toMatchObject({
+        reason: 'policy',
+        message: expect.stringContaining(
+          `polb settles conflicts in todos by ${policies.bSays}, pola by ${policies.aSays}`,
+        ),
+      });
+      expect(await b.docs()).toEqual([]);
 
-    // Through the mailbox neither: a's diffs wait there while b runs the other policy.
-    await b.stop();
-    await a.db.todos.insert({ id: 't2', title: 'from a, b away' });
-    await a.replication.awaitInSync();
-    await a.stop();
-    await b.start();
-    const waiting = relayServer.waiting('polb');
-    expect(waiting).toBeGreaterThan(0);
-    await b.replication.pullRelay();
-    expect(await b.docs()).toEqual([]);
-    expect(relayServer.waiting('polb')).toBe(waiting);
+      // Through the mailbox neither: a's diffs wait there while b runs the other policy.
+      await b.stop();
+      await a.db.todos.insert({ id: 't2', title: 'from a, b away' });
+      await a.replication.awaitInSync();
+      await a.stop();
+      await b.start();
+      const waiting = relayServer.waiting('polb');
+      expect(waiting).toBeGreaterThan(0);
+      await b.replication.pullRelay();
+      expect(await b.docs()).toEqual([]);
+      expect(relayServer.waiting('polb')).toBe(waiting);
 
-    // b's app now runs a's policy: the mailbox is applied, and the two sync again.
-    await b.stop();
-    b.extra.conflict = 'lww';
-    await b.start();
-    await b.replication.pullRelay();
-    expect((await b.docs()).map((doc) => doc.id)).toEqual(['t1', 't2']);
-    expect(relayServer.waiting('polb')).toBe(0);
-    await a.start();
-    await b.db.todos.insert({ id: 't3', title: 'from b' });
-    await converge([a, b]);
-    expect((await a.docs()).map((doc) => doc.id)).toEqual(['t1', 't2', 't3']);
-  });
+      // b's app now runs a's policy: the mailbox is applied, and the two sync again.
+      await b.stop();
+      Object.assign(b.extra, policies.agree);
+      await b.start();
+      await b.replication.pullRelay();
+      expect((await b.docs()).map((doc) => doc.id)).toEqual(['t1', 't2']);
+      expect(relayServer.waiting('polb')).toBe(0);
+      await a.start();
+      await b.db.todos.insert({ id: 't3', title: 'from b' });
+      await converge([a, b]);
+      expect((await a.docs()).map((doc) => doc.id)).toEqual(['t1', 't2', 't3']);
+    },
+  );
 
   it("versions the local schema refused arrive once the app's schema changes (a migrated collection asks again from where they were)", async () => {
     addRxPlugin(RxDBMigrationSchemaPlugin);

@@ -32,6 +32,7 @@ const dataByOp: Record<string, fc.Arbitrary<unknown>> = {
       askBack: fc.boolean(),
       withData: fc.array(id, { maxLength: 3 }),
       policy: fc.constantFrom('lww', 'fields', 'handler'),
+      policyVersion: fc.string({ minLength: 1, maxLength: 64 }),
     },
     { requiredKeys: ['collection', 'stream', 'checkpoint', 'dbVersion'] },
   ),

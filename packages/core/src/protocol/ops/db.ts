@@ -98,6 +98,12 @@ export const ConflictPolicyKindSchema = Type.Union([
   Type.Literal('handler'),
 ]);
 
+/**
+ * The version of a device's conflict rule, which the app names (`conflictVersion`): two devices
+ * whose app handlers differ settle one conflict two ways, as two built-in rules would.
+ */
+export const ConflictPolicyVersionSchema = Type.String({ minLength: 1, maxLength: 64 });
+
 export const DB_OPS = defineOps('sync', {
   DB_SYNC_INIT: {
     data: Type.Object(
@@ -127,6 +133,13 @@ export const DB_OPS = defineOps('sync', {
           Type.Union(ConflictPolicyKindSchema.anyOf, {
             description:
               "the receiver's conflict policy; a device running another answers with the 'policy' nack and serves nothing",
+          }),
+        ),
+        policyVersion: Type.Optional(
+          Type.String({
+            ...ConflictPolicyVersionSchema,
+            description:
+              "the version the receiver's app gives its conflict rule (absent: none); a device whose version differs answers with the 'policy' nack",
           }),
         ),
       },
