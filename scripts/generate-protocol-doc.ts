@@ -235,7 +235,8 @@ function endpointsSection(): string {
     ...rows,
     '',
     ...bodies.flatMap((body) => [body, '']),
-    'Refusals answer `{ "error": REASON, "message": "..." }` with:',
+    'Refusals answer `{ "error": REASON, "message": "..." }` (an `UNKNOWN_TARGET` refusal also lists the ' +
+      'targets that are not registered devices of the account in `unknownTargets`; nothing was stored) with:',
     '',
     '| reason | HTTP status |',
     '|---|---|',

@@ -5,6 +5,7 @@ import {
   newMessageId,
   type PeerMessage,
   type PeerNetwork,
+  RelayError,
   type RelayedDiff,
   type RelayHints,
   requirePositive,
@@ -629,6 +630,19 @@ export class FerryReplicationState implements RoutedReplication {
     if (this.knownDevices.has(peer)) return;
     this.knownDevices.add(peer);
     this.guard(this.store.set('devices', [...this.knownDevices]));
+  }
+
+  /** Devices the diff server does not know: nothing is relayed to them until they connect again. */
+  private forgetDevices(ids: string[]): void {
+    for (const id of ids) this.knownDevices.delete(id);
+    this.guard(this.store.set('devices', [...this.knownDevices]));
+    this.report(
+      new FerryError(
+        'REJECTED',
+        `${ids.join(', ')} ${ids.length > 1 ? 'are not devices' : 'is not a device'} of this account on the ` +
+          'diff server (removed?): no longer relayed to',
+      ),
+    );
   }
 
   private readonly onMailboxHint = (): void => {
@@ -1278,8 +1292,15 @@ export class FerryReplicationState implements RoutedReplication {
         }
         this.relayRetryDelay = this.retryDelayMs;
       } catch (error) {
-        this.report(error);
         this.queueIds(name, batchIds);
+        const gone =
+          error instanceof RelayError ? error.unknownTargets.filter((id) => targets.includes(id)) : [];
+        if (gone.length > 0) {
+          // Removed from the account (or never registered there): the rest get the diff at once.
+          this.forgetDevices(gone);
+          continue;
+        }
+        this.report(error);
         this.relayRetry = setTimeout(() => {
           this.relayRetry = undefined;
           this.scheduleRelayFlush();

@@ -307,6 +307,35 @@ describe('replicateFerry over real WebRTC sessions and a real Ferry server', () 
     expect(await b!.relay.pull()).toEqual([]); // acknowledged: the mailbox is empty
   }, 60_000);
 
+  it('a device removed from the account on the diff server is no longer relayed to; the others still get the writes', async () => {
+    const [a, b, c] = await realDevices(3);
+    await connectedToAll([a!, b!, c!]);
+    await converged([a!, b!, c!]);
+    await Promise.all([b!.stop(), c!.stop()]);
+    expect(await a!.relay.removeDevice(c!.id)).toMatchObject({ removed: true }); // a lost phone
+    const errors: string[] = [];
+    a!.replication.error$.subscribe((e) => errors.push(e.message));
+    await a!.db.todos.insert({ id: 'x1', title: 'after c was removed' });
+    // The diff server refuses a push naming c (UNKNOWN_TARGET, nothing stored): a pushes again to b alone.
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const stuck = new Promise((_, reject) => {
+      timer = setTimeout(() => reject(new Error('relay push still pending')), 10_000);
+    });
+    await Promise.race([a!.replication.awaitInSync(), stuck]).finally(() => clearTimeout(timer));
+    expect(errors).toEqual([
+      expect.stringContaining(`${c!.id} is not a device of this account on the diff server`),
+    ]);
+    await a!.db.todos.insert({ id: 'x2', title: 'and again' });
+    await a!.replication.awaitInSync();
+    expect(errors).toHaveLength(1);
+    await a!.stop();
+
+    await b!.start();
+    await b!.replication.pullRelay();
+    expect((await b!.docs()).map((doc) => doc.id)).toEqual(['x1', 'x2']);
+    expect(b!.mesh.connectedPeers()).toEqual([]);
+  }, 60_000);
+
   it('a relay push that failed (diff server unreachable) is made by the next run, and B gets it from the diff server alone', async () => {
     const [a, b] = await realDevices(2);
     await connectedToAll([a!, b!]);

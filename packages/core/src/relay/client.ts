@@ -94,6 +94,8 @@ export class RelayError extends FerryError {
     readonly status: number,
     readonly reason: string,
     options?: { cause?: unknown },
+    /** UNKNOWN_TARGET: the push's targets that are not registered devices of the account. */
+    readonly unknownTargets: string[] = [],
   ) {
     super(code, message, options);
   }
@@ -538,9 +540,20 @@ export class RelayClient extends EventEmitter<RelayClientEvents> implements Diff
 
 async function errorFrom(response: Response, path: string): Promise<RelayError> {
   const json: unknown = await response.json().catch(() => undefined);
-  const { error: reason, message } = Value.Check(RelayErrorResponseSchema, json)
+  const {
+    error: reason,
+    message,
+    unknownTargets,
+  } = Value.Check(RelayErrorResponseSchema, json)
     ? json
     : { error: response.status >= 500 ? 'INTERNAL' : 'UNKNOWN', message: `HTTP ${response.status}` };
   const code = REASON_CODES[reason] ?? (response.status >= 500 ? 'SERVER' : 'REJECTED');
-  return new RelayError(code, `diff server refused ${path}: ${reason}: ${message}`, response.status, reason);
+  return new RelayError(
+    code,
+    `diff server refused ${path}: ${reason}: ${message}`,
+    response.status,
+    reason,
+    undefined,
+    unknownTargets,
+  );
 }

@@ -15,7 +15,11 @@ export interface RelayedDiff {
 }
 
 export interface DiffRelay {
-  /** Seal `payload` and leave it in each target's mailbox; resolves once the server stored it durably. */
+  /**
+   * Seal `payload` and leave it in each target's mailbox; resolves once the server stored it durably.
+   * Stores nothing if a target is not a registered device of the account: rejects with a FerryError
+   * carrying `unknownTargets` (RelayError, reason UNKNOWN_TARGET).
+   */
   push(targetClientIds: string[], payload: Uint8Array): Promise<{ diffId: string }>;
   /** Diffs waiting for this device, oldest first; foreign, tampered or replayed ones are dropped and reported. */
   pull(options?: { limit?: number }): Promise<RelayedDiff[]>;

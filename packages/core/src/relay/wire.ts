@@ -165,6 +165,8 @@ export const RelayErrorResponseSchema = body({
   // A string enum rather than a union of literals: serializers write it without a per-response validation.
   error: Type.String({ enum: Object.keys(RELAY_ERRORS) }),
   message: Type.String(),
+  /** UNKNOWN_TARGET: the targets that are not registered devices of the account (a push may go again without them). */
+  unknownTargets: Type.Optional(Type.Array(ClientIdSchema, { maxItems: MAX_PUSH_TARGETS })),
 });
 
 export type PushDiffRequest = Static<typeof PushDiffRequestSchema>;

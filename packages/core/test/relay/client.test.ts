@@ -171,11 +171,15 @@ describe('RelayClient against a real diff server', () => {
     const relay = await startRelay('sqlite', defer, { limits: { maxAccountBytes: 2_000 } });
     const key = newAccount().key;
     const a = relayClient(relay.url, key, 'a');
-    await expect(a.push(['ghost'], utf8('x'))).rejects.toMatchObject({
+    const b = relayClient(relay.url, key, 'b');
+    await b.register();
+    await expect(a.push(['b', 'ghost'], utf8('x'))).rejects.toMatchObject({
       code: 'REJECTED',
       status: 404,
       reason: 'UNKNOWN_TARGET',
+      unknownTargets: ['ghost'],
     });
+    expect(await b.pull()).toEqual([]);
     const ghost = relayClient(relay.url, key, 'ghost');
     await ghost.register();
     await expect(a.push(['ghost'], randomBytes(3_000))).rejects.toMatchObject({

@@ -198,7 +198,9 @@ export async function createDiffServer(options: DiffServerOptions): Promise<Diff
       metrics.rejections.inc({ reason: rejection.reason });
       if (rejection.status >= 500) request.log.error({ err: error }, 'relay request failed');
       if (rejection.reason === 'RATE_LIMITED') void reply.header('retry-after', '1');
-      return reply.code(rejection.status).send({ error: rejection.reason, message: rejection.message });
+      return reply
+        .code(rejection.status)
+        .send({ error: rejection.reason, message: rejection.message, ...rejection.details });
     },
   );
   app.setNotFoundHandler((request, reply) => {

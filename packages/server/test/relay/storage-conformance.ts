@@ -213,6 +213,7 @@ export function runStorageConformance(name: string, open: () => Promise<RelaySto
       await expect(push(storage, { sender: devices.a!, targets: ['b', 'ghost'] })).rejects.toMatchObject({
         reason: 'UNKNOWN_TARGET',
         status: 404,
+        details: { unknownTargets: ['ghost'] },
       });
       expect(await pullAll(storage, devices.b!)).toEqual([]);
       const diffId = id();

@@ -393,6 +393,9 @@ async function resolveTargets(tx: SqlTx, sender: DeviceRecord, targets: string[]
     throw new RelayRejection(
       'UNKNOWN_TARGET',
       `not a registered device of this account: ${unknown.join(', ')}`,
+      {
+        unknownTargets: unknown,
+      },
     );
   }
   return targets;
