@@ -2,6 +2,7 @@ import {
   type DiffRelay,
   FerryError,
   isFerryError,
+  MAX_PUSH_TARGETS,
   newMessageId,
   type PeerMessage,
   type PeerNetwork,
@@ -1287,7 +1288,11 @@ export class FerryReplicationState implements RoutedReplication {
             changes: group,
             ...this.policyFields,
           };
-          await relay.push(targets, utf8(JSON.stringify(diff)));
+          const payload = utf8(JSON.stringify(diff));
+          // One push names at most MAX_PUSH_TARGETS devices (an account has at most 64 by default).
+          for (let i = 0; i < targets.length; i += MAX_PUSH_TARGETS) {
+            await relay.push(targets.slice(i, i + MAX_PUSH_TARGETS), payload);
+          }
           this.sent$.next(this.sent$.value + group.length);
         }
         this.relayRetryDelay = this.retryDelayMs;

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import {
   createNodeMesh,
   deriveAccount,
+  MemoryHub,
   MemoryRelayStateStore,
   type MeshNetwork,
   MINIMUM_ACCOUNT_DESCRIPTOR,
@@ -122,6 +123,15 @@ async function realDevices(count: number): Promise<RealDevice[]> {
   running.push(...devices);
   await Promise.all(devices.map((d) => d.start()));
   return devices;
+}
+
+/** `promise`, or a failure saying `what` once `ms` passed (a test of a fix that would otherwise hang). */
+async function within<T>(ms: number, promise: Promise<T>, what: () => string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(what())), ms);
+  });
+  return Promise.race([promise, late]).finally(() => clearTimeout(timer));
 }
 
 /** A loopback address where nothing listens: connections to it are refused at once. */
@@ -317,11 +327,7 @@ describe('replicateFerry over real WebRTC sessions and a real Ferry server', () 
     a!.replication.error$.subscribe((e) => errors.push(e.message));
     await a!.db.todos.insert({ id: 'x1', title: 'after c was removed' });
     // The diff server refuses a push naming c (UNKNOWN_TARGET, nothing stored): a pushes again to b alone.
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const stuck = new Promise((_, reject) => {
-      timer = setTimeout(() => reject(new Error('relay push still pending')), 10_000);
-    });
-    await Promise.race([a!.replication.awaitInSync(), stuck]).finally(() => clearTimeout(timer));
+    await within(10_000, a!.replication.awaitInSync(), () => 'relay push still pending');
     expect(errors).toEqual([
       expect.stringContaining(`${c!.id} is not a device of this account on the diff server`),
     ]);
@@ -334,6 +340,41 @@ describe('replicateFerry over real WebRTC sessions and a real Ferry server', () 
     await b!.replication.pullRelay();
     expect((await b!.docs()).map((doc) => doc.id)).toEqual(['x1', 'x2']);
     expect(b!.mesh.connectedPeers()).toEqual([]);
+  }, 60_000);
+
+  it('more known devices than one push may name (64): the pushes are split, and the unregistered ones forgotten', async () => {
+    // No WebRTC needed: one device alone on its network, and the real diff server.
+    const relayOf = (clientId: string) =>
+      new RelayClient({ url: server.url, accountKey, clientId, state: new MemoryRelayStateStore() });
+    const registered = relayOf('manyb');
+    await registered.register();
+    const ghosts = Array.from({ length: 70 }, (_, i) => `ghost${i}`);
+    const db = await openDb(newDisk());
+    const network = new MemoryHub().join('manya');
+    const a = await replicateFerry({
+      collections: { todos: db.todos },
+      network,
+      relay: relayOf('manya'),
+      knownDevices: [...ghosts, 'manyb'],
+      retryDelayMs: 50,
+    });
+    const errors: string[] = [];
+    a.error$.subscribe((e) => errors.push(e.message));
+    try {
+      await db.todos.insert({ id: 'm1', title: 'for the one registered device' });
+      await within(10_000, a.awaitInSync(), () => `relay push still pending: ${errors.join('; ')}`);
+      const [diff, ...more] = await registered.pull();
+      expect(more).toEqual([]);
+      expect(diff?.senderClientId).toBe('manya');
+      expect(errors.join(' ')).toContain('ghost69');
+      expect(
+        errors.every((message) => message.includes('is not a device') || message.includes('are not devices')),
+      ).toBe(true);
+    } finally {
+      await a.cancel();
+      await network.close();
+      await db.close();
+    }
   }, 60_000);
 
   it('a relay push that failed (diff server unreachable) is made by the next run, and B gets it from the diff server alone', async () => {
