@@ -81,7 +81,7 @@ export interface ReplicateFerryOptions {
   window?: number;
   /** Devices to leave relay diffs for even before they were ever seen (ids from the diff server). */
   knownDevices?: string[];
-  /** First retry delay of a failed relay push or diff apply (doubles up to 30 s). Default 250 ms. */
+  /** First retry delay of a failed relay push, mailbox read or diff apply (doubles up to 30 s). Default 250 ms. */
   retryDelayMs?: number;
   /** Wall clock for the hybrid logical clock (tests simulate clock skew). Default Date.now. */
   now?: () => number;
@@ -329,6 +329,9 @@ export class FerryReplicationState implements RoutedReplication {
   private relayRetryDelay: number;
   private relayPulling: Promise<number> | undefined;
   private initialRelayPullDone = false;
+  /** A mailbox read that failed (diff server unreachable: the device started offline) is retried. */
+  private pullRetry: ReturnType<typeof setTimeout> | undefined;
+  private pullRetryDelay: number;
 
   constructor(
     private readonly options: ReplicateFerryOptions,
@@ -353,6 +356,7 @@ export class FerryReplicationState implements RoutedReplication {
     this.window = options.window ?? 3;
     this.retryDelayMs = options.retryDelayMs ?? 250;
     this.relayRetryDelay = this.retryDelayMs;
+    this.pullRetryDelay = this.retryDelayMs;
   }
 
   /** @internal */
@@ -509,6 +513,7 @@ export class FerryReplicationState implements RoutedReplication {
     this.options.relayHints?.off('mailbox', this.onMailboxHint);
     for (const subscription of this.subscriptions) subscription.unsubscribe();
     clearTimeout(this.relayRetry);
+    clearTimeout(this.pullRetry);
     await Promise.all([...this.syncs.values()].map((sync) => sync.idle()));
     await this.relayFlush?.catch(() => undefined);
     // Unsaved (the database closed first), the marks only lag: a restart pushes some diffs again.
@@ -551,13 +556,37 @@ export class FerryReplicationState implements RoutedReplication {
       this.initialRelayPullDone = true;
       return Promise.resolve(0);
     }
-    const pulling = this.router.pull(this.relay, this).finally(() => {
-      if (this.relayPulling === pulling) this.relayPulling = undefined;
-      this.initialRelayPullDone = true;
-      this.changed$.next();
-    });
+    const pulling = this.router
+      .pull(this.relay, this)
+      .then(
+        (applied) => {
+          clearTimeout(this.pullRetry);
+          this.pullRetry = undefined;
+          this.pullRetryDelay = this.retryDelayMs;
+          return applied;
+        },
+        (error: unknown) => {
+          this.schedulePullRetry();
+          throw error;
+        },
+      )
+      .finally(() => {
+        if (this.relayPulling === pulling) this.relayPulling = undefined;
+        this.initialRelayPullDone = true;
+        this.changed$.next();
+      });
     this.relayPulling = pulling;
     return pulling;
+  }
+
+  /** Read the mailbox again after a delay that doubles while reads fail (paused: resume() reads it). */
+  private schedulePullRetry(): void {
+    if (this.pullRetry || this.paused || this.cancelled) return;
+    this.pullRetry = setTimeout(() => {
+      this.pullRetry = undefined;
+      if (!this.paused) this.guard(this.pullRelay());
+    }, this.pullRetryDelay);
+    this.pullRetryDelay = Math.min(this.pullRetryDelay * 2, MAX_RETRY_MS);
   }
 
   /**

@@ -193,7 +193,12 @@ async function runSchedule({ ops, duplicate, reorder, policy, heal = 'links' }: 
           }
           break;
         case 'pull':
-          if (devices[op.dev]!.online) await devices[op.dev]!.replication.pullRelay();
+          // Fails while the diff server is unreachable (the replication retries it).
+          if (devices[op.dev]!.online) {
+            await devices[op.dev]!.replication.pullRelay().catch((error: unknown) => {
+              if (!relayServer.down) throw error;
+            });
+          }
           break;
         case 'expire':
           if (heal === 'links') relayServer.expire(DEVICES[op.dev]!);

@@ -247,9 +247,10 @@ export class MemoryRelayServer {
   private counter = 0;
   duplicate = false;
   reorder = false;
-  /** Unreachable: every push fails, as a fetch to a server that is down does. */
+  /** Unreachable: every request fails, as a fetch to a server that is down does. */
   down = false;
   pushes = 0;
+  failedPulls = 0;
 
   client(clientId: string): DiffRelay {
     return {
@@ -268,12 +269,18 @@ export class MemoryRelayServer {
         return { diffId };
       },
       pull: async (options) => {
+        await new Promise((resolve) => setImmediate(resolve));
+        if (this.down) {
+          this.failedPulls++;
+          throw new FerryError('TRANSPORT', 'diff server unreachable');
+        }
         let box = [...(this.mailboxes.get(clientId) ?? [])].slice(0, options?.limit ?? 3);
         if (this.reorder) box = box.reverse();
         if (this.duplicate && box.length > 0) box = [...box, box[0]!];
         return box.map((d) => ({ ...d, payload: d.payload.slice() }));
       },
       ack: async (ids) => {
+        if (this.down) throw new FerryError('TRANSPORT', 'diff server unreachable');
         const box = this.mailboxes.get(clientId) ?? [];
         this.mailboxes.set(
           clientId,

@@ -745,6 +745,21 @@ describe('replicateFerry over the in-memory network', () => {
     await Promise.all([dbA.close(), dbB.close(), dbC.close()]);
   });
 
+  it('a mailbox read that failed (the device started while the diff server was unreachable) is retried until it succeeds', async () => {
+    const { relayServer, a, b } = await relayPair();
+    await b.stop();
+    await a.db.todos.insert({ id: 'r1', title: "left in b's mailbox" });
+    await a.replication.awaitInSync();
+    await a.stop();
+    relayServer.down = true;
+    await b.start();
+    await vi.waitFor(() => expect(relayServer.failedPulls).toBeGreaterThan(0));
+    relayServer.down = false;
+    // No peer comes and nobody calls pullRelay(): the replication reads the mailbox again by itself.
+    await vi.waitFor(async () => expect((await b.docs()).map((doc) => doc.id)).toEqual(['r1']));
+    expect(relayServer.waiting('devb')).toBe(0);
+  });
+
   it('a relay push that failed is made by the next run: a device that never meets the writer again still gets the write', async () => {
     const { relayServer, a, b } = await relayPair(); // they met once, so each knows the other
     await b.stop();
