@@ -217,6 +217,7 @@ export async function replicateFerry(options: ReplicateFerryOptions): Promise<Fe
       throw new FerryError('SCHEMA_MISMATCH', `collection ${name} belongs to another database`);
     }
   }
+  await Promise.all(names.map((name) => cancelling.get(options.collections[name]!)));
   const seen = new Set<RxCollection>();
   const taken = names.filter((name) => {
     const collection = options.collections[name]!;
@@ -270,6 +271,12 @@ export async function replicateFerry(options: ReplicateFerryOptions): Promise<Fe
  * its writes as new versions.
  */
 const replicated = new WeakSet<RxCollection>();
+/**
+ * Collections whose replication is being cancelled, with the cancel: a new replicateFerry of one
+ * waits for it (`cancel()` then `replicateFerry()` without awaiting, as an app's effect clean-up and
+ * re-run do), so the two never write its metadata at once.
+ */
+const cancelling = new WeakMap<RxCollection, Promise<void>>();
 
 export class FerryReplicationState implements RoutedReplication {
   readonly clientId: string;
@@ -318,6 +325,8 @@ export class FerryReplicationState implements RoutedReplication {
   private epoch = '';
   private paused = true;
   private cancelled = false;
+  /** cancel()'s work, once it was called. */
+  private cancelling: Promise<void> | undefined;
   private started = false;
   /** pause() called before start() (a tab waiting for leadership): start paused. */
   private startPaused = false;
@@ -499,9 +508,24 @@ export class FerryReplicationState implements RoutedReplication {
     this.scheduleRelayFlush();
   }
 
-  /** Stop for good; waits for in-flight writes. The network stays open (it is shared). */
-  async cancel(): Promise<void> {
-    if (this.cancelled) return;
+  /**
+   * Stop for good; resolves once in-flight writes are done (every call, the first or a later one).
+   * The network stays open (it is shared).
+   */
+  cancel(): Promise<void> {
+    if (!this.cancelling) {
+      const collections = Object.values(this.options.collections);
+      this.cancelling = this.shutDown().finally(() => {
+        for (const collection of collections) {
+          if (cancelling.get(collection) === this.cancelling) cancelling.delete(collection);
+        }
+      });
+      for (const collection of collections) cancelling.set(collection, this.cancelling);
+    }
+    return this.cancelling;
+  }
+
+  private async shutDown(): Promise<void> {
     clearTimeout(this.relayMarkTimer);
     clearTimeout(this.relayHold);
     const marks = this.relayMarkCandidates(); // before pause() forgets the peers' acknowledgements

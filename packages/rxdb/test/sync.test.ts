@@ -137,6 +137,32 @@ describe('replicateFerry over the in-memory network', () => {
     }
   });
 
+  it('cancel() and a new replicateFerry() of the collection without awaiting it (an effect cleaned up and run again): the new one waits for the cancel', async () => {
+    const hub = new MemoryHub();
+    const now = sharedClock();
+    const [dbA, dbB] = await Promise.all([openDb(newDisk()), openDb(newDisk())]);
+    const [networkA, networkB] = [hub.join('rema'), hub.join('remb')];
+    const b = await replicateFerry({ collections: { todos: dbB.todos }, network: networkB, now });
+    try {
+      let a = await replicateFerry({ collections: { todos: dbA.todos }, network: networkA, now });
+      await dbA.todos.insert({ id: 't1', title: 'before the re-run' });
+      for (let run = 0; run < 3; run++) {
+        const cancelled = a.cancel();
+        expect(a.cancel()).toBe(cancelled); // every call waits for the same work
+        a = await replicateFerry({ collections: { todos: dbA.todos }, network: networkA, now });
+        expect(a.isStopped()).toBe(false);
+        await cancelled;
+      }
+      await dbA.todos.insert({ id: 't2', title: 'after the re-runs' });
+      await Promise.all([a.awaitInSync(), b.awaitInSync()]);
+      expect((await dbB.todos.find().exec()).map((doc) => doc.primary)).toEqual(['t1', 't2']);
+      await a.cancel();
+    } finally {
+      await b.cancel();
+      await Promise.all([networkA.close(), networkB.close(), dbA.close(), dbB.close()]);
+    }
+  });
+
   it('one replicateFerry per collection, started one after the other: relay diffs of the later one wait in the mailbox, then all syncs live', async () => {
     const hub = new MemoryHub();
     const relayServer = new MemoryRelayServer();
