@@ -485,6 +485,14 @@ export class FerryReplicationState implements RoutedReplication {
     if (this.paused) return;
     this.paused = true;
     this.streamsExpected.clear();
+    // Peers stop waiting on this device (their streams with it end here) and relay to it meanwhile.
+    for (const streams of [this.outbound, this.inbound]) {
+      for (const [peer, byCollection] of streams) {
+        for (const [collection, { stream }] of byCollection) {
+          this.nack(peer, collection, stream, '', 'paused', 'replication is paused');
+        }
+      }
+    }
     // Pushed when the replication resumes (or by the next run): the streams end here.
     for (const peer of this.outbound.keys()) this.relayUnacknowledged(peer);
     this.outbound.clear();
@@ -1191,9 +1199,26 @@ export class FerryReplicationState implements RoutedReplication {
         new FerryError(code, `${peer} refused ${nack.collection}: ${nack.reason}: ${nack.message}${ids}`),
       );
     }
-    // A paused peer asks for nothing until it resumes: its writes go to its mailbox without waiting.
-    if (nack.reason === 'paused' && this.streamsExpected.delete(peer)) this.scheduleRelayFlush();
+    if (nack.reason === 'paused') this.peerPaused(peer, nack.collection, nack.stream);
     this.settle(peer, nack.collection, nack.stream);
+  }
+
+  /**
+   * The peer paused its replication (it refused our request or push with 'paused'): until it resumes
+   * and asks again, it neither serves nor takes this collection, so nothing is awaited from it, and
+   * own writes it did not acknowledge go to its mailbox, as to a peer that left.
+   */
+  private peerPaused(peer: string, collection: string, stream: string): void {
+    const ours = this.inbound.get(peer)?.get(collection);
+    if (ours) ours.unserved = true;
+    const streams = this.outbound.get(peer);
+    const out = streams?.get(collection);
+    if (out?.stream === stream) {
+      const ids = this.syncs.get(collection)!.localIdsAfter(out.acked);
+      streams!.delete(collection);
+      if (ids.length > 0) this.queueRelay(collection, ids);
+    }
+    if (this.streamsExpected.delete(peer)) this.scheduleRelayFlush(); // it asks for nothing meanwhile
   }
 
   /** Notes whether `peer` runs `collection` (see notRunBy); true when that changed. */

@@ -221,17 +221,16 @@ async function runSchedule({ ops, duplicate, reorder, policy, heal = 'links' }: 
           if (wasOnline) await device.start();
           break;
         }
-        case 'settle':
+        case 'settle': {
           // awaitInSync waits for pending relay pushes too, which an unreachable diff server never
-          // takes, and for peers a paused device (or one on another conflict rule) does not answer.
-          if (
-            relayServer.down ||
-            devices.some((d) => d.online && d.replication.isPaused()) ||
-            new Set(devices.filter((d) => d.online).map((d) => d.extra.conflict)).size > 1
-          )
+          // takes, and for peers one on another conflict rule does not answer; a paused device
+          // waits for nothing (its peers do not wait for it either).
+          const running = devices.filter((d) => d.online && !d.replication.isPaused());
+          if (relayServer.down || new Set(running.map((d) => d.extra.conflict)).size > 1)
             await new Promise((resolve) => setTimeout(resolve, 20));
-          else await Promise.all(devices.filter((d) => d.online).map((d) => d.replication.awaitInSync()));
+          else await Promise.all(running.map((d) => d.replication.awaitInSync()));
           break;
+        }
       }
     }
     // Heal: the diff server reachable, every device up, then every link restored (mailboxes read),

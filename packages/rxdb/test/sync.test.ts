@@ -63,6 +63,14 @@ async function relayPair() {
   return { relayServer, hub, a: a!, b: b! };
 }
 
+/** The device's acknowledgements are lost on the way (it applies pushes; their senders never hear so). */
+function loseAcks(device: Device): void {
+  const send = device.network.send.bind(device.network);
+  device.network.send = async (peer, message) => {
+    if (message.op !== 'DB_DIFF_ACK') await send(peer, message);
+  };
+}
+
 /** Three devices where A and C never meet (B passes everything on), holding one document A wrote. */
 async function seededChain(): Promise<[Device, Device, Device]> {
   const {
@@ -659,15 +667,14 @@ describe('replicateFerry over the in-memory network', () => {
 
   it('own writes a peer never acknowledged go to its relay mailbox when it disconnects', async () => {
     const { relayServer, hub, a, b } = await relayPair();
-    b.replication.pause(); // b refuses pushes (DB_DIFF_NACK paused): a's write stays unacknowledged
+    loseAcks(b); // b applies a's write, but a never hears it did
     await a.db.todos.insert({ id: 'unacked', title: 'x' });
-    await a.replication.awaitInSync();
-    expect(relayServer.waiting('devb')).toBe(0); // b was connected: no relay yet
+    await vi.waitFor(async () => expect(await b.docs()).toEqual([{ id: 'unacked', title: 'x' }]));
+    expect(relayServer.waiting('devb')).toBe(0); // b is connected: no relay yet
     hub.setLinked('deva', 'devb', false);
     await a.replication.awaitInSync();
     expect(relayServer.waiting('devb')).toBe(1);
     await a.stop();
-    b.replication.resume();
     await b.replication.pullRelay();
     expect(await b.docs()).toEqual([{ id: 'unacked', title: 'x' }]);
     expect(relayServer.waiting('devb')).toBe(0);
@@ -816,9 +823,9 @@ describe('replicateFerry over the in-memory network', () => {
 
   it('a write a connected peer had not acknowledged when the process stopped goes to its mailbox on the next run', async () => {
     const { relayServer, hub, a, b } = await relayPair();
-    b.replication.pause(); // b refuses pushes: a's write stays unacknowledged
+    loseAcks(b); // b applies a's write, but a never hears it did
     await a.db.todos.insert({ id: 'unacked', title: 'x' });
-    await a.replication.awaitInSync();
+    await vi.waitFor(async () => expect(await b.docs()).toEqual([{ id: 'unacked', title: 'x' }]));
     await a.stop(); // no disconnect event reaches a's replication: it stopped first
     expect(relayServer.waiting('devb')).toBe(0);
     hub.setLinked('deva', 'devb', false);
@@ -826,9 +833,9 @@ describe('replicateFerry over the in-memory network', () => {
     await a.start();
     await a.replication.awaitInSync();
     expect(relayServer.waiting('devb')).toBe(1);
-    b.replication.resume();
     await b.replication.pullRelay();
     expect(await b.docs()).toEqual([{ id: 'unacked', title: 'x' }]);
+    expect(relayServer.waiting('devb')).toBe(0);
   });
 
   describe('a restart pushes nothing the relay already holds or the peers acknowledged', () => {
@@ -1334,6 +1341,23 @@ describe('replicateFerry over the in-memory network', () => {
     expect(errorsOfA).toHaveLength(1);
     await Promise.all([a.stop(), b.stop()]);
     await Promise.all([dbA.close(), dbB.close()]);
+  });
+
+  it('awaitInSync() does not wait for a connected peer that paused its replication; its writes wait in its mailbox', async () => {
+    const { relayServer, a, b } = await relayPair();
+    b.replication.pause();
+    await a.db.todos.insert({ id: 'p1', title: 'while b was paused' });
+    const inTime = await Promise.race([
+      a.replication.awaitInSync().then(() => 'in sync'),
+      new Promise((resolve) => setTimeout(() => resolve('still waiting'), 2_000)),
+    ]);
+    expect(inTime).toBe('in sync');
+    expect(relayServer.waiting('devb')).toBe(1);
+    b.replication.resume();
+    await converge([a, b]);
+    expect((await b.docs()).map((doc) => doc.id)).toEqual(['p1']);
+    await b.replication.pullRelay(); // the read resume() started may still be acknowledging
+    expect(relayServer.waiting('devb')).toBe(0);
   });
 
   it('pause stops the exchange; resume catches up', async () => {
