@@ -81,6 +81,16 @@ export interface BatchLimits {
   bytes: number;
 }
 
+/**
+ * The peer a batch is for. Versions that came from it are skipped (it has them), except at log
+ * positions up to `resendThrough`: a peer that asked from scratch may have lost them (a store wiped
+ * under the same client id), and would otherwise never get them back.
+ */
+export interface Recipient {
+  peer: string;
+  resendThrough: number;
+}
+
 /** Changes for a push; `newSeq` is the log position they reach, `more` whether the log goes on. */
 export interface Batch {
   changes: Change[];
@@ -254,14 +264,14 @@ export class CollectionSync {
   }
 
   /**
-   * The next batch of this device's log after `cursor`, skipping versions that came from `peer`
-   * itself (it has them). `newSeq` is the log position the batch reaches.
+   * The next batch of this device's log after `cursor`, skipping versions that came from the
+   * recipient itself (see Recipient). `newSeq` is the log position the batch reaches.
    */
-  changesSince(cursor: number, peer: string, limits: BatchLimits, holdsData?: HoldsData): Promise<Batch> {
+  changesSince(cursor: number, to: Recipient, limits: BatchLimits, holdsData?: HoldsData): Promise<Batch> {
     return this.serial(async () => {
       await this.scanNow();
       for (;;) {
-        const { picked, newSeq } = this.pick(cursor, peer, limits.count);
+        const { picked, newSeq } = this.pick(cursor, to, limits.count);
         const changes = await this.read(picked, holdsData);
         if (changes) return this.cut(changes, picked, newSeq, limits.bytes);
         this.dirty = true; // the app wrote meanwhile: record it, then read again
@@ -279,9 +289,14 @@ export class CollectionSync {
    * write (one to scan for, or one whose change event is waiting to be recorded): a batch that says
    * "no more" must not come before it.
    */
-  changesInHand(cursor: number, peer: string, limits: BatchLimits, holdsData?: HoldsData): Batch | undefined {
+  changesInHand(
+    cursor: number,
+    to: Recipient,
+    limits: BatchLimits,
+    holdsData?: HoldsData,
+  ): Batch | undefined {
     if (this.sendable < this.head || this.dirty || this.pendingRecord) return undefined;
-    const { picked, newSeq } = this.pick(cursor, peer, limits.count);
+    const { picked, newSeq } = this.pick(cursor, to, limits.count);
     for (const meta of picked) {
       if (travelsWithContent(meta) && this.recorded.get(meta.id)?._rev !== meta.rev) return undefined;
     }
@@ -293,8 +308,8 @@ export class CollectionSync {
     return this.cut(changes, picked, newSeq, limits.bytes);
   }
 
-  /** Up to `count` current versions after `cursor` that did not come from `peer`, and the log position reached. */
-  private pick(cursor: number, peer: string, count: number): { picked: DocMeta[]; newSeq: number } {
+  /** Up to `count` current versions after `cursor` for `to` (see Recipient), and the log position reached. */
+  private pick(cursor: number, to: Recipient, count: number): { picked: DocMeta[]; newSeq: number } {
     let newSeq = cursor;
     const picked: DocMeta[] = [];
     let i = this.firstAfter(cursor);
@@ -303,7 +318,7 @@ export class CollectionSync {
       const meta = this.metas.get(entry.id)!;
       if (meta.seq !== entry.seq) continue; // superseded by a later entry
       newSeq = entry.seq;
-      if (meta.via !== peer) picked.push(meta);
+      if (meta.via !== to.peer || entry.seq <= to.resendThrough) picked.push(meta);
     }
     // The whole rest of the log: the batch reaches the head (positions skipped at a start are empty).
     if (i === this.log.length) newSeq = this.head;
@@ -749,13 +764,17 @@ export class CollectionSync {
     if (!current) return { version: remote, via: from, local: false };
     const order = compareVectors(current.vv, remote.vv);
     if (order === 'equal' || order === 'local') return undefined;
-    if (order === 'remote') return { version: remote, via: from, local: false };
-    return this.resolveConflict(
-      current,
-      remote,
-      from,
-      ownEarlier ?? this.metas.get(remote.id)?.local === true,
-    );
+    const ownCurrent = ownEarlier ?? this.metas.get(remote.id)?.local === true;
+    if (order === 'remote') {
+      // This device's own entry is further in `remote` than in its copy, which never happens while
+      // its store holds every version it made: the store was lost (wiped or restored, the client id
+      // kept). What it holds now was written since, so it is concurrent with `remote`, not older.
+      const self = this.host.clock.clientId;
+      if ((remote.vv[self] ?? 0) <= (current.vv[self] ?? 0))
+        return { version: remote, via: from, local: false };
+      return this.resolveConflict(current, remote, from, ownCurrent, true);
+    }
+    return this.resolveConflict(current, remote, from, ownCurrent);
   }
 
   /**
@@ -768,14 +787,20 @@ export class CollectionSync {
     remote: Change,
     from: string,
     ownCurrent: boolean,
+    /** `remote`'s vector includes `current`'s (see decide): the resolution must go past it to reach peers. */
+    pastRemote = false,
   ): Promise<Decision> {
     const policy = this.host.policy;
-    const { version, created } = await resolveConcurrent(policy, current, remote, {
+    let { version, created } = await resolveConcurrent(policy, current, remote, {
       primaryPath: this.primaryPath,
       withAttachments: this.withAttachments,
       clock: this.host.clock,
       ownFloor: this.ownFloor,
     });
+    if (pastRemote && compareVectors(version.vv, remote.vv) !== 'local') {
+      version = { ...version, vv: advanceOwn(version.vv, this.host.clock.clientId, this.ownFloor) };
+      created = true;
+    }
     const via = deepEqualVersion(version, remote) ? from : '';
     // Equal contents are no conflict, but the join still carries this device's write when `current`
     // was its to relay (two devices resolving one conflict alike: each made a version, and neither

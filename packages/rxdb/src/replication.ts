@@ -15,7 +15,13 @@ import {
 import { addRxPlugin, type RxCollection, type RxDatabase } from 'rxdb';
 import { RxDBLeaderElectionPlugin } from 'rxdb/plugins/leader-election';
 import { BehaviorSubject, filter, firstValueFrom, Subject, type Subscription } from 'rxjs';
-import { CollectionSync, type FerryConflict, type StoredDoc, WRITE_CONTEXT } from './collection-sync.js';
+import {
+  CollectionSync,
+  type FerryConflict,
+  type Recipient,
+  type StoredDoc,
+  WRITE_CONTEXT,
+} from './collection-sync.js';
 import { HybridClock } from './hlc.js';
 import { type RoutedReplication, SyncRouter } from './router.js';
 import { type DocMeta, MetaStore } from './store.js';
@@ -107,6 +113,8 @@ interface OutStream {
   acked: number;
   /** The peer's checkpoint when it asked for this stream: it holds what came up to there. */
   start: number;
+  /** Which versions that came from the peer go back to it (see Recipient). */
+  recipient: Recipient;
   /** Documents whose attachment data the peer said it lacks: sent with all of it. */
   withData: Set<string>;
   /** Documents sent with their attachment data in this stream, with their `attSince` then. */
@@ -943,6 +951,8 @@ export class FerryReplicationState implements RoutedReplication {
       pushedThrough: start,
       acked: start,
       start,
+      // Asked from scratch: it may have lost what it sent us (see Recipient).
+      recipient: { peer, resendThrough: valid ? 0 : sync.head },
       withData: new Set(init.withData),
       dataSent: new Map(),
       inflight: 0,
@@ -979,8 +989,8 @@ export class FerryReplicationState implements RoutedReplication {
           const holdsData = (meta: DocMeta) => peerHoldsData(out, meta);
           // A live write is in hand: it goes out now, not after the queue's next turn.
           const batch =
-            sync.changesInHand(out.cursor, peer, limits, holdsData) ??
-            (await sync.changesSince(out.cursor, peer, limits, holdsData));
+            sync.changesInHand(out.cursor, out.recipient, limits, holdsData) ??
+            (await sync.changesSince(out.cursor, out.recipient, limits, holdsData));
           if (this.outbound.get(peer)?.get(collection) !== out) return;
           for (let i = 0; i < batch.changes.length; i++) {
             const since = batch.metas[i]!.attSince;

@@ -408,7 +408,8 @@ describe('replicateFerry over the in-memory network', () => {
     await a!.replication.awaitInSync();
     const sync = a!.replication.collection('todos')!;
     const limits = { count: 100, bytes: 1 << 20 };
-    const inHand = () => sync.changesInHand(0, 'devx', limits)?.changes.map((c) => c.id);
+    const inHand = () =>
+      sync.changesInHand(0, { peer: 'devx', resendThrough: 0 }, limits)?.changes.map((c) => c.id);
     expect(inHand()).toEqual(['h1']);
     // A change event waiting to be recorded: the queue serves the next batch, after it.
     const [stored] = await a!.db.todos.storageInstance.findDocumentsById(['h1'], false);
@@ -421,6 +422,38 @@ describe('replicateFerry over the in-memory network', () => {
     expect(inHand()).toBeUndefined();
     await scanning;
     expect(inHand()).toEqual(['h1']);
+  });
+
+  it('a device that lost its database but kept its client id: what it writes afterwards is not taken for older than its lost writes', async () => {
+    const {
+      hub,
+      devices: [a, b],
+    } = await devices(2);
+    await b!.db.todos.insert({ id: 'cfg', title: 'first' });
+    for (const title of ['second', 'third']) await b!.db.todos.findOne('cfg').update({ $set: { title } });
+    await converge([a!, b!]);
+    // b's store is wiped (a reinstall, a memory storage restarted) and the app writes before b meets a.
+    await b!.stop();
+    const wiped = new Device('devb', hub, b!.extra);
+    started.push(wiped);
+    hub.setLinked('deva', 'devb', false);
+    await wiped.start();
+    await wiped.db.todos.upsert({ id: 'cfg', title: 'after the wipe' });
+    await wiped.db.todos.insert({ id: 'new', title: 'also after' });
+    await wiped.replication.awaitInSync(); // recorded as b's versions before the two meet
+    hub.setLinked('deva', 'devb', true);
+    await converge([a!, wiped]);
+    expect(await a!.docs()).toEqual([
+      { id: 'cfg', title: 'after the wipe' },
+      { id: 'new', title: 'also after' },
+    ]);
+    // The older write it met again is a conflict, recorded with both versions.
+    const [conflict] = await wiped.replication.conflicts();
+    expect(conflict).toMatchObject({
+      id: 'cfg',
+      local: { doc: { title: 'after the wipe' } },
+      remote: { doc: { title: 'third' } },
+    });
   });
 
   it('five devices converge after concurrent edits of the same documents', async () => {
@@ -743,7 +776,11 @@ describe('replicateFerry over the in-memory network', () => {
         knownDevices,
         now,
       });
-      return { state, stop: async () => (await state.cancel(), await network.close()) };
+      const stop = async () => {
+        await state.cancel();
+        await network.close();
+      };
+      return { state, stop };
     };
     // B's network is connected to A before B's replication starts (an app that opens its database late).
     const a = await start('pera', dbA);
@@ -1268,7 +1305,11 @@ describe('replicateFerry over the in-memory network', () => {
         now,
       });
       state.error$.subscribe((error) => errorsOfA.push(error));
-      return { state, stop: async () => (await state.cancel(), await network.close()) };
+      const stop = async () => {
+        await state.cancel();
+        await network.close();
+      };
+      return { state, stop };
     };
     const startB = async (collections: Partial<Record<'todos' | 'notes', RxCollection>>) => {
       const network = hub.join('perb');
@@ -1284,7 +1325,10 @@ describe('replicateFerry over the in-memory network', () => {
       );
       return {
         states,
-        stop: async () => (await Promise.all(states.map((s) => s.cancel())), await network.close()),
+        stop: async () => {
+          await Promise.all(states.map((s) => s.cancel()));
+          await network.close();
+        },
       };
     };
     const primaries = async (collection: RxCollection) =>
