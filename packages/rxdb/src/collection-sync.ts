@@ -60,6 +60,13 @@ export type StateRows = Array<[string, unknown]> | ((outcome: ApplyOutcome) => A
 
 export interface CollectionSyncHost {
   readonly clock: HybridClock;
+  /**
+   * This device's key in version vectors: its client id and its store's epoch. A device whose store
+   * is lost but whose client id is kept (a reinstall, a Node device on the memory storage restarted
+   * with a configured id) starts a new entry: counting again under its old key, its new versions
+   * would repeat vectors its lost ones had, with other content, and peers would take them for those.
+   */
+  readonly vectorId: string;
   readonly store: MetaStore;
   readonly policy: ConflictPolicy;
   /** New entries in this collection's change log (local writes and applied remote versions). */
@@ -199,7 +206,7 @@ export class CollectionSync {
     host.clock.observeAll(metas.map((meta) => meta.st));
     const loadedHead = metas.at(-1)?.seq ?? 0;
     let loadedOwn = 0;
-    for (const meta of metas) loadedOwn = Math.max(loadedOwn, meta.vv[host.clock.clientId] ?? 0);
+    for (const meta of metas) loadedOwn = Math.max(loadedOwn, meta.vv[host.vectorId] ?? 0);
     // What the last run may have sent without saving lies above what it recorded here at its start
     // (no record: a new store, or one from a Ferry that saved before sending).
     const issued = await host.store.get<{ seq: number; own: number }>(`issued/${name}`);
@@ -537,7 +544,7 @@ export class CollectionSync {
   /** New local versions for stored documents the app wrote (skipping what the log already has). */
   private localVersions(docs: StoredDoc[]): DocMeta[] {
     const fieldMode = policyKind(this.host.policy) === 'fields';
-    const self = this.host.clock.clientId;
+    const self = this.host.vectorId;
     const written = new Map<string, DocMeta>();
     for (const doc of docs) {
       const id = doc[this.primaryPath] as string;
@@ -764,17 +771,13 @@ export class CollectionSync {
     if (!current) return { version: remote, via: from, local: false };
     const order = compareVectors(current.vv, remote.vv);
     if (order === 'equal' || order === 'local') return undefined;
-    const ownCurrent = ownEarlier ?? this.metas.get(remote.id)?.local === true;
-    if (order === 'remote') {
-      // This device's own entry is further in `remote` than in its copy, which never happens while
-      // its store holds every version it made: the store was lost (wiped or restored, the client id
-      // kept). What it holds now was written since, so it is concurrent with `remote`, not older.
-      const self = this.host.clock.clientId;
-      if ((remote.vv[self] ?? 0) <= (current.vv[self] ?? 0))
-        return { version: remote, via: from, local: false };
-      return this.resolveConflict(current, remote, from, ownCurrent, true);
-    }
-    return this.resolveConflict(current, remote, from, ownCurrent);
+    if (order === 'remote') return { version: remote, via: from, local: false };
+    return this.resolveConflict(
+      current,
+      remote,
+      from,
+      ownEarlier ?? this.metas.get(remote.id)?.local === true,
+    );
   }
 
   /**
@@ -787,20 +790,15 @@ export class CollectionSync {
     remote: Change,
     from: string,
     ownCurrent: boolean,
-    /** `remote`'s vector includes `current`'s (see decide): the resolution must go past it to reach peers. */
-    pastRemote = false,
   ): Promise<Decision> {
     const policy = this.host.policy;
-    let { version, created } = await resolveConcurrent(policy, current, remote, {
+    const { version, created } = await resolveConcurrent(policy, current, remote, {
       primaryPath: this.primaryPath,
       withAttachments: this.withAttachments,
       clock: this.host.clock,
+      vectorId: this.host.vectorId,
       ownFloor: this.ownFloor,
     });
-    if (pastRemote && compareVectors(version.vv, remote.vv) !== 'local') {
-      version = { ...version, vv: advanceOwn(version.vv, this.host.clock.clientId, this.ownFloor) };
-      created = true;
-    }
     const via = deepEqualVersion(version, remote) ? from : '';
     // Equal contents are no conflict, but the join still carries this device's write when `current`
     // was its to relay (two devices resolving one conflict alike: each made a version, and neither

@@ -180,6 +180,8 @@ const RELAY_MARK_DELAY_MS = 1000;
  */
 const STREAM_WAIT_MS = 1000;
 const relayMarkKey = (collection: string) => `relayed/${collection}`;
+/** This device's key in version vectors (see CollectionSyncHost.vectorId): 48 bits of the epoch tell stores apart. */
+const vectorIdOf = (clientId: string, epoch: string) => `${clientId}~${epoch.slice(0, 8)}`;
 const notRunKey = (collection: string) => `not-run/${collection}`;
 
 /**
@@ -387,6 +389,7 @@ export class FerryReplicationState implements RoutedReplication {
     }
     const host = {
       clock: this.clock,
+      vectorId: vectorIdOf(this.clientId, this.epoch),
       store: this.store,
       policy: this.policy,
       onVersions: (sync: CollectionSync, metas: DocMeta[]) => this.onVersions(sync, metas),

@@ -200,7 +200,7 @@ export async function resolveConcurrent(
   policy: ConflictPolicy,
   local: Change,
   remote: Change,
-  context: JoinContext & { clock: HybridClock; ownFloor: number },
+  context: JoinContext & { clock: HybridClock; vectorId: string; ownFloor: number },
 ): Promise<Resolution> {
   if (policy === 'lww') return { version: joinLww(local, remote), created: false };
   if (typeof policy === 'object' && 'merge' in policy) {
@@ -218,7 +218,7 @@ export async function resolveConcurrent(
     'ferry-replication',
   );
   const { _deleted, ...rest } = resolved as Record<string, unknown>;
-  const vv = advanceOwn(joinVectors(local.vv, remote.vv), context.clock.clientId, context.ownFloor);
+  const vv = advanceOwn(joinVectors(local.vv, remote.vv), context.vectorId, context.ownFloor);
   const del = _deleted === true;
   return {
     version: {

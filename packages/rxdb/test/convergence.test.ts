@@ -33,6 +33,8 @@ type Op =
   | { t: 'link'; a: number; b: number; linked: boolean }
   | { t: 'down'; dev: number }
   | { t: 'crash'; dev: number }
+  /** The device's storage is lost (it goes down first); it keeps its client id. */
+  | { t: 'wipe'; dev: number }
   | { t: 'putDown'; dev: number; doc: number }
   | { t: 'up'; dev: number }
   | { t: 'pull'; dev: number }
@@ -55,6 +57,7 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
   },
   { weight: 1, arbitrary: fc.record({ t: fc.constant('down' as const), dev }) },
   { weight: 1, arbitrary: fc.record({ t: fc.constant('crash' as const), dev }) },
+  { weight: 1, arbitrary: fc.record({ t: fc.constant('wipe' as const), dev }) },
   { weight: 1, arbitrary: fc.record({ t: fc.constant('putDown' as const), dev, doc }) },
   { weight: 1, arbitrary: fc.record({ t: fc.constant('up' as const), dev }) },
   { weight: 1, arbitrary: fc.record({ t: fc.constant('pull' as const), dev }) },
@@ -104,7 +107,7 @@ const greaterTitle = {
 };
 
 /** Across all runs: proof that the schedules exercised the relay and restarts, not just the happy path. */
-const coverage = { relayPushes: 0, restarts: 0, crashes: 0, conflicts: 0 };
+const coverage = { relayPushes: 0, restarts: 0, crashes: 0, wipes: 0, conflicts: 0 };
 
 async function runSchedule({ ops, duplicate, reorder, policy, heal = 'links' }: Schedule): Promise<void> {
   const hub = new MemoryHub();
@@ -186,6 +189,18 @@ async function runSchedule({ ops, duplicate, reorder, policy, heal = 'links' }: 
             coverage.crashes++;
           }
           break;
+        case 'wipe': {
+          // Only meetings give a device back what it lost (the relay carries each device's own new
+          // writes), as they do for an expired mailbox.
+          if (heal !== 'links') break;
+          const device = devices[op.dev]!;
+          if (device.online) await device.stop();
+          device.wipe();
+          coverage.wipes++;
+          // Its writes that never left it are gone: another of its writes, or another device's, may win.
+          for (const devs of writers.values()) if (devs.has(op.dev)) devs.add(-1);
+          break;
+        }
         case 'up':
           if (!devices[op.dev]!.online) {
             await devices[op.dev]!.start();
@@ -668,6 +683,7 @@ describe(`convergence (fast-check, ${DEVICES.length} devices, in-memory network 
       expect(coverage.relayPushes).toBeGreaterThan(0);
       expect(coverage.restarts).toBeGreaterThan(0);
       expect(coverage.crashes).toBeGreaterThan(0);
+      expect(coverage.wipes).toBeGreaterThan(0);
       expect(coverage.conflicts).toBeGreaterThan(0);
     },
     120_000 + numRunsBudget(),

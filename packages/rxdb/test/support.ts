@@ -23,6 +23,20 @@ import { noteSchema, todoSchema } from './support-schema.js';
 
 export { noteSchema, todoSchema };
 
+/**
+ * A device's entry in a version vector (keys are `clientId~store`): the greatest under its client id.
+ */
+export function entryOf(vv: Record<string, number>, clientId: string): number {
+  let entry = 0;
+  for (const [key, value] of Object.entries(vv))
+    if (key.split('~')[0] === clientId) entry = Math.max(entry, value);
+  return entry;
+}
+
+/** The client ids of a version vector's writers, sorted. */
+export const writersOf = (vv: Record<string, number>): string[] =>
+  [...new Set(Object.keys(vv).map((key) => key.split('~')[0]!))].sort();
+
 /** A row of Ferry's metadata collection, as far as the tests need it. */
 type MetaRow = { k: string };
 
@@ -84,7 +98,7 @@ export class Device {
   db!: TodoDb;
   network!: MemoryNetwork;
   replication!: FerryReplicationState;
-  readonly disk = newDisk();
+  disk = newDisk();
   online = false;
   private lastMetaWrite:
     | {
@@ -172,6 +186,12 @@ export class Device {
       if (ids.some((id) => id.startsWith('g'))) this.lastMetaWrite = { ids, before, write };
       return result;
     };
+  }
+
+  /** The device's storage is lost while it is down (a reinstall that keeps its client id). */
+  wipe(): void {
+    if (this.online) throw new Error(`${this.id} is running: stop it before wiping its disk`);
+    this.disk = newDisk();
   }
 
   /** The app writes while Ferry is not running (it sees the write when it next starts). */

@@ -10,7 +10,13 @@ import type { Change } from '../src/wire.js';
 
 const ID = 'id';
 const BASE_STAMP = encodeStamp(1_000, 0, 'base');
-const context = { primaryPath: ID, withAttachments: true, clock: new HybridClock('joiner'), ownFloor: 0 };
+const context = {
+  primaryPath: ID,
+  withAttachments: true,
+  clock: new HybridClock('joiner'),
+  vectorId: 'joiner~store',
+  ownFloor: 0,
+};
 
 type Op =
   | { t: 'rename'; name: string }

@@ -34,7 +34,8 @@ export const DocumentChangeSchema = Type.Object(
     id: Id,
     st: Stamp,
     vv: Type.Record(Type.String({ maxLength: 256 }), Type.Integer({ minimum: 0 }), {
-      description: 'version vector: writes per device included in this version (detects concurrent edits)',
+      description:
+        "version vector: writes per writer included in this version (detects concurrent edits); Ferry's writer key is a device's client id and its store's epoch",
     }),
     del: Type.Boolean({ description: 'true: the document is deleted' }),
     // Any object: the receiving collection's own schema checks the fields; `_attachments`, when the
