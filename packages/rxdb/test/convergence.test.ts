@@ -197,8 +197,13 @@ async function runSchedule({ ops, duplicate, reorder, policy, heal = 'links' }: 
           if (device.online) await device.stop();
           device.wipe();
           coverage.wipes++;
-          // Its writes that never left it are gone: another of its writes, or another device's, may win.
-          for (const devs of writers.values()) if (devs.has(op.dev)) devs.add(-1);
+          // Its writes that never left it are gone: an earlier one, another device's, or none (a
+          // document only it wrote) may be what is left.
+          for (const [id, devs] of writers) {
+            if (!devs.has(op.dev)) continue;
+            devs.add(-1);
+            written.get(id)!.add('');
+          }
           break;
         }
         case 'up':
