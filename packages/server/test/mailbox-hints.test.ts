@@ -65,7 +65,7 @@ describe('mailbox hints over the signaling socket', () => {
     expect(cHints).toBe(0);
   });
 
-  it('watches again after the signaling socket reconnects', async () => {
+  it('watches again after the signaling socket reconnects, and says diffs may wait', async () => {
     const server = await ferryServer();
     const accountKey = randomBytes(32);
     const a = await device(server, accountKey, 'a');
@@ -76,8 +76,12 @@ describe('mailbox hints over the signaling socket', () => {
     await watching;
     // Drop b's socket from the server side: the client reconnects and must renew its watch.
     const rewatched = next(b.signaling, 'watching');
+    // Diffs stored while no socket watched got no hint: the renewed watch is one.
+    let hints = 0;
+    b.signaling.on('mailbox', () => hints++);
     (b.signaling as unknown as { socket: { close(): void } }).socket.close();
     await rewatched;
+    expect(hints).toBe(1);
     const hint = next(b.signaling, 'mailbox');
     await a.relay.push(['b'], utf8('after reconnect'));
     await hint;

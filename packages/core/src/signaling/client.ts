@@ -33,7 +33,10 @@ export interface SignalingClientEvents {
   signal: (from: string, data: unknown) => void;
   /** The server accepted the mailbox watch (after every (re)connect). */
   watching: (mailbox: { accountId: string; clientId: string }) => void;
-  /** New diffs wait in a watched mailbox on the diff server: pull it. */
+  /**
+   * Diffs wait in a watched mailbox on the diff server: pull it. Also emitted when a watch starts
+   * (after every (re)connect): hints for diffs stored while no socket watched were never sent.
+   */
   mailbox: (mailbox: { accountId: string; clientId: string }) => void;
   /**
    * Unreachable servers, server error frames, signals that fail to open or replay. The client keeps
@@ -416,6 +419,7 @@ export class SignalingClient extends EventEmitter<SignalingClientEvents> {
         return;
       case 'watching':
         this.emit('watching', { accountId: frame.accountId, clientId: frame.clientId });
+        this.emit('mailbox', { accountId: frame.accountId, clientId: frame.clientId });
         return;
       case 'mailbox':
         this.emit('mailbox', { accountId: frame.accountId, clientId: frame.clientId });
