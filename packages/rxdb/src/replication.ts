@@ -218,6 +218,14 @@ export async function replicateFerry(options: ReplicateFerryOptions): Promise<Fe
       'replicateFerry: conflictVersion must be a string of 1-64 characters',
     );
   }
+  const clientId = options.clientId ?? options.network.clientId;
+  if (options.relay?.clientId !== undefined && options.relay.clientId !== clientId) {
+    // Peers would leave this device's diffs in a mailbox it never reads.
+    throw new FerryError(
+      'BAD_ARGUMENT',
+      `replicateFerry: relay is the mailbox of ${options.relay.clientId}, this device is ${clientId}`,
+    );
+  }
   const names = Object.keys(options.collections);
   if (names.length === 0)
     throw new FerryError('SCHEMA_MISMATCH', 'replicateFerry needs at least one collection');

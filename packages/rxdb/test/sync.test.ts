@@ -86,7 +86,7 @@ async function seededChain(): Promise<[Device, Device, Device]> {
 }
 
 describe('replicateFerry over the in-memory network', () => {
-  it('refuses batch, window and retry options that would stall or spin, and a conflict version that is not a short string, before touching the database', async () => {
+  it("refuses batch, window and retry options that would stall or spin, a conflict version that is not a short string, and another device's relay, before touching the database", async () => {
     const db = await openDb(newDisk());
     const network = new MemoryHub().join('solo');
     try {
@@ -108,6 +108,19 @@ describe('replicateFerry over the in-memory network', () => {
           }),
         );
       }
+      // A relay of another device's mailbox: peers' diffs for this one would never be read.
+      await expect(
+        replicateFerry({
+          collections: { todos: db.todos },
+          network,
+          relay: { ...new MemoryRelayServer().client('other'), clientId: 'other' },
+        }),
+      ).rejects.toThrow(
+        expect.objectContaining({
+          code: 'BAD_ARGUMENT',
+          message: 'replicateFerry: relay is the mailbox of other, this device is solo',
+        }),
+      );
       expect(META_COLLECTION in db.collections).toBe(false);
     } finally {
       await network.close();

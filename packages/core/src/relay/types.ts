@@ -15,6 +15,8 @@ export interface RelayedDiff {
 }
 
 export interface DiffRelay {
+  /** The device whose mailbox this is, when known (RelayClient): what its pushes name as sender. */
+  readonly clientId?: string;
   /**
    * Seal `payload` and leave it in each target's mailbox; resolves once the server stored it durably.
    * Stores nothing if a target is not a registered device of the account: rejects with a FerryError
