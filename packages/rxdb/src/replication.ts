@@ -328,7 +328,8 @@ export class FerryReplicationState implements RoutedReplication {
   private readonly syncs = new Map<string, CollectionSync>();
   private readonly outbound = new Map<string, Map<string, OutStream>>();
   private readonly inbound = new Map<string, Map<string, InStream>>();
-  private readonly knownDevices = new Set<string>();
+  /** Shared by the replications of this database (see MetaStore.devices); set at start. */
+  private knownDevices = new Set<string>();
   private readonly relayQueue = new Map<string, Set<string>>();
   /**
    * Per collection, the devices that answered `unknown-collection` for it (saved): its writes are not
@@ -389,12 +390,8 @@ export class FerryReplicationState implements RoutedReplication {
   /** @internal */
   async start(): Promise<void> {
     this.epoch = await this.store.epoch();
-    for (const id of [
-      ...((await this.store.get<string[]>('devices')) ?? []),
-      ...(this.options.knownDevices ?? []),
-    ]) {
-      if (id !== this.clientId) this.knownDevices.add(id);
-    }
+    this.knownDevices = await this.store.devices();
+    for (const id of this.options.knownDevices ?? []) if (id !== this.clientId) this.knownDevices.add(id);
     const host = {
       clock: this.clock,
       vectorId: vectorIdOf(this.clientId, this.epoch),
@@ -710,13 +707,13 @@ export class FerryReplicationState implements RoutedReplication {
   private knowDevice(peer: string): void {
     if (this.knownDevices.has(peer)) return;
     this.knownDevices.add(peer);
-    this.guard(this.store.set('devices', [...this.knownDevices]));
+    this.guard(this.store.saveDevices());
   }
 
   /** Devices the diff server does not know: nothing is relayed to them until they connect again. */
   private forgetDevices(ids: string[]): void {
     for (const id of ids) this.knownDevices.delete(id);
-    this.guard(this.store.set('devices', [...this.knownDevices]));
+    this.guard(this.store.saveDevices());
     this.report(
       new FerryError(
         'REJECTED',

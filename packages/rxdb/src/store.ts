@@ -138,6 +138,7 @@ export class MetaStore {
   private readonly storage: RxStorageInstance<MetaRow, unknown, unknown, unknown>;
   private readonly segments = new Map<string, Segments>();
   private epochValue: Promise<string> | undefined;
+  private devicesValue: Promise<Set<string>> | undefined;
 
   private constructor(private readonly rows: RxCollection<MetaRow>) {
     this.storage = storageBelowWrapper(rows);
@@ -177,6 +178,26 @@ export class MetaStore {
       throw error;
     });
     return this.epochValue;
+  }
+
+  /**
+   * The account's devices this database's replications leave relay diffs for (saved as 'devices'):
+   * one set, shared by them, so that what one learns or forgets holds for all (see saveDevices).
+   */
+  devices(): Promise<Set<string>> {
+    this.devicesValue ??= this.get<unknown>('devices').then(
+      (saved) =>
+        new Set(Array.isArray(saved) ? saved.filter((id): id is string => typeof id === 'string') : []),
+      (error: unknown) => {
+        this.devicesValue = undefined; // the next call tries again
+        throw error;
+      },
+    );
+    return this.devicesValue;
+  }
+
+  async saveDevices(): Promise<void> {
+    if (this.devicesValue) await this.set('devices', [...(await this.devicesValue)]);
   }
 
   /** Every document's current metadata in one collection (the highest log position wins). */

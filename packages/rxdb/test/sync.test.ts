@@ -845,6 +845,47 @@ describe('replicateFerry over the in-memory network', () => {
     expect(relayServer.waiting('devb')).toBe(0);
   });
 
+  it('the replications of one database share the devices they relay to: one learns a device, the other relays to it too', async () => {
+    const hub = new MemoryHub();
+    const relayServer = new MemoryRelayServer();
+    const now = sharedClock();
+    const [dbA, dbC] = await Promise.all([openDb(newDisk(), true), openDb(newDisk())]);
+    const networkA = hub.join('pera');
+    const relayA = relayServer.client('pera');
+    const aTodos = await replicateFerry({
+      collections: { todos: dbA.todos },
+      network: networkA,
+      relay: relayA,
+      now,
+    });
+    const aNotes = await replicateFerry({
+      collections: { notes: dbA.notes },
+      network: networkA,
+      relay: relayA,
+      now,
+    });
+    // C, which a has never met, leaves a todo in a's mailbox.
+    hub.setLinked('pera', 'perc', false);
+    const networkC = hub.join('perc');
+    const c = await replicateFerry({
+      collections: { todos: dbC.todos },
+      network: networkC,
+      relay: relayServer.client('perc'),
+      knownDevices: ['pera'],
+      now,
+    });
+    await dbC.todos.insert({ id: 't1', title: 'from c' });
+    await c.awaitInSync();
+    await aTodos.pullRelay();
+    expect((await dbA.todos.find().exec()).map((doc) => doc.primary)).toEqual(['t1']);
+    // a's notes replication relays to c as well.
+    await dbA.notes.insert({ key: 'n1', body: 'from a' });
+    await aNotes.awaitInSync();
+    expect(relayServer.waiting('perc')).toBe(1);
+    await Promise.all([aTodos.cancel(), aNotes.cancel(), c.cancel()]);
+    await Promise.all([networkA.close(), networkC.close(), dbA.close(), dbC.close()]);
+  });
+
   it('a relay push that failed is made by the next run: a device that never meets the writer again still gets the write', async () => {
     const { relayServer, a, b } = await relayPair(); // they met once, so each knows the other
     await b.stop();
