@@ -402,11 +402,7 @@ export class FerryReplicationState implements RoutedReplication {
     for (const [name, collection] of Object.entries(this.options.collections)) {
       const sync = await CollectionSync.open(name, collection, host);
       this.syncs.set(name, sync);
-      const notRunBy = await this.store.get<unknown>(notRunKey(name));
-      this.notRunBy.set(
-        name,
-        new Set(Array.isArray(notRunBy) ? notRunBy.filter((id): id is string => typeof id === 'string') : []),
-      );
+      this.notRunBy.set(name, new Set(await this.store.getStrings(notRunKey(name))));
       await this.loadRelayMark(sync);
     }
     // Cancelled while starting (a tab that just became leader): attach nothing.

@@ -185,9 +185,8 @@ export class MetaStore {
    * one set, shared by them, so that what one learns or forgets holds for all (see saveDevices).
    */
   devices(): Promise<Set<string>> {
-    this.devicesValue ??= this.get<unknown>('devices').then(
-      (saved) =>
-        new Set(Array.isArray(saved) ? saved.filter((id): id is string => typeof id === 'string') : []),
+    this.devicesValue ??= this.getStrings('devices').then(
+      (saved) => new Set(saved),
       (error: unknown) => {
         this.devicesValue = undefined; // the next call tries again
         throw error;
@@ -270,6 +269,12 @@ export class MetaStore {
     if (!row) return undefined;
     this.revs.set(row.k, row._rev);
     return row.v.value as T;
+  }
+
+  /** A saved list of strings (a missing or malformed one reads as empty). */
+  async getStrings(key: string): Promise<string[]> {
+    const saved = await this.get<unknown>(key);
+    return Array.isArray(saved) ? saved.filter((item): item is string => typeof item === 'string') : [];
   }
 
   async set(key: string, value: unknown): Promise<void> {

@@ -148,6 +148,25 @@ describe('metadata segments', () => {
       .reduce((sum: number, value) => sum + (value as unknown[]).length, 0);
   }
 
+  it('bad input: a saved device list that is not a list of strings reads as what strings it holds; the list is shared and saved whole', async () => {
+    const disk = newDisk();
+    let db = await open(disk);
+    let store = await MetaStore.open(db as unknown as RxDatabase);
+    await store.set('devices', { not: 'a list' });
+    await store.set('not-run/longs', ['deva', 7, null, 'devb']);
+    expect(await store.getStrings('not-run/longs')).toEqual(['deva', 'devb']);
+    const devices = await store.devices();
+    expect([...devices]).toEqual([]);
+    expect(await store.devices()).toBe(devices); // one set for every replication of the database
+    devices.add('devc');
+    await store.saveDevices();
+    await db.close();
+    db = await open(disk);
+    store = await MetaStore.open(db as unknown as RxDatabase);
+    expect([...(await store.devices())]).toEqual(['devc']);
+    await db.close();
+  });
+
   it('any sequence of commits reloads to the latest version of each document, with at most twice as many entries stored', async () => {
     // Live writes (a few documents) share the tail segment (up to 32 entries); batches (hundreds)
     // get their own; commits of 20-40 fill a tail past its cap or start their own.
