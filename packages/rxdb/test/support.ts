@@ -37,6 +37,15 @@ export function entryOf(vv: Record<string, number>, clientId: string): number {
 export const writersOf = (vv: Record<string, number>): string[] =>
   [...new Set(Object.keys(vv).map((key) => key.split('~')[0]!))].sort();
 
+/** `promise`, or a failure saying `what` once `ms` passed (a test of a fix that would otherwise hang). */
+export async function within<T>(ms: number, promise: Promise<T>, what: () => string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(what())), ms);
+  });
+  return Promise.race([promise, late]).finally(() => clearTimeout(timer));
+}
+
 /** A row of Ferry's metadata collection, as far as the tests need it. */
 type MetaRow = { k: string };
 

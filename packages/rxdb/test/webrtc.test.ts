@@ -17,7 +17,7 @@ import type { RxDatabase } from 'rxdb';
 import { filter, firstValueFrom } from 'rxjs';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { type FerryReplicationState, MetaStore, replicateFerry } from '../src/index.js';
-import { newDisk, openDb, type TodoDb } from './support.js';
+import { newDisk, openDb, type TodoDb, within } from './support.js';
 
 // Real devices: RxDB (memory storage) + the WebRTC mesh (@roamhq/wrtc, Noise sessions) found through
 // the real signaling server, and the real diff server (SQLite) as the offline relay; all on loopback.
@@ -123,15 +123,6 @@ async function realDevices(count: number): Promise<RealDevice[]> {
   running.push(...devices);
   await Promise.all(devices.map((d) => d.start()));
   return devices;
-}
-
-/** `promise`, or a failure saying `what` once `ms` passed (a test of a fix that would otherwise hang). */
-async function within<T>(ms: number, promise: Promise<T>, what: () => string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const late = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(what())), ms);
-  });
-  return Promise.race([promise, late]).finally(() => clearTimeout(timer));
 }
 
 /** A loopback address where nothing listens: connections to it are refused at once. */
