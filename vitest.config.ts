@@ -22,9 +22,28 @@ export default defineConfig({
     ],
   },
   test: {
-    include: ['packages/*/test/**/*.test.ts', 'apps/*/test/**/*.test.ts', 'bench/**/*.test.ts'],
     // bench/.build holds scratch builds and `npm run bench:compare`'s worktrees of other revisions.
     exclude: [...configDefaults.exclude, 'bench/.build/**'],
+    projects: [
+      {
+        extends: true,
+        test: {
+          name: 'ferry',
+          include: ['packages/*/test/**/*.test.ts', 'apps/*/test/**/*.test.ts', 'bench/**/*.test.ts'],
+        },
+      },
+      {
+        // The RxDB sync suites again on a second storage (support.ts: FERRY_TEST_STORAGE); the
+        // browser test runs Dexie.
+        extends: true,
+        test: {
+          name: 'rxdb on localstorage',
+          include: ['packages/rxdb/test/**/*.test.ts'],
+          exclude: [...configDefaults.exclude, 'packages/rxdb/test/browser.test.ts'],
+          env: { FERRY_TEST_STORAGE: 'localstorage' },
+        },
+      },
+    ],
     pool: 'forks',
     maxWorkers: 2,
     testTimeout: 30_000,

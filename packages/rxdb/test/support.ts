@@ -10,6 +10,7 @@ import {
   type RxStorageInstance,
 } from 'rxdb';
 import { RxDBAttachmentsPlugin } from 'rxdb/plugins/attachments';
+import { getLocalStorageMock, getRxStorageLocalstorage } from 'rxdb/plugins/storage-localstorage';
 import { getRxStorageMemory } from 'rxdb/plugins/storage-memory';
 import { RxDBUpdatePlugin } from 'rxdb/plugins/update';
 import { wrappedValidateAjvStorage } from 'rxdb/plugins/validate-ajv';
@@ -72,9 +73,30 @@ addRxPlugin(RxDBAttachmentsPlugin);
 
 let dbCounter = 0;
 
-/** One storage per simulated disk: a database reopened on it finds its data (memory storage keeps it per name). */
+/**
+ * The RxStorage the devices run on: RxDB's memory storage, or with FERRY_TEST_STORAGE=localstorage
+ * its localStorage storage (vitest.config runs the sync suites on both: Ferry reads and writes below
+ * RxDB's wrapper and reads the storage's change feed, which each storage implements its own way).
+ */
+const STORAGES = {
+  memory: () => getRxStorageMemory(),
+  localstorage: () => getRxStorageLocalstorage({ localStorage: getLocalStorageMock() }),
+} satisfies Record<string, () => RxStorage<unknown, unknown>>;
+
+export function testStorage(): RxStorage<unknown, unknown> {
+  const name = process.env.FERRY_TEST_STORAGE ?? 'memory';
+  if (!Object.hasOwn(STORAGES, name)) {
+    throw new Error(`FERRY_TEST_STORAGE must be one of ${Object.keys(STORAGES).join(', ')}, not ${name}`);
+  }
+  return STORAGES[name as keyof typeof STORAGES]();
+}
+
+/**
+ * One storage per simulated disk: a database reopened on it finds its data (the memory storage keeps
+ * it per name, the localStorage storage in the disk's own localStorage).
+ */
 export const newDisk = (): { storage: RxStorage<unknown, unknown>; name: string } => ({
-  storage: wrappedValidateAjvStorage({ storage: getRxStorageMemory() }),
+  storage: wrappedValidateAjvStorage({ storage: testStorage() }),
   name: `ferrytest${++dbCounter}x${Math.random().toString(36).slice(2, 8)}`,
 });
 

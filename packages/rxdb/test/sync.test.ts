@@ -6,6 +6,8 @@ import {
   type RxDatabase,
   type RxStorageInstance,
 } from 'rxdb';
+import { wrappedKeyEncryptionCryptoJsStorage } from 'rxdb/plugins/encryption-crypto-js';
+import { wrappedKeyCompressionStorage } from 'rxdb/plugins/key-compression';
 import { RxDBLocalDocumentsPlugin } from 'rxdb/plugins/local-documents';
 import { RxDBMigrationSchemaPlugin } from 'rxdb/plugins/migration-schema';
 import { filter, firstValueFrom, take, toArray } from 'rxjs';
@@ -28,6 +30,7 @@ import {
   openDb,
   startDevices,
   type TodoDb,
+  testStorage,
   todoSchema,
   within,
   writersOf,
@@ -1536,6 +1539,78 @@ describe('replicateFerry over the in-memory network', () => {
     expect(await b.todos.getLocal('settings')).toBeNull();
     expect(a.replication.collection('todos')!.meta('settings')).toBeUndefined();
     expect(errors).toEqual([]);
+    await Promise.all([a.replication.cancel(), b.replication.cancel()]);
+    await Promise.all([a.db.close(), b.db.close()]);
+  });
+
+  it("RxDB's storage wrappers (key compression, field encryption): documents sync, and received ones are stored encrypted", async () => {
+    // Ferry writes received documents below RxDB's collection wrapper: through the storage's own
+    // wrappers all the same, so what lands on disk is compressed and encrypted as the app's writes.
+    const stored: string[] = [];
+    const base = testStorage();
+    const recording = {
+      ...base,
+      async createStorageInstance(params: Parameters<typeof base.createStorageInstance>[0]) {
+        const instance = await base.createStorageInstance(params);
+        const write = instance.bulkWrite.bind(instance);
+        instance.bulkWrite = (rows, context) => {
+          if (params.collectionName === 'secrets')
+            for (const row of rows) stored.push(JSON.stringify(row.document));
+          return write(rows, context);
+        };
+        return instance;
+      },
+    } as typeof base;
+    const schema = {
+      version: 0,
+      primaryKey: 'id',
+      type: 'object',
+      keyCompression: true,
+      properties: {
+        id: { type: 'string', maxLength: 100 },
+        title: { type: 'string' },
+        pin: { type: 'string' },
+      },
+      required: ['id', 'title'],
+      encrypted: ['pin'],
+    } as const;
+    const hub = new MemoryHub();
+    const open = async (id: string) => {
+      const db = await createRxDatabase({
+        name: newDisk().name,
+        storage: wrappedKeyCompressionStorage({
+          storage: wrappedKeyEncryptionCryptoJsStorage({ storage: id === 'wrapb' ? recording : base }),
+        }),
+        password: 'correct horse battery staple',
+        multiInstance: false,
+      });
+      const { secrets } = await db.addCollections({ secrets: { schema } });
+      const replication = await replicateFerry({ collections: { secrets }, network: hub.join(id) });
+      return { db, secrets, replication };
+    };
+    const [a, b] = await Promise.all([open('wrapa'), open('wrapb')]);
+    const errors: unknown[] = [];
+    for (const device of [a, b]) device.replication.error$.subscribe((error) => errors.push(error));
+    await a.secrets.insert({ id: 's1', title: 'bank', pin: 'pin-4711' });
+    await b.secrets.insert({ id: 's2', title: 'door', pin: 'pin-0815' });
+    await Promise.all([a.replication.awaitInSync(), b.replication.awaitInSync()]);
+    await (await b.secrets.findOne('s1').exec())!.incrementalPatch({ title: 'bank, renamed' });
+    await Promise.all([b.replication.awaitInSync(), a.replication.awaitInSync()]);
+    const contents = async (db: typeof a) =>
+      (await db.secrets.find({ sort: [{ id: 'asc' }] }).exec()).map((doc) => doc.toJSON());
+    expect(await contents(b)).toEqual([
+      { id: 's1', title: 'bank, renamed', pin: 'pin-4711' },
+      { id: 's2', title: 'door', pin: 'pin-0815' },
+    ]);
+    expect(await contents(a)).toEqual(await contents(b));
+    expect(errors).toEqual([]);
+    // B stored A's document (Ferry's write) as it stored its own (the app's): no plain PIN, no plain keys.
+    // B's rows of s1: Ferry's write of A's version, then the app's rename.
+    expect(stored.filter((row) => row.includes('"s1"')).length).toBeGreaterThanOrEqual(2);
+    for (const row of stored) {
+      expect(row).not.toContain('pin-');
+      expect(row).not.toContain('"title"');
+    }
     await Promise.all([a.replication.cancel(), b.replication.cancel()]);
     await Promise.all([a.db.close(), b.db.close()]);
   });
