@@ -515,7 +515,9 @@ export class CollectionSync {
         this.scanCheckpoint as ChangeCheckpoint | undefined,
       );
       if (documents.length === 0) break;
-      await this.commit(this.localVersions(documents as StoredDoc[]), [[`scan/${this.name}`, checkpoint]]);
+      await this.commit(this.localVersions(documents as StoredDoc[], true), [
+        [`scan/${this.name}`, checkpoint],
+      ]);
       this.scanCheckpoint = checkpoint;
     }
     if (this.intent.size > 0) {
@@ -541,8 +543,13 @@ export class CollectionSync {
     return this.pendingRecord;
   }
 
-  /** New local versions for stored documents the app wrote (skipping what the log already has). */
-  private localVersions(docs: StoredDoc[]): DocMeta[] {
+  /**
+   * New local versions for stored documents the app wrote (skipping what the log already has).
+   * `scanned`: found by a scan, so possibly written while Ferry did not watch; a document Ferry never
+   * saw is then stamped at its write's time (two devices that held copies before they first synced
+   * keep the one written last, not the one of the device that started syncing last).
+   */
+  private localVersions(docs: StoredDoc[], scanned = false): DocMeta[] {
     const fieldMode = policyKind(this.host.policy) === 'fields';
     const self = this.host.vectorId;
     const written = new Map<string, DocMeta>();
@@ -572,7 +579,7 @@ export class CollectionSync {
         written.set(id, adopted);
         continue;
       }
-      const st = this.host.clock.now();
+      const st = scanned && !known ? this.host.clock.stampAt(doc._meta?.lwt) : this.host.clock.now();
       const meta: DocMeta = {
         id,
         rev: doc._rev,

@@ -38,6 +38,19 @@ export class HybridClock {
     return stamp;
   }
 
+  /**
+   * A stamp for a write made at wall time `time` that this clock learns of only now (RxDB's
+   * `_meta.lwt` of a document written before Ferry watched): its own time, so copies of a document
+   * are ordered by when they were written. Later stamps sort after it. A time that is not a
+   * millisecond count a stamp can hold gets `now()`.
+   */
+  stampAt(time: number | undefined): string {
+    if (time === undefined || !(time >= 0 && time < 36 ** TIME_WIDTH)) return this.now();
+    const stamp = encodeStamp(Math.floor(time), 0, this.clientId);
+    this.observe(stamp);
+    return stamp;
+  }
+
   /** Move past a stamp seen on another device (or persisted before a restart). */
   observe(stamp: string): void {
     // Fixed-width parts compare as strings: most stamps a device receives are behind its clock.

@@ -32,6 +32,25 @@ describe('HybridClock', () => {
     expect(clock.now() > encodeStamp(5_000, 20, 'zzz')).toBe(true);
   });
 
+  it('stamps a write it learns of late at the time it was made; later stamps still sort after it', () => {
+    let wall = 10_000;
+    const clock = new HybridClock('a', () => wall);
+    const now = clock.now();
+    // A write made before: stamped at its time, and the clock does not go back.
+    expect(decodeStamp(clock.stampAt(4_000.37))).toEqual({ time: 4_000, counter: 0, clientId: 'a' });
+    expect(clock.now() > now).toBe(true);
+    // A write stamped ahead of the wall clock (it was set back since): what follows sorts after it.
+    const ahead = clock.stampAt(20_000);
+    expect(decodeStamp(ahead)).toEqual({ time: 20_000, counter: 0, clientId: 'a' });
+    wall = 11_000;
+    expect(clock.now() > ahead).toBe(true);
+    // Bad input: no time, or one a stamp cannot hold, is stamped now.
+    for (const time of [undefined, Number.NaN, -1, Number.POSITIVE_INFINITY, 36 ** 10]) {
+      const before = clock.now();
+      expect(clock.stampAt(time) > before).toBe(true);
+    }
+  });
+
   it('moves past the greatest stamp of a batch, also when a malformed one sorts above it', () => {
     const clock = new HybridClock('a', () => 1_000);
     clock.observeAll([encodeStamp(3_000, 1, 'b'), encodeStamp(7_000, 4, 'c'), encodeStamp(6_000, 9, 'b')]);

@@ -523,6 +523,48 @@ describe('replicateFerry over the in-memory network', () => {
     expect((await a!.replication.conflicts()).length).toBe(1);
   });
 
+  it.each([
+    ['lww', undefined],
+    ['per-field', { merge: 'fields' as const }],
+  ])(
+    'copies of a document two devices held before they first synced: the one written last wins (%s), whichever device started syncing last',
+    async (_, conflict) => {
+      // An app that adds Ferry to devices already holding data (synced another way before, or seeded
+      // apart). The wall clock, not a test clock: RxDB records each write's time on the same clock.
+      const hub = new MemoryHub();
+      const [a, b] = ['deva', 'devb'].map((id) => new Device(id, hub, conflict ? { conflict } : {}));
+      const pause = () => new Promise((resolve) => setTimeout(resolve, 5));
+      await a!.writeWhileDown({ id: 'same', title: 'held by both' });
+      await b!.writeWhileDown({ id: 'same', title: 'held by both' });
+      await a!.writeWhileDown({ id: 'x', title: 'x, written first (a)' });
+      await pause();
+      await b!.writeWhileDown({ id: 'x', title: 'x, written last (b)' });
+      await b!.writeWhileDown({ id: 'y', title: 'y, written first (b)' });
+      await pause();
+      await a!.writeWhileDown({ id: 'y', title: 'y, written last (a)' });
+      await pause();
+      started.push(await b!.start());
+      await pause();
+      started.push(await a!.start());
+      const conflicts = new Map<Device, string[]>([
+        [a!, []],
+        [b!, []],
+      ]);
+      for (const [device, ids] of conflicts) device.replication.conflict$.subscribe((c) => ids.push(c.id));
+      await converge([a!, b!]);
+      const expected = [
+        { id: 'same', title: 'held by both' },
+        { id: 'x', title: 'x, written last (b)' },
+        { id: 'y', title: 'y, written last (a)' },
+      ];
+      expect(await a!.docs()).toEqual(expected);
+      expect(await b!.docs()).toEqual(expected);
+      // Equal copies are no conflict; each device settled the two that differed (it received the
+      // other's copy while holding its own).
+      for (const ids of conflicts.values()) expect(ids.sort()).toEqual(['x', 'y']);
+    },
+  );
+
   it('a delete wins or loses by the same rule as an edit', async () => {
     const {
       hub,
