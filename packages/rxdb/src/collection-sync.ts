@@ -538,18 +538,43 @@ export class CollectionSync {
       const docs = this.eventDocs;
       this.eventDocs = [];
       this.recorded = new Map(docs.map((doc) => [doc[this.primaryPath] as string, doc]));
-      await this.commit(this.localVersions(docs));
+      const doubtful = docs.filter((doc) => this.seemsOlder(doc));
+      await this.commit(
+        this.localVersions(doubtful.length === 0 ? docs : docs.filter((doc) => !doubtful.includes(doc))),
+      );
+      if (doubtful.length === 0) return;
+      // Storage says which it is: a write seen late (storage holds what the log has, or a later
+      // write) or a document written anew after RxDB's cleanup purged its tombstone (its `_rev`
+      // counts from 1 again).
+      const current = await this.findStored([
+        ...new Set(doubtful.map((doc) => doc[this.primaryPath] as string)),
+      ]);
+      await this.commit(this.localVersions([...current.values()], true));
     });
     return this.pendingRecord;
   }
 
+  /** A change event's document whose `_rev` is no later than the one the log holds (and not the same). */
+  private seemsOlder(doc: StoredDoc): boolean {
+    const known = this.metas.get(doc[this.primaryPath] as string);
+    return (
+      known !== undefined &&
+      known.rev !== doc._rev &&
+      revisionHeight(doc._rev) <= revisionHeight(known.rev) &&
+      !receivedVersion(doc)
+    );
+  }
+
   /**
    * New local versions for stored documents the app wrote (skipping what the log already has).
-   * `scanned`: found by a scan, so possibly written while Ferry did not watch; a document Ferry never
-   * saw is then stamped at its write's time (two devices that held copies before they first synced
+   * Documents from change events (`readNow` false) may come late: one whose `_rev` is no later than
+   * the log's is skipped. Documents just read from storage (`readNow`) are current: only the `_rev`
+   * the log holds is skipped (after RxDB's cleanup purged a tombstone, a document written anew counts
+   * its `_rev` from 1), and they may have been written while Ferry did not watch: a document Ferry
+   * never saw is stamped at its write's time (two devices that held copies before they first synced
    * keep the one written last, not the one of the device that started syncing last).
    */
-  private localVersions(docs: StoredDoc[], scanned = false): DocMeta[] {
+  private localVersions(docs: StoredDoc[], readNow = false): DocMeta[] {
     const fieldMode = policyKind(this.host.policy) === 'fields';
     const self = this.host.vectorId;
     const written = new Map<string, DocMeta>();
@@ -557,7 +582,8 @@ export class CollectionSync {
       const id = doc[this.primaryPath] as string;
       const known = written.get(id) ?? this.metas.get(id);
       // Ferry's own write, or a write the log already holds (or an older one, seen late).
-      if (known && revisionHeight(doc._rev) <= revisionHeight(known.rev)) continue;
+      if (known && (readNow ? doc._rev === known.rev : revisionHeight(doc._rev) <= revisionHeight(known.rev)))
+        continue;
       const intended = this.intent.get(id);
       const version = receivedVersion(doc) ?? (intended?.rev === doc._rev ? intended.version : undefined);
       if (version) {
@@ -579,7 +605,7 @@ export class CollectionSync {
         written.set(id, adopted);
         continue;
       }
-      const st = scanned && !known ? this.host.clock.stampAt(doc._meta?.lwt) : this.host.clock.now();
+      const st = readNow && !known ? this.host.clock.stampAt(doc._meta?.lwt) : this.host.clock.now();
       const meta: DocMeta = {
         id,
         rev: doc._rev,
@@ -664,7 +690,7 @@ export class CollectionSync {
       // remote version would be compared with the old metadata but the new content (and merge into
       // a version vector the other devices already hold with different content).
       const unrecorded = this.unrecorded(stored);
-      if (unrecorded.length > 0) await this.commit(this.localVersions(unrecorded));
+      if (unrecorded.length > 0) await this.commit(this.localVersions(unrecorded, true));
       if (askForData && attempt === 0) {
         outcome.lacking = lackingData(pending, stored, data).filter(askForData);
         if (outcome.lacking.length > 0) return outcome;

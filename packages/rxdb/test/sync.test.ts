@@ -6,6 +6,7 @@ import {
   type RxDatabase,
   type RxStorageInstance,
 } from 'rxdb';
+import { RxDBCleanupPlugin } from 'rxdb/plugins/cleanup';
 import { wrappedKeyEncryptionCryptoJsStorage } from 'rxdb/plugins/encryption-crypto-js';
 import { wrappedKeyCompressionStorage } from 'rxdb/plugins/key-compression';
 import { RxDBLocalDocumentsPlugin } from 'rxdb/plugins/local-documents';
@@ -564,6 +565,60 @@ describe('replicateFerry over the in-memory network', () => {
       for (const ids of conflicts.values()) expect(ids.sort()).toEqual(['x', 'y']);
     },
   );
+
+  it("a document written anew after RxDB's cleanup purged its tombstone syncs, live and when a restart finds it", async () => {
+    addRxPlugin(RxDBCleanupPlugin);
+    const {
+      devices: [a, b],
+    } = await devices(2);
+    const purge = async (id: string) => {
+      await (await a!.db.todos.findOne(id).exec())!.remove();
+      await converge([a!, b!]);
+      await a!.db.todos.cleanup(0);
+      expect(await a!.db.todos.storageInstance.findDocumentsById([id], true)).toEqual([]);
+    };
+    for (const id of ['live', 'down']) {
+      await a!.db.todos.insert({ id, title: 'first' });
+      await a!.db.todos.findOne(id).update({ $set: { title: 'second' } });
+    }
+    await converge([a!, b!]);
+    // Written again: its `_rev` counts from 1, below the tombstone's in Ferry's log.
+    await purge('live');
+    await a!.db.todos.insert({ id: 'live', title: 'written anew' });
+    await converge([a!, b!]);
+    expect(await b!.docs()).toEqual([
+      { id: 'down', title: 'second' },
+      { id: 'live', title: 'written anew' },
+    ]);
+    await purge('down');
+    await a!.stop();
+    await a!.writeWhileDown({ id: 'down', title: 'written anew while down' });
+    await a!.start();
+    await converge([a!, b!]);
+    expect(await b!.docs()).toEqual([
+      { id: 'down', title: 'written anew while down' },
+      { id: 'live', title: 'written anew' },
+    ]);
+  });
+
+  it('a change event seen late, after its write was superseded, records nothing: the log keeps the later write', async () => {
+    const {
+      devices: [a, b],
+    } = await devices(2);
+    await a!.db.todos.insert({ id: 'x', title: 'first' });
+    await converge([a!, b!]);
+    const storage = a!.db.todos.storageInstance;
+    const [first] = await storage.findDocumentsById(['x'], false);
+    await a!.db.todos.findOne('x').update({ $set: { title: 'second' } });
+    await converge([a!, b!]);
+    const sync = a!.replication.collection('todos')!;
+    const head = sync.head;
+    await sync.record(first as never);
+    expect(sync.head).toBe(head);
+    expect(sync.meta('x')!.rev).toBe((await storage.findDocumentsById(['x'], false))[0]!._rev);
+    await converge([a!, b!]);
+    expect(await b!.docs()).toEqual([{ id: 'x', title: 'second' }]);
+  });
 
   it('a delete wins or loses by the same rule as an edit', async () => {
     const {
