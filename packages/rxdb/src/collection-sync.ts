@@ -26,7 +26,7 @@ import {
   sameContent,
   stampFields,
 } from './versions.js';
-import { approximateSize, type Change } from './wire.js';
+import { approximateSize, type Change, newId } from './wire.js';
 
 /** Two versions of one document met and neither included the other. */
 export interface FerryConflict {
@@ -118,6 +118,8 @@ type StorageInstance = RxStorageInstance<Record<string, unknown>, unknown, unkno
 export const WRITE_CONTEXT = 'ferry-replication';
 const SCAN_PAGE = 1000;
 const MAX_APPLY_ATTEMPTS = 8;
+/** The log's latest live versions whose documents a start looks up in the storage (see holdsLatest). */
+const HELD_SAMPLE = 16;
 /**
  * A commit of at most this many versions goes out while its metadata is still being saved (a live
  * write waits for no storage write but its own). A crash in between loses metadata of versions that
@@ -174,6 +176,12 @@ export class CollectionSync {
    * versions it was about to write in a state row); adopted by the first scan, then cleared.
    */
   private intent = new Map<string, { rev: string; version: Change }>();
+  /**
+   * Names this copy of the collection's documents in the keys of what the device received from each
+   * peer (checkpoints, refusals): a new one after the documents were found gone (see holdsLatest), so
+   * that every peer sends everything again. '' for the first copy.
+   */
+  private copy = '';
   /** Set when the app may have written since the last scan (a change event, or a write that lost a race). */
   private dirty = true;
   /** Where Ferry reads and writes documents (see storageBelowWrapper). */
@@ -214,10 +222,60 @@ export class CollectionSync {
     sync.ownFloor = issued ? Math.max(loadedOwn, issued.own) + 1 : 0;
     sync.sendable = sync.head;
     await host.store.set(`issued/${name}`, { seq: sync.head, own: sync.ownFloor });
+    sync.copy = (await host.store.get<string>(`copy/${name}`)) ?? '';
+    if (!(await sync.holdsLatest())) await sync.forgetVersions();
     sync.scanCheckpoint = await host.store.get(`scan/${name}`);
     const intent = (await host.store.get<Array<[string, string, Change]>>(`intent/${name}`)) ?? [];
     sync.intent = new Map(intent.map(([id, rev, version]) => [id, { rev, version }]));
     return sync;
+  }
+
+  /** The key of a value about what this device received from `peer` (`kind`: 'cp' or 'refused'). */
+  peerKey(kind: string, peer: string): string {
+    return `${kind}/${peer}/${this.name}${this.copy ? `/${this.copy}` : ''}`;
+  }
+
+  /**
+   * Whether the storage holds the documents of the log's latest live versions (as stored, or
+   * written since). None of them is held after RxDB's `collection.remove()` and a new collection of
+   * that name (or when a storage lost them): its documents are not removed from the other devices,
+   * which still hold them.
+   */
+  private async holdsLatest(): Promise<boolean> {
+    const sample: DocMeta[] = [];
+    for (let i = this.log.length - 1; i >= 0 && sample.length < HELD_SAMPLE; i--) {
+      const meta = this.metas.get(this.log[i]!.id)!;
+      if (!meta.del && meta.rev) sample.push(meta);
+    }
+    if (sample.length === 0) return true;
+    const stored = await this.findStored(sample.map((meta) => meta.id));
+    return sample.some((meta) => {
+      const rev = stored.get(meta.id)?._rev;
+      return rev !== undefined && (rev === meta.rev || revisionHeight(rev) > revisionHeight(meta.rev));
+    });
+  }
+
+  /**
+   * Start this collection's sync over, as a new device would, keeping the log's positions and this
+   * device's vector entries counting up (peers hold checkpoints in this log, and versions it made):
+   * every document the storage holds now is found by a scan, and every peer is asked for everything
+   * under a new `copy`. The new copy is saved first: a crash before the versions are dropped only
+   * does it again.
+   */
+  private async forgetVersions(): Promise<void> {
+    this.copy = newId();
+    await this.host.store.saveMetas(
+      this.name,
+      [],
+      [
+        [`copy/${this.name}`, this.copy],
+        [`scan/${this.name}`, null],
+        [`intent/${this.name}`, []],
+      ],
+    );
+    await this.host.store.dropMetas(this.name);
+    this.metas.clear();
+    this.log = [];
   }
 
   /** Run `task` after everything queued before it. */

@@ -168,8 +168,6 @@ interface Refusal {
   from: Checkpoint;
   schemaVersion: number;
 }
-const refusalKey = (peer: string, collection: string) => `refused/${peer}/${collection}`;
-
 const MAX_RETRY_MS = 30_000;
 /** How long acknowledgements and relay pushes gather before the relay marks are saved (one write). */
 const RELAY_MARK_DELAY_MS = 1000;
@@ -782,8 +780,8 @@ export class FerryReplicationState implements RoutedReplication {
     };
     streams.set(collection, stream);
     const [checkpoint, refusal] = await Promise.all([
-      this.store.get<Checkpoint>(`cp/${peer}/${collection}`),
-      this.store.get<Refusal | null>(refusalKey(peer, collection)),
+      this.store.get<Checkpoint>(this.syncs.get(collection)!.peerKey('cp', peer)),
+      this.store.get<Refusal | null>(this.syncs.get(collection)!.peerKey('refused', peer)),
     ]);
     if (this.paused || this.inbound.get(peer)?.get(collection) !== stream) return;
     stream.checkpoint = checkpoint;
@@ -1082,7 +1080,7 @@ export class FerryReplicationState implements RoutedReplication {
       return;
     }
     const advances = known === undefined || known.epoch !== next.epoch || next.seq > known.seq;
-    const checkpointKey = `cp/${peer}/${push.collection}`;
+    const checkpointKey = sync.peerKey('cp', peer);
     // Kept should the schema refuse some of these versions (see Refusal).
     const previous = stream.refusal;
     const refusal: Refusal = {
@@ -1099,7 +1097,7 @@ export class FerryReplicationState implements RoutedReplication {
         (applied) => [
           ...(advances ? [[checkpointKey, next] as [string, unknown]] : []),
           ...(applied.rejected.length > 0
-            ? [[refusalKey(peer, push.collection), refusal] as [string, unknown]]
+            ? [[sync.peerKey('refused', peer), refusal] as [string, unknown]]
             : []),
         ],
         (id) => !stream.withData.has(id),
@@ -1174,7 +1172,7 @@ export class FerryReplicationState implements RoutedReplication {
       if (stream.retrying && !stream.refusedAny) {
         // Everything from the refusal on was offered again and none of it refused.
         stream.refusal = undefined;
-        await this.store.set(refusalKey(peer, push.collection), null);
+        await this.store.set(sync.peerKey('refused', peer), null);
       }
     }
     this.changed$.next();

@@ -128,6 +128,15 @@ interface Segments {
   next: number;
 }
 
+const emptySegments = (): Segments => ({
+  entries: new Map(),
+  live: new Map(),
+  of: new Map(),
+  tail: undefined,
+  free: [],
+  next: 0,
+});
+
 const stores = new WeakMap<RxDatabase, Promise<MetaStore>>();
 
 export class MetaStore {
@@ -202,14 +211,7 @@ export class MetaStore {
   /** Every document's current metadata in one collection (the highest log position wins). */
   async loadMetas(collection: string): Promise<DocMeta[]> {
     const rows = await this.rows.find({ selector: { c: collection } }).exec();
-    const segments: Segments = {
-      entries: new Map(),
-      live: new Map(),
-      of: new Map(),
-      tail: undefined,
-      free: [],
-      next: 0,
-    };
+    const segments = emptySegments();
     this.segments.set(collection, segments);
     const current = new Map<string, DocMeta>();
     const legacy: string[] = [];
@@ -261,6 +263,22 @@ export class MetaStore {
         rows.push({ k: segmentKey(collection, n), c: collection, v: { value: entries, n } });
     }
     for (const [key, value] of state) rows.push({ k: stateKey(key), c: '', v: { value } });
+    if (rows.length > 0) await this.write(rows);
+  }
+
+  /** Empties every segment of one collection (loaded first): its documents have no metadata left. */
+  async dropMetas(collection: string): Promise<void> {
+    const segments = this.segments.get(collection);
+    if (!segments) throw new FerryError('INTERNAL', `metadata of ${collection} dropped before it was loaded`);
+    // Emptied, not deleted, as `place` empties a segment: its number is reused (a deleted row's
+    // key written again would need its tombstone's revision).
+    const emptied = [...segments.entries.keys()].filter((n) => segments.entries.get(n)!.length > 0);
+    for (const n of emptied) segments.entries.set(n, []);
+    segments.free = [...segments.entries.keys()];
+    segments.live.clear();
+    segments.of.clear();
+    segments.tail = undefined;
+    const rows = emptied.map((n) => ({ k: segmentKey(collection, n), c: collection, v: { value: [], n } }));
     if (rows.length > 0) await this.write(rows);
   }
 

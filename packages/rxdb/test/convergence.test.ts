@@ -35,6 +35,8 @@ type Op =
   | { t: 'crash'; dev: number }
   /** The device's storage is lost (it goes down first); it keeps its client id. */
   | { t: 'wipe'; dev: number }
+  /** The app removes the collection (RxDB `collection.remove()`) while the device is down; Ferry's metadata stays. */
+  | { t: 'drop'; dev: number }
   | { t: 'putDown'; dev: number; doc: number }
   | { t: 'up'; dev: number }
   | { t: 'pull'; dev: number }
@@ -58,6 +60,7 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
   { weight: 1, arbitrary: fc.record({ t: fc.constant('down' as const), dev }) },
   { weight: 1, arbitrary: fc.record({ t: fc.constant('crash' as const), dev }) },
   { weight: 1, arbitrary: fc.record({ t: fc.constant('wipe' as const), dev }) },
+  { weight: 1, arbitrary: fc.record({ t: fc.constant('drop' as const), dev }) },
   { weight: 1, arbitrary: fc.record({ t: fc.constant('putDown' as const), dev, doc }) },
   { weight: 1, arbitrary: fc.record({ t: fc.constant('up' as const), dev }) },
   { weight: 1, arbitrary: fc.record({ t: fc.constant('pull' as const), dev }) },
@@ -107,7 +110,7 @@ const greaterTitle = {
 };
 
 /** Across all runs: proof that the schedules exercised the relay and restarts, not just the happy path. */
-const coverage = { relayPushes: 0, restarts: 0, crashes: 0, wipes: 0, conflicts: 0 };
+const coverage = { relayPushes: 0, restarts: 0, crashes: 0, wipes: 0, drops: 0, conflicts: 0 };
 
 async function runSchedule({ ops, duplicate, reorder, policy, heal = 'links' }: Schedule): Promise<void> {
   const hub = new MemoryHub();
@@ -189,14 +192,20 @@ async function runSchedule({ ops, duplicate, reorder, policy, heal = 'links' }: 
             coverage.crashes++;
           }
           break;
-        case 'wipe': {
+        case 'wipe':
+        case 'drop': {
           // Only meetings give a device back what it lost (the relay carries each device's own new
           // writes), as they do for an expired mailbox.
           if (heal !== 'links') break;
           const device = devices[op.dev]!;
           if (device.online) await device.stop();
-          device.wipe();
-          coverage.wipes++;
+          if (op.t === 'wipe') {
+            device.wipe();
+            coverage.wipes++;
+          } else {
+            await device.removeCollection();
+            coverage.drops++;
+          }
           // Its writes that never left it are gone: an earlier one, another device's, or none (a
           // document only it wrote) may be what is left.
           for (const [id, devs] of writers) {
@@ -689,6 +698,7 @@ describe(`convergence (fast-check, ${DEVICES.length} devices, in-memory network 
       expect(coverage.restarts).toBeGreaterThan(0);
       expect(coverage.crashes).toBeGreaterThan(0);
       expect(coverage.wipes).toBeGreaterThan(0);
+      expect(coverage.drops).toBeGreaterThan(0);
       expect(coverage.conflicts).toBeGreaterThan(0);
     },
     120_000 + numRunsBudget(),

@@ -225,6 +225,14 @@ export class Device {
     this.disk = newDisk();
   }
 
+  /** The app removes the collection (RxDB `collection.remove()`) while Ferry is not running: its metadata stays. */
+  async removeCollection(): Promise<void> {
+    if (this.online) throw new Error(`${this.id} is running: stop it before removing its collection`);
+    const db = await openDb(this.disk);
+    await db.todos.remove();
+    await db.close();
+  }
+
   /** The app writes while Ferry is not running (it sees the write when it next starts). */
   async writeWhileDown(todo: Todo): Promise<void> {
     const db = await openDb(this.disk);

@@ -601,6 +601,54 @@ describe('replicateFerry over the in-memory network', () => {
     ]);
   });
 
+  it.each([
+    ['while its replication ran (closing the collection cancels it)', true],
+    ['after its replication was cancelled', false],
+  ])(
+    'a collection removed (RxDB collection.remove()) %s and added again gets the documents back from its peer',
+    async (_, running) => {
+      const {
+        devices: [a, b],
+      } = await devices(2);
+      await a!.db.todos.bulkInsert([
+        { id: 'a1', title: 'by a' },
+        { id: 'a2', title: 'by a, edited on b' },
+      ]);
+      await converge([a!, b!]);
+      await b!.db.todos.findOne('a2').update({ $set: { title: 'edited on b' } });
+      await b!.db.todos.insert({ id: 'b1', title: 'by b' });
+      await converge([a!, b!]);
+      if (!running) await a!.replication.cancel();
+      await a!.db.todos.remove();
+      expect(a!.replication.isStopped()).toBe(true);
+      // The app's new collection: written to before the replication starts again.
+      await a!.db.addCollections({ todos: { schema: todoSchema } });
+      await a!.db.todos.insert({ id: 'a3', title: 'after the reset' });
+      a!.replication = await replicateFerry({ collections: { todos: a!.db.todos }, network: a!.network });
+      await converge([a!, b!]);
+      const expected = [
+        { id: 'a1', title: 'by a' },
+        { id: 'a2', title: 'edited on b' },
+        { id: 'a3', title: 'after the reset' },
+        { id: 'b1', title: 'by b' },
+      ];
+      expect(await a!.docs()).toEqual(expected);
+      expect(await b!.docs()).toEqual(expected);
+      // Live both ways afterwards, and a restart finds nothing amiss (its documents are there).
+      await b!.db.todos.findOne('a1').update({ $set: { title: 'edited on b later' } });
+      await a!.stop();
+      await a!.start();
+      await a!.db.todos.findOne('b1').update({ $set: { title: 'edited on a' } });
+      await converge([a!, b!]);
+      expect((await b!.docs()).map((doc) => doc.title)).toEqual([
+        'edited on b later',
+        'edited on b',
+        'after the reset',
+        'edited on a',
+      ]);
+    },
+  );
+
   it('a change event seen late, after its write was superseded, records nothing: the log keeps the later write', async () => {
     const {
       devices: [a, b],
