@@ -188,6 +188,11 @@ export class CollectionSync {
   private readonly storage: StorageInstance;
   /** The collection's schema allows attachments. */
   private readonly withAttachments: boolean;
+  /**
+   * The collection's schema stores attachments compressed (RxDB's attachments-compression): their
+   * descriptions' `length` is then the stored length, not the data's.
+   */
+  private readonly compressesAttachments: boolean;
 
   private constructor(
     readonly name: string,
@@ -197,6 +202,7 @@ export class CollectionSync {
     this.primaryPath = collection.schema.primaryPath as string;
     this.storage = storageBelowWrapper(collection as RxCollection<Record<string, unknown>>);
     this.withAttachments = Boolean(collection.schema.jsonSchema.attachments);
+    this.compressesAttachments = Boolean(collection.schema.jsonSchema.attachments?.compression);
   }
 
   static async open(
@@ -983,7 +989,9 @@ export class CollectionSync {
       }
       let attachments: StoredDoc['_attachments'];
       try {
-        attachments = version.del ? {} : attachmentsToWrite(version.doc?.[ATTACHMENTS], previous, data);
+        attachments = version.del
+          ? {}
+          : attachmentsToWrite(version.doc?.[ATTACHMENTS], previous, data, !this.compressesAttachments);
       } catch (error) {
         rejected.push({ id, error });
         continue;
@@ -1193,12 +1201,14 @@ function receivedData(changes: Change[]): Map<string, string> {
 /**
  * The `_attachments` of a document to write: what is stored already stays (the storage keeps the
  * data of an unchanged digest), anything else takes the data that arrived. Throws SCHEMA_MISMATCH for
- * a description that is malformed or came without data, or data of another length than described.
+ * a description that is malformed or came without data, or (`checkLength`: the length describes the
+ * data, not a compressed form) data of another length than described.
  */
 function attachmentsToWrite(
   described: unknown,
   previous: StoredDoc | undefined,
   data: Map<string, string>,
+  checkLength: boolean,
 ): StoredDoc['_attachments'] {
   const out: Record<string, RxAttachmentData | RxAttachmentWriteData> = {};
   if (described === undefined) return out;
@@ -1220,7 +1230,7 @@ function attachmentsToWrite(
     if (base64 === undefined)
       throw new FerryError('SCHEMA_MISMATCH', `attachment ${id} arrived without its data`);
     const bytes = fromBase64(base64);
-    if (bytes.length !== length) {
+    if (checkLength && bytes.length !== length) {
       throw new FerryError('SCHEMA_MISMATCH', `attachment ${id} has ${bytes.length} bytes, not ${length}`);
     }
     out[id] = { ...description, data: new Blob([bytes as Uint8Array<ArrayBuffer>], { type }) };
