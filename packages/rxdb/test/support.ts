@@ -92,8 +92,8 @@ export function testStorage(): RxStorage<unknown, unknown> {
 }
 
 /**
- * One storage per simulated disk: a database reopened on it finds its data (the memory storage keeps
- * it per name, the localStorage storage in the disk's own localStorage).
+ * One storage per simulated disk: a database reopened on it finds its data (both storages keep it per
+ * database name: RxDB's localStorage mock is one store for the whole process).
  */
 export const newDisk = (): { storage: RxStorage<unknown, unknown>; name: string } => ({
   storage: wrappedValidateAjvStorage({ storage: testStorage() }),
