@@ -150,6 +150,8 @@ interface AttachmentStub {
 export class CollectionSync {
   readonly primaryPath: string;
   head = 0;
+  /** The log's head when this collection's sync was opened: no peer can know a later position but from this run. */
+  private openedAt = 0;
   /** The log position up to which versions may be sent (a large commit's only once it is saved). */
   private sendable = 0;
   /** Every version at or below this log position was announced to the host (`onVersions`). */
@@ -205,10 +207,12 @@ export class CollectionSync {
     this.compressesAttachments = Boolean(collection.schema.jsonSchema.attachments?.compression);
   }
 
+  /** `startOver`: forget this collection's versions and start over (see replication.ts startOver). */
   static async open(
     name: string,
     collection: RxCollection,
     host: CollectionSyncHost,
+    startOver = false,
   ): Promise<CollectionSync> {
     const sync = new CollectionSync(name, collection, host);
     const metas = await host.store.loadMetas(name);
@@ -229,11 +233,20 @@ export class CollectionSync {
     sync.sendable = sync.head;
     await host.store.set(`issued/${name}`, { seq: sync.head, own: sync.ownFloor });
     sync.copy = (await host.store.get<string>(`copy/${name}`)) ?? '';
-    if (!(await sync.holdsLatest())) await sync.forgetVersions();
+    if (startOver || !(await sync.holdsLatest())) await sync.forgetVersions();
+    sync.openedAt = sync.head;
     sync.scanCheckpoint = await host.store.get(`scan/${name}`);
     const intent = (await host.store.get<Array<[string, string, Change]>>(`intent/${name}`)) ?? [];
     sync.intent = new Map(intent.map(([id, rev, version]) => [id, { rev, version }]));
     return sync;
+  }
+
+  /**
+   * Whether a peer's checkpoint in this log names a position this device never issued as far as its
+   * store remembers: past the head the store had at open, and past what this run pushed to the peer.
+   */
+  unknownPosition(seq: number, pushedThisRun: number): boolean {
+    return seq > this.openedAt && seq > pushedThisRun;
   }
 
   /** The key of a value about what this device received from `peer` (`kind`: 'cp' or 'refused'). */

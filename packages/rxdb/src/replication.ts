@@ -181,6 +181,8 @@ const relayMarkKey = (collection: string) => `relayed/${collection}`;
 /** This device's key in version vectors (see CollectionSyncHost.vectorId): 48 bits of the epoch tell stores apart. */
 const vectorIdOf = (clientId: string, epoch: string) => `${clientId}~${epoch.slice(0, 8)}`;
 const notRunKey = (collection: string) => `not-run/${collection}`;
+/** Set while a collection's sync starts over (see startOver): a start that finds it does it again. */
+const startOverKey = (collection: string) => `start-over/${collection}`;
 
 /**
  * Whether a peer holds the data of a version's attachments, so that a push may leave it out: it
@@ -358,6 +360,9 @@ export class FerryReplicationState implements RoutedReplication {
   /** A mailbox read that failed (diff server unreachable: the device started offline) is retried. */
   private pullRetry: ReturnType<typeof setTimeout> | undefined;
   private pullRetryDelay: number;
+  /** The greatest log position this run pushed to each peer, by `peer\u0000collection`. */
+  private readonly pushedTo = new Map<string, number>();
+  private startingOver = false;
 
   constructor(
     private readonly options: ReplicateFerryOptions,
@@ -388,6 +393,9 @@ export class FerryReplicationState implements RoutedReplication {
   /** @internal */
   async start(): Promise<void> {
     this.epoch = await this.store.epoch();
+    const names = Object.keys(this.options.collections);
+    const startOver = await Promise.all(names.map((name) => this.store.get(startOverKey(name))));
+    if (startOver.some(Boolean)) this.epoch = await this.store.renewEpoch();
     this.knownDevices = await this.store.devices();
     for (const id of this.options.knownDevices ?? []) if (id !== this.clientId) this.knownDevices.add(id);
     const host = {
@@ -397,8 +405,9 @@ export class FerryReplicationState implements RoutedReplication {
       policy: this.policy,
       onVersions: (sync: CollectionSync, metas: DocMeta[]) => this.onVersions(sync, metas),
     };
-    for (const [name, collection] of Object.entries(this.options.collections)) {
-      const sync = await CollectionSync.open(name, collection, host);
+    for (const [i, [name, collection]] of Object.entries(this.options.collections).entries()) {
+      const sync = await CollectionSync.open(name, collection, host, Boolean(startOver[i]));
+      if (startOver[i]) await this.store.set(startOverKey(name), null);
       this.syncs.set(name, sync);
       this.notRunBy.set(name, new Set(await this.store.getStrings(notRunKey(name))));
       await this.loadRelayMark(sync);
@@ -463,6 +472,52 @@ export class FerryReplicationState implements RoutedReplication {
         this.connected().every((peer) => this.caughtUpWith(peer) && this.deliveredTo(peer)),
     );
     await Promise.all([...this.syncs.values()].map((sync) => sync.idle()));
+  }
+
+  /** Stops listening to the network, the mailbox hints and the collections; waits for work in progress. */
+  private async detach(): Promise<void> {
+    this.router.detach(this);
+    this.network.off('peer-connected', this.onPeerConnected);
+    this.network.off('peer-disconnected', this.onPeerDisconnected);
+    this.options.relayHints?.off('mailbox', this.onMailboxHint);
+    for (const subscription of this.subscriptions.splice(0)) subscription.unsubscribe();
+    clearTimeout(this.relayRetry);
+    clearTimeout(this.pullRetry);
+    await Promise.all([...this.syncs.values()].map((sync) => sync.idle()));
+    await this.relayFlush?.catch(() => undefined);
+  }
+
+  /**
+   * A peer holds a position of this device's log that its store never issued: the store is older
+   * than what it wrote since (a database restored from a backup, or a copy of one), and its log
+   * positions and vector entries went back with it, so peers would take its new writes for the lost
+   * ones and ignore them. The replication starts over as a new store would: a new epoch (a new log
+   * and vector key), its collections' versions forgotten and found again by a scan, and every peer
+   * asked for everything; the conflict rule settles each document against what the peers hold (the
+   * copy written last wins under 'lww'). Marked first, so a process that dies meanwhile does it at
+   * its next start.
+   */
+  private async startOver(peer: string, collection: string, seq: number): Promise<void> {
+    if (this.startingOver || this.cancelled) return;
+    this.startingOver = true;
+    try {
+      this.report(
+        new FerryError(
+          'STALE',
+          `${peer} holds ${collection} of this device's log through position ${seq}, which this store never issued (restored from a backup?): its sync starts over`,
+        ),
+      );
+      for (const name of this.syncs.keys()) await this.store.set(startOverKey(name), true);
+      this.pause();
+      await this.detach();
+      if (this.cancelled) return;
+      this.syncs.clear();
+      this.pushedTo.clear();
+      this.started = false;
+      await this.start();
+    } finally {
+      this.startingOver = false;
+    }
   }
 
   /** Paused by pause(), or not started yet (a tab waiting for leadership); false once cancelled. */
@@ -549,15 +604,7 @@ export class FerryReplicationState implements RoutedReplication {
     const marks = this.relayMarkCandidates(); // before pause() forgets the peers' acknowledgements
     this.pause();
     this.cancelled = true;
-    this.router.detach(this);
-    this.network.off('peer-connected', this.onPeerConnected);
-    this.network.off('peer-disconnected', this.onPeerDisconnected);
-    this.options.relayHints?.off('mailbox', this.onMailboxHint);
-    for (const subscription of this.subscriptions) subscription.unsubscribe();
-    clearTimeout(this.relayRetry);
-    clearTimeout(this.pullRetry);
-    await Promise.all([...this.syncs.values()].map((sync) => sync.idle()));
-    await this.relayFlush?.catch(() => undefined);
+    await this.detach();
     // Unsaved (the database closed first), the marks only lag: a restart pushes some diffs again.
     await this.saveRelayMarks(marks).catch(() => undefined);
     await this.relayPulling?.catch(() => undefined);
@@ -945,6 +992,11 @@ export class FerryReplicationState implements RoutedReplication {
     // A repeated request (see repeatInit) for the stream already being served changes nothing.
     if (streams.get(init.collection)?.stream === init.stream) return;
     const checkpoint = parseVersion(init.checkpoint);
+    const pushed = this.pushedTo.get(`${peer}\u0000${init.collection}`) ?? 0;
+    if (checkpoint?.epoch === this.epoch && sync.unknownPosition(checkpoint.seq, pushed)) {
+      this.guard(this.startOver(peer, init.collection, checkpoint.seq));
+      return;
+    }
     const valid = checkpoint?.epoch === this.epoch && checkpoint.seq <= sync.head;
     const start = valid ? checkpoint.seq : 0;
     streams.set(init.collection, {
@@ -1012,6 +1064,8 @@ export class FerryReplicationState implements RoutedReplication {
           };
           out.cursor = batch.newSeq;
           out.pushedThrough = batch.newSeq;
+          const pushedKey = `${peer}\u0000${collection}`;
+          this.pushedTo.set(pushedKey, Math.max(this.pushedTo.get(pushedKey) ?? 0, batch.newSeq));
           out.needsReply = false;
           out.inflight += 1;
           if (!(await this.send(peer, SYNC_OPS.diffPush, push))) return;

@@ -189,6 +189,14 @@ export class MetaStore {
     return this.epochValue;
   }
 
+  /** A new epoch for this database's change logs (see startOver in replication.ts). */
+  async renewEpoch(): Promise<string> {
+    const made = newId();
+    await this.set('epoch', made);
+    this.epochValue = Promise.resolve(made);
+    return made;
+  }
+
   /**
    * The account's devices this database's replications leave relay diffs for (saved as 'devices'):
    * one set, shared by them, so that what one learns or forgets holds for all (see saveDevices).

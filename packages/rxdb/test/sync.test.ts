@@ -11,6 +11,8 @@ import { wrappedKeyEncryptionCryptoJsStorage } from 'rxdb/plugins/encryption-cry
 import { wrappedKeyCompressionStorage } from 'rxdb/plugins/key-compression';
 import { RxDBLocalDocumentsPlugin } from 'rxdb/plugins/local-documents';
 import { RxDBMigrationSchemaPlugin } from 'rxdb/plugins/migration-schema';
+import { getLocalStorageMock, getRxStorageLocalstorage } from 'rxdb/plugins/storage-localstorage';
+import { wrappedValidateAjvStorage } from 'rxdb/plugins/validate-ajv';
 import { filter, firstValueFrom, take, toArray } from 'rxjs';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import {
@@ -648,6 +650,92 @@ describe('replicateFerry over the in-memory network', () => {
       ]);
     },
   );
+
+  it('a database restored from a backup: its sync starts over when a peer holds log positions it never issued, and the writes made last win', async () => {
+    // RxDB's localStorage storage (a process-wide store keyed by database name): the test copies a
+    // database's keys as a backup would, and puts them back.
+    const localStorage = getLocalStorageMock();
+    const keysOf = (name: string) =>
+      Array.from({ length: localStorage.length }, (_, i) => localStorage.key(i)!).filter((key) =>
+        key.includes(`-${name}--`),
+      );
+    const hub = new MemoryHub();
+    const [a, b] = ['deva', 'devb'].map((id) => new Device(id, hub));
+    a!.disk = {
+      storage: wrappedValidateAjvStorage({ storage: getRxStorageLocalstorage({ localStorage }) }),
+      name: newDisk().name,
+    };
+    started.push(await a!.start(), await b!.start());
+    const errors: FerryError[] = [];
+    await a!.db.todos.bulkInsert([
+      { id: 'kept', title: 'before the backup' },
+      { id: 'x', title: 'before the backup' },
+    ]);
+    await converge([a!, b!]);
+    await a!.stop();
+    const backup = new Map(keysOf(a!.disk.name).map((key) => [key, localStorage.getItem(key)!]));
+    await a!.start();
+    await a!.db.todos.findOne('x').update({ $set: { title: 'after the backup, then lost' } });
+    await a!.db.todos.insert({ id: 'lost', title: 'after the backup, then lost' });
+    await converge([a!, b!]);
+    await a!.stop();
+    for (const key of keysOf(a!.disk.name)) localStorage.removeItem(key);
+    for (const [key, value] of backup) localStorage.setItem(key, value);
+    // Restored, and written to before it meets its peer: these reuse lost log positions and vector entries.
+    hub.setLinked('deva', 'devb', false);
+    await a!.start();
+    a!.replication.error$.subscribe((error) => errors.push(error));
+    expect(await a!.docs()).toEqual([
+      { id: 'kept', title: 'before the backup' },
+      { id: 'x', title: 'before the backup' },
+    ]);
+    await a!.db.todos.findOne('x').update({ $set: { title: 'after the restore' } });
+    await a!.db.todos.insert({ id: 'new', title: 'after the restore' });
+    hub.setLinked('deva', 'devb', true);
+    await within(5_000, converge([a!, b!]), () => 'the restored device and its peer did not converge');
+    const expected = [
+      { id: 'kept', title: 'before the backup' },
+      { id: 'lost', title: 'after the backup, then lost' },
+      { id: 'new', title: 'after the restore' },
+      { id: 'x', title: 'after the restore' },
+    ];
+    expect(await a!.docs()).toEqual(expected);
+    expect(await b!.docs()).toEqual(expected);
+    expect(errors.map((error) => error.code)).toEqual(['STALE']);
+    // Live afterwards, both ways.
+    await b!.db.todos.findOne('new').update({ $set: { title: 'edited on b' } });
+    await a!.db.todos.findOne('kept').update({ $set: { title: 'edited on a' } });
+    await converge([a!, b!]);
+    expect((await b!.docs()).map((doc) => doc.title)).toEqual([
+      'edited on a',
+      'after the backup, then lost',
+      'edited on b',
+      'after the restore',
+    ]);
+  });
+
+  it('a sync marked to start over (its process died while starting over) does so at its next start', async () => {
+    const {
+      devices: [a, b],
+    } = await devices(2);
+    await a!.db.todos.insert({ id: 'x', title: 'before' });
+    await converge([a!, b!]);
+    const epochBefore = await (await MetaStore.open(a!.db as unknown as RxDatabase)).epoch();
+    await a!.stop();
+    const db = await openDb(a!.disk);
+    await (await MetaStore.open(db as unknown as RxDatabase)).set('start-over/todos', true);
+    await db.close();
+    await a!.start();
+    const store = await MetaStore.open(a!.db as unknown as RxDatabase);
+    expect(await store.epoch()).not.toBe(epochBefore);
+    expect(await store.get('start-over/todos')).toBeNull();
+    await b!.db.todos.insert({ id: 'y', title: 'after' });
+    await converge([a!, b!]);
+    expect(await a!.docs()).toEqual([
+      { id: 'x', title: 'before' },
+      { id: 'y', title: 'after' },
+    ]);
+  });
 
   it('a change event seen late, after its write was superseded, records nothing: the log keeps the later write', async () => {
     const {
