@@ -250,7 +250,7 @@ export class CollectionSync {
   }
 
   /** The key of a value about what this device received from `peer` (`kind`: 'cp' or 'refused'). */
-  peerKey(kind: string, peer: string): string {
+  peerKey(kind: 'cp' | 'refused', peer: string): string {
     return `${kind}/${peer}/${this.name}${this.copy ? `/${this.copy}` : ''}`;
   }
 
