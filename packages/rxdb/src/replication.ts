@@ -12,7 +12,7 @@ import {
   requirePositive,
   utf8,
 } from '@ferry/core';
-import { addRxPlugin, type RxCollection, type RxDatabase } from 'rxdb';
+import { addRxPlugin, defaultConflictHandler, type RxCollection, type RxDatabase } from 'rxdb';
 import { RxDBLeaderElectionPlugin } from 'rxdb/plugins/leader-election';
 import { BehaviorSubject, filter, firstValueFrom, Subject, type Subscription } from 'rxjs';
 import {
@@ -60,7 +60,11 @@ export interface ReplicateFerryOptions {
   relayHints?: RelayHints;
   /** This device's id. Default: the network's. */
   clientId?: string;
-  /** How concurrent edits are settled. Default 'lww'. Every device of an account must use the same. */
+  /**
+   * How concurrent edits are settled, in every collection of this call. Default: each collection's
+   * own RxDB `conflictHandler` where it set one (`addCollections`), else 'lww'. Every device of an
+   * account must use the same rule per collection.
+   */
   conflict?: ConflictPolicy;
   /**
    * The version of this app's conflict rule (1-64 characters): bump it when a release changes how
@@ -168,6 +172,20 @@ interface Refusal {
   from: Checkpoint;
   schemaVersion: number;
 }
+interface CollectionPolicy {
+  policy: ConflictPolicy;
+  /** The rule as this device's requests and relay diffs name it. */
+  fields: { policy: PolicyKind; policyVersion?: string };
+}
+
+/**
+ * The conflict handler the app gave a collection (`addCollections({ todos: { conflictHandler } })`),
+ * as RxDB's own replications use it; none for RxDB's default, which keeps the server's copy: with no
+ * server, two devices would each keep their own and never converge.
+ */
+const ownConflictHandler = (collection: RxCollection): ConflictPolicy | undefined =>
+  collection.conflictHandler === defaultConflictHandler ? undefined : collection.conflictHandler;
+
 const MAX_RETRY_MS = 30_000;
 /** How long acknowledgements and relay pushes gather before the relay marks are saved (one write). */
 const RELAY_MARK_DELAY_MS = 1000;
@@ -313,11 +331,11 @@ export class FerryReplicationState implements RoutedReplication {
   readonly conflict$ = new Subject<FerryConflict>();
 
   readonly clock: HybridClock;
-  readonly policy: ConflictPolicy;
-  /** Sent with requests and relay diffs: devices settling conflicts by different rules never converge. */
-  private readonly policyKind: PolicyKind;
-  /** This device's conflict rule as its requests and relay diffs name it. */
-  private readonly policyFields: { policy: PolicyKind; policyVersion?: string };
+  /**
+   * Each collection's conflict rule, and the fields its requests and relay diffs name it by: devices
+   * settling one collection's conflicts by different rules never converge.
+   */
+  private readonly policies = new Map<string, CollectionPolicy>();
   private readonly network: PeerNetwork;
   private readonly relay: DiffRelay | undefined;
   private readonly batchSize: number;
@@ -375,12 +393,16 @@ export class FerryReplicationState implements RoutedReplication {
     this.relay = options.relay;
     this.clientId = options.clientId ?? options.network.clientId;
     this.clock = new HybridClock(this.clientId, options.now);
-    this.policy = options.conflict ?? 'lww';
-    this.policyKind = policyKind(this.policy);
-    this.policyFields = {
-      policy: this.policyKind,
-      ...(options.conflictVersion === undefined ? {} : { policyVersion: options.conflictVersion }),
-    };
+    for (const [name, collection] of Object.entries(options.collections)) {
+      const policy = options.conflict ?? ownConflictHandler(collection) ?? 'lww';
+      this.policies.set(name, {
+        policy,
+        fields: {
+          policy: policyKind(policy),
+          ...(options.conflictVersion === undefined ? {} : { policyVersion: options.conflictVersion }),
+        },
+      });
+    }
     this.batchSize = options.batchSize ?? 500;
     this.batchBytes = options.batchBytes ?? 8 * 1024 * 1024;
     this.relayBytes = options.relayBytes ?? 768 * 1024;
@@ -402,11 +424,11 @@ export class FerryReplicationState implements RoutedReplication {
       clock: this.clock,
       vectorId: vectorIdOf(this.clientId, this.epoch),
       store: this.store,
-      policy: this.policy,
       onVersions: (sync: CollectionSync, metas: DocMeta[]) => this.onVersions(sync, metas),
     };
     for (const [i, [name, collection]] of Object.entries(this.options.collections).entries()) {
-      const sync = await CollectionSync.open(name, collection, host, Boolean(startOver[i]));
+      const { policy } = this.policies.get(name)!;
+      const sync = await CollectionSync.open(name, collection, { ...host, policy }, Boolean(startOver[i]));
       if (startOver[i]) await this.store.set(startOverKey(name), null);
       this.syncs.set(name, sync);
       this.notRunBy.set(name, new Set(await this.store.getStrings(notRunKey(name))));
@@ -684,7 +706,7 @@ export class FerryReplicationState implements RoutedReplication {
    */
   takesRelayDiff(diff: RelayedDiff, parsed: RelayDiff): boolean {
     if (!this.started || this.paused || this.cancelled) return false;
-    if (this.samePolicy(parsed.policy, parsed.policyVersion)) return true;
+    if (this.samePolicy(parsed.collection, parsed.policy, parsed.policyVersion)) return true;
     const problem = this.policyMismatch(
       diff.senderClientId,
       parsed.policy!,
@@ -695,9 +717,13 @@ export class FerryReplicationState implements RoutedReplication {
     return false;
   }
 
-  /** Whether a peer's conflict rule is this device's (one from an earlier Ferry, which names none, is taken as it). */
-  private samePolicy(kind: PolicyKind | undefined, version: string | undefined): boolean {
-    return !kind || (kind === this.policyKind && version === this.policyFields.policyVersion);
+  /**
+   * Whether a peer's conflict rule for a collection is this device's (one from an earlier Ferry, which
+   * names none, is taken as it).
+   */
+  private samePolicy(collection: string, kind: PolicyKind | undefined, version: string | undefined): boolean {
+    const ours = this.policies.get(collection)!.fields;
+    return !kind || (kind === ours.policy && version === ours.policyVersion);
   }
 
   private policyMismatch(
@@ -708,9 +734,10 @@ export class FerryReplicationState implements RoutedReplication {
   ): string {
     const label = (kind: PolicyKind, version: string | undefined) =>
       version === undefined ? `'${kind}'` : `'${kind}' version ${JSON.stringify(version)}`;
+    const ours = this.policies.get(collection)!.fields;
     return (
       `${peer} settles conflicts in ${collection} by ${label(theirs, theirVersion)}, ${this.clientId} by ` +
-      `${label(this.policyKind, this.policyFields.policyVersion)}: every device of an account must use the same ` +
+      `${label(ours.policy, ours.policyVersion)}: every device of an account must use the same ` +
       'policy, so the two do not sync it until they do'
     );
   }
@@ -853,7 +880,7 @@ export class FerryReplicationState implements RoutedReplication {
       dbVersion: formatVersion({ epoch: this.epoch, seq: this.syncs.get(collection)!.head }),
       ...(askBack ? { askBack } : {}),
       ...(stream.withData.size > 0 ? { withData: [...stream.withData] } : {}),
-      ...this.policyFields,
+      ...this.policies.get(collection)!.fields,
     };
     await this.send(peer, SYNC_OPS.syncInit, init);
   }
@@ -980,7 +1007,7 @@ export class FerryReplicationState implements RoutedReplication {
     if (ours) ours.unserved = false; // the peer runs the collection now
     this.runsCollection(peer, init.collection, true);
     if (init.askBack) this.askedBack(peer, init.collection);
-    if (!this.samePolicy(init.policy, init.policyVersion)) {
+    if (!this.samePolicy(init.collection, init.policy, init.policyVersion)) {
       // Refused after asking back: the peer then refuses this device's request too, and says so.
       const problem = this.policyMismatch(peer, init.policy!, init.policyVersion, init.collection);
       this.report(new FerryError('REJECTED', problem));
@@ -1430,7 +1457,7 @@ export class FerryReplicationState implements RoutedReplication {
             v: 1,
             collection: name,
             changes: group,
-            ...this.policyFields,
+            ...this.policies.get(name)!.fields,
           };
           const payload = utf8(JSON.stringify(diff));
           // One push names at most MAX_PUSH_TARGETS devices (an account has at most 64 by default).

@@ -4,6 +4,7 @@ import {
   createRevision,
   createRxDatabase,
   type RxCollection,
+  type RxConflictHandler,
   type RxDatabase,
   type RxDocumentData,
   type RxStorage,
@@ -109,6 +110,8 @@ export type TodoDb = RxDatabase<{
 export async function openDb(
   disk: { storage: RxStorage<unknown, unknown>; name: string },
   withNotes = false,
+  /** The app's own conflict handlers, set on the collections as RxDB's `addCollections` takes them. */
+  conflictHandlers: CollectionHandlers = {},
 ): Promise<TodoDb> {
   const db = (await createRxDatabase({
     name: disk.name,
@@ -118,8 +121,8 @@ export async function openDb(
     closeDuplicates: true,
   })) as TodoDb;
   await db.addCollections({
-    todos: { schema: todoSchema },
-    ...(withNotes ? { notes: { schema: noteSchema } } : {}),
+    todos: { schema: todoSchema, conflictHandler: conflictHandlers.todos },
+    ...(withNotes ? { notes: { schema: noteSchema, conflictHandler: conflictHandlers.notes } } : {}),
   });
   return db;
 }
@@ -147,10 +150,10 @@ export class Device {
   ) {}
 
   async start(): Promise<this> {
-    this.db = await openDb(this.disk, this.extra.withNotes);
+    this.db = await openDb(this.disk, this.extra.withNotes, this.extra.conflictHandlers);
     this.network = this.hub.join(this.id);
     this.online = true;
-    const { relayServer, withNotes, ...rest } = this.extra;
+    const { relayServer, withNotes, conflictHandlers, ...rest } = this.extra;
     this.replication = await replicateFerry({
       collections: withNotes ? { todos: this.db.todos, notes: this.db.notes } : { todos: this.db.todos },
       network: this.network,
@@ -265,7 +268,11 @@ const key = (doc: Record<string, unknown>) => String(doc.id ?? doc.key);
 export type DeviceOptions = Partial<ReplicateFerryOptions> & {
   relayServer?: MemoryRelayServer;
   withNotes?: boolean;
+  conflictHandlers?: CollectionHandlers;
 };
+
+// biome-ignore lint/suspicious/noExplicitAny: a handler of either collection's documents
+export type CollectionHandlers = { todos?: RxConflictHandler<any>; notes?: RxConflictHandler<any> };
 
 export async function startDevices(
   count: number,

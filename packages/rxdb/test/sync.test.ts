@@ -849,6 +849,58 @@ describe('replicateFerry over the in-memory network', () => {
     expect(ops).toContain('DB_CONFLICT_RESOLVE');
   });
 
+  it("a collection's own RxDB conflictHandler (addCollections) settles its conflicts; collections without one use 'lww'", async () => {
+    const concat = {
+      isEqual: (x: { title: string }, y: { title: string }) => x.title === y.title,
+      resolve: async (input: { realMasterState: { title: string }; newDocumentState: { title: string } }) => {
+        const titles = [input.realMasterState.title, input.newDocumentState.title].sort();
+        return { ...input.realMasterState, title: titles.join(' + '), _deleted: false };
+      },
+    };
+    const {
+      hub,
+      devices: [a, b],
+    } = await devices(2, { withNotes: true, conflictHandlers: { todos: concat } });
+    await a!.db.todos.insert({ id: 'h', title: 'base' });
+    await a!.db.notes.insert({ key: 'k', body: 'base' });
+    await converge([a!, b!]);
+    hub.setLinked('deva', 'devb', false);
+    await a!.db.todos.findOne('h').update({ $set: { title: 'A' } });
+    await a!.db.notes.findOne('k').update({ $set: { body: 'A' } });
+    await b!.db.todos.findOne('h').update({ $set: { title: 'B' } });
+    await b!.db.notes.findOne('k').update({ $set: { body: 'B' } });
+    hub.setLinked('deva', 'devb', true);
+    await converge([a!, b!]);
+    expect(await a!.docs('todos')).toEqual([{ id: 'h', title: 'A + B' }]);
+    expect(await a!.docs('notes')).toEqual([{ key: 'k', body: 'B' }]); // b wrote last
+    const policies = (await a!.replication.conflicts()).map((c) => `${c.collection}: ${c.policy}`);
+    expect(policies.sort()).toEqual(['notes: lww', 'todos: handler']);
+  });
+
+  it('bad input: a device whose collection has no conflictHandler and one whose has sync nothing of that collection and say why; the others sync', async () => {
+    const keepLocal = {
+      isEqual: () => false,
+      resolve: async (input: { realMasterState: unknown }) => input.realMasterState,
+    };
+    const hub = new MemoryHub();
+    const a = new Device('hnda', hub, { withNotes: true, conflictHandlers: { todos: keepLocal } });
+    const b = new Device('hndb', hub, { withNotes: true });
+    started.push(a, b);
+    await b.start();
+    const reported = firstValueFrom(b.replication.error$);
+    await a.start();
+    await a.db.todos.insert({ id: 't1', title: 'from a' });
+    await a.db.notes.insert({ key: 'n1', body: 'from a' });
+    await expect(reported).resolves.toMatchObject({
+      code: 'REJECTED',
+      message: expect.stringContaining("hnda settles conflicts in todos by 'handler', hndb by 'lww'"),
+    });
+    const arrived = firstValueFrom(b.db.notes.findOne('n1').$.pipe(filter(Boolean)));
+    await within(5000, arrived, () => 'the note never arrived');
+    expect(await b.docs('notes')).toEqual([{ key: 'n1', body: 'from a' }]);
+    expect(await b.docs('todos')).toEqual([]);
+  });
+
   it('sends batches, acknowledges them, and reports sent and received counts', async () => {
     const {
       devices: [a, b],
