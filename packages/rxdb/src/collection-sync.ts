@@ -191,10 +191,10 @@ export class CollectionSync {
   /** The collection's schema allows attachments. */
   private readonly withAttachments: boolean;
   /**
-   * The collection's schema stores attachments compressed (RxDB's attachments-compression): their
-   * descriptions' `length` is then the stored length, not the data's.
+   * The collection's schema stores attachments compressed or encrypted (RxDB's attachments-compression
+   * and encryption wrappers): their descriptions' `length` is then the stored form's, not the data's.
    */
-  private readonly compressesAttachments: boolean;
+  private readonly transformsAttachments: boolean;
 
   private constructor(
     readonly name: string,
@@ -204,7 +204,8 @@ export class CollectionSync {
     this.primaryPath = collection.schema.primaryPath as string;
     this.storage = storageBelowWrapper(collection as RxCollection<Record<string, unknown>>);
     this.withAttachments = Boolean(collection.schema.jsonSchema.attachments);
-    this.compressesAttachments = Boolean(collection.schema.jsonSchema.attachments?.compression);
+    const attachments = collection.schema.jsonSchema.attachments;
+    this.transformsAttachments = Boolean(attachments?.compression || attachments?.encrypted);
   }
 
   /** `startOver`: forget this collection's versions and start over (see replication.ts startOver). */
@@ -1004,7 +1005,7 @@ export class CollectionSync {
       try {
         attachments = version.del
           ? {}
-          : attachmentsToWrite(version.doc?.[ATTACHMENTS], previous, data, !this.compressesAttachments);
+          : attachmentsToWrite(version.doc?.[ATTACHMENTS], previous, data, !this.transformsAttachments);
       } catch (error) {
         rejected.push({ id, error });
         continue;
@@ -1215,7 +1216,7 @@ function receivedData(changes: Change[]): Map<string, string> {
  * The `_attachments` of a document to write: what is stored already stays (the storage keeps the
  * data of an unchanged digest), anything else takes the data that arrived. Throws SCHEMA_MISMATCH for
  * a description that is malformed or came without data, or (`checkLength`: the length describes the
- * data, not a compressed form) data of another length than described.
+ * data, not a compressed or encrypted form) data of another length than described.
  */
 function attachmentsToWrite(
   described: unknown,

@@ -2,6 +2,7 @@ import { MemoryHub, type MemoryNetwork } from '@ferry/core';
 import { addRxPlugin, createRxDatabase, type RxCollection, type RxDatabase } from 'rxdb';
 import { RxDBAttachmentsPlugin } from 'rxdb/plugins/attachments';
 import { wrappedAttachmentsCompressionStorage } from 'rxdb/plugins/attachments-compression';
+import { wrappedKeyEncryptionCryptoJsStorage } from 'rxdb/plugins/encryption-crypto-js';
 import { afterEach, describe, expect, it } from 'vitest';
 import {
   type ConflictPolicy,
@@ -25,8 +26,12 @@ const fileSchema = {
   attachments: {},
 } as const;
 
-/** RxDB's attachments-compression: data stored deflated, descriptions give the stored length. */
-const compressedFileSchema = { ...fileSchema, attachments: { compression: 'deflate' } } as const;
+/**
+ * How a device's storage keeps attachment data: as it is, or through RxDB's wrappers that deflate
+ * (attachments-compression) or encrypt it (the schema says which). The descriptions then give the
+ * stored form's length.
+ */
+type AttachmentStorage = 'plain' | 'compressed' | 'encrypted' | 'compressed and encrypted';
 
 type FileDoc = { id: string; name: string };
 type FileState = { name?: string; _attachments?: Record<string, unknown> };
@@ -52,14 +57,24 @@ async function fileDevice(
   conflict?: ConflictPolicy,
   /** The storage to open: a device restarted on the same one keeps its data and metadata. */
   disk = newDisk(),
-  compressed = false,
+  stored: AttachmentStorage = 'plain',
 ): Promise<FileDevice> {
+  const compressed = stored.startsWith('compressed');
+  const encrypted = stored.endsWith('encrypted');
+  // Compression outside encryption: RxDB cannot read back data compressed after it was encrypted.
+  let storage = encrypted ? wrappedKeyEncryptionCryptoJsStorage({ storage: disk.storage }) : disk.storage;
+  if (compressed) storage = wrappedAttachmentsCompressionStorage({ storage });
   const db = (await createRxDatabase({
     name: disk.name,
-    storage: compressed ? wrappedAttachmentsCompressionStorage({ storage: disk.storage }) : disk.storage,
+    storage,
     multiInstance: false,
+    ...(encrypted ? { password: 'attachments at rest' } : {}),
   })) as FileDb;
-  await db.addCollections({ files: { schema: compressed ? compressedFileSchema : fileSchema } });
+  const attachments = {
+    ...(compressed ? { compression: 'deflate' as const } : {}),
+    ...(encrypted ? { encrypted: true } : {}),
+  };
+  await db.addCollections({ files: { schema: { ...fileSchema, attachments } } });
   const network = hub.join(id);
   const replication = await replicateFerry({
     collections: { files: db.files },
@@ -293,47 +308,51 @@ describe('attachments', () => {
     expect(pushed).toEqual(['data', 'descriptions only', 'descriptions only', 'data']);
   });
 
-  it("stored compressed (RxDB's attachments-compression): they sync both ways, and an edit goes without their data", async () => {
-    // The descriptions' length is the compressed one: the data that travels (read back, inflated) is longer.
-    const hub = new MemoryHub();
-    const a = await fileDevice(hub, 'zip-a', undefined, undefined, newDisk(), true);
-    const b = await fileDevice(hub, 'zip-b', undefined, undefined, newDisk(), true);
-    const errors: string[] = [];
-    for (const device of [a, b])
-      device.replication.error$.subscribe((e) => errors.push(`${e.code}: ${e.message}`));
-    let withData = 0;
-    b.network.on('message', (_, message) => {
-      if (message.op === 'DB_DIFF_PUSH')
-        withData += (message.data as DiffPush).changes.filter((c) => c.att).length;
-    });
-    const report = 'a long report, '.repeat(400);
-    const doc = await a.db.files.insert({ id: 'z1', name: 'report' });
-    await doc.putAttachment({ id: 'report.txt', type: 'text/plain', data: text(report) });
-    await (await b.db.files.insert({ id: 'z2', name: 'notes' })).putAttachment({
-      id: 'notes.txt',
-      type: 'text/plain',
-      data: text('notes, '.repeat(300)),
-    });
-    await inSync(a, b);
-    expect((await b.db.files.findOne('z1').exec())!.getAttachment('report.txt')!.length).toBeLessThan(
-      report.length,
-    );
-    await (await a.db.files.findOne('z1').exec())!.incrementalPatch({ name: 'report, renamed' });
-    expect(await inSync(a, b)).toEqual([
-      {
-        id: 'z1',
-        name: 'report, renamed',
-        attachments: [{ id: 'report.txt', type: 'text/plain', text: report }],
-      },
-      {
-        id: 'z2',
-        name: 'notes',
-        attachments: [{ id: 'notes.txt', type: 'text/plain', text: 'notes, '.repeat(300) }],
-      },
-    ]);
-    expect(withData).toBe(1);
-    expect(errors).toEqual([]);
-  });
+  it.each(['compressed', 'encrypted', 'compressed and encrypted'] as const)(
+    "stored %s (RxDB's storage wrappers): they sync both ways, and an edit goes without their data",
+    async (stored) => {
+      // The descriptions' length is the stored form's: the data that travels (read back as the app
+      // reads it) has another.
+      const hub = new MemoryHub();
+      const a = await fileDevice(hub, 'zip-a', undefined, undefined, newDisk(), stored);
+      const b = await fileDevice(hub, 'zip-b', undefined, undefined, newDisk(), stored);
+      const errors: string[] = [];
+      for (const device of [a, b])
+        device.replication.error$.subscribe((e) => errors.push(`${e.code}: ${e.message}`));
+      let withData = 0;
+      b.network.on('message', (_, message) => {
+        if (message.op === 'DB_DIFF_PUSH')
+          withData += (message.data as DiffPush).changes.filter((c) => c.att).length;
+      });
+      const report = 'a long report, '.repeat(400);
+      const doc = await a.db.files.insert({ id: 'z1', name: 'report' });
+      await doc.putAttachment({ id: 'report.txt', type: 'text/plain', data: text(report) });
+      await (await b.db.files.insert({ id: 'z2', name: 'notes' })).putAttachment({
+        id: 'notes.txt',
+        type: 'text/plain',
+        data: text('notes, '.repeat(300)),
+      });
+      await inSync(a, b);
+      expect((await b.db.files.findOne('z1').exec())!.getAttachment('report.txt')!.length).not.toBe(
+        report.length,
+      );
+      await (await a.db.files.findOne('z1').exec())!.incrementalPatch({ name: 'report, renamed' });
+      expect(await inSync(a, b)).toEqual([
+        {
+          id: 'z1',
+          name: 'report, renamed',
+          attachments: [{ id: 'report.txt', type: 'text/plain', text: report }],
+        },
+        {
+          id: 'z2',
+          name: 'notes',
+          attachments: [{ id: 'notes.txt', type: 'text/plain', text: 'notes, '.repeat(300) }],
+        },
+      ]);
+      expect(withData).toBe(1);
+      expect(errors).toEqual([]);
+    },
+  );
 
   it('a device taken for holding data it lacks asks for the documents again, with their data', async () => {
     const hub = new MemoryHub();
