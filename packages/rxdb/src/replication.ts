@@ -101,6 +101,11 @@ export interface ReplicateFerryOptions {
    * Two instances replicating at once would both write the sync metadata.
    */
   waitForLeadership?: boolean;
+  /**
+   * Start exchanging changes at once. Default true; with false, as in RxDB, the replication waits
+   * for `start()` (the app's writes are still recorded meanwhile).
+   */
+  autoStart?: boolean;
 }
 
 interface OutStream {
@@ -293,7 +298,7 @@ export async function replicateFerry(options: ReplicateFerryOptions): Promise<Fe
       // Resolves only in the leader: the state is returned at once, inactive until then.
       state.startWhenLeading(db.waitForLeadership());
     } else {
-      await state.start();
+      await state.begin();
     }
     return state;
   } catch (error) {
@@ -365,7 +370,7 @@ export class FerryReplicationState implements RoutedReplication {
   /** cancel()'s work, once it was called. */
   private cancelling: Promise<void> | undefined;
   private started = false;
-  /** pause() called before start() (a tab waiting for leadership): start paused. */
+  /** Paused before it started (`autoStart: false`, or pause() in a tab waiting for leadership). */
   private startPaused = false;
   private relayFlush: Promise<void> | undefined;
   private relayRetry: ReturnType<typeof setTimeout> | undefined;
@@ -410,10 +415,11 @@ export class FerryReplicationState implements RoutedReplication {
     this.retryDelayMs = options.retryDelayMs ?? 250;
     this.relayRetryDelay = this.retryDelayMs;
     this.pullRetryDelay = this.retryDelayMs;
+    this.startPaused = options.autoStart === false;
   }
 
-  /** @internal */
-  async start(): Promise<void> {
+  /** @internal Load the metadata, listen, scan for the app's writes, then run (unless paused). */
+  async begin(): Promise<void> {
     this.epoch = await this.store.epoch();
     const names = Object.keys(this.options.collections);
     const startOver = await Promise.all(names.map((name) => this.store.get(startOverKey(name))));
@@ -469,7 +475,7 @@ export class FerryReplicationState implements RoutedReplication {
 
   /** @internal Start once this database instance leads (see `waitForLeadership`). */
   startWhenLeading(leading: Promise<unknown>): void {
-    this.guard(leading.then(() => (this.cancelled ? undefined : this.start())));
+    this.guard(leading.then(() => (this.cancelled ? undefined : this.begin())));
   }
 
   /** Resolves once every collection caught up with every connected peer (at least one) and the relay mailbox was read. */
@@ -536,7 +542,7 @@ export class FerryReplicationState implements RoutedReplication {
       this.syncs.clear();
       this.pushedTo.clear();
       this.started = false;
-      await this.start();
+      await this.begin();
     } finally {
       this.startingOver = false;
     }
@@ -586,6 +592,14 @@ export class FerryReplicationState implements RoutedReplication {
     this.inbound.clear();
     this.active$.next(false);
     this.changed$.next();
+  }
+
+  /**
+   * RxDB's name for resume(): runs a replication created with `autoStart: false`, or paused. Does
+   * nothing once cancelled.
+   */
+  async start(): Promise<void> {
+    this.resume();
   }
 
   resume(): void {
@@ -645,6 +659,17 @@ export class FerryReplicationState implements RoutedReplication {
     this.conflict$.complete();
     this.changed$.complete();
     this.release();
+  }
+
+  /**
+   * cancel(), and the next replication of these collections starts their sync over, as RxDB's
+   * remove() does: this device's versions are found again by a scan, under a new log (epoch), and
+   * every peer is asked for everything. Conflicts recorded so far are kept.
+   */
+  async remove(): Promise<void> {
+    // Marked before cancelling, as a start-over is: a process that dies meanwhile still starts over.
+    for (const name of Object.keys(this.options.collections)) await this.store.set(startOverKey(name), true);
+    await this.cancel();
   }
 
   /** Every conflict recorded on this device in this replication's collections (newest last). */

@@ -1761,6 +1761,66 @@ describe('replicateFerry over the in-memory network', () => {
     expect(await canceled).toEqual([false, true]);
   });
 
+  it("RxDB's start(): runs a replication created with autoStart: false, resumes a paused one, and changes nothing on a running or cancelled one", async () => {
+    const hub = new MemoryHub();
+    const a = new Device('sta', hub, { autoStart: false });
+    const b = new Device('stb', hub);
+    started.push(await a.start(), await b.start());
+    await a.db.todos.insert({ id: 't1', title: 'written before start()' });
+    await b.replication.awaitInSync();
+    expect([a.replication.active$.value, a.replication.isPaused()]).toEqual([false, true]);
+    expect(await b.docs()).toEqual([]);
+    await a.replication.start();
+    await converge([a, b]);
+    expect(await b.docs()).toEqual([{ id: 't1', title: 'written before start()' }]);
+    // Again on a running replication: nothing starts twice (each write goes out once).
+    await a.replication.start();
+    const pushed: string[] = [];
+    b.network.on('message', (_from, message) => {
+      if (message.op === 'DB_DIFF_PUSH') pushed.push(...(message.data as DiffPush).changes.map((c) => c.id));
+    });
+    await a.db.todos.insert({ id: 't2', title: 'after a second start()' });
+    await converge([a, b]);
+    expect(pushed).toEqual(['t2']);
+    a.replication.pause();
+    await b.db.todos.insert({ id: 't3', title: 'while a was paused' });
+    await a.replication.start();
+    await converge([a, b]);
+    expect((await a.docs()).map((d) => d.id)).toEqual(['t1', 't2', 't3']);
+    await a.stop();
+    await a.replication.start();
+    expect([a.replication.isStopped(), a.replication.active$.value]).toEqual([true, false]);
+  });
+
+  it("remove(): cancels, and the next replication of the collection starts its sync over (RxDB's remove())", async () => {
+    const {
+      devices: [a, b],
+    } = await devices(2);
+    await a!.db.todos.bulkInsert([
+      { id: 'r1', title: 'one' },
+      { id: 'r2', title: 'two' },
+    ]);
+    await converge([a!, b!]);
+    await a!.replication.remove();
+    expect(a!.replication.isStopped()).toBe(true);
+    await a!.stop();
+    await b!.db.todos.insert({ id: 'r3', title: 'written while a was stopped' });
+    const asked: string[] = [];
+    b!.network.on('message', (from, message) => {
+      if (from === 'deva' && message.op === 'DB_SYNC_INIT')
+        asked.push((message.data as { checkpoint: string }).checkpoint);
+    });
+    await a!.start();
+    await converge([a!, b!]);
+    expect(asked[0]).toBe(''); // from scratch, not from its checkpoint in b's log
+    expect((await a!.docs()).map((d) => d.id)).toEqual(['r1', 'r2', 'r3']);
+    // Its documents, found again, are the ones the peer holds: no conflict.
+    expect([await a!.replication.conflicts(), await b!.replication.conflicts()]).toEqual([[], []]);
+    await a!.db.todos.insert({ id: 'r4', title: 'after' });
+    await converge([a!, b!]);
+    expect((await b!.docs()).map((d) => d.id)).toEqual(['r1', 'r2', 'r3', 'r4']);
+  });
+
   for (const closing of ['the database', 'a replicated collection'] as const) {
     it(`closing ${closing} cancels the replication, as RxDB's replications do, and frees its collections`, async () => {
       const hub = new MemoryHub();
