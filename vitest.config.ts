@@ -33,14 +33,14 @@ export default defineConfig({
         },
       },
       {
-        // The RxDB sync suites again on a second storage (support.ts: FERRY_TEST_STORAGE); the
-        // browser test runs Dexie.
+        // The RxDB sync suites again on a second storage (support.ts: FERRY_TEST_STORAGE) and under
+        // RxDB's dev-mode, as apps run while they are developed; the browser test runs Dexie.
         extends: true,
         test: {
-          name: 'rxdb on localstorage',
+          name: 'rxdb on localstorage, dev-mode',
           include: ['packages/rxdb/test/**/*.test.ts'],
           exclude: [...configDefaults.exclude, 'packages/rxdb/test/browser.test.ts'],
-          env: { FERRY_TEST_STORAGE: 'localstorage' },
+          env: { FERRY_TEST_STORAGE: 'localstorage', FERRY_TEST_DEV_MODE: '1' },
         },
       },
     ],

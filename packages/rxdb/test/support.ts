@@ -11,6 +11,7 @@ import {
   type RxStorageInstance,
 } from 'rxdb';
 import { RxDBAttachmentsPlugin } from 'rxdb/plugins/attachments';
+import { disableWarnings, RxDBDevModePlugin } from 'rxdb/plugins/dev-mode';
 import { getLocalStorageMock, getRxStorageLocalstorage } from 'rxdb/plugins/storage-localstorage';
 import { getRxStorageMemory } from 'rxdb/plugins/storage-memory';
 import { RxDBUpdatePlugin } from 'rxdb/plugins/update';
@@ -69,6 +70,12 @@ export interface Todo {
   note?: string;
 }
 
+// RxDB's dev-mode (FERRY_TEST_DEV_MODE=1): its checks of schemas and writes, and documents read from
+// the storage deep-frozen, as an app in development runs it.
+if (process.env.FERRY_TEST_DEV_MODE === '1') {
+  disableWarnings();
+  addRxPlugin(RxDBDevModePlugin);
+}
 addRxPlugin(RxDBUpdatePlugin);
 addRxPlugin(RxDBAttachmentsPlugin);
 

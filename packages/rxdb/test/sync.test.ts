@@ -1543,7 +1543,10 @@ describe('replicateFerry over the in-memory network', () => {
     const open = async (disk: ReturnType<typeof newDisk>, version: number, maxLength: number) => {
       const db = await createRxDatabase({ name: disk.name, storage: disk.storage, multiInstance: false });
       const { todos } = await db.addCollections({
-        todos: { schema: schema(version, maxLength), migrationStrategies: { 1: (doc: unknown) => doc } },
+        todos: {
+          schema: schema(version, maxLength),
+          migrationStrategies: version > 0 ? { 1: (doc: unknown) => doc } : {},
+        },
       });
       return { db, todos };
     };
@@ -1923,8 +1926,10 @@ describe('replicateFerry over the in-memory network', () => {
     const open = async (id: string) => {
       const db = await createRxDatabase({
         name: newDisk().name,
-        storage: wrappedKeyCompressionStorage({
-          storage: wrappedKeyEncryptionCryptoJsStorage({ storage: id === 'wrapb' ? recording : base }),
+        storage: wrappedValidateAjvStorage({
+          storage: wrappedKeyCompressionStorage({
+            storage: wrappedKeyEncryptionCryptoJsStorage({ storage: id === 'wrapb' ? recording : base }),
+          }),
         }),
         password: 'correct horse battery staple',
         multiInstance: false,
