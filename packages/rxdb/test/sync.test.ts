@@ -7,6 +7,7 @@ import {
   type RxStorageInstance,
 } from 'rxdb';
 import { RxDBCleanupPlugin } from 'rxdb/plugins/cleanup';
+import { getCRDTSchemaPart, RxDBcrdtPlugin } from 'rxdb/plugins/crdt';
 import { wrappedKeyEncryptionCryptoJsStorage } from 'rxdb/plugins/encryption-crypto-js';
 import { wrappedKeyCompressionStorage } from 'rxdb/plugins/key-compression';
 import { RxDBLocalDocumentsPlugin } from 'rxdb/plugins/local-documents';
@@ -875,6 +876,48 @@ describe('replicateFerry over the in-memory network', () => {
     expect(await a!.docs('notes')).toEqual([{ key: 'k', body: 'B' }]); // b wrote last
     const policies = (await a!.replication.conflicts()).map((c) => `${c.collection}: ${c.policy}`);
     expect(policies.sort()).toEqual(['notes: lww', 'todos: handler']);
+  });
+
+  it("RxDB's CRDT plugin: concurrent updateCRDT() on two devices all count (the collection's CRDT conflict handler settles them)", async () => {
+    addRxPlugin(RxDBcrdtPlugin);
+    const schema = {
+      version: 0,
+      primaryKey: 'id',
+      type: 'object',
+      properties: {
+        id: { type: 'string', maxLength: 100 },
+        points: { type: 'number' },
+        title: { type: 'string' },
+        crdts: getCRDTSchemaPart(),
+      },
+      required: ['id', 'points'],
+      crdt: { field: 'crdts' },
+    } as const;
+    const hub = new MemoryHub();
+    const open = async (id: string) => {
+      const disk = newDisk();
+      const db = await createRxDatabase({ name: disk.name, storage: disk.storage, multiInstance: false });
+      const { scores } = await db.addCollections({ scores: { schema } });
+      const replication = await replicateFerry({ collections: { scores }, network: hub.join(id) });
+      return { db, scores, replication };
+    };
+    const [a, b] = await Promise.all([open('crdta'), open('crdtb')]);
+    const inSync = () => Promise.all([a.replication.awaitInSync(), b.replication.awaitInSync()]);
+    const score = async (device: typeof a) => (await device.scores.findOne('s').exec())!;
+    await a.scores.insertCRDT({ ifMatch: { $set: { id: 's', points: 0 } } });
+    await inSync();
+    hub.setLinked('crdta', 'crdtb', false);
+    await (await score(a)).updateCRDT({ ifMatch: { $inc: { points: 1 } } });
+    await (await score(b)).updateCRDT({ ifMatch: { $inc: { points: 1 } } });
+    await (await score(b)).updateCRDT({ ifMatch: { $set: { title: 'named at b' } } });
+    hub.setLinked('crdta', 'crdtb', true);
+    await inSync();
+    await inSync(); // the resolution travels back
+    const [atA, atB] = [(await score(a)).toJSON(), (await score(b)).toJSON()];
+    expect([atA.points, atA.title]).toEqual([2, 'named at b']);
+    expect(atB).toEqual(atA);
+    await Promise.all([a.replication.cancel(), b.replication.cancel()]);
+    await Promise.all([a.db.close(), b.db.close()]);
   });
 
   it('bad input: a device whose collection has no conflictHandler and one whose has sync nothing of that collection and say why; the others sync', async () => {
