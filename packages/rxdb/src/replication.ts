@@ -12,7 +12,13 @@ import {
   requirePositive,
   utf8,
 } from '@ferry/core';
-import { addRxPlugin, defaultConflictHandler, type RxCollection, type RxDatabase } from 'rxdb';
+import {
+  addRxPlugin,
+  defaultConflictHandler,
+  isRxCollection,
+  type RxCollection,
+  type RxDatabase,
+} from 'rxdb';
 import { RxDBLeaderElectionPlugin } from 'rxdb/plugins/leader-election';
 import { BehaviorSubject, filter, firstValueFrom, Subject, type Subscription } from 'rxjs';
 import {
@@ -25,7 +31,7 @@ import {
 import { HybridClock } from './hlc.js';
 import { type RoutedReplication, SyncRouter } from './router.js';
 import { type DocMeta, MetaStore } from './store.js';
-import { type ConflictPolicy, policyKind } from './versions.js';
+import { type ConflictPolicy, isConflictPolicy, policyKind } from './versions.js';
 import {
   approximateSize,
   type Change,
@@ -231,7 +237,20 @@ export async function replicateFerry(options: ReplicateFerryOptions): Promise<Fe
   const { batchSize, window, batchBytes, relayBytes, retryDelayMs } = options;
   requirePositive('replicateFerry', { batchSize, window, batchBytes, relayBytes }, { integer: true });
   requirePositive('replicateFerry', { retryDelayMs });
-  const { conflictVersion } = options;
+  const { conflictVersion, conflict } = options;
+  if (conflict !== undefined && !isConflictPolicy(conflict)) {
+    throw new FerryError(
+      'BAD_ARGUMENT',
+      "replicateFerry: conflict must be 'lww', { merge: 'fields' } or an RxDB conflict handler ({ isEqual, resolve })",
+    );
+  }
+  const { network } = options;
+  if (typeof network?.on !== 'function' || typeof network.send !== 'function') {
+    throw new FerryError(
+      'BAD_ARGUMENT',
+      'replicateFerry: network must be a PeerNetwork (createNodeMesh, MeshNetwork)',
+    );
+  }
   if (
     conflictVersion !== undefined &&
     (typeof conflictVersion !== 'string' || conflictVersion.length === 0 || conflictVersion.length > 64)
@@ -249,9 +268,16 @@ export async function replicateFerry(options: ReplicateFerryOptions): Promise<Fe
       `replicateFerry: relay is the mailbox of ${options.relay.clientId}, this device is ${clientId}`,
     );
   }
-  const names = Object.keys(options.collections);
+  const names = Object.keys(options.collections ?? {});
   if (names.length === 0)
     throw new FerryError('SCHEMA_MISMATCH', 'replicateFerry needs at least one collection');
+  const notCollections = names.filter((name) => !isRxCollection(options.collections[name]));
+  if (notCollections.length > 0) {
+    throw new FerryError(
+      'BAD_ARGUMENT',
+      `replicateFerry: ${notCollections.join(', ')} is not an RxCollection`,
+    );
+  }
   const db = options.collections[names[0]!]!.database as RxDatabase;
   for (const name of names) {
     if (options.collections[name]!.database !== db) {

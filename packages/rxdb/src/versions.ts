@@ -19,6 +19,15 @@ import type { Change, PolicyKind } from './wire.js';
 // biome-ignore lint/suspicious/noExplicitAny: any app document type; the handler sees the app's own documents
 export type ConflictPolicy<T = any> = 'lww' | { merge: 'fields' } | RxConflictHandler<T>;
 
+/** Whether a value is one of the three kinds of ConflictPolicy (an app's value, checked at the API). */
+export function isConflictPolicy(value: unknown): value is ConflictPolicy {
+  if (value === 'lww') return true;
+  if (typeof value !== 'object' || value === null) return false;
+  const policy = value as { merge?: unknown; isEqual?: unknown; resolve?: unknown };
+  if ('merge' in policy) return policy.merge === 'fields';
+  return typeof policy.isEqual === 'function' && typeof policy.resolve === 'function';
+}
+
 /** Which rule a policy is, as conflicts record it and devices compare it (see PolicyKind). */
 export const policyKind = (policy: ConflictPolicy): PolicyKind =>
   policy === 'lww' ? 'lww' : 'merge' in policy ? 'fields' : 'handler';

@@ -94,7 +94,7 @@ async function seededChain(): Promise<[Device, Device, Device]> {
 }
 
 describe('replicateFerry over the in-memory network', () => {
-  it("refuses batch, window and retry options that would stall or spin, a conflict version that is not a short string, and another device's relay, before touching the database", async () => {
+  it("refuses batch, window and retry options that would stall or spin, a conflict rule or version it cannot run, a network or collection of another kind, and another device's relay, before touching the database", async () => {
     const db = await openDb(newDisk());
     const network = new MemoryHub().join('solo');
     try {
@@ -107,9 +107,15 @@ describe('replicateFerry over the in-memory network', () => {
         { retryDelayMs: 0 },
         { conflictVersion: '' },
         { conflictVersion: 'v'.repeat(65) },
+        { conflict: 'fields' }, // a plain-JS app's typo for { merge: 'fields' }
+        { conflict: { merge: 'field' } },
+        { conflict: { resolve: () => ({}) } }, // a handler needs isEqual too
+        { network: {} },
       ]) {
         const [name] = Object.keys(bad);
-        await expect(replicateFerry({ collections: { todos: db.todos }, network, ...bad })).rejects.toThrow(
+        await expect(
+          replicateFerry({ collections: { todos: db.todos }, network, ...(bad as object) }),
+        ).rejects.toThrow(
           expect.objectContaining({
             code: 'BAD_ARGUMENT',
             message: expect.stringContaining(`replicateFerry: ${name} must be`),
@@ -127,6 +133,14 @@ describe('replicateFerry over the in-memory network', () => {
         expect.objectContaining({
           code: 'BAD_ARGUMENT',
           message: 'replicateFerry: relay is the mailbox of other, this device is solo',
+        }),
+      );
+      await expect(
+        replicateFerry({ collections: { todos: db.todos, notes: { name: 'notes' } as never }, network }),
+      ).rejects.toThrow(
+        expect.objectContaining({
+          code: 'BAD_ARGUMENT',
+          message: 'replicateFerry: notes is not an RxCollection',
         }),
       );
       expect(META_COLLECTION in db.collections).toBe(false);
