@@ -43,6 +43,17 @@ export default defineConfig({
           env: { FERRY_TEST_STORAGE: 'localstorage', FERRY_TEST_DEV_MODE: '1' },
         },
       },
+      {
+        // And on RxDB's remote storage (support.ts serves one): a storage in another process, whose
+        // change feed is its own (getChangedDocumentsSince), reached asynchronously over a socket.
+        extends: true,
+        test: {
+          name: 'rxdb on remote storage',
+          include: ['packages/rxdb/test/**/*.test.ts'],
+          exclude: [...configDefaults.exclude, 'packages/rxdb/test/browser.test.ts'],
+          env: { FERRY_TEST_STORAGE: 'remote' },
+        },
+      },
     ],
     pool: 'forks',
     maxWorkers: 2,

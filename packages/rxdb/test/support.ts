@@ -1,3 +1,4 @@
+import type { AddressInfo } from 'node:net';
 import { type DiffRelay, FerryError, MemoryHub, type MemoryNetwork, type RelayedDiff } from '@ferry/core';
 import {
   addRxPlugin,
@@ -14,6 +15,10 @@ import { RxDBAttachmentsPlugin } from 'rxdb/plugins/attachments';
 import { disableWarnings, RxDBDevModePlugin } from 'rxdb/plugins/dev-mode';
 import { getLocalStorageMock, getRxStorageLocalstorage } from 'rxdb/plugins/storage-localstorage';
 import { getRxStorageMemory } from 'rxdb/plugins/storage-memory';
+import {
+  getRxStorageRemoteWebsocket,
+  startRxStorageRemoteWebsocketServer,
+} from 'rxdb/plugins/storage-remote-websocket';
 import { RxDBUpdatePlugin } from 'rxdb/plugins/update';
 import { wrappedValidateAjvStorage } from 'rxdb/plugins/validate-ajv';
 import {
@@ -83,13 +88,31 @@ let dbCounter = 0;
 
 /**
  * The RxStorage the devices run on: RxDB's memory storage, or with FERRY_TEST_STORAGE=localstorage
- * its localStorage storage (vitest.config runs the sync suites on both: Ferry reads and writes below
- * RxDB's wrapper and reads the storage's change feed, which each storage implements its own way).
+ * or remote its localStorage or remote storage (vitest.config runs the sync suites on all three: Ferry
+ * reads and writes below RxDB's wrapper and reads the storage's change feed, which each storage
+ * implements its own way).
  */
 const STORAGES = {
   memory: () => getRxStorageMemory(),
   localstorage: () => getRxStorageLocalstorage({ localStorage: getLocalStorageMock() }),
+  remote: () => getRxStorageRemoteWebsocket({ url: remoteStorageUrl!, mode: 'storage' }),
 } satisfies Record<string, () => RxStorage<unknown, unknown>>;
+
+/**
+ * RxDB's remote storage, as an app whose storage lives in another process (Electron's main process,
+ * a server) has it: a memory storage behind a WebSocket, served here, in this test process.
+ */
+async function startRemoteStorage(): Promise<string> {
+  const { serverState } = startRxStorageRemoteWebsocketServer({
+    port: 0,
+    host: '127.0.0.1',
+    storage: getRxStorageMemory(),
+  } as Parameters<typeof startRxStorageRemoteWebsocketServer>[0]);
+  const server = serverState.server;
+  await new Promise((resolve) => server.once('listening', resolve));
+  return `ws://127.0.0.1:${(server.address() as AddressInfo).port}`;
+}
+const remoteStorageUrl = process.env.FERRY_TEST_STORAGE === 'remote' ? await startRemoteStorage() : undefined;
 
 export function testStorage(): RxStorage<unknown, unknown> {
   const name = process.env.FERRY_TEST_STORAGE ?? 'memory';
