@@ -169,6 +169,13 @@ interface InStream {
    * (awaitInSync does not wait for it) until it asks for the collection itself.
    */
   unserved: boolean;
+  /**
+   * The peer has not answered this request at all within ANSWER_WAIT_MS (it runs no replication of
+   * it: an AI-only device, an app that starts its replication later): not waited for, until it does.
+   */
+  silent: boolean;
+  /** A push or a refusal of this stream arrived. */
+  answered: boolean;
   /** Versions of this stream were refused. */
   refusedAny: boolean;
 }
@@ -206,6 +213,12 @@ const RELAY_MARK_DELAY_MS = 1000;
  * them: without the wait they would be left in the mailbox as well, and applied twice (as a no-op).
  */
 const STREAM_WAIT_MS = 1000;
+/**
+ * How long a request (DB_SYNC_INIT) may go without any answer before awaitInSync() stops waiting for
+ * that peer in that collection (see InStream.silent). A replication answers at once, even while it
+ * starts ('paused'); before this, a connected device that ran none held awaitInSync() up for good.
+ */
+const ANSWER_WAIT_MS = 3000;
 const relayMarkKey = (collection: string) => `relayed/${collection}`;
 /** This device's key in version vectors (see CollectionSyncHost.vectorId): 48 bits of the epoch tell stores apart. */
 const vectorIdOf = (clientId: string, epoch: string) => `${clientId}~${epoch.slice(0, 8)}`;
@@ -402,6 +415,7 @@ export class FerryReplicationState implements RoutedReplication {
   private relayRetry: ReturnType<typeof setTimeout> | undefined;
   /** Connected peers whose request is awaited (see STREAM_WAIT_MS), with when the wait ends. */
   private readonly streamsExpected = new Map<string, number>();
+  private readonly answerTimers = new Set<ReturnType<typeof setTimeout>>();
   private relayHold: ReturnType<typeof setTimeout> | undefined;
   private relayRetryDelay: number;
   private relayPulling: Promise<number> | undefined;
@@ -504,12 +518,25 @@ export class FerryReplicationState implements RoutedReplication {
     this.guard(leading.then(() => (this.cancelled ? undefined : this.begin())));
   }
 
-  /** Resolves once every collection caught up with every connected peer (at least one) and the relay mailbox was read. */
+  /**
+   * Resolves once every collection caught up with every connected peer (at least one that answers:
+   * not only devices that run no replication) and the relay mailbox was read.
+   */
   async awaitInitialReplication(): Promise<void> {
     await this.until(() => {
       const peers = this.connected();
-      return this.initialRelayPullDone && peers.length > 0 && peers.every((p) => this.caughtUpWith(p));
+      return (
+        this.initialRelayPullDone &&
+        peers.some((p) => !this.silentPeer(p)) &&
+        peers.every((p) => this.caughtUpWith(p))
+      );
     });
+  }
+
+  /** The peer answered none of this replication's requests (see InStream.silent). */
+  private silentPeer(peer: string): boolean {
+    const streams = this.inbound.get(peer);
+    return [...this.syncs.keys()].every((name) => streams?.get(name)?.silent === true);
   }
 
   /**
@@ -537,6 +564,8 @@ export class FerryReplicationState implements RoutedReplication {
     for (const subscription of this.subscriptions.splice(0)) subscription.unsubscribe();
     clearTimeout(this.relayRetry);
     clearTimeout(this.pullRetry);
+    for (const timer of this.answerTimers) clearTimeout(timer);
+    this.answerTimers.clear();
     await Promise.all([...this.syncs.values()].map((sync) => sync.idle()));
     await this.relayFlush?.catch(() => undefined);
   }
@@ -902,6 +931,8 @@ export class FerryReplicationState implements RoutedReplication {
       retrying: false,
       refusedAny: false,
       unserved: false,
+      silent: false,
+      answered: false,
     };
     streams.set(collection, stream);
     const [checkpoint, refusal] = await Promise.all([
@@ -924,6 +955,7 @@ export class FerryReplicationState implements RoutedReplication {
 
   private async sendInit(peer: string, collection: string, stream: InStream, askBack = false): Promise<void> {
     stream.initSent = true;
+    stream.silent = false; // asked again: awaited again
     const init: SyncInit = {
       collection,
       stream: stream.stream,
@@ -933,7 +965,27 @@ export class FerryReplicationState implements RoutedReplication {
       ...(stream.withData.size > 0 ? { withData: [...stream.withData] } : {}),
       ...this.policies.get(collection)!.fields,
     };
-    await this.send(peer, SYNC_OPS.syncInit, init);
+    if (await this.send(peer, SYNC_OPS.syncInit, init)) this.awaitAnswer(peer, collection, stream);
+  }
+
+  /** After ANSWER_WAIT_MS, a request still unanswered stops holding up awaitInSync() (see InStream.silent). */
+  private awaitAnswer(peer: string, collection: string, stream: InStream): void {
+    if (stream.answered) return;
+    const timer = setTimeout(() => {
+      this.answerTimers.delete(timer);
+      if (stream.answered || this.inbound.get(peer)?.get(collection) !== stream) return;
+      stream.silent = true;
+      this.changed$.next();
+    }, ANSWER_WAIT_MS);
+    this.answerTimers.add(timer);
+  }
+
+  /** The peer answered our request in `collection` (a push or a refusal of the stream). */
+  private answered(peer: string, collection: string, streamId: string): void {
+    const stream = this.inbound.get(peer)?.get(collection);
+    if (stream?.stream !== streamId) return;
+    stream.answered = true;
+    stream.silent = false;
   }
 
   /**
@@ -968,7 +1020,7 @@ export class FerryReplicationState implements RoutedReplication {
       streams !== undefined &&
       [...this.syncs.keys()].every((name) => {
         const stream = streams.get(name);
-        return stream !== undefined && (stream.caughtUp || stream.unserved);
+        return stream !== undefined && (stream.caughtUp || stream.unserved || stream.silent);
       })
     );
   }
@@ -977,7 +1029,8 @@ export class FerryReplicationState implements RoutedReplication {
     const streams = this.outbound.get(peer);
     return [...this.syncs].every(([name, sync]) => {
       const out = streams?.get(name);
-      if (!out) return this.inbound.get(peer)?.get(name)?.unserved === true;
+      const ours = this.inbound.get(peer)?.get(name);
+      if (!out) return ours?.unserved === true || ours?.silent === true;
       return out.cursor >= sync.head && out.inflight === 0 && !out.needsReply;
     });
   }
@@ -1164,6 +1217,7 @@ export class FerryReplicationState implements RoutedReplication {
       return;
     }
     if (!stream || stream.stream !== push.stream) return; // a stream we replaced: its pushes are stale
+    this.answered(peer, push.collection, push.stream);
     stream.chain = stream.chain.then(() => this.applyPush(peer, push, stream));
   }
 
@@ -1325,6 +1379,7 @@ export class FerryReplicationState implements RoutedReplication {
   }
 
   private onNack(peer: string, nack: DiffNack): void {
+    this.answered(peer, nack.collection, nack.stream);
     let reported = nack.reason === 'rejected' || nack.reason === 'invalid';
     if (nack.reason === 'unknown-collection') {
       const stream = this.inbound.get(peer)?.get(nack.collection);
@@ -1345,6 +1400,8 @@ export class FerryReplicationState implements RoutedReplication {
     }
     if (nack.reason === 'paused') this.peerPaused(peer, nack.collection, nack.stream);
     this.settle(peer, nack.collection, nack.stream);
+    // A refusal of our request changes what awaitInSync() waits for, with no push of ours to settle.
+    this.changed$.next();
   }
 
   /**

@@ -2,11 +2,12 @@ import {
   type DiffRelay,
   FerryError,
   fromUtf8,
+  newMessageId,
   type PeerMessage,
   type PeerNetwork,
   type RelayedDiff,
 } from '@ferry/core';
-import { type RelayDiff, relayDiffChecker, SYNC_OPS } from './wire.js';
+import { type DiffNack, type RelayDiff, relayDiffChecker, SYNC_OPS } from './wire.js';
 
 /** What the router needs of a replication running on its network. */
 export interface RoutedReplication {
@@ -61,16 +62,18 @@ export class SyncRouter {
           'cancel() it first, or sync that collection under another name',
       );
     }
+    // Listening from the claim on: a request that comes while the replication starts is answered.
+    if (this.owners.size === 0) this.network.on('message', this.onMessage);
     for (const name of names) this.owners.set(name, undefined);
     return () => {
       for (const name of names) this.owners.delete(name);
+      if (this.owners.size === 0) this.network.off('message', this.onMessage);
     };
   }
 
   /** The replication runs: messages of its claimed collections go to it from now on. */
   attach(replication: RoutedReplication, names: string[]): void {
     for (const name of names) this.owners.set(name, replication);
-    if (this.running.length === 0) this.network.on('message', this.onMessage);
     this.running.push(replication);
   }
 
@@ -79,18 +82,43 @@ export class SyncRouter {
     if (index < 0) return;
     this.running.splice(index, 1);
     for (const [name, owner] of this.owners) if (owner === replication) this.owners.set(name, undefined);
-    if (this.running.length === 0) this.network.off('message', this.onMessage);
   }
 
   private readonly onMessage = (peer: string, message: PeerMessage): void => {
     if (!OPS.has(message.op)) return;
     const collection = (message.data as { collection?: unknown } | null)?.collection;
     const named = typeof collection === 'string' && this.owners.has(collection);
-    // A claimed collection whose replication is still starting (or waits for leadership): its
-    // peer asks again once it runs (see askBack). Anything else is answered by the oldest.
+    // Anything of a collection no one claimed is answered by the oldest.
     const handler = named ? this.owners.get(collection) : this.running[0];
-    handler?.handleMessage(peer, message);
+    if (handler) handler.handleMessage(peer, message);
+    else if (named && message.op === SYNC_OPS.syncInit) this.answerStarting(peer, collection, message.data);
   };
+
+  /**
+   * A request for a claimed collection whose replication is still starting (or waits for
+   * leadership, or starts paused) is answered as a paused one would answer it: the peer stops waiting
+   * for this device and relays to it meanwhile, and this device asks it back once it runs (see
+   * askBack). Unanswered, the peer waited for good when the replication started paused.
+   */
+  private answerStarting(peer: string, collection: string, data: unknown): void {
+    const stream = (data as { stream?: unknown }).stream;
+    if (typeof stream !== 'string') return;
+    const nack: DiffNack = {
+      collection,
+      stream,
+      baseVersion: '',
+      reason: 'paused',
+      message: 'replication is starting',
+    };
+    const message: PeerMessage = {
+      op: SYNC_OPS.diffNack,
+      data: nack,
+      timestamp: Date.now(),
+      id: newMessageId(),
+    };
+    // Unsent (the session closed meanwhile), it is not awaited: a peer that left waits for nothing.
+    this.network.send(peer, message, { lane: 'sync' }).catch(() => undefined);
+  }
 
   /**
    * Read this device's relay mailbox through `relay`: every diff is applied by its collection's

@@ -18,6 +18,7 @@ import { filter, firstValueFrom, take, toArray } from 'rxjs';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import {
   CollectionSync,
+  type DiffNack,
   type DiffPush,
   type FerryConflict,
   META_COLLECTION,
@@ -1539,9 +1540,11 @@ describe('replicateFerry over the in-memory network', () => {
       started.push(a, b);
       await b.start();
       const reported = firstValueFrom(b.replication.error$);
+      // (a answers b's first request while it starts: 'paused', then b asks again.)
       const refused = new Promise((resolve) =>
         b.network.on('message', (_from, message) => {
-          if (message.op === 'DB_DIFF_NACK') resolve(message.data);
+          if (message.op === 'DB_DIFF_NACK' && (message.data as DiffNack).reason !== 'paused')
+            resolve(message.data);
         }),
       );
       await a.start();
@@ -1783,6 +1786,88 @@ describe('replicateFerry over the in-memory network', () => {
     expect(errorsOfA).toHaveLength(1);
     await Promise.all([a.stop(), b.stop()]);
     await Promise.all([dbA.close(), dbB.close()]);
+  });
+
+  it('a connected device that runs no replication (an AI-only device): awaitInSync() stops waiting for it, awaitInitialReplication() does not count it; they sync once it starts one', async () => {
+    const hub = new MemoryHub();
+    const b = new Device('silb', hub);
+    started.push(await b.start());
+    const silent = hub.join('sila'); // on the network, no replicateFerry (yet)
+    await b.db.todos.insert({ id: 's1', title: 'written next to a silent device' });
+    // Before, its request to the silent device held it up for good.
+    await within(
+      10_000,
+      b.replication.awaitInSync(),
+      () => 'still waiting for a device that runs no replication',
+    );
+    let initial = false;
+    const initialDone = b.replication.awaitInitialReplication().then(() => {
+      initial = true;
+    });
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(initial).toBe(false); // no one to sync with yet
+    const db = await openDb(newDisk());
+    const replication = await replicateFerry({
+      collections: { todos: db.todos },
+      network: silent,
+      retryDelayMs: 20,
+    });
+    try {
+      await within(10_000, initialDone, () => 'the device that started a replication was not waited for');
+      await replication.awaitInSync();
+      expect((await db.todos.find().exec()).map((doc) => doc.primary)).toEqual(['s1']);
+    } finally {
+      await replication.cancel();
+      await silent.close();
+      await db.close();
+    }
+  });
+
+  it('a request that comes while a replication starts is answered (paused); one started with autoStart: false then asks back at start()', async () => {
+    const hub = new MemoryHub();
+    const b = new Device('gateb', hub);
+    started.push(await b.start());
+    const network = hub.join('gatea');
+    const db = await openDb(newDisk());
+    // The replication's start is held while it opens its metadata collection.
+    let open!: () => void;
+    const gate = new Promise<void>((resolve) => {
+      open = resolve;
+    });
+    const addCollections = db.addCollections.bind(db);
+    db.addCollections = (async (creators: Record<string, unknown>) => {
+      if (META_COLLECTION in creators) await gate;
+      return addCollections(creators as never);
+    }) as typeof db.addCollections;
+    const starting = replicateFerry({ collections: { todos: db.todos }, network, autoStart: false });
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    const answers: DiffNack[] = [];
+    b.network.on('message', (from, message) => {
+      if (from === 'gatea' && message.op === 'DB_DIFF_NACK') answers.push(message.data as DiffNack);
+    });
+    b.replication.pause();
+    b.replication.resume(); // b asks again, while a starts
+    await within(10_000, b.replication.awaitInSync(), () => 'b still waits for the starting device');
+    expect(answers).toEqual([
+      expect.objectContaining({ reason: 'paused', message: 'replication is starting' }),
+    ]);
+    open();
+    const replication = await starting;
+    try {
+      await db.todos.insert({ id: 'g1', title: 'written before start()' });
+      await replication.start();
+      await within(
+        10_000,
+        Promise.all([replication.awaitInSync(), b.replication.awaitInSync()]),
+        () => 'no sync',
+      );
+      await converge([b]);
+      expect((await b.docs()).map((doc) => doc.id)).toEqual(['g1']);
+    } finally {
+      await replication.cancel();
+      await network.close();
+      await db.close();
+    }
   });
 
   it('awaitInSync() does not wait for a connected peer that paused its replication; its writes wait in its mailbox', async () => {
