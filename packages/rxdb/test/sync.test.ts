@@ -63,6 +63,15 @@ async function devices(count: number, extra: Parameters<typeof startDevices>[1] 
   return result;
 }
 
+/** An app conflict handler: the two titles, joined in a fixed order (the same on every device). */
+const concatTitles = {
+  isEqual: (x: { title: string }, y: { title: string }) => x.title === y.title,
+  resolve: async (input: { realMasterState: { title: string }; newDocumentState: { title: string } }) => {
+    const titles = [input.realMasterState.title, input.newDocumentState.title].sort();
+    return { ...input.realMasterState, title: titles.join(' + '), _deleted: false };
+  },
+};
+
 /** Two devices sharing a relay that have met once (so each knows the other), in sync. */
 async function relayPair() {
   const relayServer = new MemoryRelayServer();
@@ -841,17 +850,10 @@ describe('replicateFerry over the in-memory network', () => {
   });
 
   it("the app's RxDB conflict handler decides; the resolution travels back (DB_CONFLICT_RESOLVE)", async () => {
-    const concat = {
-      isEqual: (x: { title: string }, y: { title: string }) => x.title === y.title,
-      resolve: async (input: { realMasterState: { title: string }; newDocumentState: { title: string } }) => {
-        const titles = [input.realMasterState.title, input.newDocumentState.title].sort();
-        return { ...input.realMasterState, title: titles.join(' + '), _deleted: false };
-      },
-    };
     const {
       hub,
       devices: [a, b],
-    } = await devices(2, { conflict: concat });
+    } = await devices(2, { conflict: concatTitles });
     const ops: string[] = [];
     a!.network.on('message', (_from, message) => ops.push(message.op));
     await a!.db.todos.insert({ id: 'h', title: 'base' });
@@ -866,17 +868,10 @@ describe('replicateFerry over the in-memory network', () => {
   });
 
   it("a collection's own RxDB conflictHandler (addCollections) settles its conflicts; collections without one use 'lww'", async () => {
-    const concat = {
-      isEqual: (x: { title: string }, y: { title: string }) => x.title === y.title,
-      resolve: async (input: { realMasterState: { title: string }; newDocumentState: { title: string } }) => {
-        const titles = [input.realMasterState.title, input.newDocumentState.title].sort();
-        return { ...input.realMasterState, title: titles.join(' + '), _deleted: false };
-      },
-    };
     const {
       hub,
       devices: [a, b],
-    } = await devices(2, { withNotes: true, conflictHandlers: { todos: concat } });
+    } = await devices(2, { withNotes: true, conflictHandlers: { todos: concatTitles } });
     await a!.db.todos.insert({ id: 'h', title: 'base' });
     await a!.db.notes.insert({ key: 'k', body: 'base' });
     await converge([a!, b!]);
