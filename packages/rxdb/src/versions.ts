@@ -218,12 +218,19 @@ export async function resolveConcurrent(
   const handler = policy;
   const localState = withDeleted(local, context.primaryPath);
   const remoteState = withDeleted(remote, context.primaryPath);
-  // Equal content: the deterministic join, so two devices that resolved alike stop here.
-  if (handler.isEqual(localState, remoteState, 'ferry-replication')) {
+  // Equal content: the deterministic join, so two devices that resolved alike stop here (also when
+  // the handler's isEqual says otherwise: resolving equal copies again would never end).
+  if (sameContent(local, remote) || handler.isEqual(localState, remoteState, 'ferry-replication')) {
     return { version: joinLww(local, remote), created: false };
   }
+  // The same roles on every device, whichever holds which: the version the last-writer rule would
+  // keep is the "master". Two devices that settle one conflict at once then ask the handler the same
+  // question and make equal resolutions, which join. With the local copy as master, a handler that
+  // keeps the master (as RxDB's default does) made each device keep its own: a new conflict at each
+  // meeting, for ever.
+  const [master, fork] = remote.st > local.st ? [remoteState, localState] : [localState, remoteState];
   const resolved = await handler.resolve(
-    { realMasterState: localState, newDocumentState: remoteState },
+    { realMasterState: master, newDocumentState: fork },
     'ferry-replication',
   );
   const { _deleted, ...rest } = resolved as Record<string, unknown>;

@@ -1407,6 +1407,29 @@ describe('replicateFerry over the in-memory network', () => {
     );
   });
 
+  it("an app handler that keeps the master (as RxDB's default does): two devices settling one conflict at once agree, the later write wins", async () => {
+    // The master is the version the last-writer rule would keep, on every device. With the local copy
+    // as master, each device kept its own, and the two resolved each other's resolutions for ever.
+    const keepMaster = {
+      isEqual: (x: { title: string }, y: { title: string }) => x.title === y.title,
+      resolve: async (input: { realMasterState: unknown }) => input.realMasterState,
+    };
+    const {
+      hub,
+      devices: [a, b],
+    } = await devices(2, { conflict: keepMaster });
+    await a!.db.todos.insert({ id: 'km', title: 'base' });
+    await converge([a!, b!]);
+    hub.setLinked('deva', 'devb', false);
+    await (await a!.db.todos.findOne('km').exec())!.incrementalPatch({ title: 'earlier, at a' });
+    await (await b!.db.todos.findOne('km').exec())!.incrementalPatch({ title: 'later, at b' });
+    hub.setLinked('deva', 'devb', true);
+    await converge([a!, b!]);
+    expect(await a!.docs()).toEqual([{ id: 'km', title: 'later, at b' }]);
+    const conflicts = [...(await a!.replication.conflicts()), ...(await b!.replication.conflicts())];
+    expect(conflicts.length).toBeLessThanOrEqual(2); // each device settled it once at most
+  });
+
   it('an app write landing while a conflict is being resolved is resolved again, not overwritten', async () => {
     const seen: string[] = [];
     let release = () => {};
@@ -1448,8 +1471,8 @@ describe('replicateFerry over the in-memory network', () => {
     release();
     await applying;
     // The storage refused the resolution written over the app's write (409); the engine recorded the
-    // app's write and asked the handler again with it.
-    expect(seen).toEqual(['local edit', 'written during resolve']);
+    // app's write and asked the handler again with it. (The master is the later write of the two.)
+    expect(seen).toEqual(['from a', 'written during resolve']);
     expect((await b!.db.todos.findOne('slow').exec())!.title).toBe('written during resolve + from a');
   });
 
