@@ -909,6 +909,13 @@ export class CollectionSync {
       clock: this.host.clock,
       vectorId: this.host.vectorId,
       ownFloor: this.ownFloor,
+    }).catch((error: unknown) => {
+      // The app's handler threw (only it can: the built-in rules are pure). Named, not taken for Ferry's fault.
+      throw new FerryError(
+        'BAD_ARGUMENT',
+        `the app's conflict handler threw while settling ${this.name}/${remote.id}: ${(error as Error)?.message ?? String(error)}`,
+        { cause: error },
+      );
     });
     const via = deepEqualVersion(version, remote) ? from : '';
     // Equal contents are no conflict, but the join still carries this device's write when `current`

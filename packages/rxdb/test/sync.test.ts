@@ -1430,6 +1430,36 @@ describe('replicateFerry over the in-memory network', () => {
     expect(conflicts.length).toBeLessThanOrEqual(2); // each device settled it once at most
   });
 
+  it('bad input: an app conflict handler that throws is named in the error (BAD_ARGUMENT), nothing is lost, and the conflict settles once it stops', async () => {
+    let failing = true;
+    const flaky = {
+      isEqual: (x: { title: string }, y: { title: string }) => x.title === y.title,
+      resolve: async (input: { realMasterState: unknown }) => {
+        if (failing) throw new Error('the prompt was dismissed');
+        return input.realMasterState;
+      },
+    };
+    const {
+      hub,
+      devices: [a, b],
+    } = await devices(2, { conflict: flaky });
+    await a!.db.todos.insert({ id: 'fl', title: 'base' });
+    await converge([a!, b!]);
+    const reported = firstValueFrom(a!.replication.error$);
+    hub.setLinked('deva', 'devb', false);
+    await (await a!.db.todos.findOne('fl').exec())!.incrementalPatch({ title: 'at a' });
+    await (await b!.db.todos.findOne('fl').exec())!.incrementalPatch({ title: 'at b, later' });
+    hub.setLinked('deva', 'devb', true);
+    await expect(reported).resolves.toMatchObject({
+      code: 'BAD_ARGUMENT',
+      message: "the app's conflict handler threw while settling todos/fl: the prompt was dismissed",
+    });
+    expect((await a!.docs())[0]!.title).toBe('at a'); // nothing overwritten meanwhile
+    failing = false; // the push is retried after retryDelayMs
+    await converge([a!, b!]);
+    expect(await b!.docs()).toEqual([{ id: 'fl', title: 'at b, later' }]);
+  });
+
   it('an app write landing while a conflict is being resolved is resolved again, not overwritten', async () => {
     const seen: string[] = [];
     let release = () => {};
