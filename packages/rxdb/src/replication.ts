@@ -3,7 +3,6 @@ import {
   FerryError,
   isFerryError,
   MAX_PUSH_TARGETS,
-  newMessageId,
   type PeerMessage,
   type PeerNetwork,
   RelayError,
@@ -49,6 +48,7 @@ import {
   type RelayDiff,
   SYNC_OPS,
   type SyncInit,
+  syncMessage,
 } from './wire.js';
 
 export interface ReplicateFerryOptions {
@@ -1036,9 +1036,8 @@ export class FerryReplicationState implements RoutedReplication {
   }
 
   private async send(peer: string, op: string, data: unknown): Promise<boolean> {
-    const message: PeerMessage = { op, data, timestamp: Date.now(), id: newMessageId() };
     try {
-      await this.network.send(peer, message, { lane: 'sync' });
+      await this.network.send(peer, syncMessage(op, data), { lane: 'sync' });
       return true;
     } catch (error) {
       if (!isFerryError(error, 'CLOSED')) this.report(error);

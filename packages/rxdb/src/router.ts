@@ -2,12 +2,11 @@ import {
   type DiffRelay,
   FerryError,
   fromUtf8,
-  newMessageId,
   type PeerMessage,
   type PeerNetwork,
   type RelayedDiff,
 } from '@ferry/core';
-import { type DiffNack, type RelayDiff, relayDiffChecker, SYNC_OPS } from './wire.js';
+import { type DiffNack, type RelayDiff, relayDiffChecker, SYNC_OPS, syncMessage } from './wire.js';
 
 /** What the router needs of a replication running on its network. */
 export interface RoutedReplication {
@@ -110,14 +109,8 @@ export class SyncRouter {
       reason: 'paused',
       message: 'replication is starting',
     };
-    const message: PeerMessage = {
-      op: SYNC_OPS.diffNack,
-      data: nack,
-      timestamp: Date.now(),
-      id: newMessageId(),
-    };
     // Unsent (the session closed meanwhile), it is not awaited: a peer that left waits for nothing.
-    this.network.send(peer, message, { lane: 'sync' }).catch(() => undefined);
+    this.network.send(peer, syncMessage(SYNC_OPS.diffNack, nack), { lane: 'sync' }).catch(() => undefined);
   }
 
   /**

@@ -6,6 +6,8 @@ import {
   DB_OPS,
   type DocumentChange,
   DocumentChangeSchema,
+  newMessageId,
+  type PeerMessage,
   randomBytes,
   SyncNackReasonSchema,
   toBase64,
@@ -121,3 +123,11 @@ function jsonSize(value: unknown): number {
       return 0;
   }
 }
+
+/** A sync message as this device sends it: a fresh id and the send time. */
+export const syncMessage = (op: string, data: unknown): PeerMessage => ({
+  op,
+  data,
+  timestamp: Date.now(),
+  id: newMessageId(),
+});
