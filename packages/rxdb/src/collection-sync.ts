@@ -756,6 +756,12 @@ export class CollectionSync {
     askForData: ((id: string) => boolean) | undefined,
   ): Promise<ApplyOutcome> {
     const outcome: ApplyOutcome = { rejected: [], lacking: [], conflicts: [], created: [] };
+    if (changes.length === 0) {
+      // An empty push still moves the checkpoint (its range held only this device's own versions,
+      // or nothing yet): unsaved, the next start asks from the old one and gets them all back.
+      await this.commit([], typeof state === 'function' ? state(outcome) : state);
+      return outcome;
+    }
     const data = receivedData(changes);
     let pending = changes;
     for (let attempt = 0; pending.length > 0; attempt++) {

@@ -993,7 +993,7 @@ describe('replicateFerry over the in-memory network', () => {
     expect(pushes.at(-1)).toBe(1); // the 300 KiB document, alone
   });
 
-  it('a restart resumes from persisted checkpoints instead of resending everything', async () => {
+  it('a restart resumes from persisted checkpoints instead of resending everything, both ways', async () => {
     const {
       devices: [a, b],
     } = await devices(2);
@@ -1006,6 +1006,14 @@ describe('replicateFerry over the in-memory network', () => {
     await converge([a!, b!]);
     expect(await b!.docs()).toHaveLength(301);
     expect(a!.replication.sent$.value - sentBefore).toBe(1);
+    // b only received: its log holds a's versions alone, which a has. Its answer to a's first
+    // request (b's log was empty then) was an empty push; until the sixteenth round its checkpoint
+    // was never saved, so each device's next start asked b from scratch and got all 301 back.
+    expect(b!.replication.sent$.value).toBe(0);
+    await a!.stop();
+    await a!.start();
+    await converge([a!, b!]);
+    expect(a!.replication.sent$.value + b!.replication.sent$.value).toBe(0);
     await b!.replication.awaitInitialReplication();
   });
 
