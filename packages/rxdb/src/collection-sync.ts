@@ -160,6 +160,14 @@ export class CollectionSync {
   }
   /** This device's vector entry in a new version exceeds this (see UNSAVED_MAX). */
   private ownFloor = 0;
+  /**
+   * No version with an own vector entry above this goes out before this bound is saved, so the next
+   * start's floor lies above every entry this run gave out, saved or not. A per-start floor of one
+   * more than the last was not enough: a document can take several entries between two saves (one
+   * per write the app makes to it), and after a crash a new version reused the entry of a lost one
+   * that the peers held, who then took the two different contents for the same version.
+   */
+  private ownReserved = 0;
   private readonly metas = new Map<string, DocMeta>();
   private log: Array<{ seq: number; id: string }> = [];
   private scanCheckpoint: unknown;
@@ -231,8 +239,9 @@ export class CollectionSync {
     const issued = await host.store.get<{ seq: number; own: number }>(`issued/${name}`);
     sync.head = issued ? Math.max(loadedHead, issued.seq) + UNSAVED_MAX : loadedHead;
     sync.ownFloor = issued ? Math.max(loadedOwn, issued.own) + 1 : 0;
+    sync.ownReserved = sync.ownFloor + UNSAVED_MAX;
     sync.sendable = sync.head;
-    await host.store.set(`issued/${name}`, { seq: sync.head, own: sync.ownFloor });
+    await host.store.set(`issued/${name}`, sync.issued());
     sync.copy = (await host.store.get<string>(`copy/${name}`)) ?? '';
     if (startOver || !(await sync.holdsLatest())) await sync.forgetVersions();
     sync.openedAt = sync.head;
@@ -710,6 +719,11 @@ export class CollectionSync {
     return [...written.values()];
   }
 
+  /** What a start must skip past: the log head and own vector entry this run may give out unsaved. */
+  private issued(): { seq: number; own: number } {
+    return { seq: this.head, own: this.ownReserved };
+  }
+
   /** Give new versions their log positions, persist them, and tell the host (before saving, when small). */
   private async commit(metas: DocMeta[], state: Array<[string, unknown]> = []): Promise<void> {
     if (metas.length === 0) {
@@ -717,7 +731,15 @@ export class CollectionSync {
       return;
     }
     this.appendToLog(metas);
-    const early = metas.length <= UNSAVED_MAX;
+    let own = 0;
+    for (const meta of metas) own = Math.max(own, meta.vv[this.host.vectorId] ?? 0);
+    const reserving = own > this.ownReserved;
+    if (reserving) {
+      this.ownReserved = own + UNSAVED_MAX;
+      state = [...state, [`issued/${this.name}`, this.issued()]];
+    }
+    // Sent before it is saved only when small, and within the saved bound of own entries.
+    const early = metas.length <= UNSAVED_MAX && !reserving;
     if (early) {
       this.announce(metas);
       // Sessions write what was just queued in a microtask: let it reach the wire before this save.
