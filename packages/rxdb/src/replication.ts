@@ -541,13 +541,16 @@ export class FerryReplicationState implements RoutedReplication {
 
   /**
    * Resolves once this device has nothing left to tell or hear: local writes recorded, every
-   * connected peer caught up both ways and every push acknowledged, and no relay push pending.
+   * connected peer caught up both ways and every push acknowledged, no relay push pending, and the
+   * mailbox read (at start, and any read under way).
    */
   async awaitInSync(): Promise<void> {
     // RxDB emits a write's change event before the write resolves, so the app's writes so far are known.
     await Promise.all([...this.syncs.values()].map((sync) => sync.settle()));
     await this.until(
       () =>
+        this.initialRelayPullDone &&
+        this.relayPulling === undefined &&
         this.relayQueue.size === 0 &&
         !this.relayFlush &&
         this.connected().every((peer) => this.caughtUpWith(peer) && this.deliveredTo(peer)),

@@ -1236,6 +1236,20 @@ describe('replicateFerry over the in-memory network', () => {
     await Promise.all([networkA.close(), networkC.close(), dbA.close(), dbC.close()]);
   });
 
+  it('awaitInSync() on a device that starts with no peer online waits for its mailbox to be read and applied', async () => {
+    const { relayServer, a, b } = await relayPair();
+    await b.stop();
+    await a.db.todos.insert({ id: 'm1', title: 'left in the mailbox' });
+    await a.replication.awaitInSync();
+    expect(relayServer.waiting('devb')).toBe(1);
+    await a.stop();
+    await b.start();
+    // Until the sixteenth round it resolved at once, before the start's mailbox read.
+    await b.replication.awaitInSync();
+    expect(await b.docs()).toEqual([{ id: 'm1', title: 'left in the mailbox' }]);
+    expect(relayServer.waiting('devb')).toBe(0);
+  });
+
   it('a relay push that failed is made by the next run: a device that never meets the writer again still gets the write', async () => {
     const { relayServer, a, b } = await relayPair(); // they met once, so each knows the other
     await b.stop();
