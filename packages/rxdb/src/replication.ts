@@ -79,6 +79,12 @@ export interface ReplicateFerryOptions {
    * and never converge. Default none.
    */
   conflictVersion?: string;
+  /**
+   * Conflicts kept in the persisted record per collection (`conflicts()`): the latest this many,
+   * older ones dropped as new ones come (each keeps three copies of its document). 0 keeps none;
+   * `conflict$` emits every conflict whatever this is. Default 1,000.
+   */
+  keepConflicts?: number;
   /** Documents per DB_DIFF_PUSH. Default 500. */
   batchSize?: number;
   /**
@@ -250,6 +256,11 @@ export async function replicateFerry(options: ReplicateFerryOptions): Promise<Fe
   const { batchSize, window, batchBytes, relayBytes, retryDelayMs } = options;
   requirePositive('replicateFerry', { batchSize, window, batchBytes, relayBytes }, { integer: true });
   requirePositive('replicateFerry', { retryDelayMs });
+  requirePositive(
+    'replicateFerry',
+    { keepConflicts: options.keepConflicts },
+    { integer: true, zeroAllowed: true },
+  );
   const { conflictVersion, conflict } = options;
   if (conflict !== undefined && !isConflictPolicy(conflict)) {
     throw new FerryError(
@@ -387,6 +398,11 @@ export class FerryReplicationState implements RoutedReplication {
   private readonly relayBytes: number;
   private readonly window: number;
   private readonly retryDelayMs: number;
+  private readonly keepConflicts: number;
+  /** Per collection, the rows of its conflict record, oldest first (read at the first record or clear). */
+  private readonly conflictRows = new Map<string, Array<{ handle: string; st: string }>>();
+  /** Conflict records are written and pruned one batch at a time. */
+  private conflictQueue: Promise<unknown> = Promise.resolve();
   private readonly syncs = new Map<string, CollectionSync>();
   private readonly outbound = new Map<string, Map<string, OutStream>>();
   private readonly inbound = new Map<string, Map<string, InStream>>();
@@ -453,6 +469,7 @@ export class FerryReplicationState implements RoutedReplication {
     this.relayBytes = options.relayBytes ?? 768 * 1024;
     this.window = options.window ?? 3;
     this.retryDelayMs = options.retryDelayMs ?? 250;
+    this.keepConflicts = options.keepConflicts ?? 1000;
     this.relayRetryDelay = this.retryDelayMs;
     this.pullRetryDelay = this.retryDelayMs;
     this.startPaused = options.autoStart === false;
@@ -731,9 +748,23 @@ export class FerryReplicationState implements RoutedReplication {
   }
 
   /** Every conflict recorded on this device in this replication's collections (newest last). */
+  /** The persisted conflict record of this replication's collections, oldest first (see keepConflicts). */
   async conflicts(): Promise<FerryConflict[]> {
+    await this.conflictQueue;
     const all = await this.store.list<FerryConflict>('conflict/');
-    return all.filter((conflict) => this.syncs.has(conflict.collection));
+    return all
+      .filter((conflict) => this.syncs.has(conflict.collection))
+      .sort((a, b) => (a.resolved.st < b.resolved.st ? -1 : a.resolved.st > b.resolved.st ? 1 : 0));
+  }
+
+  /** Empties the conflict record of this replication's collections (an app that showed them, say). */
+  clearConflicts(): Promise<void> {
+    return this.queueConflictWork(async () => {
+      for (const collection of this.syncs.keys()) {
+        const rows = await this.conflictRowsOf(collection);
+        await this.store.remove(rows.splice(0).map((row) => row.handle));
+      }
+    });
   }
 
   /** The collection engine (tests and diagnostics). */
@@ -1463,14 +1494,44 @@ export class FerryReplicationState implements RoutedReplication {
     this.guard(this.send(peer, SYNC_OPS.diffNack, nack));
   }
 
+  /**
+   * Persist a batch's conflicts in one write (one per conflict took a storage transaction each:
+   * seconds for a batch in IndexedDB, with the acknowledgement waiting), dropping the oldest beyond
+   * `keepConflicts`, then emit them.
+   */
   private async recordConflicts(conflicts: FerryConflict[]): Promise<void> {
-    for (const conflict of conflicts) {
-      await this.store.set(
-        `conflict/${conflict.collection}/${conflict.id}/${conflict.resolved.st}/${newId()}`,
-        conflict,
+    if (conflicts.length === 0) return;
+    await this.queueConflictWork(async () => {
+      const collection = conflicts[0]!.collection; // a batch is of one collection
+      const rows = await this.conflictRowsOf(collection);
+      const kept = this.keepConflicts === 0 ? [] : conflicts.slice(-this.keepConflicts);
+      const handles = await this.store.setAll(
+        kept.map((c) => [`conflict/${c.collection}/${c.id}/${c.resolved.st}/${newId()}`, c]),
       );
-      this.conflict$.next(conflict);
+      rows.push(...kept.map((c, i) => ({ handle: handles[i]!, st: c.resolved.st })));
+      const excess = rows.length - this.keepConflicts;
+      // Records kept by an earlier run with a larger keepConflicts go too.
+      if (excess > 0) await this.store.remove(rows.splice(0, excess).map((row) => row.handle));
+    });
+    for (const conflict of conflicts) this.conflict$.next(conflict);
+  }
+
+  private queueConflictWork(work: () => Promise<void>): Promise<void> {
+    const run = this.conflictQueue.then(work);
+    this.conflictQueue = run.catch(() => undefined);
+    return run;
+  }
+
+  private async conflictRowsOf(collection: string): Promise<Array<{ handle: string; st: string }>> {
+    let rows = this.conflictRows.get(collection);
+    if (!rows) {
+      const entries = await this.store.entries<FerryConflict>(`conflict/${collection}/`);
+      rows = entries
+        .map((entry) => ({ handle: entry.handle, st: entry.value.resolved.st }))
+        .sort((a, b) => (a.st < b.st ? -1 : a.st > b.st ? 1 : 0));
+      this.conflictRows.set(collection, rows);
     }
+    return rows;
   }
 
   // ---- new versions: live pushes and the relay ----

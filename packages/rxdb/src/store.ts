@@ -102,6 +102,7 @@ const migrationStrategies = {
 type MetaRow = { k: string; c: string; v: { value: unknown; n?: number } };
 
 const stateKey = (key: string) => storageKey(`s${key}`);
+const stateRow = (key: string, value: unknown): MetaRow => ({ k: stateKey(key), c: '', v: { value } });
 const segmentKey = (collection: string, n: number) => storageKey(`g${collection}\u0000${n}`);
 
 /**
@@ -270,7 +271,7 @@ export class MetaStore {
       for (const [n, entries] of place(segments, metas))
         rows.push({ k: segmentKey(collection, n), c: collection, v: { value: entries, n } });
     }
-    for (const [key, value] of state) rows.push({ k: stateKey(key), c: '', v: { value } });
+    for (const [key, value] of state) rows.push(stateRow(key, value));
     if (rows.length > 0) await this.write(rows);
   }
 
@@ -304,14 +305,35 @@ export class MetaStore {
   }
 
   async set(key: string, value: unknown): Promise<void> {
-    await this.write([{ k: stateKey(key), c: '', v: { value } }]);
+    await this.setAll([[key, value]]);
+  }
+
+  /** Several values in one storage write; returns the handle of each row, for `remove`. */
+  async setAll(entries: Array<[string, unknown]>): Promise<string[]> {
+    const rows = entries.map(([key, value]) => stateRow(key, value));
+    if (rows.length > 0) await this.write(rows);
+    return rows.map((row) => row.k);
   }
 
   /** Values whose key starts with `prefix` (at most KEY_PREFIX_KEPT characters long). */
   async list<T>(prefix: string): Promise<T[]> {
+    return (await this.entries<T>(prefix)).map((entry) => entry.value);
+  }
+
+  /** As `list`, each value with the handle of its row, for `remove`. */
+  async entries<T>(prefix: string): Promise<Array<{ handle: string; value: T }>> {
     const pattern = `^${escapeRegex(`s${prefix}`)}`;
     const rows = await this.rows.find({ selector: { k: { $regex: pattern } } }).exec();
-    return rows.map((row) => row.toJSON().v.value as T);
+    return rows.map((row) => ({ handle: row.k, value: row.toJSON().v.value as T }));
+  }
+
+  /** Deletes rows by their handles (from `setAll` or `entries`), in one storage write. */
+  async remove(handles: string[]): Promise<void> {
+    if (handles.length > 0)
+      await this.write(
+        handles.map((k) => ({ k, c: '', v: { value: null } })),
+        true,
+      );
   }
 
   private async write(rows: MetaRow[], deleted = false): Promise<void> {

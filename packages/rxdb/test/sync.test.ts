@@ -115,6 +115,8 @@ describe('replicateFerry over the in-memory network', () => {
         { batchBytes: -1 },
         { relayBytes: Number.NaN },
         { retryDelayMs: 0 },
+        { keepConflicts: -1 },
+        { keepConflicts: 1.5 },
         { conflictVersion: '' },
         { conflictVersion: 'v'.repeat(65) },
         { conflict: 'fields' }, // a plain-JS app's typo for { merge: 'fields' }
@@ -549,6 +551,56 @@ describe('replicateFerry over the in-memory network', () => {
     expect(conflict.resolved.doc).toEqual({ id: 'c', title: 'edit at b' });
     expect(await a!.docs()).toEqual([{ id: 'c', title: 'edit at b' }]);
     expect((await a!.replication.conflicts()).length).toBe(1);
+  });
+
+  it('the conflict record keeps the latest keepConflicts per collection, across restarts, in one write per batch; clearConflicts() empties it; conflict$ emits every conflict', async () => {
+    const {
+      hub,
+      devices: [a, b],
+    } = await devices(2, { keepConflicts: 3 });
+    const ids = ['c1', 'c2', 'c3', 'c4', 'c5'];
+    await a!.db.todos.bulkInsert(ids.map((id) => ({ id, title: 'base' })));
+    await converge([a!, b!]);
+    // Both edit while apart; b edits last, so its versions win and are the resolutions.
+    const conflictRound = async (edited: string[], round: number) => {
+      hub.setLinked('deva', 'devb', false);
+      await a!.db.todos.bulkUpsert(edited.map((id) => ({ id, title: `a${round}` })));
+      await a!.replication.awaitInSync();
+      await b!.db.todos.bulkUpsert(edited.map((id) => ({ id, title: `b${round}` })));
+      await b!.replication.awaitInSync();
+      hub.setLinked('deva', 'devb', true);
+      await converge([a!, b!]);
+    };
+    const emitted: string[] = [];
+    b!.replication.conflict$.subscribe((c) => emitted.push(c.id));
+    const writes = vi.spyOn(metaStorage(b!.db), 'bulkWrite');
+    await conflictRound(ids, 1);
+    expect(emitted.sort()).toEqual(ids);
+    const recordWrites = writes.mock.calls.filter(([rows]) =>
+      rows.some((row) => row.document.k.startsWith('sconflict/')),
+    );
+    expect(recordWrites).toHaveLength(1); // not one per conflict (until the sixteenth round)
+    const recorded = async (device: Device) =>
+      (await device.replication.conflicts()).map(
+        (c) => `${c.id}:${(c.resolved.doc as { title: string }).title}`,
+      );
+    expect(await recorded(b!)).toEqual(['c3:b1', 'c4:b1', 'c5:b1']);
+    await b!.stop();
+    await b!.start();
+    expect(await recorded(b!)).toEqual(['c3:b1', 'c4:b1', 'c5:b1']);
+    await conflictRound(['c1', 'c2'], 2);
+    expect(await recorded(b!)).toEqual(['c5:b1', 'c1:b2', 'c2:b2']);
+    await b!.replication.clearConflicts();
+    expect(await b!.replication.conflicts()).toEqual([]);
+    // keepConflicts: 0 keeps none (and drops what an earlier run kept); conflict$ still tells.
+    expect(await a!.replication.conflicts()).toHaveLength(3);
+    await a!.stop();
+    a!.extra.keepConflicts = 0;
+    await a!.start();
+    const told = firstValueFrom(a!.replication.conflict$);
+    await conflictRound(['c3'], 3);
+    expect((await told).id).toBe('c3');
+    expect(await a!.replication.conflicts()).toEqual([]);
   });
 
   it.each([
