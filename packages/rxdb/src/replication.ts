@@ -226,6 +226,8 @@ const STREAM_WAIT_MS = 1000;
  */
 const ANSWER_WAIT_MS = 3000;
 const relayMarkKey = (collection: string) => `relayed/${collection}`;
+/** Hybrid-clock stamps in the order they were made (they compare as strings). */
+const byStamp = (a: string, b: string): number => (a < b ? -1 : a > b ? 1 : 0);
 /** This device's key in version vectors (see CollectionSyncHost.vectorId): 48 bits of the epoch tell stores apart. */
 const vectorIdOf = (clientId: string, epoch: string) => `${clientId}~${epoch.slice(0, 8)}`;
 const notRunKey = (collection: string) => `not-run/${collection}`;
@@ -747,14 +749,13 @@ export class FerryReplicationState implements RoutedReplication {
     await this.cancel();
   }
 
-  /** Every conflict recorded on this device in this replication's collections (newest last). */
   /** The persisted conflict record of this replication's collections, oldest first (see keepConflicts). */
   async conflicts(): Promise<FerryConflict[]> {
     await this.conflictQueue;
     const all = await this.store.list<FerryConflict>('conflict/');
     return all
       .filter((conflict) => this.syncs.has(conflict.collection))
-      .sort((a, b) => (a.resolved.st < b.resolved.st ? -1 : a.resolved.st > b.resolved.st ? 1 : 0));
+      .sort((a, b) => byStamp(a.resolved.st, b.resolved.st));
   }
 
   /** Empties the conflict record of this replication's collections (an app that showed them, say). */
@@ -1528,7 +1529,7 @@ export class FerryReplicationState implements RoutedReplication {
       const entries = await this.store.entries<FerryConflict>(`conflict/${collection}/`);
       rows = entries
         .map((entry) => ({ handle: entry.handle, st: entry.value.resolved.st }))
-        .sort((a, b) => (a.st < b.st ? -1 : a.st > b.st ? 1 : 0));
+        .sort((a, b) => byStamp(a.st, b.st));
       this.conflictRows.set(collection, rows);
     }
     return rows;
