@@ -1620,23 +1620,7 @@ export class FerryReplicationState implements RoutedReplication {
       try {
         const changes = await this.syncs.get(name)!.current(batchIds);
         for (const group of relayGroups(changes, this.relayBytes)) {
-          if (group.length === 1 && approximateSize(group[0]!) > this.relayBytes) {
-            // The diff server refuses it (maxDiffBytes); it reaches the device by checkpoint instead.
-            this.report(new FerryError('TOO_LARGE', `${name}/${group[0]!.id} is too large for the relay`));
-            continue;
-          }
-          const diff: RelayDiff = {
-            v: 1,
-            collection: name,
-            changes: group,
-            ...this.policies.get(name)!.fields,
-          };
-          const payload = utf8(JSON.stringify(diff));
-          // One push names at most MAX_PUSH_TARGETS devices (an account has at most 64 by default).
-          for (let i = 0; i < targets.length; i += MAX_PUSH_TARGETS) {
-            await relay.push(targets.slice(i, i + MAX_PUSH_TARGETS), payload);
-          }
-          this.sent$.next(this.sent$.value + group.length);
+          await this.pushRelayGroup(relay, name, group, targets);
         }
         this.relayRetryDelay = this.retryDelayMs;
       } catch (error) {
@@ -1659,6 +1643,48 @@ export class FerryReplicationState implements RoutedReplication {
         this.countPendingRelay();
       }
     }
+  }
+
+  /**
+   * Leave one group of changes in the targets' mailboxes. A group the diff server refuses as too
+   * large (its `maxDiffBytes` below what `relayBytes` allows) goes again in halves; a document too
+   * large alone is reported and reaches the devices by checkpoint when they meet. (Until the
+   * sixteenth round such a refusal was retried as a failure, for ever: the relay queue never
+   * emptied and `awaitInSync()` never resolved.)
+   */
+  private async pushRelayGroup(
+    relay: DiffRelay,
+    name: string,
+    group: Change[],
+    targets: string[],
+  ): Promise<void> {
+    const tooLarge = (detail: string) =>
+      this.report(
+        new FerryError('TOO_LARGE', `${name}/${group[0]!.id} is too large for the relay: ${detail}`),
+      );
+    if (group.length === 1 && approximateSize(group[0]!) > this.relayBytes) {
+      tooLarge(`more than relayBytes (${this.relayBytes})`);
+      return;
+    }
+    const diff: RelayDiff = { v: 1, collection: name, changes: group, ...this.policies.get(name)!.fields };
+    const payload = utf8(JSON.stringify(diff));
+    try {
+      // One push names at most MAX_PUSH_TARGETS devices (an account has at most 64 by default).
+      for (let i = 0; i < targets.length; i += MAX_PUSH_TARGETS) {
+        await relay.push(targets.slice(i, i + MAX_PUSH_TARGETS), payload);
+      }
+    } catch (error) {
+      if (!isFerryError(error, 'TOO_LARGE')) throw error;
+      if (group.length === 1) {
+        tooLarge(error.message);
+        return;
+      }
+      const half = Math.ceil(group.length / 2);
+      await this.pushRelayGroup(relay, name, group.slice(0, half), targets);
+      await this.pushRelayGroup(relay, name, group.slice(half), targets);
+      return;
+    }
+    this.sent$.next(this.sent$.value + group.length);
   }
 
   /**

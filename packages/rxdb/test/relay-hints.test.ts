@@ -1,7 +1,15 @@
+import { randomFillSync as randomFill } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { type DiffRelay, MemoryHub, RelayClient, randomBytes, SignalingClient } from '@ferry/core';
+import {
+  type DiffRelay,
+  type FerryError,
+  MemoryHub,
+  RelayClient,
+  randomBytes,
+  SignalingClient,
+} from '@ferry/core';
 import { type FerryServer, startFerryServer } from '@ferry/server';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -104,4 +112,64 @@ describe('pullRelay', () => {
     await network.close();
     await db.close();
   });
+});
+
+describe('a diff server with a smaller maxDiffBytes than relayBytes allows', () => {
+  it('bad input: a diff it refuses as too large goes again in halves, a document too large alone is reported (TOO_LARGE) and skipped; nothing is retried for ever', async () => {
+    const smallDir = mkdtempSync(join(tmpdir(), 'ferry-rxdb-small-'));
+    const small = await startFerryServer({
+      port: 0,
+      dataDir: smallDir,
+      logger: pino({ level: 'silent' }),
+      relayLimits: { maxDiffBytes: 48 * 1024 },
+    });
+    const accountKey = randomBytes(32);
+    const relayOf = (id: string) => new RelayClient({ url: small.url, accountKey, clientId: id });
+    // Random text does not compress: each document is ~8 KiB on the wire, whatever the relay client does.
+    const text = (bytes: number) => randomFill(Buffer.alloc(bytes)).toString('base64');
+    const writer = { db: await openDb(newDisk()), network: new MemoryHub().join('deva') };
+    const reader = { db: await openDb(newDisk()), network: new MemoryHub().join('devb') };
+    try {
+      const readerRelay = relayOf('devb');
+      await readerRelay.register(); // the diff server takes diffs only for registered devices
+      const a = await replicateFerry({
+        collections: { todos: writer.db.todos },
+        network: writer.network,
+        relay: relayOf('deva'),
+        knownDevices: ['devb'],
+        retryDelayMs: 20,
+      });
+      const errors: FerryError[] = [];
+      a.error$.subscribe((error) => errors.push(error));
+      const docs = Array.from({ length: 20 }, (_, i) => ({ id: `d${i}`, title: 'x', note: text(6 * 1024) }));
+      const inserted = await writer.db.todos.bulkInsert([
+        ...docs,
+        { id: 'huge', title: 'x', note: text(64 * 1024) },
+      ]);
+      expect(inserted.error).toEqual([]);
+      // 20 small ones make one group under relayBytes (768 KiB), ~160 KiB for the server: refused.
+      await a.awaitInSync();
+      expect(errors.map((e) => e.code)).toEqual(['TOO_LARGE']);
+      expect(errors[0]!.message).toContain('todos/huge is too large for the relay');
+      expect(a.pendingRelay$.value).toBe(0);
+      await a.cancel();
+
+      const b = await replicateFerry({
+        collections: { todos: reader.db.todos },
+        network: reader.network,
+        relay: readerRelay,
+      });
+      await b.awaitInSync();
+      const received = (await reader.db.todos.find().exec()).map((doc) => doc.id).sort();
+      expect(received).toEqual(docs.map((doc) => doc.id).sort());
+      await b.cancel();
+    } finally {
+      for (const device of [writer, reader]) {
+        await device.network.close();
+        await device.db.close();
+      }
+      await small.close();
+      rmSync(smallDir, { recursive: true, force: true });
+    }
+  }, 30_000);
 });
