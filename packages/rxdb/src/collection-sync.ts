@@ -243,7 +243,7 @@ export class CollectionSync {
     sync.sendable = sync.head;
     await host.store.set(`issued/${name}`, sync.issued());
     sync.copy = (await host.store.get<string>(`copy/${name}`)) ?? '';
-    if (startOver || !(await sync.holdsLatest())) await sync.forgetVersions();
+    if (startOver || !(await sync.holdsLatest(issued !== undefined))) await sync.forgetVersions();
     sync.openedAt = sync.head;
     sync.scanCheckpoint = await host.store.get(`scan/${name}`);
     const intent = (await host.store.get<Array<[string, string, Change]>>(`intent/${name}`)) ?? [];
@@ -270,7 +270,16 @@ export class CollectionSync {
    * that name (or when a storage lost them): its documents are not removed from the other devices,
    * which still hold them.
    */
-  private async holdsLatest(): Promise<boolean> {
+  private async holdsLatest(ranBefore: boolean): Promise<boolean> {
+    if (this.log.length === 0) {
+      // Nothing recorded by a store that ran before: a crash lost every version's metadata. If its
+      // storage is empty too (the collection was also removed), the peers may hold writes of this
+      // device that it lost, and they skip those for it unless it asks from scratch; asking costs
+      // nothing when it holds nothing. (Found by a hunt once checkpoints of empty pushes were saved.)
+      if (!ranBefore) return true;
+      const { documents } = await changedDocumentsSince(this.storage, 1, undefined);
+      return documents.length > 0;
+    }
     const sample: DocMeta[] = [];
     for (let i = this.log.length - 1; i >= 0 && sample.length < HELD_SAMPLE; i--) {
       const meta = this.metas.get(this.log[i]!.id)!;

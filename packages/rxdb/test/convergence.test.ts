@@ -360,6 +360,27 @@ const scheduleArb = fc.record({
 // Shrunk counterexamples found while developing (and by mutating the engine), kept as regressions.
 const regressions: Array<[string, Schedule]> = [
   [
+    'a crash loses the metadata of every version of the writer, which then removes the collection: it gets its own write back from the peers that hold it (a checkpoint from an empty push made them skip it)',
+    {
+      ops: [
+        { t: 'link', a: 0, b: 2, linked: true },
+        { t: 'settle' },
+        { t: 'put', dev: 0, doc: 2 },
+        { t: 'switch', dev: 1 },
+        { t: 'crash', dev: 0 },
+        { t: 'put', dev: 1, doc: 3 },
+        { t: 'drop', dev: 0 },
+        { t: 'up', dev: 2 },
+        { t: 'put', dev: 0, doc: 3 },
+        { t: 'put', dev: 1, doc: 1 },
+      ],
+      duplicate: true,
+      reorder: false,
+      policy: 'handler',
+      heal: 'links',
+    },
+  ],
+  [
     'an attachment on a device already updated to per-field merging, a concurrent rename on one still on lww (without the policy check, each settled it by its own rule under one version vector)',
     {
       ops: [
