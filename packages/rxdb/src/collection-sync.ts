@@ -243,7 +243,13 @@ export class CollectionSync {
     sync.sendable = sync.head;
     await host.store.set(`issued/${name}`, sync.issued());
     sync.copy = (await host.store.get<string>(`copy/${name}`)) ?? '';
-    if (startOver || !(await sync.holdsLatest(issued !== undefined))) await sync.forgetVersions();
+    // Nothing recorded by a store that ran before: it never held anything (then asking from scratch
+    // costs nothing), or a crash lost the metadata of all its versions. Then the peers may hold
+    // writes of this device that it lost since (the collection removed, say), and they skip those
+    // for it unless it asks from scratch. (Found by hunts once checkpoints of empty pushes were saved.)
+    const recordedNothing = sync.log.length === 0 && issued !== undefined;
+    if (startOver || !(await sync.holdsLatest())) await sync.forgetVersions();
+    else if (recordedNothing) await sync.newCopy();
     sync.openedAt = sync.head;
     sync.scanCheckpoint = await host.store.get(`scan/${name}`);
     const intent = (await host.store.get<Array<[string, string, Change]>>(`intent/${name}`)) ?? [];
@@ -270,16 +276,7 @@ export class CollectionSync {
    * that name (or when a storage lost them): its documents are not removed from the other devices,
    * which still hold them.
    */
-  private async holdsLatest(ranBefore: boolean): Promise<boolean> {
-    if (this.log.length === 0) {
-      // Nothing recorded by a store that ran before: a crash lost every version's metadata. If its
-      // storage is empty too (the collection was also removed), the peers may hold writes of this
-      // device that it lost, and they skip those for it unless it asks from scratch; asking costs
-      // nothing when it holds nothing. (Found by a hunt once checkpoints of empty pushes were saved.)
-      if (!ranBefore) return true;
-      const { documents } = await changedDocumentsSince(this.storage, 1, undefined);
-      return documents.length > 0;
-    }
+  private async holdsLatest(): Promise<boolean> {
     const sample: DocMeta[] = [];
     for (let i = this.log.length - 1; i >= 0 && sample.length < HELD_SAMPLE; i--) {
       const meta = this.metas.get(this.log[i]!.id)!;
@@ -301,19 +298,24 @@ export class CollectionSync {
    * does it again.
    */
   private async forgetVersions(): Promise<void> {
+    await this.newCopy([[`intent/${this.name}`, []]]);
+    await this.host.store.dropMetas(this.name);
+    this.metas.clear();
+    this.log = [];
+  }
+
+  /**
+   * Ask every peer for everything under a new `copy` of this collection's checkpoints, and find
+   * what the storage holds by a full scan (adopting documents a crash left with an intent row).
+   */
+  private async newCopy(state: Array<[string, unknown]> = []): Promise<void> {
     this.copy = newId();
     await this.host.store.saveMetas(
       this.name,
       [],
-      [
-        [`copy/${this.name}`, this.copy],
-        [`scan/${this.name}`, null],
-        [`intent/${this.name}`, []],
-      ],
+      [[`copy/${this.name}`, this.copy], [`scan/${this.name}`, null], ...state],
     );
-    await this.host.store.dropMetas(this.name);
-    this.metas.clear();
-    this.log = [];
+    this.scanCheckpoint = undefined;
   }
 
   /** Run `task` after everything queued before it. */

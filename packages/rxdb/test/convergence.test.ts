@@ -360,6 +360,26 @@ const scheduleArb = fc.record({
 // Shrunk counterexamples found while developing (and by mutating the engine), kept as regressions.
 const regressions: Array<[string, Schedule]> = [
   [
+    'a crash loses the metadata of every version of the writer, which then removes the collection and writes another document while down: it gets its own lost write back from the peers',
+    {
+      ops: [
+        { t: 'put', dev: 0, doc: 3 },
+        { t: 'crash', dev: 0 },
+        { t: 'del', dev: 2, doc: 1 },
+        { t: 'link', a: 2, b: 0, linked: false },
+        { t: 'drop', dev: 0 },
+        { t: 'putDown', dev: 0, doc: 0 },
+        { t: 'attach', dev: 1, doc: 2 },
+        { t: 'up', dev: 0 },
+        { t: 'link', a: 1, b: 2, linked: false },
+      ],
+      duplicate: false,
+      reorder: true,
+      policy: 'lww',
+      heal: 'links',
+    },
+  ],
+  [
     'a crash loses the metadata of every version of the writer, which then removes the collection: it gets its own write back from the peers that hold it (a checkpoint from an empty push made them skip it)',
     {
       ops: [

@@ -449,7 +449,7 @@ describe('replicateFerry over real WebRTC sessions and a real Ferry server', () 
     const kept = await disk.todos.count().exec();
     const store = await MetaStore.open(disk as unknown as RxDatabase);
     // Checkpoint keys name the collection's copy (a new one when it started over, as b does here:
-    // it ran before, with nothing recorded and nothing stored).
+    // it ran before, with nothing recorded).
     const copy = (await store.get<string>('copy/todos')) ?? '';
     const checkpoint = await store.get<{ seq: number }>(`cp/${a!.id}/todos${copy ? `/${copy}` : ''}`);
     await disk.close();
