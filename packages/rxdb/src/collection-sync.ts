@@ -315,7 +315,6 @@ export class CollectionSync {
       [],
       [[`copy/${this.name}`, this.copy], [`scan/${this.name}`, null], ...state],
     );
-    this.scanCheckpoint = undefined;
   }
 
   /** Run `task` after everything queued before it. */
