@@ -100,3 +100,6 @@ export function decodeStamp(stamp: string): { time: number; counter: number; cli
 }
 
 export const maxStamp = (a: string, b: string): string => (a >= b ? a : b);
+
+/** Orders stamps as they were made (for `Array.prototype.sort`). */
+export const compareStamps = (a: string, b: string): number => (a < b ? -1 : a > b ? 1 : 0);

@@ -27,7 +27,7 @@ import {
   type StoredDoc,
   WRITE_CONTEXT,
 } from './collection-sync.js';
-import { HybridClock } from './hlc.js';
+import { compareStamps, HybridClock } from './hlc.js';
 import { type RoutedReplication, SyncRouter } from './router.js';
 import { type DocMeta, MetaStore } from './store.js';
 import { type ConflictPolicy, isConflictPolicy, policyKind } from './versions.js';
@@ -226,8 +226,6 @@ const STREAM_WAIT_MS = 1000;
  */
 const ANSWER_WAIT_MS = 3000;
 const relayMarkKey = (collection: string) => `relayed/${collection}`;
-/** Hybrid-clock stamps in the order they were made (they compare as strings). */
-const byStamp = (a: string, b: string): number => (a < b ? -1 : a > b ? 1 : 0);
 /** This device's key in version vectors (see CollectionSyncHost.vectorId): 48 bits of the epoch tell stores apart. */
 const vectorIdOf = (clientId: string, epoch: string) => `${clientId}~${epoch.slice(0, 8)}`;
 const notRunKey = (collection: string) => `not-run/${collection}`;
@@ -755,7 +753,7 @@ export class FerryReplicationState implements RoutedReplication {
     const all = await this.store.list<FerryConflict>('conflict/');
     return all
       .filter((conflict) => this.syncs.has(conflict.collection))
-      .sort((a, b) => byStamp(a.resolved.st, b.resolved.st));
+      .sort((a, b) => compareStamps(a.resolved.st, b.resolved.st));
   }
 
   /** Empties the conflict record of this replication's collections (an app that showed them, say). */
@@ -1529,7 +1527,7 @@ export class FerryReplicationState implements RoutedReplication {
       const entries = await this.store.entries<FerryConflict>(`conflict/${collection}/`);
       rows = entries
         .map((entry) => ({ handle: entry.handle, st: entry.value.resolved.st }))
-        .sort((a, b) => byStamp(a.st, b.st));
+        .sort((a, b) => compareStamps(a.st, b.st));
       this.conflictRows.set(collection, rows);
     }
     return rows;
