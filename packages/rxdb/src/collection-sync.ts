@@ -89,12 +89,23 @@ export interface BatchLimits {
 }
 
 /**
- * The peer a batch is for. Versions that came from it are skipped (it has them), except at log
- * positions up to `resendThrough`: a peer that asked from scratch may have lost them (a store wiped
- * under the same client id), and would otherwise never get them back.
+ * Where received versions came from: the device (named in conflicts), and which of its stores sent
+ * them (`storeIdOf` its client id and epoch, as in version vectors).
+ */
+export interface Source {
+  device: string;
+  store: string;
+}
+
+/**
+ * The store a batch is for (see Source). Versions that came from it are skipped (it has them),
+ * except at log positions up to `resendThrough`: a peer that asked from scratch may have lost them
+ * (its collection removed, and a crash lost its record of them), and would otherwise never get them
+ * back. Versions from another store of the same device (one since wiped: a new epoch) always go:
+ * one may arrive from the old store's relay diffs after the new store asked from scratch.
  */
 export interface Recipient {
-  peer: string;
+  store: string;
   resendThrough: number;
 }
 
@@ -360,7 +371,7 @@ export class CollectionSync {
    */
   apply(
     changes: Change[],
-    from: string,
+    from: Source,
     state: StateRows = [],
     askForData?: (id: string) => boolean,
   ): Promise<ApplyOutcome> {
@@ -422,7 +433,7 @@ export class CollectionSync {
       const meta = this.metas.get(entry.id)!;
       if (meta.seq !== entry.seq) continue; // superseded by a later entry
       newSeq = entry.seq;
-      if (meta.via !== to.peer || entry.seq <= to.resendThrough) picked.push(meta);
+      if (meta.via !== to.store || entry.seq <= to.resendThrough) picked.push(meta);
     }
     // The whole rest of the log: the batch reaches the head (positions skipped at a start are empty).
     if (i === this.log.length) newSeq = this.head;
@@ -783,7 +794,7 @@ export class CollectionSync {
 
   private async applyNow(
     changes: Change[],
-    from: string,
+    from: Source,
     state: StateRows,
     askForData: ((id: string) => boolean) | undefined,
   ): Promise<ApplyOutcome> {
@@ -855,7 +866,7 @@ export class CollectionSync {
     start: number,
     pending: Change[],
     stored: Map<string, StoredDoc>,
-    from: string,
+    from: Source,
     decisions: Map<string, Decision>,
   ): { index: number; decision: Promise<Decision | undefined> } | undefined {
     for (let i = start; i < pending.length; i++) {
@@ -914,13 +925,13 @@ export class CollectionSync {
   private decide(
     current: Change | undefined,
     remote: Change,
-    from: string,
+    from: Source,
     ownEarlier: boolean | undefined,
   ): Decision | undefined | Promise<Decision | undefined> {
-    if (!current) return { version: remote, via: from, local: false };
+    if (!current) return { version: remote, via: from.store, local: false };
     const order = compareVectors(current.vv, remote.vv);
     if (order === 'equal' || order === 'local') return undefined;
-    if (order === 'remote') return { version: remote, via: from, local: false };
+    if (order === 'remote') return { version: remote, via: from.store, local: false };
     return this.resolveConflict(
       current,
       remote,
@@ -937,7 +948,7 @@ export class CollectionSync {
   private async resolveConflict(
     current: Change,
     remote: Change,
-    from: string,
+    from: Source,
     ownCurrent: boolean,
   ): Promise<Decision> {
     const policy = this.host.policy;
@@ -955,7 +966,7 @@ export class CollectionSync {
         { cause: error },
       );
     });
-    const via = deepEqualVersion(version, remote) ? from : '';
+    const via = deepEqualVersion(version, remote) ? from.store : '';
     // Equal contents are no conflict, but the join still carries this device's write when `current`
     // was its to relay (two devices resolving one conflict alike: each made a version, and neither
     // may have reached a device that was offline).
@@ -967,7 +978,7 @@ export class CollectionSync {
       // Recorded and shown without attachment data (the descriptions say which attachments).
       remote: withoutAttachmentData(remote),
       resolved: withoutAttachmentData(version),
-      from,
+      from: from.device,
       policy: policyKind(policy),
     };
     return { version, via, local: created || ownCurrent, conflict, created };

@@ -48,6 +48,7 @@ import {
   type RelayDiff,
   SYNC_OPS,
   type SyncInit,
+  storeIdOf,
   syncMessage,
 } from './wire.js';
 
@@ -226,8 +227,6 @@ const STREAM_WAIT_MS = 1000;
  */
 const ANSWER_WAIT_MS = 3000;
 const relayMarkKey = (collection: string) => `relayed/${collection}`;
-/** This device's key in version vectors (see CollectionSyncHost.vectorId): 48 bits of the epoch tell stores apart. */
-const vectorIdOf = (clientId: string, epoch: string) => `${clientId}~${epoch.slice(0, 8)}`;
 const notRunKey = (collection: string) => `not-run/${collection}`;
 /** Set while a collection's sync starts over (see startOver): a start that finds it does it again. */
 const startOverKey = (collection: string) => `start-over/${collection}`;
@@ -485,7 +484,7 @@ export class FerryReplicationState implements RoutedReplication {
     for (const id of this.options.knownDevices ?? []) if (id !== this.clientId) this.knownDevices.add(id);
     const host = {
       clock: this.clock,
-      vectorId: vectorIdOf(this.clientId, this.epoch),
+      vectorId: storeIdOf(this.clientId, this.epoch),
       store: this.store,
       onVersions: (sync: CollectionSync, metas: DocMeta[]) => this.onVersions(sync, metas),
     };
@@ -859,7 +858,10 @@ export class FerryReplicationState implements RoutedReplication {
   async applyRelayDiff(diff: RelayedDiff, parsed: RelayDiff): Promise<number> {
     this.knowDevice(diff.senderClientId);
     this.runsCollection(diff.senderClientId, parsed.collection, true);
-    const outcome = await this.syncs.get(parsed.collection)!.apply(parsed.changes, diff.senderClientId);
+    const sender = diff.senderClientId;
+    // A diff of an earlier Ferry names no store: its versions go back to the sender once, a no-op there.
+    const source = { device: sender, store: parsed.epoch ? storeIdOf(sender, parsed.epoch) : sender };
+    const outcome = await this.syncs.get(parsed.collection)!.apply(parsed.changes, source);
     await this.recordConflicts(outcome.conflicts);
     for (const { id } of outcome.rejected) {
       this.report(
@@ -1169,7 +1171,10 @@ export class FerryReplicationState implements RoutedReplication {
       acked: start,
       start,
       // Asked from scratch: it may have lost what it sent us (see Recipient).
-      recipient: { peer, resendThrough: valid ? 0 : sync.head },
+      recipient: {
+        store: storeIdOf(peer, parseVersion(init.dbVersion)?.epoch ?? ''),
+        resendThrough: valid ? 0 : sync.head,
+      },
       withData: new Set(init.withData),
       dataSent: new Map(),
       inflight: 0,
@@ -1311,7 +1316,7 @@ export class FerryReplicationState implements RoutedReplication {
       // and with it where versions were refused, never after it.
       outcome = await sync.apply(
         push.changes,
-        peer,
+        { device: peer, store: storeIdOf(peer, base.epoch) },
         (applied) => [
           ...(advances ? [[checkpointKey, next] as [string, unknown]] : []),
           ...(applied.rejected.length > 0
@@ -1475,8 +1480,12 @@ export class FerryReplicationState implements RoutedReplication {
   private onConflictResolve(peer: string, resolve: ConflictResolve): void {
     const sync = this.syncs.get(resolve.collection);
     if (!sync || this.paused) return;
+    // Sent by the store this device serves (it answers a push): one unknown goes back to it once.
+    const store = this.outbound.get(peer)?.get(resolve.collection)?.recipient.store ?? peer;
     this.guard(
-      sync.apply(resolve.clientResolution, peer).then((outcome) => this.recordConflicts(outcome.conflicts)),
+      sync
+        .apply(resolve.clientResolution, { device: peer, store })
+        .then((outcome) => this.recordConflicts(outcome.conflicts)),
     );
   }
 
@@ -1664,7 +1673,13 @@ export class FerryReplicationState implements RoutedReplication {
       tooLarge(`more than relayBytes (${this.relayBytes})`);
       return;
     }
-    const diff: RelayDiff = { v: 1, collection: name, changes: group, ...this.policies.get(name)!.fields };
+    const diff: RelayDiff = {
+      v: 1,
+      collection: name,
+      changes: group,
+      epoch: this.epoch,
+      ...this.policies.get(name)!.fields,
+    };
     const payload = utf8(JSON.stringify(diff));
     try {
       // One push names at most MAX_PUSH_TARGETS devices (an account has at most 64 by default).

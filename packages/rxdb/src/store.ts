@@ -34,7 +34,10 @@ export interface DocMeta {
   fs?: Record<string, [string, string]>;
   /** Position in this device's change log for the collection. */
   seq: number;
-  /** The peer this exact version came from ('' if made here): never echoed back to it. */
+  /**
+   * The store this exact version came from (see Source; '' if made here): never echoed back to it.
+   * (An earlier Ferry kept the client id alone: such a version goes back to its sender once.)
+   */
   via: string;
   /** Made by a write on this device (relayed to offline devices by this device). */
   local: boolean;

@@ -470,7 +470,7 @@ describe('attachments', () => {
         version('wrong-length', { 'a.txt': btoa('too long') }),
         version('good', { 'a.txt': btoa('hello') }),
       ],
-      'peer',
+      { device: 'peer', store: 'peer~store' },
     );
     expect(outcome.rejected.map((r) => [r.id, (r.error as Error).message])).toEqual([
       ['no-data', 'attachment a.txt arrived without its data'],

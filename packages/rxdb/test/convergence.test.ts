@@ -360,6 +360,29 @@ const scheduleArb = fc.record({
 // Shrunk counterexamples found while developing (and by mutating the engine), kept as regressions.
 const regressions: Array<[string, Schedule]> = [
   [
+    "a write relayed to both peers, then every disk wiped: the writer's new store asked the peers from scratch before they read the write from their mailboxes, and they took it for its own (CI, seed 415183152)",
+    {
+      ops: [
+        { t: 'put', dev: 0, doc: 3 },
+        { t: 'link', a: 2, b: 0, linked: false },
+        { t: 'put', dev: 1, doc: 1 },
+        { t: 'wipe', dev: 1 },
+        { t: 'del', dev: 0, doc: 0 },
+        { t: 'down', dev: 1 },
+        { t: 'put', dev: 1, doc: 2 },
+        { t: 'pull', dev: 1 },
+        { t: 'attach', dev: 2, doc: 1 },
+        { t: 'wipe', dev: 0 },
+        { t: 'wipe', dev: 2 },
+        { t: 'wipe', dev: 0 },
+      ],
+      duplicate: false,
+      reorder: false,
+      policy: 'handler',
+      heal: 'links',
+    },
+  ],
+  [
     'a crash loses the metadata of every version of the writer, which then removes the collection and writes another document while down: it gets its own lost write back from the peers',
     {
       ops: [

@@ -458,7 +458,7 @@ describe('replicateFerry over the in-memory network', () => {
     const sync = a!.replication.collection('todos')!;
     const limits = { count: 100, bytes: 1 << 20 };
     const inHand = () =>
-      sync.changesInHand(0, { peer: 'devx', resendThrough: 0 }, limits)?.changes.map((c) => c.id);
+      sync.changesInHand(0, { store: 'devx~store', resendThrough: 0 }, limits)?.changes.map((c) => c.id);
     expect(inHand()).toEqual(['h1']);
     // A change event waiting to be recorded: the queue serves the next batch, after it.
     const [stored] = await a!.db.todos.storageInstance.findDocumentsById(['h1'], false);
@@ -1141,7 +1141,7 @@ describe('replicateFerry over the in-memory network', () => {
     const atA = a.replication.collection('todos')!;
     await atA.settle();
     // b's version reaches a by another way (another device, the relay): a joins the two versions.
-    await atA.apply([fromB!], 'devb');
+    await atA.apply([fromB!], { device: 'devb', store: 'devb~store' });
     expect(writersOf(atA.meta('both')!.vv)).toEqual(['deva', 'devb']);
     hub.setLinked('deva', 'devb', false);
     await a.replication.awaitInSync();
@@ -1245,6 +1245,30 @@ describe('replicateFerry over the in-memory network', () => {
     // No peer comes and nobody calls pullRelay(): the replication reads the mailbox again by itself.
     await vi.waitFor(async () => expect((await b.docs()).map((doc) => doc.id)).toEqual(['r1']));
     expect(relayServer.waiting('devb')).toBe(0);
+  });
+
+  it("a write relayed before the writer's store was wiped, read from the mailbox after the new store asked from scratch, goes back to the writer", async () => {
+    const { relayServer, a, b } = await relayPair();
+    await b.stop();
+    await a.db.todos.insert({ id: 'r1', title: "left in b's mailbox" });
+    await a.replication.awaitInSync();
+    await a.stop();
+    a.wipe(); // a reinstall under the same client id: a new store, which asks b from scratch
+    relayServer.down = true; // b reads its mailbox only after it has answered that request
+    await b.start();
+    const send = b.network.send.bind(b.network);
+    let answered = false;
+    b.network.send = async (peer, message) => {
+      if (peer === 'deva' && message.op === 'DB_DIFF_PUSH') answered = true;
+      await send(peer, message);
+    };
+    await a.start();
+    await vi.waitFor(() => expect(answered).toBe(true));
+    relayServer.down = false;
+    await b.replication.pullRelay();
+    // Before, b took the version for a's (it came from a) and never sent it back.
+    await converge([a, b]);
+    expect((await a.docs()).map((doc) => doc.id)).toEqual(['r1']);
   });
 
   it('the replications of one database share the devices they relay to: one learns a device, the other relays to it too', async () => {
@@ -1465,7 +1489,7 @@ describe('replicateFerry over the in-memory network', () => {
         del: false,
         doc: { id, title: 'from a' },
       };
-      const applying = sync.apply([remote], 'deva');
+      const applying = sync.apply([remote], { device: 'deva', store: 'deva~store' });
       for (let i = 0; i < delay; i++) await new Promise((resolve) => setImmediate(resolve));
       // incrementalPatch: RxDB's write that re-reads on a conflict (a plain update may throw CONFLICT
       // when any replication writes the document at the same moment).
@@ -1569,7 +1593,7 @@ describe('replicateFerry over the in-memory network', () => {
       del: false,
       doc: { id: 'slow', title: 'from a' },
     };
-    const applying = sync.apply([remote], 'deva');
+    const applying = sync.apply([remote], { device: 'deva', store: 'deva~store' });
     while (seen.length === 0) await new Promise((resolve) => setImmediate(resolve));
     await (await b!.db.todos.findOne('slow').exec())!.incrementalPatch({ title: 'written during resolve' });
     release();
@@ -2366,7 +2390,7 @@ describe('replicateFerry over the in-memory network', () => {
           doc: { id: 'bad', title: 42 },
         },
       ],
-      'deva',
+      { device: 'deva', store: 'deva~store' },
     );
     expect(outcome.rejected.map((r) => r.id)).toEqual(['bad']);
     // JSON can carry a `__proto__` key: it stays a plain field of the document (which RxDB's schema
@@ -2381,7 +2405,7 @@ describe('replicateFerry over the in-memory network', () => {
           doc: JSON.parse('{"id":"proto","title":"p","__proto__":{"done":true}}'),
         },
       ],
-      'deva',
+      { device: 'deva', store: 'deva~store' },
     );
     expect(proto.rejected.map((r) => r.id)).toEqual(['proto']);
     expect(proto.rejected[0]!.error).toMatchObject({
