@@ -89,24 +89,12 @@ export interface BatchLimits {
 }
 
 /**
- * Where received versions came from: the device (named in conflicts), and which of its stores sent
- * them (`storeIdOf` its client id and epoch, as in version vectors).
+ * Where received versions came from: the device (named in conflicts), and its store of the
+ * collection (see CollectionSync.storeId), to which they are not sent back.
  */
 export interface Source {
   device: string;
   store: string;
-}
-
-/**
- * The store a batch is for (see Source). Versions that came from it are skipped (it has them),
- * except at log positions up to `resendThrough`: a peer that asked from scratch may have lost them
- * (its collection removed, and a crash lost its record of them), and would otherwise never get them
- * back. Versions from another store of the same device (one since wiped: a new epoch) always go:
- * one may arrive from the old store's relay diffs after the new store asked from scratch.
- */
-export interface Recipient {
-  store: string;
-  resendThrough: number;
 }
 
 /** Changes for a push; `newSeq` is the log position they reach, `more` whether the log goes on. */
@@ -276,6 +264,16 @@ export class CollectionSync {
     return seq > this.openedAt && seq > pushedThisRun;
   }
 
+  /**
+   * This device's store of the collection as the source of versions: its id in version vectors
+   * (client id and epoch) and the copy. A wiped store, or one whose sync started over (the
+   * collection removed, say), is a new one: versions the old one sent go back to it, even those that
+   * reach a peer (from the old one's relay diffs) after the new one asked.
+   */
+  get storeId(): string {
+    return `${this.host.vectorId}${this.copy ? `/${this.copy}` : ''}`;
+  }
+
   /** The key of a value about what this device received from `peer` (`kind`: 'cp' or 'refused'). */
   peerKey(kind: 'cp' | 'refused', peer: string): string {
     return `${kind}/${peer}/${this.name}${this.copy ? `/${this.copy}` : ''}`;
@@ -380,9 +378,9 @@ export class CollectionSync {
 
   /**
    * The next batch of this device's log after `cursor`, skipping versions that came from the
-   * recipient itself (see Recipient). `newSeq` is the log position the batch reaches.
+   * store `to` (see storeId). `newSeq` is the log position the batch reaches.
    */
-  changesSince(cursor: number, to: Recipient, limits: BatchLimits, holdsData?: HoldsData): Promise<Batch> {
+  changesSince(cursor: number, to: string, limits: BatchLimits, holdsData?: HoldsData): Promise<Batch> {
     return this.serial(async () => {
       await this.scanNow();
       for (;;) {
@@ -404,12 +402,7 @@ export class CollectionSync {
    * write (one to scan for, or one whose change event is waiting to be recorded): a batch that says
    * "no more" must not come before it.
    */
-  changesInHand(
-    cursor: number,
-    to: Recipient,
-    limits: BatchLimits,
-    holdsData?: HoldsData,
-  ): Batch | undefined {
+  changesInHand(cursor: number, to: string, limits: BatchLimits, holdsData?: HoldsData): Batch | undefined {
     if (this.sendable < this.head || this.dirty || this.pendingRecord) return undefined;
     const { picked, newSeq } = this.pick(cursor, to, limits.count);
     for (const meta of picked) {
@@ -423,8 +416,8 @@ export class CollectionSync {
     return this.cut(changes, picked, newSeq, limits.bytes);
   }
 
-  /** Up to `count` current versions after `cursor` for `to` (see Recipient), and the log position reached. */
-  private pick(cursor: number, to: Recipient, count: number): { picked: DocMeta[]; newSeq: number } {
+  /** Up to `count` current versions after `cursor` for the store `to`, and the log position reached. */
+  private pick(cursor: number, to: string, count: number): { picked: DocMeta[]; newSeq: number } {
     let newSeq = cursor;
     const picked: DocMeta[] = [];
     let i = this.firstAfter(cursor);
@@ -433,7 +426,7 @@ export class CollectionSync {
       const meta = this.metas.get(entry.id)!;
       if (meta.seq !== entry.seq) continue; // superseded by a later entry
       newSeq = entry.seq;
-      if (meta.via !== to.store || entry.seq <= to.resendThrough) picked.push(meta);
+      if (meta.via !== to) picked.push(meta);
     }
     // The whole rest of the log: the batch reaches the head (positions skipped at a start are empty).
     if (i === this.log.length) newSeq = this.head;

@@ -20,13 +20,7 @@ import {
 } from 'rxdb';
 import { RxDBLeaderElectionPlugin } from 'rxdb/plugins/leader-election';
 import { BehaviorSubject, filter, firstValueFrom, Subject, type Subscription } from 'rxjs';
-import {
-  CollectionSync,
-  type FerryConflict,
-  type Recipient,
-  type StoredDoc,
-  WRITE_CONTEXT,
-} from './collection-sync.js';
+import { CollectionSync, type FerryConflict, type StoredDoc, WRITE_CONTEXT } from './collection-sync.js';
 import { compareStamps, HybridClock } from './hlc.js';
 import { type RoutedReplication, SyncRouter } from './router.js';
 import { type DocMeta, MetaStore } from './store.js';
@@ -48,7 +42,6 @@ import {
   type RelayDiff,
   SYNC_OPS,
   type SyncInit,
-  storeIdOf,
   syncMessage,
 } from './wire.js';
 
@@ -135,8 +128,8 @@ interface OutStream {
   acked: number;
   /** The peer's checkpoint when it asked for this stream: it holds what came up to there. */
   start: number;
-  /** Which versions that came from the peer go back to it (see Recipient). */
-  recipient: Recipient;
+  /** The peer's store of the collection (see CollectionSync.storeId): what came from it is not sent back. */
+  store: string;
   /** Documents whose attachment data the peer said it lacks: sent with all of it. */
   withData: Set<string>;
   /** Documents sent with their attachment data in this stream, with their `attSince` then. */
@@ -227,6 +220,8 @@ const STREAM_WAIT_MS = 1000;
  */
 const ANSWER_WAIT_MS = 3000;
 const relayMarkKey = (collection: string) => `relayed/${collection}`;
+/** This device's key in version vectors (see CollectionSyncHost.vectorId): 48 bits of the epoch tell stores apart. */
+const vectorIdOf = (clientId: string, epoch: string) => `${clientId}~${epoch.slice(0, 8)}`;
 const notRunKey = (collection: string) => `not-run/${collection}`;
 /** Set while a collection's sync starts over (see startOver): a start that finds it does it again. */
 const startOverKey = (collection: string) => `start-over/${collection}`;
@@ -484,7 +479,7 @@ export class FerryReplicationState implements RoutedReplication {
     for (const id of this.options.knownDevices ?? []) if (id !== this.clientId) this.knownDevices.add(id);
     const host = {
       clock: this.clock,
-      vectorId: storeIdOf(this.clientId, this.epoch),
+      vectorId: vectorIdOf(this.clientId, this.epoch),
       store: this.store,
       onVersions: (sync: CollectionSync, metas: DocMeta[]) => this.onVersions(sync, metas),
     };
@@ -859,8 +854,8 @@ export class FerryReplicationState implements RoutedReplication {
     this.knowDevice(diff.senderClientId);
     this.runsCollection(diff.senderClientId, parsed.collection, true);
     const sender = diff.senderClientId;
-    // A diff of an earlier Ferry names no store: its versions go back to the sender once, a no-op there.
-    const source = { device: sender, store: parsed.epoch ? storeIdOf(sender, parsed.epoch) : sender };
+    // An earlier Ferry names no store: its stores are known by its client id.
+    const source = { device: sender, store: parsed.store ?? sender };
     const outcome = await this.syncs.get(parsed.collection)!.apply(parsed.changes, source);
     await this.recordConflicts(outcome.conflicts);
     for (const { id } of outcome.rejected) {
@@ -996,6 +991,7 @@ export class FerryReplicationState implements RoutedReplication {
       stream: stream.stream,
       checkpoint: formatVersion(stream.checkpoint),
       dbVersion: formatVersion({ epoch: this.epoch, seq: this.syncs.get(collection)!.head }),
+      store: this.syncs.get(collection)!.storeId,
       ...(askBack ? { askBack } : {}),
       ...(stream.withData.size > 0 ? { withData: [...stream.withData] } : {}),
       ...this.policies.get(collection)!.fields,
@@ -1170,11 +1166,7 @@ export class FerryReplicationState implements RoutedReplication {
       pushedThrough: start,
       acked: start,
       start,
-      // Asked from scratch: it may have lost what it sent us (see Recipient).
-      recipient: {
-        store: storeIdOf(peer, parseVersion(init.dbVersion)?.epoch ?? ''),
-        resendThrough: valid ? 0 : sync.head,
-      },
+      store: init.store ?? peer,
       withData: new Set(init.withData),
       dataSent: new Map(),
       inflight: 0,
@@ -1211,8 +1203,8 @@ export class FerryReplicationState implements RoutedReplication {
           const holdsData = (meta: DocMeta) => peerHoldsData(out, meta);
           // A live write is in hand: it goes out now, not after the queue's next turn.
           const batch =
-            sync.changesInHand(out.cursor, out.recipient, limits, holdsData) ??
-            (await sync.changesSince(out.cursor, out.recipient, limits, holdsData));
+            sync.changesInHand(out.cursor, out.store, limits, holdsData) ??
+            (await sync.changesSince(out.cursor, out.store, limits, holdsData));
           if (this.outbound.get(peer)?.get(collection) !== out) return;
           for (let i = 0; i < batch.changes.length; i++) {
             const since = batch.metas[i]!.attSince;
@@ -1229,6 +1221,7 @@ export class FerryReplicationState implements RoutedReplication {
             baseVersion: formatVersion({ epoch: this.epoch, seq: out.pushedThrough }),
             newVersion: formatVersion({ epoch: this.epoch, seq: batch.newSeq }),
             more: batch.more,
+            store: sync.storeId,
           };
           out.cursor = batch.newSeq;
           out.pushedThrough = batch.newSeq;
@@ -1316,7 +1309,7 @@ export class FerryReplicationState implements RoutedReplication {
       // and with it where versions were refused, never after it.
       outcome = await sync.apply(
         push.changes,
-        { device: peer, store: storeIdOf(peer, base.epoch) },
+        { device: peer, store: push.store ?? peer },
         (applied) => [
           ...(advances ? [[checkpointKey, next] as [string, unknown]] : []),
           ...(applied.rejected.length > 0
@@ -1480,8 +1473,8 @@ export class FerryReplicationState implements RoutedReplication {
   private onConflictResolve(peer: string, resolve: ConflictResolve): void {
     const sync = this.syncs.get(resolve.collection);
     if (!sync || this.paused) return;
-    // Sent by the store this device serves (it answers a push): one unknown goes back to it once.
-    const store = this.outbound.get(peer)?.get(resolve.collection)?.recipient.store ?? peer;
+    // Sent by the store this device serves (it answers a push).
+    const store = this.outbound.get(peer)?.get(resolve.collection)?.store ?? peer;
     this.guard(
       sync
         .apply(resolve.clientResolution, { device: peer, store })
@@ -1677,7 +1670,7 @@ export class FerryReplicationState implements RoutedReplication {
       v: 1,
       collection: name,
       changes: group,
-      epoch: this.epoch,
+      store: this.syncs.get(name)!.storeId,
       ...this.policies.get(name)!.fields,
     };
     const payload = utf8(JSON.stringify(diff));

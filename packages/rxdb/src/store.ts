@@ -35,8 +35,8 @@ export interface DocMeta {
   /** Position in this device's change log for the collection. */
   seq: number;
   /**
-   * The store this exact version came from (see Source; '' if made here): never echoed back to it.
-   * (An earlier Ferry kept the client id alone: such a version goes back to its sender once.)
+   * The store this exact version came from (see CollectionSync.storeId; '' if made here): never
+   * echoed back to it. (An earlier Ferry kept the client id: such a version goes back to it once.)
    */
   via: string;
   /** Made by a write on this device (relayed to offline devices by this device). */

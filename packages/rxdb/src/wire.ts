@@ -10,6 +10,7 @@ import {
   type PeerMessage,
   randomBytes,
   SyncNackReasonSchema,
+  SyncStoreSchema,
   toBase64,
 } from '@ferry/core';
 import { type Static, Type } from '@sinclair/typebox';
@@ -59,8 +60,8 @@ export const RelayDiffSchema = Type.Object({
   policy: Type.Optional(ConflictPolicyKindSchema),
   /** The version the sender's app gives its conflict rule (`conflictVersion`), if any. */
   policyVersion: Type.Optional(ConflictPolicyVersionSchema),
-  /** The epoch of the sender's change log: which of its stores sent the diff (absent from diffs of earlier Ferry versions). */
-  epoch: Type.Optional(Type.String({ pattern: '^[A-Za-z0-9_-]{1,64}$' })),
+  /** The sender's store of the collection (see DB_SYNC_INIT's `store`; absent from diffs of earlier Ferry versions). */
+  store: Type.Optional(SyncStoreSchema),
 });
 export type PolicyKind = Static<typeof ConflictPolicyKindSchema>;
 export type RelayDiff = Static<typeof RelayDiffSchema>;
@@ -73,12 +74,6 @@ export const checkers = {
   [SYNC_OPS.conflictResolve]: compileCheck(ConflictResolveSchema),
 } as const;
 export const relayDiffChecker = compileCheck(RelayDiffSchema);
-
-/**
- * A device's store in version vectors and as the source of versions: its client id and 48 bits of
- * its change log's epoch, which tell apart the stores a device had (one wiped, say).
- */
-export const storeIdOf = (clientId: string, epoch: string): string => `${clientId}~${epoch.slice(0, 8)}`;
 
 /** A random id (a stream's, a change log's epoch). */
 export const newId = (): string => toBase64(randomBytes(12), { url: true });

@@ -457,8 +457,7 @@ describe('replicateFerry over the in-memory network', () => {
     await a!.replication.awaitInSync();
     const sync = a!.replication.collection('todos')!;
     const limits = { count: 100, bytes: 1 << 20 };
-    const inHand = () =>
-      sync.changesInHand(0, { store: 'devx~store', resendThrough: 0 }, limits)?.changes.map((c) => c.id);
+    const inHand = () => sync.changesInHand(0, 'devx~store', limits)?.changes.map((c) => c.id);
     expect(inHand()).toEqual(['h1']);
     // A change event waiting to be recorded: the queue serves the next batch, after it.
     const [stored] = await a!.db.todos.storageInstance.findDocumentsById(['h1'], false);
@@ -1247,29 +1246,36 @@ describe('replicateFerry over the in-memory network', () => {
     expect(relayServer.waiting('devb')).toBe(0);
   });
 
-  it("a write relayed before the writer's store was wiped, read from the mailbox after the new store asked from scratch, goes back to the writer", async () => {
-    const { relayServer, a, b } = await relayPair();
-    await b.stop();
-    await a.db.todos.insert({ id: 'r1', title: "left in b's mailbox" });
-    await a.replication.awaitInSync();
-    await a.stop();
-    a.wipe(); // a reinstall under the same client id: a new store, which asks b from scratch
-    relayServer.down = true; // b reads its mailbox only after it has answered that request
-    await b.start();
-    const send = b.network.send.bind(b.network);
-    let answered = false;
-    b.network.send = async (peer, message) => {
-      if (peer === 'deva' && message.op === 'DB_DIFF_PUSH') answered = true;
-      await send(peer, message);
-    };
-    await a.start();
-    await vi.waitFor(() => expect(answered).toBe(true));
-    relayServer.down = false;
-    await b.replication.pullRelay();
-    // Before, b took the version for a's (it came from a) and never sent it back.
-    await converge([a, b]);
-    expect((await a.docs()).map((doc) => doc.id)).toEqual(['r1']);
-  });
+  // Both make a new store of the collection, which asks its peers from scratch.
+  const replaced: Array<[string, (device: Device) => void | Promise<void>]> = [
+    ['its disk wiped, a reinstall under the same client id', (device) => device.wipe()],
+    ['the app removed its collection', (device) => device.removeCollection()],
+  ];
+  for (const [how, replace] of replaced) {
+    it(`a write relayed before the writer's store was replaced (${how}), read from the mailbox after the new store asked from scratch, goes back to the writer`, async () => {
+      const { relayServer, a, b } = await relayPair();
+      await b.stop();
+      await a.db.todos.insert({ id: 'r1', title: "left in b's mailbox" });
+      await a.replication.awaitInSync();
+      await a.stop();
+      await replace(a);
+      relayServer.down = true; // b reads its mailbox only after it has answered a's request
+      await b.start();
+      const send = b.network.send.bind(b.network);
+      let answered = false;
+      b.network.send = async (peer, message) => {
+        if (peer === 'deva' && message.op === 'DB_DIFF_PUSH') answered = true;
+        await send(peer, message);
+      };
+      await a.start();
+      await vi.waitFor(() => expect(answered).toBe(true));
+      relayServer.down = false;
+      await b.replication.pullRelay();
+      // Before, b took the version for the new store's (it came from a) and never sent it back.
+      await converge([a, b]);
+      expect((await a.docs()).map((doc) => doc.id)).toEqual(['r1']);
+    });
+  }
 
   it('the replications of one database share the devices they relay to: one learns a device, the other relays to it too', async () => {
     const hub = new MemoryHub();

@@ -26,6 +26,13 @@ export const SyncVersionSchema = Type.String({
   pattern: '^([A-Za-z0-9_-]{1,64}@[0-9]{1,15})?$',
   description: "checkpoint '<epoch>@<sequence>' in the sender's change log; '' = the beginning",
 });
+/**
+ * A device's store of one collection as the source of versions: its client id, its metadata
+ * store's epoch and the collection's copy (a new one when its sync started over, the collection
+ * removed, say). Versions that came from a store are not pushed back to it; a new store of the same
+ * device gets them back.
+ */
+export const SyncStoreSchema = Type.String({ minLength: 1, maxLength: 700 });
 const Stamp = Type.String({ minLength: 17, maxLength: 400, description: 'hybrid logical clock stamp' });
 
 /** One document version: the full state (not a patch), so applying it twice or late is harmless. */
@@ -117,6 +124,13 @@ export const DB_OPS = defineOps('sync', {
         }),
         checkpoint: SyncVersionSchema,
         dbVersion: SyncVersionSchema,
+        store: Type.Optional(
+          Type.String({
+            ...SyncStoreSchema,
+            description:
+              "the receiver's store of this collection (client id, epoch, copy): versions that came from it are not pushed back to it (absent: known by its client id)",
+          }),
+        ),
         askBack: Type.Optional(
           Type.Boolean({
             description:
@@ -158,6 +172,13 @@ export const DB_OPS = defineOps('sync', {
         baseVersion: SyncVersionSchema,
         newVersion: SyncVersionSchema,
         more: Type.Boolean({ description: "false once this push reaches the sender's head" }),
+        store: Type.Optional(
+          Type.String({
+            ...SyncStoreSchema,
+            description:
+              "the sender's store of this collection (see DB_SYNC_INIT's store): the receiver does not push these versions back to it",
+          }),
+        ),
       },
       closed,
     ),
