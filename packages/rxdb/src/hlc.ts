@@ -10,15 +10,27 @@ const COUNTER_MAX = 36 ** COUNTER_WIDTH - 1;
 /** `time.counter`: the part of a stamp the clock advances past. */
 const CLOCK_PART = TIME_WIDTH + 1 + COUNTER_WIDTH;
 
+/**
+ * Tells of other devices whose stamps run more than `maxAheadMs` ahead of this device's wall
+ * clock, once per device: of writes made apart, theirs win last-writer-wins conflicts, and every
+ * clock that sees their stamps moves forward to them.
+ */
+export interface ClockAheadWatch {
+  maxAheadMs: number;
+  onAhead(clientId: string, aheadMs: number): void;
+}
+
 export class HybridClock {
   private time = 0;
   private counter = 0;
   /** `time.counter` of the clock as a string: a stamp whose own is not greater needs no decoding. */
   private reached = '';
+  private readonly toldAhead = new Set<string>();
 
   constructor(
     readonly clientId: string,
     private readonly wallClock: () => number = Date.now,
+    private readonly aheadWatch?: ClockAheadWatch,
   ) {}
 
   /** A new stamp, greater than every stamp issued or observed before. */
@@ -76,11 +88,22 @@ export class HybridClock {
     const parsed = decodeStamp(stamp);
     if (!parsed) return false;
     if (parsed.time > this.time || (parsed.time === this.time && parsed.counter > this.counter)) {
+      // One that does not move it past its time is behind a stamp already seen (and told of).
+      if (parsed.time > this.time) this.watchAhead(parsed.clientId, parsed.time);
       this.time = parsed.time;
       this.counter = parsed.counter;
       this.reached = stamp.slice(0, CLOCK_PART);
     }
     return true;
+  }
+
+  private watchAhead(clientId: string, time: number): void {
+    const watch = this.aheadWatch;
+    if (!watch || clientId === this.clientId || this.toldAhead.has(clientId)) return;
+    const ahead = time - this.wallClock();
+    if (ahead <= watch.maxAheadMs) return;
+    this.toldAhead.add(clientId);
+    watch.onAhead(clientId, ahead);
   }
 }
 

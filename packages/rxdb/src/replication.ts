@@ -1,4 +1,5 @@
 import {
+  DEFAULT_MAX_CLOCK_SKEW_MS,
   type DiffRelay,
   FerryError,
   isFerryError,
@@ -447,7 +448,19 @@ export class FerryReplicationState implements RoutedReplication {
     this.network = options.network;
     this.relay = options.relay;
     this.clientId = options.clientId ?? options.network.clientId;
-    this.clock = new HybridClock(this.clientId, options.now);
+    this.clock = new HybridClock(this.clientId, options.now, {
+      // The limit the session handshake puts on a peer's clock: a stamp can come from further off,
+      // through the relay or a third device.
+      maxAheadMs: DEFAULT_MAX_CLOCK_SKEW_MS,
+      onAhead: (device, aheadMs) =>
+        this.report(
+          new FerryError(
+            'STALE',
+            `${device}'s clock runs ${Math.round(aheadMs / 1000)} s ahead of this device's (limit ${DEFAULT_MAX_CLOCK_SKEW_MS / 1000} s): ` +
+              "of writes made apart, its win last-writer-wins conflicts, and the devices' clocks move forward to its stamps; set its clock right",
+          ),
+        ),
+    });
     for (const [name, collection] of Object.entries(options.collections)) {
       const policy = options.conflict ?? ownConflictHandler(collection) ?? 'lww';
       this.policies.set(name, {

@@ -51,6 +51,26 @@ describe('HybridClock', () => {
     }
   });
 
+  it('tells once per device of stamps far ahead of its wall clock, not of its own nor of ones within the limit', () => {
+    const wall = 1_000_000;
+    const told: Array<[string, number]> = [];
+    const clock = new HybridClock('a', () => wall, {
+      maxAheadMs: 60_000,
+      onAhead: (clientId, aheadMs) => told.push([clientId, aheadMs]),
+    });
+    clock.observe(encodeStamp(wall + 60_000, 0, 'b')); // at the limit
+    clock.observeAll([encodeStamp(wall + 90_000, 0, 'c'), encodeStamp(wall + 80_000, 0, 'b')]);
+    clock.observe(encodeStamp(wall + 100_000, 0, 'c')); // told of already
+    clock.stampAt(wall + 500_000); // its own write, stamped at the time the storage gave it
+    clock.observe(encodeStamp(wall + 600_000, 0, 'b'));
+    expect(told).toEqual([
+      ['c', 90_000],
+      ['b', 600_000],
+    ]);
+    // Far-ahead stamps still move the clock: a write made after seeing them sorts after them.
+    expect(decodeStamp(clock.now())).toMatchObject({ time: wall + 600_000, counter: 1 });
+  });
+
   it('moves past the greatest stamp of a batch, also when a malformed one sorts above it', () => {
     const clock = new HybridClock('a', () => 1_000);
     clock.observeAll([encodeStamp(3_000, 1, 'b'), encodeStamp(7_000, 4, 'c'), encodeStamp(6_000, 9, 'b')]);

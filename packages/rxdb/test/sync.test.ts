@@ -504,6 +504,30 @@ describe('replicateFerry over the in-memory network', () => {
     });
   });
 
+  it('bad input: a device whose clock runs far ahead is reported (STALE, once per device), and its writes still sync', async () => {
+    const {
+      hub,
+      devices: [a],
+    } = await devices(1);
+    const errors: FerryError[] = [];
+    a!.replication.error$.subscribe((error) => errors.push(error));
+    // Over WebRTC the session handshake refuses a peer this far off; its stamps still come through
+    // the relay or a third device.
+    const ahead = new Device('devb', hub, { now: () => Date.now() + 10 * 60_000 });
+    started.push(ahead);
+    await ahead.start();
+    await ahead.db.todos.insert({ id: 'f1', title: 'from ten minutes ahead' });
+    await ahead.db.todos.insert({ id: 'f2', title: 'and another' });
+    await converge([a!, ahead]);
+    expect((await a!.docs()).map((doc) => doc.id)).toEqual(['f1', 'f2']);
+    expect(
+      errors.map((error) => [
+        error.code,
+        error.message.match(/^devb's clock runs (5|6)\d\d s ahead/) !== null,
+      ]),
+    ).toEqual([['STALE', true]]);
+  });
+
   it('five devices converge after concurrent edits of the same documents', async () => {
     const { hub, devices: five } = await devices(5);
     await five[0]!.db.todos.bulkInsert(
