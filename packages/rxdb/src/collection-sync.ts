@@ -113,6 +113,10 @@ export interface Batch {
 export type HoldsData = (meta: DocMeta) => boolean;
 type StorageInstance = RxStorageInstance<Record<string, unknown>, unknown, unknown, unknown>;
 
+/** What a device keeps about what it received from each peer, per copy of a collection. */
+const PEER_VALUES = ['cp', 'refused'] as const;
+type PeerValue = (typeof PEER_VALUES)[number];
+
 /** The `context` of Ferry's document writes, which their change events carry. */
 export const WRITE_CONTEXT = 'ferry-replication';
 const SCAN_PAGE = 1000;
@@ -275,8 +279,8 @@ export class CollectionSync {
   }
 
   /** The key of a value about what this device received from `peer` (`kind`: 'cp' or 'refused'). */
-  peerKey(kind: 'cp' | 'refused', peer: string): string {
-    return `${kind}/${peer}/${this.name}${this.copy ? `/${this.copy}` : ''}`;
+  peerKey(kind: PeerValue, peer: string, copy = this.copy): string {
+    return `${kind}/${peer}/${this.name}${copy ? `/${copy}` : ''}`;
   }
 
   /**
@@ -318,11 +322,17 @@ export class CollectionSync {
    * what the storage holds by a full scan (adopting documents a crash left with an intent row).
    */
   private async newCopy(state: Array<[string, unknown]> = []): Promise<void> {
+    const old = this.copy;
     this.copy = newId();
     await this.host.store.saveMetas(
       this.name,
       [],
       [[`copy/${this.name}`, this.copy], [`scan/${this.name}`, null], ...state],
+    );
+    // Never read again (a device that starts with nothing recorded makes a new copy every time).
+    const peers = await this.host.store.devices();
+    await this.host.store.removeKeys(
+      [...peers].flatMap((peer) => PEER_VALUES.map((kind) => this.peerKey(kind, peer, old))),
     );
   }
 

@@ -330,6 +330,12 @@ export class MetaStore {
     return rows.map((row) => ({ handle: row.k, value: row.toJSON().v.value as T }));
   }
 
+  /** Deletes the values of those of `keys` that are set, in one storage write. */
+  async removeKeys(keys: string[]): Promise<void> {
+    const rows = await this.storage.findDocumentsById(keys.map(stateKey), false);
+    await this.remove(rows.map((row) => row.k));
+  }
+
   /** Deletes rows by their handles (from `setAll` or `entries`), in one storage write. */
   async remove(handles: string[]): Promise<void> {
     if (handles.length > 0)

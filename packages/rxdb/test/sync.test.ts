@@ -1092,6 +1092,22 @@ describe('replicateFerry over the in-memory network', () => {
     await b!.replication.awaitInitialReplication();
   });
 
+  it('a device whose collection is empty keeps one checkpoint per peer, however often it restarts', async () => {
+    const {
+      devices: [a, b],
+    } = await devices(2);
+    await converge([a!, b!]);
+    // Each start with nothing recorded asks the peers from scratch under a new copy of the
+    // checkpoints; until the seventeenth round the old copy's stayed, one more row per peer each time.
+    for (let run = 0; run < 3; run++) {
+      await b!.stop();
+      await b!.start();
+      await converge([a!, b!]);
+    }
+    const checkpoints = await b!.replication.store.list('cp/');
+    expect(checkpoints).toHaveLength(1);
+  });
+
   it('two devices starting on a connected network, their requests crossing, send nothing twice', async () => {
     const hub = new MemoryHub();
     const [dbA, dbB] = [await openDb(newDisk()), await openDb(newDisk())];
