@@ -223,6 +223,12 @@ const ANSWER_WAIT_MS = 3000;
 const relayMarkKey = (collection: string) => `relayed/${collection}`;
 /** This device's key in version vectors (see CollectionSyncHost.vectorId): 48 bits of the epoch tell stores apart. */
 const vectorIdOf = (clientId: string, epoch: string) => `${clientId}~${epoch.slice(0, 8)}`;
+/**
+ * The store a device names for itself (see CollectionSync.storeId). An earlier Ferry names none, and
+ * one naming another device's is not believed: its stores are known by its client id.
+ */
+const storeOf = (device: string, named: string | undefined) =>
+  named?.startsWith(`${device}~`) ? named : device;
 const notRunKey = (collection: string) => `not-run/${collection}`;
 /** Set while a collection's sync starts over (see startOver): a start that finds it does it again. */
 const startOverKey = (collection: string) => `start-over/${collection}`;
@@ -867,8 +873,7 @@ export class FerryReplicationState implements RoutedReplication {
     this.knowDevice(diff.senderClientId);
     this.runsCollection(diff.senderClientId, parsed.collection, true);
     const sender = diff.senderClientId;
-    // An earlier Ferry names no store: its stores are known by its client id.
-    const source = { device: sender, store: parsed.store ?? sender };
+    const source = { device: sender, store: storeOf(sender, parsed.store) };
     const outcome = await this.syncs.get(parsed.collection)!.apply(parsed.changes, source);
     await this.recordConflicts(outcome.conflicts);
     for (const { id } of outcome.rejected) {
@@ -1179,7 +1184,7 @@ export class FerryReplicationState implements RoutedReplication {
       pushedThrough: start,
       acked: start,
       start,
-      store: init.store ?? peer,
+      store: storeOf(peer, init.store),
       withData: new Set(init.withData),
       dataSent: new Map(),
       inflight: 0,
@@ -1322,7 +1327,7 @@ export class FerryReplicationState implements RoutedReplication {
       // and with it where versions were refused, never after it.
       outcome = await sync.apply(
         push.changes,
-        { device: peer, store: push.store ?? peer },
+        { device: peer, store: storeOf(peer, push.store) },
         (applied) => [
           ...(advances ? [[checkpointKey, next] as [string, unknown]] : []),
           ...(applied.rejected.length > 0

@@ -1317,6 +1317,33 @@ describe('replicateFerry over the in-memory network', () => {
     });
   }
 
+  it("bad input: a relay diff naming another device's store is taken for its sender's: what it brings still reaches that device", async () => {
+    const relayServer = new MemoryRelayServer();
+    const {
+      devices: [a, b],
+    } = await devices(2, { relayServer });
+    await converge([a!, b!]);
+    // Believed, the named store (b's) would have a skip the version for b, as if it came from b.
+    const diff = {
+      v: 1,
+      collection: 'todos',
+      store: b!.replication.collection('todos')!.storeId,
+      changes: [
+        {
+          id: 'w',
+          st: a!.replication.clock.now(),
+          vv: { 'devx~0': 1 },
+          del: false,
+          doc: { id: 'w', title: 'x' },
+        },
+      ],
+    };
+    await relayServer.client('devx').push([a!.id], new TextEncoder().encode(JSON.stringify(diff)));
+    await a!.replication.pullRelay();
+    await converge([a!, b!]);
+    expect(await b!.docs()).toEqual([{ id: 'w', title: 'x' }]);
+  });
+
   it('the replications of one database share the devices they relay to: one learns a device, the other relays to it too', async () => {
     const hub = new MemoryHub();
     const relayServer = new MemoryRelayServer();
