@@ -13,7 +13,10 @@ const CLOCK_PART = TIME_WIDTH + 1 + COUNTER_WIDTH;
 /**
  * Tells of other devices whose stamps run more than `maxAheadMs` ahead of this device's wall
  * clock, once per device: of writes made apart, theirs win last-writer-wins conflicts, and every
- * clock that sees their stamps moves forward to them.
+ * clock that sees their stamps moves forward to them. Only a stamp whose counter is 0 tells of its
+ * device's wall clock: a device that saw a later stamp makes its own at that stamp's time with a
+ * counter above 0, so a device whose clock was carried forward is not taken for the one that runs
+ * ahead.
  */
 export interface ClockAheadWatch {
   maxAheadMs: number;
@@ -66,8 +69,8 @@ export class HybridClock {
   /** Move past a stamp seen on another device (or persisted before a restart). */
   observe(stamp: string): void {
     // Fixed-width parts compare as strings: most stamps a device receives are behind its clock.
-    if (stamp.slice(0, CLOCK_PART) <= this.reached) return;
-    this.advanceTo(stamp);
+    if (stamp.slice(0, CLOCK_PART) > this.reached) this.advanceTo(stamp);
+    if (this.aheadWatch) this.watchAhead([stamp], this.aheadWatch);
   }
 
   /**
@@ -79,8 +82,9 @@ export class HybridClock {
     let greatest: string | undefined;
     for (const stamp of stamps)
       if (stamp > this.reached && (greatest === undefined || stamp > greatest)) greatest = stamp;
-    if (greatest === undefined || this.advanceTo(greatest)) return;
-    for (const stamp of stamps) this.observe(stamp);
+    if (greatest !== undefined && !this.advanceTo(greatest))
+      for (const stamp of stamps) if (stamp.slice(0, CLOCK_PART) > this.reached) this.advanceTo(stamp);
+    if (this.aheadWatch) this.watchAhead(stamps, this.aheadWatch);
   }
 
   /** False if `stamp` is malformed. */
@@ -88,8 +92,6 @@ export class HybridClock {
     const parsed = decodeStamp(stamp);
     if (!parsed) return false;
     if (parsed.time > this.time || (parsed.time === this.time && parsed.counter > this.counter)) {
-      // One that does not move it past its time is behind a stamp already seen (and told of).
-      if (parsed.time > this.time) this.watchAhead(parsed.clientId, parsed.time);
       this.time = parsed.time;
       this.counter = parsed.counter;
       this.reached = stamp.slice(0, CLOCK_PART);
@@ -97,18 +99,33 @@ export class HybridClock {
     return true;
   }
 
-  private watchAhead(clientId: string, time: number): void {
-    const watch = this.aheadWatch;
-    if (!watch || clientId === this.clientId || this.toldAhead.has(clientId)) return;
-    const ahead = time - this.wallClock();
-    if (ahead <= watch.maxAheadMs) return;
-    this.toldAhead.add(clientId);
-    watch.onAhead(clientId, ahead);
+  /**
+   * Tells of the devices whose own stamps among `stamps` (just observed) run too far ahead. None
+   * can while this clock, which has moved past them all, is within the limit: the usual case costs
+   * one reading of the wall clock. Checked whether or not a stamp moved the clock, so a device is
+   * told of also when another ran further ahead before it.
+   */
+  private watchAhead(stamps: readonly string[], watch: ClockAheadWatch): void {
+    const wall = this.wallClock();
+    if (this.time - wall <= watch.maxAheadMs) return;
+    const limit = encodeTime(Math.floor(wall + watch.maxAheadMs));
+    for (const stamp of stamps) {
+      if (stamp.slice(0, TIME_WIDTH) <= limit || stamp.slice(TIME_WIDTH + 1, CLOCK_PART) !== OWN_CLOCK)
+        continue;
+      const parsed = decodeStamp(stamp);
+      if (!parsed || parsed.clientId === this.clientId || this.toldAhead.has(parsed.clientId)) continue;
+      this.toldAhead.add(parsed.clientId);
+      watch.onAhead(parsed.clientId, parsed.time - wall);
+    }
   }
 }
 
+const encodeTime = (time: number) => time.toString(36).padStart(TIME_WIDTH, '0');
+/** The counter part of a stamp made at its device's own wall-clock time. */
+const OWN_CLOCK = '0'.repeat(COUNTER_WIDTH);
+
 export const encodeStamp = (time: number, counter: number, clientId: string): string =>
-  `${time.toString(36).padStart(TIME_WIDTH, '0')}.${counter.toString(36).padStart(COUNTER_WIDTH, '0')}.${clientId}`;
+  `${encodeTime(time)}.${counter.toString(36).padStart(COUNTER_WIDTH, '0')}.${clientId}`;
 
 const STAMP = /^([0-9a-z]{10})\.([0-9a-z]{5})\.(.+)$/s;
 

@@ -59,16 +59,36 @@ describe('HybridClock', () => {
       onAhead: (clientId, aheadMs) => told.push([clientId, aheadMs]),
     });
     clock.observe(encodeStamp(wall + 60_000, 0, 'b')); // at the limit
+    // b's stamp does not move the clock past c's, and still tells of b (until the eighteenth round
+    // only stamps that moved the clock were checked).
     clock.observeAll([encodeStamp(wall + 90_000, 0, 'c'), encodeStamp(wall + 80_000, 0, 'b')]);
     clock.observe(encodeStamp(wall + 100_000, 0, 'c')); // told of already
     clock.stampAt(wall + 500_000); // its own write, stamped at the time the storage gave it
-    clock.observe(encodeStamp(wall + 600_000, 0, 'b'));
+    clock.observe(encodeStamp(wall + 600_000, 0, 'b')); // told of already
+    clock.observe(encodeStamp(wall + 400_000, 0, 'd')); // behind the clock, and far ahead
     expect(told).toEqual([
       ['c', 90_000],
-      ['b', 600_000],
+      ['b', 80_000],
+      ['d', 400_000],
     ]);
     // Far-ahead stamps still move the clock: a write made after seeing them sorts after them.
     expect(decodeStamp(clock.now())).toMatchObject({ time: wall + 600_000, counter: 1 });
+  });
+
+  it('does not tell of a device whose clock a far-ahead stamp carried forward: its own stamps have a counter above 0', () => {
+    const wall = 1_000_000;
+    const told: string[] = [];
+    const watch = { maxAheadMs: 60_000, onAhead: (clientId: string) => told.push(clientId) };
+    // b saw c's stamp, ten minutes ahead, and wrote after it: b's stamp carries c's time.
+    const b = new HybridClock('b', () => wall, watch);
+    b.observe(encodeStamp(wall + 600_000, 0, 'c'));
+    const carried = b.now();
+    expect(decodeStamp(carried)).toEqual({ time: wall + 600_000, counter: 1, clientId: 'b' });
+    // a hears of b's write first, then of c's, which does not move its clock.
+    const a = new HybridClock('a', () => wall, watch);
+    a.observeAll([carried]);
+    a.observe(encodeStamp(wall + 600_000, 0, 'c'));
+    expect(told).toEqual(['c', 'c']); // b's clock told of c; a's too, and of c alone
   });
 
   it('moves past the greatest stamp of a batch, also when a malformed one sorts above it', () => {
