@@ -16,7 +16,8 @@ import { buildDevice, runScenario, type Servers } from './suites/rxdb.js';
  * The revision is checked out once into a git worktree under bench/.build, given the repository's
  * node_modules (with its own packages linked to the worktree's) and built there; each side runs its
  * own device program (bench/devices/rxdb-device.ts of that revision). Prints both medians and every
- * run, and writes bench/results/compare.json.
+ * run, of the sync time and of the peak RSS of the larger process, and writes
+ * bench/results/compare.json.
  */
 
 const ROOT = fileURLToPath(new URL('../', import.meta.url));
@@ -88,6 +89,7 @@ async function main(): Promise<void> {
     deviceScript,
   });
   const times = { tree: [] as number[], baseline: [] as number[] };
+  const peaksMb = { tree: [] as number[], baseline: [] as number[] };
   try {
     for (let i = 0; i < pairs; i++) {
       // Each side goes first in every other pair.
@@ -96,9 +98,11 @@ async function main(): Promise<void> {
         const script = side === 'tree' ? tree.script : baseline.script;
         const result = await runScenario(servers(script), { system: 'ferry', batchSize: 500, count: COUNT });
         times[side].push(result.syncMs);
+        peaksMb[side].push(result.peakBytes / 1e6);
       }
       console.log(
-        `pair ${i + 1}: working tree ${times.tree.at(-1)!.toFixed(0)} ms, ${revision} ${times.baseline.at(-1)!.toFixed(0)} ms`,
+        `pair ${i + 1}: working tree ${times.tree.at(-1)!.toFixed(0)} ms (${peaksMb.tree.at(-1)!.toFixed(0)} MB), ` +
+          `${revision} ${times.baseline.at(-1)!.toFixed(0)} ms (${peaksMb.baseline.at(-1)!.toFixed(0)} MB)`,
       );
     }
   } finally {
@@ -117,11 +121,19 @@ async function main(): Promise<void> {
   console.log(line('working tree', times.tree));
   console.log(line(`${revision} (${sha.slice(0, 12)})`, times.baseline));
   console.log(`ratio of medians: ${(median(times.tree) / median(times.baseline)).toFixed(3)}`);
+  const peakLine = (label: string, mb: number[]) =>
+    `${label.padEnd(24)} median ${median(mb).toFixed(1)} MB, runs ${[...mb]
+      .sort((a, b) => a - b)
+      .map((m) => m.toFixed(0))
+      .join(' ')}`;
+  console.log('\npeak RSS of the larger device process');
+  console.log(peakLine('working tree', peaksMb.tree));
+  console.log(peakLine(`${revision} (${sha.slice(0, 12)})`, peaksMb.baseline));
   const file = join(ROOT, 'bench/results/compare.json');
   mkdirSync(join(ROOT, 'bench/results'), { recursive: true });
   writeFileSync(
     file,
-    `${JSON.stringify({ revision, sha, count: COUNT, pairs, syncMs: times, machine: machineInfo() }, null, 2)}\n`,
+    `${JSON.stringify({ revision, sha, count: COUNT, pairs, syncMs: times, peakMb: peaksMb, machine: machineInfo() }, null, 2)}\n`,
   );
   console.log(`-> ${file}`);
   process.exit(0);
