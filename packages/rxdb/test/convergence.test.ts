@@ -5,7 +5,8 @@ import { converge, Device, MemoryRelayServer } from './support.js';
 
 // Property: whatever the schedule (writes, updates, deletes on every device; partitions; devices
 // going down, or crashing with a metadata write lost, and coming back; relay deliveries that are
-// duplicated, reordered or expired; the diff server unreachable for a while), once the network heals
+// duplicated, reordered or expired; the diff server unreachable for a while; clocks that disagree by
+// minutes), once the network heals
 // every device holds exactly the same documents (with the same attachments), and no write is lost
 // except one superseded by the conflict rule. The network heals one of two ways: every link comes back, or none does and the
 // devices only read their mailboxes (then no mailbox may expire: the relay is all they have).
@@ -86,6 +87,13 @@ interface Schedule {
    * switch heals by links: relay diffs written under the old rule wait for the TTL.
    */
   heal?: 'links' | 'relay';
+  /**
+   * How far each device's clock runs from the others', in ms (absent: 0). Of writes made apart the
+   * one stamped later wins, so a device ahead wins them even when it wrote first (a write made after
+   * seeing another still wins over it: its version vector dominates). The checks hold either way;
+   * the skew varies which of two concurrent writes wins, and runs the report of a clock far ahead.
+   */
+  skew?: number[];
 }
 
 type TodoState = { title?: string; _deleted?: boolean };
@@ -112,19 +120,27 @@ const greaterTitle = {
 /** Across all runs: proof that the schedules exercised the relay and restarts, not just the happy path. */
 const coverage = { relayPushes: 0, restarts: 0, crashes: 0, wipes: 0, drops: 0, conflicts: 0 };
 
-async function runSchedule({ ops, duplicate, reorder, policy, heal = 'links' }: Schedule): Promise<void> {
+async function runSchedule({
+  ops,
+  duplicate,
+  reorder,
+  policy,
+  heal = 'links',
+  skew = [],
+}: Schedule): Promise<void> {
   const hub = new MemoryHub();
   const relayServer = new MemoryRelayServer();
   relayServer.duplicate = duplicate;
   relayServer.reorder = reorder;
   let time = 1_700_000_000_000;
-  const now = () => time++;
+  const clock = (offset: number) => () => time++ + offset;
   const fields = { merge: 'fields' as const };
   const conflict =
     policy === 'lww' || policy === 'switch' ? ('lww' as const) : policy === 'fields' ? fields : greaterTitle;
   if (policy === 'switch') heal = 'links';
   const devices = DEVICES.map(
-    (id) => new Device(id, hub, { relayServer, now, conflict, knownDevices: DEVICES }),
+    (id, i) =>
+      new Device(id, hub, { relayServer, now: clock(skew[i] ?? 0), conflict, knownDevices: DEVICES }),
   );
   const cut = new Set<string>();
   const written = new Map<string, Set<string>>(); // doc -> values written ('' = deleted)
@@ -355,6 +371,11 @@ const scheduleArb = fc.record({
   reorder: fc.boolean(),
   policy: fc.constantFrom('lww' as const, 'fields' as const, 'handler' as const, 'switch' as const),
   heal: fc.constantFrom('links' as const, 'relay' as const),
+  // Most devices agree; some run a minute and a half behind, or ahead by 45 s or by ten minutes.
+  skew: fc.array(fc.constantFrom(0, 0, 0, -90_000, 45_000, 600_000), {
+    minLength: DEVICES.length,
+    maxLength: DEVICES.length,
+  }),
 });
 
 // Shrunk counterexamples found while developing (and by mutating the engine), kept as regressions.
