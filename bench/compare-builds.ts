@@ -110,25 +110,29 @@ async function main(): Promise<void> {
     baseline.dispose();
     await signaling.close();
   }
-  const line = (label: string, ms: number[]) =>
-    `${label.padEnd(24)} median ${median(ms).toFixed(0)} ms (${(COUNT / (median(ms) / 1000)).toFixed(0)} docs/s), runs ${[
-      ...ms,
-    ]
+  const runs = (values: number[]) =>
+    [...values]
       .sort((a, b) => a - b)
-      .map((t) => t.toFixed(0))
-      .join(' ')}`;
+      .map((value) => value.toFixed(0))
+      .join(' ');
+  const sides = [
+    ['working tree', 'tree'],
+    [`${revision} (${sha.slice(0, 12)})`, 'baseline'],
+  ] as const;
   console.log(`\n10,000-document sync, ${pairs} alternating pairs of fresh processes`);
-  console.log(line('working tree', times.tree));
-  console.log(line(`${revision} (${sha.slice(0, 12)})`, times.baseline));
+  for (const [label, side] of sides) {
+    const ms = median(times[side]);
+    console.log(
+      `${label.padEnd(24)} median ${ms.toFixed(0)} ms (${(COUNT / (ms / 1000)).toFixed(0)} docs/s), runs ${runs(times[side])}`,
+    );
+  }
   console.log(`ratio of medians: ${(median(times.tree) / median(times.baseline)).toFixed(3)}`);
-  const peakLine = (label: string, mb: number[]) =>
-    `${label.padEnd(24)} median ${median(mb).toFixed(1)} MB, runs ${[...mb]
-      .sort((a, b) => a - b)
-      .map((m) => m.toFixed(0))
-      .join(' ')}`;
   console.log('\npeak RSS of the larger device process');
-  console.log(peakLine('working tree', peaksMb.tree));
-  console.log(peakLine(`${revision} (${sha.slice(0, 12)})`, peaksMb.baseline));
+  for (const [label, side] of sides) {
+    console.log(
+      `${label.padEnd(24)} median ${median(peaksMb[side]).toFixed(1)} MB, runs ${runs(peaksMb[side])}`,
+    );
+  }
   const file = join(ROOT, 'bench/results/compare.json');
   mkdirSync(join(ROOT, 'bench/results'), { recursive: true });
   writeFileSync(
