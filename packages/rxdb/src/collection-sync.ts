@@ -933,13 +933,17 @@ export class CollectionSync {
   ): Decision | undefined | Promise<Decision | undefined> {
     if (!current) return { version: remote, via: from.store, local: false };
     const order = compareVectors(current.vv, remote.vv);
-    if (order === 'equal' || order === 'local') return undefined;
+    // One vector names one version. Another stamp under it means its writer used its counters twice
+    // (a database restored from a backup that nothing told apart, or a device that lies): a conflict,
+    // settled alike on every device whichever copy it saw first, never two devices each keeping theirs.
+    if (order === 'local' || (order === 'equal' && remote.st === current.st)) return undefined;
     if (order === 'remote') return { version: remote, via: from.store, local: false };
     return this.resolveConflict(
       current,
       remote,
       from,
       ownEarlier ?? this.metas.get(remote.id)?.local === true,
+      order === 'equal',
     );
   }
 
@@ -947,15 +951,20 @@ export class CollectionSync {
    * Two concurrent versions: the policy decides (the app's handler may take its time). A resolution
    * of this device's own write is this device's to relay, like the write: it may be the only
    * version that carries it (a peer that was sent the write may never have received it).
+   * `sameVector`: two versions under one vector. The per-field merge would make a third under it
+   * too, which a device holding the copy with the same stamp would take for its own: the later
+   * stamp wins whole instead. The app's handler makes a version under a new vector, as ever.
    */
   private async resolveConflict(
     current: Change,
     remote: Change,
     from: Source,
     ownCurrent: boolean,
+    sameVector = false,
   ): Promise<Decision> {
     const policy = this.host.policy;
-    const { version, created } = await resolveConcurrent(policy, current, remote, {
+    const rule = sameVector && policyKind(policy) === 'fields' ? 'lww' : policy;
+    const { version, created } = await resolveConcurrent(rule, current, remote, {
       primaryPath: this.primaryPath,
       withAttachments: this.withAttachments,
       clock: this.host.clock,

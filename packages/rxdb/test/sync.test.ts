@@ -25,6 +25,7 @@ import {
   MetaStore,
   replicateFerry,
 } from '../src/index.js';
+import { hashValue, stampFields } from '../src/versions.js';
 import {
   converge,
   Device,
@@ -2416,6 +2417,44 @@ describe('replicateFerry over the in-memory network', () => {
       apply.mockRestore();
     }
   });
+
+  it.each([
+    ['lww', 'lww' as const],
+    ['the per-field merge', { merge: 'fields' } as const],
+  ])(
+    'bad input: two versions under one vector (a writer that used its counters twice) are a conflict that every device settles alike: the later stamp wins whole (%s)',
+    async (_name, conflict) => {
+      const {
+        hub,
+        devices: [a, b, c],
+      } = await devices(3, { conflict });
+      const link = (linked: boolean) => {
+        hub.setLinked('devc', 'deva', linked);
+        hub.setLinked('devc', 'devb', linked);
+      };
+      link(false);
+      await a!.db.todos.insert({ id: 'x', title: 'original' });
+      await converge([a!, b!]);
+      const { vv } = a!.replication.collection('todos')!.meta('x')!;
+      // Device z wrote x again under the vector of its earlier write (as a database restored from a
+      // backup would) and only c got that copy. It is stamped later; under the per-field merge its
+      // title is stamped before a's, so merging the two would make a third version under the vector.
+      const st = c!.replication.clock.now();
+      const doc = { id: 'x', title: 'second copy', n: 7 };
+      const fs = {
+        ...stampFields(undefined, doc, false, st, 'id', true),
+        title: ['0000000001.00000.devz', hashValue(doc.title)] as [string, string],
+      };
+      const second = { id: 'x', st, vv, del: false, doc, ...(conflict === 'lww' ? {} : { fs }) };
+      await c!.replication.collection('todos')!.apply([second], { device: 'devz', store: 'devz~store' });
+      link(true);
+      await within(5_000, converge([a!, b!, c!]), () => 'the two copies under one vector were kept apart');
+      for (const device of [a!, b!, c!]) expect(await device.docs()).toEqual([doc]);
+      for (const device of [a!, b!]) {
+        expect((await device.replication.conflicts()).map((found) => found.resolved.st)).toEqual([st]);
+      }
+    },
+  );
 
   it('bad input: malformed messages and documents the schema refuses are reported, never applied, never crash', async () => {
     const {
