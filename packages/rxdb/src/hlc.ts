@@ -7,6 +7,8 @@
 const TIME_WIDTH = 10; // base36 milliseconds: good until the year 5188
 const COUNTER_WIDTH = 5; // base36: 60 million stamps in one millisecond before time is bumped
 const COUNTER_MAX = 36 ** COUNTER_WIDTH - 1;
+/** The last millisecond a stamp can hold (in the year 5188). */
+const TIME_MAX = 36 ** TIME_WIDTH - 1;
 /** `time.counter`: the part of a stamp the clock advances past. */
 const CLOCK_PART = TIME_WIDTH + 1 + COUNTER_WIDTH;
 
@@ -60,7 +62,7 @@ export class HybridClock {
    * millisecond count a stamp can hold gets `now()`.
    */
   stampAt(time: number | undefined): string {
-    if (time === undefined || !(time >= 0 && time < 36 ** TIME_WIDTH)) return this.now();
+    if (time === undefined || !(time >= 0 && time < TIME_MAX)) return this.now();
     const stamp = encodeStamp(Math.floor(time), 0, this.clientId);
     this.observe(stamp);
     return stamp;
@@ -75,8 +77,8 @@ export class HybridClock {
 
   /**
    * Move past all of `stamps` (a received batch): only the greatest is decoded, since a batch from
-   * a device that wrote in order is ahead of this clock stamp after stamp. A malformed stamp can
-   * sort greatest; then each is observed in turn.
+   * a device that wrote in order is ahead of this clock stamp after stamp. A malformed or unfollowed
+   * stamp can sort greatest; then each is observed in turn.
    */
   observeAll(stamps: readonly string[]): void {
     let greatest: string | undefined;
@@ -87,10 +89,14 @@ export class HybridClock {
     if (this.aheadWatch) this.watchAhead(stamps, this.aheadWatch);
   }
 
-  /** False if `stamp` is malformed. */
+  /**
+   * False if `stamp` is malformed or not followed. One in the format's last millisecond (a forged or
+   * broken clock's) is not: the clock could not go past it, and stamps made after it would not fit
+   * the format, nor sort after it.
+   */
   private advanceTo(stamp: string): boolean {
     const parsed = decodeStamp(stamp);
-    if (!parsed) return false;
+    if (!parsed || parsed.time >= TIME_MAX) return false;
     if (parsed.time > this.time || (parsed.time === this.time && parsed.counter > this.counter)) {
       this.time = parsed.time;
       this.counter = parsed.counter;

@@ -32,6 +32,24 @@ describe('HybridClock', () => {
     expect(clock.now() > encodeStamp(5_000, 20, 'zzz')).toBe(true);
   });
 
+  it("does not follow a stamp in the format's last millisecond: its own stamps stay well-formed and increasing", () => {
+    const clock = new HybridClock('a', () => 1_000);
+    const before = clock.now();
+    const last = encodeStamp(36 ** 10 - 1, 36 ** 5 - 1, 'b');
+    clock.observe(last);
+    // In a batch, the other stamps are still followed.
+    clock.observeAll([encodeStamp(36 ** 10 - 1, 0, 'c'), encodeStamp(2_000, 3, 'c'), last]);
+    const after = [clock.now(), clock.now()];
+    expect(after.map(decodeStamp)).toEqual([
+      { time: 2_000, counter: 4, clientId: 'a' },
+      { time: 2_000, counter: 5, clientId: 'a' },
+    ]);
+    expect(before < after[0]! && after[0]! < after[1]!).toBe(true);
+    // The millisecond before the last is followed: the counter still has room after it.
+    clock.observe(encodeStamp(36 ** 10 - 2, 36 ** 5 - 1, 'b'));
+    expect(decodeStamp(clock.now())).toEqual({ time: 36 ** 10 - 1, counter: 0, clientId: 'a' });
+  });
+
   it('stamps a write it learns of late at the time it was made; later stamps still sort after it', () => {
     let wall = 10_000;
     const clock = new HybridClock('a', () => wall);

@@ -1,7 +1,7 @@
 import type { PeerMessage } from '@ferry/core';
 import fc from 'fast-check';
 import { afterEach, describe, expect, it } from 'vitest';
-import type { Change, DiffPush } from '../src/index.js';
+import { type Change, type DiffPush, decodeStamp } from '../src/index.js';
 import { converge, type Device, startDevices, within } from './support.js';
 
 // A device holding the account key but running broken or hostile code: every push it sends passes
@@ -184,6 +184,10 @@ async function exchange([a, b]: [Device, Device], mutations: PushMutation[]): Pr
       { id: 'fresh-b', title: 'b again' },
     ]);
   }
+  // Whatever stamps b saw, its own still fit the clock's format (and so sort after its earlier ones).
+  expect(decodeStamp(b.replication.collection('todos')!.meta('fresh-b')!.st)).toMatchObject({
+    clientId: 'devb',
+  });
   // What b refused it said, by the codes of refused input.
   expect(codes.filter((code) => !['SCHEMA_MISMATCH', 'REJECTED', 'STALE'].includes(code))).toEqual([]);
 }
