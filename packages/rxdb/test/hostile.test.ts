@@ -4,13 +4,14 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { type Change, type DiffPush, decodeStamp } from '../src/index.js';
 import { converge, type Device, startDevices, within } from './support.js';
 
-// A device holding the account key but running broken or hostile code: every push it sends passes
-// the message schema (anything else is refused before it is read: see sync.test) but says what it
-// likes: stamps of any text or far in the future, version vectors of any size, documents missing,
-// renamed, of the wrong shape or carrying RxDB's own fields, attachments and per-field stamps out of
-// nowhere, changes repeated, and versions that do not follow the checkpoint. Whatever it sends, the
-// receiving device must not crash or hang, must report what it refuses, and once the peer behaves
-// again the two must settle and sync what is written next.
+// A device holding the account key but running broken or hostile code, whose messages all pass the
+// message schema (anything else is refused before it is read: see sync.test). Its pushes say what
+// they like: stamps of any text or far in the future, version vectors of any size, documents
+// missing, renamed, of the wrong shape or carrying RxDB's own fields, attachments and per-field
+// stamps out of nowhere, changes repeated, and versions that do not follow the checkpoint. Its other
+// messages ask for streams and log positions that do not exist, acknowledge and refuse what was never
+// sent, and resolve conflicts that never were. Whatever it sends, the receiving device must not
+// crash or hang, must report what it refuses, and must sync new writes once the peer behaves.
 
 const IDS = ['t0', 't1', 't2', 't3'];
 const DEVICES = ['deva', 'devb', 'devz'];
@@ -123,6 +124,76 @@ function mutate(push: DiffPush, how: PushMutation): DiffPush {
   return { ...push, changes, ...gap };
 }
 
+/** A log position of the receiver's (its epoch, when known) or of no one's, near or far. */
+const version = fc.oneof(
+  fc.constant(''),
+  fc
+    .tuple(
+      fc.constantFrom('RECEIVER', 'forged', 'x'.repeat(64)),
+      fc.constantFrom(0, 1, 3, 1e9, 999_999_999_999_999),
+    )
+    .map(([epoch, seq]) => `${epoch}@${seq}`),
+);
+const stream = fc.constantFrom('OPEN', 's1', 'x'.repeat(512));
+const collectionName = fc.constantFrom('todos', 'notes', 'z');
+
+/** Sync messages other than pushes, each valid by the message schema. */
+const otherMessage = fc.oneof(
+  fc.record(
+    {
+      op: fc.constant('DB_SYNC_INIT'),
+      collection: collectionName,
+      stream,
+      checkpoint: version,
+      dbVersion: version,
+      store: fc.constantFrom('deva~x', 'devb~y', 'z'),
+      askBack: fc.boolean(),
+      withData: fc.array(fc.constantFrom(...IDS), { maxLength: 2 }),
+      policy: fc.constantFrom('lww', 'fields', 'handler'),
+      policyVersion: fc.constantFrom('1', 'x'.repeat(64)),
+    },
+    { requiredKeys: ['op', 'collection', 'stream', 'checkpoint', 'dbVersion'] },
+  ),
+  fc.record(
+    {
+      op: fc.constant('DB_DIFF_ACK'),
+      collection: collectionName,
+      stream,
+      ackVersion: version,
+      resolvedConflicts: fc.array(fc.constantFrom(...IDS), { maxLength: 2 }),
+    },
+    { requiredKeys: ['op', 'collection', 'stream', 'ackVersion'] },
+  ),
+  fc.record(
+    {
+      op: fc.constant('DB_DIFF_NACK'),
+      collection: collectionName,
+      stream,
+      baseVersion: version,
+      reason: fc.constantFrom(
+        'gap',
+        'rejected',
+        'invalid',
+        'paused',
+        'unknown-collection',
+        'failed',
+        'attachments',
+        'policy',
+      ),
+      message: fc.string({ maxLength: 20 }),
+      ids: fc.array(fc.constantFrom(...IDS), { maxLength: 2 }),
+    },
+    { requiredKeys: ['op', 'collection', 'stream', 'baseVersion', 'reason', 'message'] },
+  ),
+  fc.record({
+    op: fc.constant('DB_CONFLICT_RESOLVE'),
+    collection: collectionName,
+    changes: fc.array(changeMutation, { minLength: 1, maxLength: 2 }),
+  }),
+);
+
+type OtherMessage = typeof otherMessage extends fc.Arbitrary<infer T> ? T : never;
+
 const started: Device[] = [];
 afterEach(async () => {
   await Promise.all(
@@ -133,21 +204,37 @@ afterEach(async () => {
   );
 });
 
-describe('bad input: pushes of a peer that says what it likes', () => {
-  it('are applied or refused, never crash or hang the receiver, and once the peer behaves both settle and sync new writes', async () => {
+/** Runs `body` on two fresh devices, which go afterwards also when it fails. */
+async function withPair(body: (pair: [Device, Device]) => Promise<void>): Promise<void> {
+  const { devices } = await startDevices(2);
+  started.push(...devices);
+  try {
+    await body(devices as [Device, Device]);
+  } finally {
+    // RxDB's open-core build allows 16 open collections per process, and shrinking runs many.
+    await Promise.all(devices.filter((d) => d.online).map((d) => d.stop()));
+  }
+}
+
+const RUNS = Number(process.env.FERRY_HOSTILE_RUNS ?? 25);
+const REFUSED = ['SCHEMA_MISMATCH', 'REJECTED', 'STALE'];
+
+describe('bad input: a peer that says what it likes', () => {
+  it('its pushes are applied or refused, never crash or hang the receiver, and once the peer behaves both settle and sync new writes', async () => {
     await fc.assert(
-      fc.asyncProperty(fc.array(pushMutation, { minLength: 1, maxLength: 4 }), async (mutations) => {
-        const { devices } = await startDevices(2);
-        started.push(...devices);
-        try {
-          await exchange(devices as [Device, Device], mutations);
-        } finally {
-          // Every run's devices go, also those of a failing one (RxDB's open-core build allows 16
-          // open collections per process, and shrinking runs many).
-          await Promise.all(devices.filter((d) => d.online).map((d) => d.stop()));
-        }
-      }),
-      { numRuns: Number(process.env.FERRY_HOSTILE_RUNS ?? 25) },
+      fc.asyncProperty(fc.array(pushMutation, { minLength: 1, maxLength: 4 }), (mutations) =>
+        withPair((pair) => exchange(pair, mutations)),
+      ),
+      { numRuns: RUNS },
+    );
+  }, 120_000);
+
+  it('its requests, acknowledgements, refusals and conflict resolutions never crash or hang the receiver, and a new meeting syncs new writes', async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.array(otherMessage, { minLength: 1, maxLength: 6 }), (messages) =>
+        withPair((pair) => tell(pair, messages)),
+      ),
+      { numRuns: RUNS },
     );
   }, 120_000);
 });
@@ -204,5 +291,78 @@ async function exchange([a, b]: [Device, Device], mutations: PushMutation[]): Pr
     clientId: 'devb',
   });
   // What b refused it said, by the codes of refused input.
-  expect(codes.filter((code) => !['SCHEMA_MISMATCH', 'REJECTED', 'STALE'].includes(code))).toEqual([]);
+  expect(codes.filter((code) => !REFUSED.includes(code))).toEqual([]);
+}
+
+/**
+ * a sends b `messages` (its own streams' ids and b's epoch filled in where a message names them),
+ * between writes of both. What a says of itself (that it paused, runs another policy, lacks a
+ * collection, asks for a stream it then ignores) b may believe until they next meet: b must stay
+ * whole, report only refused input, stop when told, and once it meets a again (a restart) settle
+ * and sync new writes both ways.
+ */
+async function tell([a, b]: [Device, Device], messages: OtherMessage[]): Promise<void> {
+  const codes: string[] = [];
+  b.replication.error$.subscribe((error) => codes.push(error.code));
+  // Learned from what a and b send: b's epoch (in its pushes' versions), the streams of each.
+  let receiverEpoch = 'forged';
+  const streams: string[] = [];
+  a.network.on('message', (_from, message) => {
+    const data = message.data as { newVersion?: string; stream?: string };
+    if (message.op === 'DB_DIFF_PUSH' && data.newVersion) receiverEpoch = data.newVersion.split('@')[0]!;
+    if (data.stream) streams.push(data.stream);
+  });
+  await a.db.todos.insert({ id: 't0', title: 'first' });
+  await b.db.todos.insert({ id: 't1', title: 'second' });
+  await converge([a, b]);
+  const fill = (text: string) => text.replace('RECEIVER', receiverEpoch);
+  for (const [i, message] of messages.entries()) {
+    const { op, ...fields } = message;
+    let data: Record<string, unknown> = { ...fields };
+    for (const key of ['checkpoint', 'dbVersion', 'ackVersion', 'baseVersion'])
+      if (typeof data[key] === 'string') data[key] = fill(data[key] as string);
+    if (data.stream === 'OPEN') data.stream = streams.at(-1) ?? 's1';
+    if (op === 'DB_CONFLICT_RESOLVE') {
+      const template: Change = {
+        id: 't0',
+        st: a.replication.clock.now(),
+        vv: { [receiverEpoch]: 1 },
+        del: false,
+        doc: { id: 't0', title: 'resolved' },
+      };
+      const resolutions = mutate(
+        {
+          collection: 'todos',
+          stream: 's',
+          changes: [template],
+          baseVersion: '',
+          newVersion: '',
+          more: false,
+        },
+        { changes: message.changes, repeat: false, reverse: false, gap: false },
+      ).changes;
+      data = { collection: message.collection, conflicts: [], clientResolution: resolutions };
+    }
+    await a.network.send('devb', { op, data, timestamp: Date.now(), id: `hostile-${i}` });
+    if (i % 2 === 0) await a.db.todos.incrementalUpsert({ id: IDS[i % IDS.length]!, title: `from a ${i}` });
+    else await b.db.todos.incrementalUpsert({ id: IDS[i % IDS.length]!, title: `from b ${i}` });
+  }
+  await new Promise((resolve) => setTimeout(resolve, 30));
+
+  // b may now wait on a for good (a asked for a stream it then ignores, say), as for any peer that
+  // stops answering; it must still stop when told. They meet again (b restarts): new writes go both ways.
+  await within(5_000, b.stop(), () => `b did not stop after ${JSON.stringify(messages)}`);
+  await b.start();
+  b.replication.error$.subscribe((error) => codes.push(error.code));
+  await a.db.todos.insert({ id: 'fresh-a', title: 'a again' });
+  await b.db.todos.insert({ id: 'fresh-b', title: 'b again' });
+  const settled = () => Promise.all([a.replication.awaitInSync(), b.replication.awaitInSync()]);
+  await within(20_000, settled(), () => `not in sync after a new meeting, after ${JSON.stringify(messages)}`);
+  for (const device of [a, b]) {
+    expect((await device.docs()).filter((doc) => String(doc.id).startsWith('fresh-'))).toEqual([
+      { id: 'fresh-a', title: 'a again' },
+      { id: 'fresh-b', title: 'b again' },
+    ]);
+  }
+  expect(codes.filter((code) => !REFUSED.includes(code))).toEqual([]);
 }
