@@ -1,8 +1,8 @@
-import type { PeerMessage } from '@ferry/core';
+import type { MemoryHub, PeerMessage } from '@ferry/core';
 import fc from 'fast-check';
 import { afterEach, describe, expect, it } from 'vitest';
 import { type Change, type DiffPush, decodeStamp } from '../src/index.js';
-import { converge, type Device, startDevices, within } from './support.js';
+import { converge, type Device, MemoryRelayServer, startDevices, within } from './support.js';
 
 // A device holding the account key but running broken or hostile code, whose messages all pass the
 // message schema (anything else is refused before it is read: see sync.test). Its pushes say what
@@ -10,8 +10,9 @@ import { converge, type Device, startDevices, within } from './support.js';
 // missing, renamed, of the wrong shape or carrying RxDB's own fields, attachments and per-field
 // stamps out of nowhere, changes repeated, and versions that do not follow the checkpoint. Its other
 // messages ask for streams and log positions that do not exist, acknowledge and refuse what was never
-// sent, and resolve conflicts that never were. Whatever it sends, the receiving device must not
-// crash or hang, must report what it refuses, and must sync new writes once the peer behaves.
+// sent, and resolve conflicts that never were; its relay diffs are altered as its pushes are.
+// Whatever it sends, the receiving device must not crash or hang, must report what it refuses, and
+// must sync new writes once the peer behaves.
 
 const IDS = ['t0', 't1', 't2', 't3'];
 const DEVICES = ['deva', 'devb', 'devz'];
@@ -204,12 +205,28 @@ afterEach(async () => {
   );
 });
 
-/** Runs `body` on two fresh devices, which go afterwards also when it fails. */
-async function withPair(body: (pair: [Device, Device]) => Promise<void>): Promise<void> {
-  const { devices } = await startDevices(2);
+interface Pair {
+  hub: MemoryHub;
+  relayServer: MemoryRelayServer;
+  /** What becomes of each relay diff a leaves (as it is, until a test says otherwise). */
+  relayed: { alter: (payload: Uint8Array) => Uint8Array };
+}
+
+/** Runs `body` on two fresh devices sharing a diff server, which go afterwards also when it fails. */
+async function withPair(body: (pair: [Device, Device], context: Pair) => Promise<void>): Promise<void> {
+  const relayServer = new MemoryRelayServer();
+  const relayed = { alter: (payload: Uint8Array) => payload };
+  const client = relayServer.client.bind(relayServer);
+  relayServer.client = (clientId) => {
+    const mailbox = client(clientId);
+    return clientId === 'deva'
+      ? { ...mailbox, push: (targets, payload) => mailbox.push(targets, relayed.alter(payload)) }
+      : mailbox;
+  };
+  const { hub, devices } = await startDevices(2, { relayServer });
   started.push(...devices);
   try {
-    await body(devices as [Device, Device]);
+    await body(devices as [Device, Device], { hub, relayServer, relayed });
   } finally {
     // RxDB's open-core build allows 16 open collections per process, and shrinking runs many.
     await Promise.all(devices.filter((d) => d.online).map((d) => d.stop()));
@@ -233,6 +250,15 @@ describe('bad input: a peer that says what it likes', () => {
     await fc.assert(
       fc.asyncProperty(fc.array(otherMessage, { minLength: 1, maxLength: 6 }), (messages) =>
         withPair((pair) => tell(pair, messages)),
+      ),
+      { numRuns: RUNS },
+    );
+  }, 120_000);
+
+  it('its relay diffs are applied or refused, never crash the receiver, leave its mailbox empty, and new writes sync once they meet', async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.array(pushMutation, { minLength: 1, maxLength: 4 }), (mutations) =>
+        withPair((pair, context) => leave(pair, context, mutations)),
       ),
       { numRuns: RUNS },
     );
@@ -358,6 +384,60 @@ async function tell([a, b]: [Device, Device], messages: OtherMessage[]): Promise
   await b.db.todos.insert({ id: 'fresh-b', title: 'b again' });
   const settled = () => Promise.all([a.replication.awaitInSync(), b.replication.awaitInSync()]);
   await within(20_000, settled(), () => `not in sync after a new meeting, after ${JSON.stringify(messages)}`);
+  for (const device of [a, b]) {
+    expect((await device.docs()).filter((doc) => String(doc.id).startsWith('fresh-'))).toEqual([
+      { id: 'fresh-a', title: 'a again' },
+      { id: 'fresh-b', title: 'b again' },
+    ]);
+  }
+  expect(codes.filter((code) => !REFUSED.includes(code))).toEqual([]);
+}
+
+/**
+ * While the two are apart, a leaves its writes in b's mailbox, each relay diff altered as a push
+ * would be. b reads its mailbox: it applies or refuses each diff, reports what it refuses, and
+ * acknowledges them all (a diff refused once is refused for good). Then they meet, and new writes
+ * go both ways.
+ */
+async function leave(
+  [a, b]: [Device, Device],
+  { hub, relayServer, relayed }: Pair,
+  mutations: PushMutation[],
+): Promise<void> {
+  const codes: string[] = [];
+  b.replication.error$.subscribe((error) => codes.push(error.code));
+  await a.db.todos.insert({ id: 't0', title: 'first' });
+  await b.db.todos.insert({ id: 't1', title: 'second' });
+  await converge([a, b]);
+  hub.setLinked('deva', 'devb', false);
+  let next = 0;
+  relayed.alter = (payload) => {
+    if (next >= mutations.length) return payload;
+    const diff = JSON.parse(new TextDecoder().decode(payload)) as DiffPush;
+    const altered = mutate(
+      { ...diff, stream: '', baseVersion: '', newVersion: '', more: false },
+      mutations[next++]!,
+    );
+    return new TextEncoder().encode(JSON.stringify({ ...diff, changes: altered.changes }));
+  };
+  for (const [i, id] of IDS.entries()) {
+    if (i % 2 === 0) await a.db.todos.incrementalUpsert({ id, title: `from a ${i}` });
+    else await (await a.db.todos.findOne(id).exec())?.incrementalRemove();
+    await within(5_000, a.replication.awaitInSync(), () => 'a never left its write in the mailbox');
+  }
+  b.replication.reSync();
+  await within(
+    5_000,
+    b.replication.awaitInSync(),
+    () => `b never read its mailbox after ${JSON.stringify(mutations)}`,
+  );
+  expect(relayServer.waiting('devb')).toBe(0);
+
+  hub.setLinked('deva', 'devb', true);
+  await a.db.todos.insert({ id: 'fresh-a', title: 'a again' });
+  await b.db.todos.insert({ id: 'fresh-b', title: 'b again' });
+  const settled = () => Promise.all([a.replication.awaitInSync(), b.replication.awaitInSync()]);
+  await within(20_000, settled(), () => `not in sync after they met, after ${JSON.stringify(mutations)}`);
   for (const device of [a, b]) {
     expect((await device.docs()).filter((doc) => String(doc.id).startsWith('fresh-'))).toEqual([
       { id: 'fresh-a', title: 'a again' },
