@@ -1,6 +1,6 @@
-import type { MemoryHub, PeerMessage } from '@ferry/core';
+import { type MemoryHub, type PeerMessage, SyncNackReasonSchema } from '@ferry/core';
 import fc from 'fast-check';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { type Change, type DiffPush, decodeStamp } from '../src/index.js';
 import { converge, type Device, MemoryRelayServer, startDevices, within } from './support.js';
 
@@ -171,16 +171,7 @@ const otherMessage = fc.oneof(
       collection: collectionName,
       stream,
       baseVersion: version,
-      reason: fc.constantFrom(
-        'gap',
-        'rejected',
-        'invalid',
-        'paused',
-        'unknown-collection',
-        'failed',
-        'attachments',
-        'policy',
-      ),
+      reason: fc.constantFrom(...SyncNackReasonSchema.anyOf.map((reason) => reason.const)),
       message: fc.string({ maxLength: 20 }),
       ids: fc.array(fc.constantFrom(...IDS), { maxLength: 2 }),
     },
@@ -194,16 +185,6 @@ const otherMessage = fc.oneof(
 );
 
 type OtherMessage = typeof otherMessage extends fc.Arbitrary<infer T> ? T : never;
-
-const started: Device[] = [];
-afterEach(async () => {
-  await Promise.all(
-    started
-      .splice(0)
-      .filter((d) => d.online)
-      .map((d) => d.stop()),
-  );
-});
 
 interface Pair {
   hub: MemoryHub;
@@ -224,7 +205,6 @@ async function withPair(body: (pair: [Device, Device], context: Pair) => Promise
       : mailbox;
   };
   const { hub, devices } = await startDevices(2, { relayServer });
-  started.push(...devices);
   try {
     await body(devices as [Device, Device], { hub, relayServer, relayed });
   } finally {
@@ -236,36 +216,39 @@ async function withPair(body: (pair: [Device, Device], context: Pair) => Promise
 const RUNS = Number(process.env.FERRY_HOSTILE_RUNS ?? 25);
 const REFUSED = ['SCHEMA_MISMATCH', 'REJECTED', 'STALE'];
 
+/** Checks `run` on two fresh devices for each value `arbitrary` makes. */
+const check = <T>(
+  arbitrary: fc.Arbitrary<T>,
+  run: (value: T, pair: [Device, Device], context: Pair) => Promise<void>,
+) =>
+  fc.assert(
+    fc.asyncProperty(arbitrary, (value) => withPair((pair, context) => run(value, pair, context))),
+    { numRuns: RUNS },
+  );
+
+const pushMutations = fc.array(pushMutation, { minLength: 1, maxLength: 4 });
+
 describe('bad input: a peer that says what it likes', () => {
-  it('its pushes are applied or refused, never crash or hang the receiver, and once the peer behaves both settle and sync new writes', async () => {
-    await fc.assert(
-      fc.asyncProperty(fc.array(pushMutation, { minLength: 1, maxLength: 4 }), (mutations) =>
-        withPair((pair) => exchange(pair, mutations)),
-      ),
-      { numRuns: RUNS },
-    );
-  }, 120_000);
+  it(
+    'its pushes are applied or refused, never crash or hang the receiver, and once the peer behaves both settle and sync new writes',
+    () => check(pushMutations, exchange),
+    120_000,
+  );
 
-  it('its requests, acknowledgements, refusals and conflict resolutions never crash or hang the receiver, and a new meeting syncs new writes', async () => {
-    await fc.assert(
-      fc.asyncProperty(fc.array(otherMessage, { minLength: 1, maxLength: 6 }), (messages) =>
-        withPair((pair) => tell(pair, messages)),
-      ),
-      { numRuns: RUNS },
-    );
-  }, 120_000);
+  it(
+    'its requests, acknowledgements, refusals and conflict resolutions never crash or hang the receiver, and a new meeting syncs new writes',
+    () => check(fc.array(otherMessage, { minLength: 1, maxLength: 6 }), tell),
+    120_000,
+  );
 
-  it('its relay diffs are applied or refused, never crash the receiver, leave its mailbox empty, and new writes sync once they meet', async () => {
-    await fc.assert(
-      fc.asyncProperty(fc.array(pushMutation, { minLength: 1, maxLength: 4 }), (mutations) =>
-        withPair((pair, context) => leave(pair, context, mutations)),
-      ),
-      { numRuns: RUNS },
-    );
-  }, 120_000);
+  it(
+    'its relay diffs are applied or refused, never crash the receiver, leave its mailbox empty, and new writes sync once they meet',
+    () => check(pushMutations, leave),
+    120_000,
+  );
 });
 
-async function exchange([a, b]: [Device, Device], mutations: PushMutation[]): Promise<void> {
+async function exchange(mutations: PushMutation[], [a, b]: [Device, Device]): Promise<void> {
   const codes: string[] = [];
   b.replication.error$.subscribe((error) => codes.push(error.code));
   await a.db.todos.insert({ id: 't0', title: 'first' });
@@ -327,7 +310,7 @@ async function exchange([a, b]: [Device, Device], mutations: PushMutation[]): Pr
  * whole, report only refused input, stop when told, and once it meets a again (a restart) settle
  * and sync new writes both ways.
  */
-async function tell([a, b]: [Device, Device], messages: OtherMessage[]): Promise<void> {
+async function tell(messages: OtherMessage[], [a, b]: [Device, Device]): Promise<void> {
   const codes: string[] = [];
   b.replication.error$.subscribe((error) => codes.push(error.code));
   // Learned from what a and b send: b's epoch (in its pushes' versions), the streams of each.
@@ -400,9 +383,9 @@ async function tell([a, b]: [Device, Device], messages: OtherMessage[]): Promise
  * go both ways.
  */
 async function leave(
+  mutations: PushMutation[],
   [a, b]: [Device, Device],
   { hub, relayServer, relayed }: Pair,
-  mutations: PushMutation[],
 ): Promise<void> {
   const codes: string[] = [];
   b.replication.error$.subscribe((error) => codes.push(error.code));
