@@ -31,6 +31,8 @@ export class HybridClock {
   /** `time.counter` of the clock as a string: a stamp whose own is not greater needs no decoding. */
   private reached = '';
   private readonly toldAhead = new Set<string>();
+  /** A stamp just observed was not followed (see advanceTo): the clock is not past it. */
+  private passedOver = false;
 
   constructor(
     readonly clientId: string,
@@ -96,7 +98,11 @@ export class HybridClock {
    */
   private advanceTo(stamp: string): boolean {
     const parsed = decodeStamp(stamp);
-    if (!parsed || parsed.time >= TIME_MAX) return false;
+    if (!parsed) return false;
+    if (parsed.time >= TIME_MAX) {
+      this.passedOver = true;
+      return false;
+    }
     if (parsed.time > this.time || (parsed.time === this.time && parsed.counter > this.counter)) {
       this.time = parsed.time;
       this.counter = parsed.counter;
@@ -107,13 +113,14 @@ export class HybridClock {
 
   /**
    * Tells of the devices whose own stamps among `stamps` (just observed) run too far ahead. None
-   * can while this clock, which has moved past them all, is within the limit: the usual case costs
-   * one reading of the wall clock. Checked whether or not a stamp moved the clock, so a device is
-   * told of also when another ran further ahead before it.
+   * can while this clock, which has moved past them all (unless one was passed over), is within the
+   * limit: the usual case costs one reading of the wall clock. Checked whether or not a stamp moved
+   * the clock, so a device is told of also when another ran further ahead before it.
    */
   private watchAhead(stamps: readonly string[], watch: ClockAheadWatch): void {
     const wall = this.wallClock();
-    if (this.time - wall <= watch.maxAheadMs) return;
+    if (this.time - wall <= watch.maxAheadMs && !this.passedOver) return;
+    this.passedOver = false;
     const limit = encodeTime(Math.floor(wall + watch.maxAheadMs));
     for (const stamp of stamps) {
       if (stamp.slice(0, TIME_WIDTH) <= limit || stamp.slice(TIME_WIDTH + 1, CLOCK_PART) !== OWN_CLOCK)

@@ -32,8 +32,9 @@ describe('HybridClock', () => {
     expect(clock.now() > encodeStamp(5_000, 20, 'zzz')).toBe(true);
   });
 
-  it("does not follow a stamp in the format's last millisecond: its own stamps stay well-formed and increasing", () => {
-    const clock = new HybridClock('a', () => 1_000);
+  it("does not follow a stamp in the format's last millisecond, but tells of its device: its own stamps stay well-formed and increasing", () => {
+    const told: string[] = [];
+    const clock = new HybridClock('a', () => 1_000, { maxAheadMs: 300_000, onAhead: (id) => told.push(id) });
     const before = clock.now();
     const last = encodeStamp(36 ** 10 - 1, 36 ** 5 - 1, 'b');
     clock.observe(last);
@@ -45,6 +46,8 @@ describe('HybridClock', () => {
       { time: 2_000, counter: 5, clientId: 'a' },
     ]);
     expect(before < after[0]! && after[0]! < after[1]!).toBe(true);
+    // Only the stamp made at its device's own clock time (counter 0) names it.
+    expect(told).toEqual(['c']);
     // The millisecond before the last is followed: the counter still has room after it.
     clock.observe(encodeStamp(36 ** 10 - 2, 36 ** 5 - 1, 'b'));
     expect(decodeStamp(clock.now())).toEqual({ time: 36 ** 10 - 1, counter: 0, clientId: 'a' });
