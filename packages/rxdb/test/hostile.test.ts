@@ -30,12 +30,11 @@ const stamp = fc.oneof(wellFormedStamp, fc.string({ minLength: 17, maxLength: 40
 
 const counter = fc.oneof(fc.nat(5), fc.constantFrom(2 ** 31, Number.MAX_SAFE_INTEGER, 1e300));
 
-/** A vector of made-up writers, or the change's own writers (the real devices' entries) set to `counter`. */
-const versionVector = fc.oneof(
-  fc.dictionary(fc.oneof(fc.constantFrom(...DEVICES), fc.string({ minLength: 1, maxLength: 12 })), counter, {
-    maxKeys: 3,
-  }),
-  counter.map((value) => ({ ownWritersAt: value })),
+/** A vector of made-up writers. */
+const versionVector = fc.dictionary(
+  fc.oneof(fc.constantFrom(...DEVICES), fc.string({ minLength: 1, maxLength: 12 })),
+  counter,
+  { maxKeys: 3 },
 );
 
 /** What the document of a change becomes. */
@@ -54,6 +53,8 @@ const changeMutation = fc.record(
   {
     st: stamp,
     vv: versionVector,
+    /** The change's own writers (the real devices' entries) all set to this counter. */
+    writersAt: counter,
     del: fc.boolean(),
     doc: docMutation,
     id: fc.constantFrom(...IDS, 'x'.repeat(512)),
@@ -101,13 +102,10 @@ function mutate(push: DiffPush, how: PushMutation): DiffPush {
     if (!m) return change;
     const mutated: Change = { ...change };
     if (m.st !== undefined) mutated.st = m.st;
-    if (m.vv !== undefined) {
-      const { ownWritersAt } = m.vv as { ownWritersAt?: number };
-      mutated.vv =
-        ownWritersAt === undefined
-          ? m.vv
-          : Object.fromEntries(Object.keys(change.vv).map((writer) => [writer, ownWritersAt]));
-    }
+    if (m.vv !== undefined) mutated.vv = m.vv;
+    const { writersAt } = m;
+    if (writersAt !== undefined)
+      mutated.vv = Object.fromEntries(Object.keys(mutated.vv).map((writer) => [writer, writersAt]));
     if (m.del !== undefined) mutated.del = m.del;
     if (m.id !== undefined) mutated.id = m.id;
     if (m.fs !== undefined) mutated.fs = m.fs;
