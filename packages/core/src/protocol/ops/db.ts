@@ -1,4 +1,4 @@
-import { type Static, Type } from '@sinclair/typebox';
+import { type Static, type TSchema, Type } from '@sinclair/typebox';
 import { defineOps, type OpDataOf } from '../registry.js';
 
 /**
@@ -34,13 +34,20 @@ export const SyncVersionSchema = Type.String({
  */
 export const SyncStoreSchema = Type.String({ minLength: 1, maxLength: 700 });
 const Stamp = Type.String({ minLength: 17, maxLength: 400, description: 'hybrid logical clock stamp' });
+/**
+ * An object whose every field holds a `value`. Not a TypeBox Record: its compiled check makes an
+ * array of entries and tests each key against a `^(.*)$` pattern, and with a version vector in every
+ * change that was about half of checking a push (~7 of 13 ms for 10,000 changes in a fresh process).
+ */
+const mapOf = <T extends TSchema>(value: T, options: { description: string }) =>
+  Type.Unsafe<Record<string, Static<T>>>(Type.Object({}, { ...options, additionalProperties: value }));
 
 /** One document version: the full state (not a patch), so applying it twice or late is harmless. */
 export const DocumentChangeSchema = Type.Object(
   {
     id: Id,
     st: Stamp,
-    vv: Type.Record(Type.String({ maxLength: 256 }), Type.Integer({ minimum: 0 }), {
+    vv: mapOf(Type.Integer({ minimum: 0 }), {
       description:
         "version vector: writes per writer included in this version (detects concurrent edits); Ferry's writer key is a device's client id and its store's epoch",
     }),
@@ -61,7 +68,7 @@ export const DocumentChangeSchema = Type.Object(
       ),
     ),
     fs: Type.Optional(
-      Type.Record(Type.String(), Type.Tuple([Type.String(), Type.String()]), {
+      mapOf(Type.Tuple([Type.String(), Type.String()]), {
         description: 'per-field [stamp, value hash]; only under the per-field merge policy',
       }),
     ),
