@@ -1716,19 +1716,17 @@ export class FerryReplicationState implements RoutedReplication {
    * known device: acknowledged by the connected ones, stored in the mailboxes of the others. What
    * lies above it is queued for the relay at start, so a relay push that failed or never ran (the
    * process died first) is made by the next run. A mark that lags only costs a diff pushed twice,
-   * which applies as a no-op. Without a saved mark (a new store, one from an earlier Ferry, or after a
-   * run without a relay) the versions already in the log are taken as delivered, as before.
+   * which applies as a no-op. A run without a relay leaves the mark where it was, or sets it at its
+   * start, so that the next run with one relays what was owed and this run's writes too (a device
+   * that is never online with this one has no other way to get them). Without a saved mark (a new
+   * store, or one from an earlier Ferry) the versions already in the log are taken as delivered.
    */
   private async loadRelayMark(sync: CollectionSync): Promise<void> {
     const key = relayMarkKey(sync.name);
     const stored = await this.store.get<unknown>(key);
-    if (!this.relay) {
-      // Only runs with a relay owe it anything: a later one starts from its log, not from this run's writes.
-      if (stored != null) await this.store.set(key, null);
-      return;
-    }
     const saved = typeof stored === 'number' && Number.isInteger(stored) && stored >= 0 ? stored : undefined;
     if (saved === undefined) await this.store.set(key, sync.announcedThrough);
+    if (!this.relay) return;
     const mark = saved ?? sync.announcedThrough;
     this.relayMarks.set(sync.name, mark);
     const pending = sync.localIdsAfter(mark);

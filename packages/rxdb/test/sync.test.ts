@@ -1487,7 +1487,9 @@ describe('replicateFerry over the in-memory network', () => {
     });
   });
 
-  it('a run without a relay clears what was owed to it: a later run with one does not push those writes', async () => {
+  // A device that is never online with this one has only the relay: what a run without one owed
+  // it, and that run's own writes, go to its mailbox with the next run that has a relay.
+  it('a run without a relay leaves what was owed to the next run with one, with its own writes', async () => {
     const { relayServer, a, b } = await relayPair();
     await b.stop();
     relayServer.down = true;
@@ -1499,13 +1501,37 @@ describe('replicateFerry over the in-memory network', () => {
     await a.start();
     await a.db.todos.insert({ id: 'unrelayed', title: 'x' });
     await a.stop();
+    expect(relayServer.pushes).toBe(0);
+    a.extra.relayServer = relayServer;
+    await a.start();
+    expect(a.replication.pendingRelay$.value).toBe(2);
+    await a.replication.awaitInSync();
+    await a.stop(); // b never meets a again: the relay alone brings both
+    await b.start();
+    await b.replication.pullRelay();
+    expect((await b.docs()).map((d) => d.id)).toEqual(['owed', 'unrelayed']);
+    expect(relayServer.waiting('devb')).toBe(0);
+  });
+
+  it('a store whose first runs had no relay relays their writes once it runs with one', async () => {
+    const { relayServer, a, b } = await relayPair();
+    await b.stop();
+    await a.stop();
+    // As a store from before relay marks: nothing saved, so the log counts as delivered.
+    const db = await openDb(a.disk);
+    await (await MetaStore.open(db as unknown as RxDatabase)).set('relayed/todos', null);
+    await db.close();
+    a.extra.relayServer = undefined;
+    await a.start();
+    await a.db.todos.insert({ id: 'before the relay', title: 'x' });
+    await a.stop();
     a.extra.relayServer = relayServer;
     await a.start();
     await a.replication.awaitInSync();
-    expect(relayServer.pushes).toBe(0);
-    await b.start(); // b gets both by checkpoint when they meet
-    await converge([a, b]);
-    expect((await b.docs()).map((d) => d.id)).toEqual(['owed', 'unrelayed']);
+    await a.stop();
+    await b.start();
+    await b.replication.pullRelay();
+    expect((await b.docs()).map((d) => d.id)).toEqual(['before the relay']);
   });
 
   it('a stored relay mark that is not a log position is taken as missing: the log counts as delivered', async () => {
