@@ -5,7 +5,8 @@ import { converge, Device, MemoryRelayServer } from './support.js';
 
 // Property: whatever the schedule (writes, updates, deletes on every device; partitions; devices
 // going down, or crashing with a metadata write lost, and coming back; relay deliveries that are
-// duplicated, reordered or expired; the diff server unreachable for a while; clocks that disagree by
+// duplicated, reordered or expired; the diff server unreachable for a while; replications run without
+// a relay (with it again before the network heals); clocks that disagree by
 // minutes), once the network heals
 // every device holds exactly the same documents (with the same attachments), and no write is lost
 // except one superseded by the conflict rule. The network heals one of two ways: every link comes back, or none does and the
@@ -44,6 +45,8 @@ type Op =
   | { t: 'expire'; dev: number }
   | { t: 'relay'; reachable: boolean }
   | { t: 'pause'; dev: number; paused: boolean }
+  /** The app runs the device's replication without a relay from its next start (or with it again). */
+  | { t: 'bare'; dev: number; relay: boolean }
   | { t: 'settle' }
   /** Under the 'switch' policy: this device's app is updated to per-field merging (a restart). */
   | { t: 'switch'; dev: number };
@@ -68,6 +71,7 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
   { weight: 1, arbitrary: fc.record({ t: fc.constant('expire' as const), dev }) },
   { weight: 1, arbitrary: fc.record({ t: fc.constant('relay' as const), reachable: fc.boolean() }) },
   { weight: 1, arbitrary: fc.record({ t: fc.constant('pause' as const), dev, paused: fc.boolean() }) },
+  { weight: 1, arbitrary: fc.record({ t: fc.constant('bare' as const), dev, relay: fc.boolean() }) },
   { weight: 1, arbitrary: fc.constant({ t: 'settle' as const }) },
   { weight: 1, arbitrary: fc.record({ t: fc.constant('switch' as const), dev }) },
 );
@@ -118,7 +122,7 @@ const greaterTitle = {
 };
 
 /** Across all runs: proof that the schedules exercised the relay and restarts, not just the happy path. */
-const coverage = { relayPushes: 0, restarts: 0, crashes: 0, wipes: 0, drops: 0, conflicts: 0 };
+const coverage = { relayPushes: 0, restarts: 0, crashes: 0, wipes: 0, drops: 0, conflicts: 0, bareRuns: 0 };
 
 async function runSchedule({
   ops,
@@ -257,6 +261,17 @@ async function runSchedule({
           else if (online) replication.resume();
           break;
         }
+        case 'bare': {
+          const device = devices[op.dev]!;
+          if ((device.extra.relayServer === undefined) === !op.relay) break;
+          device.extra.relayServer = op.relay ? relayServer : undefined;
+          if (device.online) {
+            await device.stop();
+            await device.start();
+            if (!op.relay) coverage.bareRuns++;
+          }
+          break;
+        }
         case 'switch': {
           const device = devices[op.dev]!;
           if (policy !== 'switch' || device.extra.conflict === fields) break;
@@ -286,6 +301,12 @@ async function runSchedule({
         if (device.online) await device.stop();
         device.extra.conflict = fields;
       }
+    }
+    for (const device of devices) {
+      // Every device runs with the relay again: the first run with it relays what runs without it owed.
+      if (device.extra.relayServer) continue;
+      device.extra.relayServer = relayServer;
+      if (device.online) await device.stop();
     }
     for (const device of devices) if (device.online) device.replication.resume();
     const linked = heal === 'links';
@@ -759,6 +780,20 @@ const regressions: Array<[string, Schedule]> = [
       heal: 'links',
     },
   ],
+  [
+    'a write made while a run had no relay reaches devices that only have the relay, from the next run with one',
+    {
+      ops: [
+        { t: 'bare', dev: 1, relay: false },
+        { t: 'down', dev: 0 },
+        { t: 'put', dev: 1, doc: 0 },
+      ],
+      duplicate: false,
+      reorder: false,
+      policy: 'lww',
+      heal: 'relay',
+    },
+  ],
 ];
 
 /** Schedules per run of the suite: ~35 ms each on average here; FERRY_CONVERGENCE_RUNS=8000 for a long hunt. */
@@ -785,6 +820,7 @@ describe(`convergence (fast-check, ${DEVICES.length} devices, in-memory network 
       expect(coverage.wipes).toBeGreaterThan(0);
       expect(coverage.drops).toBeGreaterThan(0);
       expect(coverage.conflicts).toBeGreaterThan(0);
+      expect(coverage.bareRuns).toBeGreaterThan(0);
     },
     120_000 + numRunsBudget(),
   );
