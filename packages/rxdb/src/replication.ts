@@ -1716,26 +1716,26 @@ export class FerryReplicationState implements RoutedReplication {
    * known device: acknowledged by the connected ones, stored in the mailboxes of the others. What
    * lies above it is queued for the relay at start, so a relay push that failed or never ran (the
    * process died first) is made by the next run. A mark that lags only costs a diff pushed twice,
-   * which applies as a no-op. A run without a relay leaves the mark where it was, or sets it at its
-   * start, so that the next run with one relays what was owed and this run's writes too (a device
-   * that is never online with this one has no other way to get them). Without a saved mark (a new
-   * store, or one from an earlier Ferry) the versions already in the log are taken as delivered.
+   * which applies as a no-op. A run without a relay moves the mark only past what every known device
+   * acknowledged, so that the next run with one relays what was owed and this run's other writes
+   * (a device that is never online with this one has no other way to get them). Without a saved mark
+   * (a new store, or one from an earlier Ferry) the versions already in the log are taken as delivered.
    */
   private async loadRelayMark(sync: CollectionSync): Promise<void> {
     const key = relayMarkKey(sync.name);
     const stored = await this.store.get<unknown>(key);
     const saved = typeof stored === 'number' && Number.isInteger(stored) && stored >= 0 ? stored : undefined;
-    if (saved === undefined) await this.store.set(key, sync.announcedThrough);
-    if (!this.relay) return;
     const mark = saved ?? sync.announcedThrough;
+    if (saved === undefined) await this.store.set(key, mark);
     this.relayMarks.set(sync.name, mark);
+    if (!this.relay) return;
     const pending = sync.localIdsAfter(mark);
     if (pending.length > 0) this.queueIds(sync.name, pending);
     this.countPendingRelay();
   }
 
   private scheduleRelayMark(): void {
-    if (!this.relay || this.relayMarkTimer || this.cancelled) return;
+    if (this.relayMarkTimer || this.cancelled) return;
     this.relayMarkTimer = setTimeout(() => {
       this.relayMarkTimer = undefined;
       // A flush that is running schedules this again when it ends.
@@ -1743,17 +1743,22 @@ export class FerryReplicationState implements RoutedReplication {
     }, RELAY_MARK_DELAY_MS);
   }
 
-  /** Where each collection's mark may move to now: nothing waits for the relay, and every connected peer acknowledged. */
+  /**
+   * Where each collection's mark may move to now: nothing waits for the relay, and every connected
+   * peer acknowledged; without a relay, every known device acknowledged (nothing else reaches them).
+   */
   private relayMarkCandidates(): Map<string, number> {
     const marks = new Map<string, number>();
-    if (!this.relay) return marks;
-    const connected = this.connected();
+    const holders = this.relay ? this.connected() : [...this.knownDevices];
     for (const [name, sync] of this.syncs) {
       if (this.relayQueue.has(name)) continue;
       let mark = sync.announcedThrough;
-      // A peer without a stream of this collection gets its writes through the relay (see flushRelay).
-      for (const peer of connected) mark = Math.min(mark, this.outbound.get(peer)?.get(name)?.acked ?? mark);
-      marks.set(name, mark);
+      for (const peer of holders) {
+        // With a relay, a peer without a stream of this collection gets its writes from it (see flushRelay).
+        const acked = this.outbound.get(peer)?.get(name)?.acked ?? (this.relay ? mark : -1);
+        mark = Math.min(mark, acked);
+      }
+      if (mark >= 0) marks.set(name, mark);
     }
     return marks;
   }

@@ -1513,6 +1513,27 @@ describe('replicateFerry over the in-memory network', () => {
     expect(relayServer.waiting('devb')).toBe(0);
   });
 
+  it('a run without a relay counts as delivered what every known device acknowledged: the next run with one pushes none of it', async () => {
+    const { relayServer, a, b } = await relayPair();
+    a.extra.relayServer = undefined;
+    await a.stop();
+    await a.start();
+    await a.db.todos.insert({ id: 'met', title: 'x' });
+    await converge([a, b]);
+    const head = a.replication.collection('todos')!.announcedThrough;
+    await vi.waitFor(async () => expect(await a.replication.store.get('relayed/todos')).toBe(head), {
+      timeout: 5000,
+      interval: 50,
+    });
+    await a.stop();
+    await b.stop();
+    a.extra.relayServer = relayServer;
+    await a.start();
+    await a.replication.awaitInSync();
+    expect(relayServer.pushes).toBe(0);
+    expect(a.replication.pendingRelay$.value).toBe(0);
+  });
+
   it('a store whose first runs had no relay relays their writes once it runs with one', async () => {
     const { relayServer, a, b } = await relayPair();
     await b.stop();
