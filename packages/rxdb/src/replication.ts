@@ -1745,13 +1745,17 @@ export class FerryReplicationState implements RoutedReplication {
 
   /**
    * Where each collection's mark may move to now: nothing waits for the relay, and every connected
-   * peer acknowledged; without a relay, every known device acknowledged (nothing else reaches them).
+   * peer acknowledged; without a relay, every known device acknowledged (nothing else reaches them)
+   * but those that said they do not run the collection, which no relay push would name either.
    */
   private relayMarkCandidates(): Map<string, number> {
     const marks = new Map<string, number>();
-    const holders = this.relay ? this.connected() : [...this.knownDevices];
     for (const [name, sync] of this.syncs) {
       if (this.relayQueue.has(name)) continue;
+      const notRunBy = this.notRunBy.get(name)!;
+      const holders = this.relay
+        ? this.connected()
+        : [...this.knownDevices].filter((id) => !notRunBy.has(id));
       let mark = sync.announcedThrough;
       for (const peer of holders) {
         // With a relay, a peer without a stream of this collection gets its writes from it (see flushRelay).

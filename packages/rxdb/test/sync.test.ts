@@ -1534,6 +1534,37 @@ describe('replicateFerry over the in-memory network', () => {
     expect(a.replication.pendingRelay$.value).toBe(0);
   });
 
+  it('a run without a relay does not wait for acknowledgements from a device that does not run the collection', async () => {
+    const relayServer = new MemoryRelayServer();
+    const hub = new MemoryHub();
+    const now = sharedClock();
+    const [a, b, c] = [
+      new Device('deva', hub, { relayServer, withNotes: true, now }),
+      new Device('devb', hub, { relayServer, now }), // runs todos only: answers `unknown-collection` for notes
+      new Device('devc', hub, { relayServer, withNotes: true, now }),
+    ];
+    started.push(a, b, c);
+    for (const device of [a, b, c]) await device.start();
+    await converge([a, c]); // b holds no notes to compare
+    await b.replication.awaitInSync();
+    await a.stop();
+    a.extra.relayServer = undefined;
+    await a.start();
+    await a.db.notes.insert({ key: 'n1', body: 'c acknowledges it, b never will' });
+    await converge([a, c]); // b holds no notes to compare
+    await b.replication.awaitInSync();
+    const head = a.replication.collection('notes')!.announcedThrough;
+    await vi.waitFor(async () => expect(await a.replication.store.get('relayed/notes')).toBe(head), {
+      timeout: 5000,
+      interval: 50,
+    });
+    await Promise.all([a.stop(), b.stop(), c.stop()]);
+    a.extra.relayServer = relayServer;
+    await a.start();
+    await a.replication.awaitInSync();
+    expect(relayServer.pushes).toBe(0); // c holds the note already: nothing goes to its mailbox
+  });
+
   it('a store whose first runs had no relay relays their writes once it runs with one', async () => {
     const { relayServer, a, b } = await relayPair();
     await b.stop();
