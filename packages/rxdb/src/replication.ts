@@ -230,6 +230,8 @@ const vectorIdOf = (clientId: string, epoch: string) => `${clientId}~${epoch.sli
 const storeOf = (device: string, named: string | undefined) =>
   named?.startsWith(`${device}~`) ? named : device;
 const notRunKey = (collection: string) => `not-run/${collection}`;
+/** The peers this device told `unknown-collection` for a collection it did not run then (see announcements). */
+const toldKey = (collection: string) => `told-not-run/${collection}`;
 /** Set while a collection's sync starts over (see startOver): a start that finds it does it again. */
 const startOverKey = (collection: string) => `start-over/${collection}`;
 
@@ -411,10 +413,20 @@ export class FerryReplicationState implements RoutedReplication {
   private knownDevices = new Set<string>();
   private readonly relayQueue = new Map<string, Set<string>>();
   /**
-   * Per collection, the devices that answered `unknown-collection` for it (saved): its writes are not
-   * left in their mailboxes, where no replication would take them, until they ask for it or relay it.
+   * Per collection, the devices that answered `unknown-collection` for it (saved), each with the
+   * relay mark of when it did: its writes are not left in their mailboxes, where no replication would
+   * take them, until they ask for it or relay it. Own writes above that mark are owed to it then.
    */
-  private readonly notRunBy = new Map<string, Set<string>>();
+  private readonly notRunBy = new Map<string, Map<string, number>>();
+  /**
+   * Per collection, the peers an earlier run told `unknown-collection` (saved): they leave this
+   * device's mailbox out of its writes, so a run with a relay tells them through it (an empty diff)
+   * that it runs the collection now. A device that only has the relay would not learn it otherwise.
+   */
+  private readonly announcements = new Map<string, string[]>();
+  /** Relay-mark writes, one after another, so that a lowered mark is not overwritten by an older raise. */
+  private markWrites: Promise<unknown> = Promise.resolve();
+  private toldWrites: Promise<unknown> = Promise.resolve();
   /** Per collection, the saved relay mark (see saveRelayMarks). */
   private readonly relayMarks = new Map<string, number>();
   private relayMarkTimer: ReturnType<typeof setTimeout> | undefined;
@@ -507,7 +519,9 @@ export class FerryReplicationState implements RoutedReplication {
       const sync = await CollectionSync.open(name, collection, { ...host, policy }, Boolean(startOver[i]));
       if (startOver[i]) await this.store.set(startOverKey(name), null);
       this.syncs.set(name, sync);
-      this.notRunBy.set(name, new Set(await this.store.getStrings(notRunKey(name))));
+      this.notRunBy.set(name, await this.loadNotRunBy(name));
+      const told = this.relay ? await this.store.getStrings(toldKey(name)) : [];
+      if (told.length > 0) this.announcements.set(name, told);
       await this.loadRelayMark(sync);
     }
     // Cancelled while starting (a tab that just became leader): attach nothing.
@@ -582,6 +596,7 @@ export class FerryReplicationState implements RoutedReplication {
         this.initialRelayPullDone &&
         this.relayPulling === undefined &&
         this.relayQueue.size === 0 &&
+        this.announcements.size === 0 &&
         !this.relayFlush &&
         this.connected().every((peer) => this.caughtUpWith(peer) && this.deliveredTo(peer)),
     );
@@ -871,7 +886,7 @@ export class FerryReplicationState implements RoutedReplication {
   /** @internal Apply a relay diff of one of this replication's collections (see SyncRouter.pull). */
   async applyRelayDiff(diff: RelayedDiff, parsed: RelayDiff): Promise<number> {
     this.knowDevice(diff.senderClientId);
-    this.runsCollection(diff.senderClientId, parsed.collection, true);
+    this.runsCollection(diff.senderClientId, parsed.collection, true, true);
     const sender = diff.senderClientId;
     const source = { device: sender, store: storeOf(sender, parsed.store) };
     const outcome = await this.syncs.get(parsed.collection)!.apply(parsed.changes, source);
@@ -1140,6 +1155,7 @@ export class FerryReplicationState implements RoutedReplication {
   private onSyncInit(peer: string, init: SyncInit): void {
     const sync = this.syncs.get(init.collection);
     if (!sync) {
+      this.told(peer, init.collection);
       this.nack(
         peer,
         init.collection,
@@ -1470,14 +1486,57 @@ export class FerryReplicationState implements RoutedReplication {
     if (this.streamsExpected.delete(peer)) this.scheduleRelayFlush(); // it asks for nothing meanwhile
   }
 
-  /** Notes whether `peer` runs `collection` (see notRunBy); true when that changed. */
-  private runsCollection(peer: string, collection: string, runs: boolean): boolean {
+  /**
+   * Notes whether `peer` runs `collection` (see notRunBy); true when that changed. A peer that says
+   * so through the relay (`byRelay`) may never meet this device: the own writes it was not sent
+   * meanwhile go to the mailboxes, and the relay mark goes back to where it stopped them, so that a
+   * process that dies before the push makes it at its next start.
+   */
+  private runsCollection(peer: string, collection: string, runs: boolean, byRelay = false): boolean {
     const notRunBy = this.notRunBy.get(collection);
     if (!notRunBy || notRunBy.has(peer) !== runs) return false;
+    const since = notRunBy.get(peer) ?? 0;
     if (runs) notRunBy.delete(peer);
-    else notRunBy.add(peer);
-    this.guard(this.store.set(notRunKey(collection), [...notRunBy]));
+    else notRunBy.set(peer, this.relayMarks.get(collection) ?? 0);
+    const saved = [...notRunBy];
+    if (runs && byRelay && this.relay) {
+      this.queueRelay(collection, this.syncs.get(collection)!.localIdsAfter(since));
+      this.guard(this.writeMark(collection, since).then(() => this.store.set(notRunKey(collection), saved)));
+    } else {
+      this.guard(this.store.set(notRunKey(collection), saved));
+    }
     return true;
+  }
+
+  /** The saved notRunBy of a collection; a device saved by an earlier Ferry, without a mark, is owed every own write. */
+  private async loadNotRunBy(collection: string): Promise<Map<string, number>> {
+    const saved = await this.store.get<unknown>(notRunKey(collection));
+    const notRunBy = new Map<string, number>();
+    for (const entry of Array.isArray(saved) ? saved : []) {
+      if (typeof entry === 'string') notRunBy.set(entry, 0);
+      else if (
+        Array.isArray(entry) &&
+        typeof entry[0] === 'string' &&
+        Number.isInteger(entry[1]) &&
+        entry[1] >= 0
+      ) {
+        notRunBy.set(entry[0], entry[1]);
+      }
+    }
+    return notRunBy;
+  }
+
+  /**
+   * This device answered `unknown-collection` to `peer`: saved, so that a later run of it says
+   * otherwise (see announcements). One save after another: two at once would each drop the other's peer.
+   */
+  private told(peer: string, collection: string): void {
+    const save = this.toldWrites.then(async () => {
+      const told = await this.store.getStrings(toldKey(collection));
+      if (!told.includes(peer)) await this.store.set(toldKey(collection), [...told, peer]);
+    });
+    this.toldWrites = save.catch(() => undefined);
+    this.guard(save);
   }
 
   private settle(peer: string, collection: string, stream: string): void {
@@ -1577,7 +1636,8 @@ export class FerryReplicationState implements RoutedReplication {
   }
 
   private scheduleRelayFlush(): void {
-    if (this.relayFlush || this.relayRetry || this.paused || this.relayQueue.size === 0) return;
+    if (this.relayFlush || this.relayRetry || this.paused) return;
+    if (this.relayQueue.size === 0 && this.announcements.size === 0) return;
     clearTimeout(this.relayHold);
     this.relayHold = undefined;
     const wait = this.streamWaitMs();
@@ -1619,6 +1679,7 @@ export class FerryReplicationState implements RoutedReplication {
   /** Leave this device's own writes in the mailbox of every known device without an open stream of the collection. */
   private async flushRelay(): Promise<void> {
     const relay = this.relay!;
+    if (!(await this.announce(relay))) return;
     while (this.relayQueue.size > 0 && !this.paused) {
       const [name, ids] = this.relayQueue.entries().next().value as [string, Set<string>];
       // A peer gets a collection's writes directly once it asked for them (its stream is open): until
@@ -1650,17 +1711,44 @@ export class FerryReplicationState implements RoutedReplication {
           this.forgetDevices(gone);
           continue;
         }
-        this.report(error);
-        this.relayRetry = setTimeout(() => {
-          this.relayRetry = undefined;
-          this.scheduleRelayFlush();
-        }, this.relayRetryDelay);
-        this.relayRetryDelay = Math.min(this.relayRetryDelay * 2, MAX_RETRY_MS);
+        this.relayFailed(error);
         break;
       } finally {
         this.countPendingRelay();
       }
     }
+  }
+
+  /** Tell the peers in `announcements` that this device runs their collections now; false if the relay failed. */
+  private async announce(relay: DiffRelay): Promise<boolean> {
+    for (const [name, told] of [...this.announcements]) {
+      if (this.paused) return false;
+      const targets = told.filter((id) => this.knownDevices.has(id));
+      try {
+        if (targets.length > 0) await this.pushDiff(relay, name, [], targets);
+      } catch (error) {
+        const gone = error instanceof RelayError ? error.unknownTargets : [];
+        if (gone.length > 0) {
+          this.forgetDevices(gone);
+          return this.announce(relay);
+        }
+        this.relayFailed(error);
+        return false;
+      }
+      this.announcements.delete(name);
+      await this.store.set(toldKey(name), null);
+    }
+    return true;
+  }
+
+  /** A relay push failed: reported, and the flush retried later, each time after twice the delay. */
+  private relayFailed(error: unknown): void {
+    this.report(error);
+    this.relayRetry = setTimeout(() => {
+      this.relayRetry = undefined;
+      this.scheduleRelayFlush();
+    }, this.relayRetryDelay);
+    this.relayRetryDelay = Math.min(this.relayRetryDelay * 2, MAX_RETRY_MS);
   }
 
   /**
@@ -1684,19 +1772,8 @@ export class FerryReplicationState implements RoutedReplication {
       tooLarge(`more than relayBytes (${this.relayBytes})`);
       return;
     }
-    const diff: RelayDiff = {
-      v: 1,
-      collection: name,
-      changes: group,
-      store: this.syncs.get(name)!.storeId,
-      ...this.policies.get(name)!.fields,
-    };
-    const payload = utf8(JSON.stringify(diff));
     try {
-      // One push names at most MAX_PUSH_TARGETS devices (an account has at most 64 by default).
-      for (let i = 0; i < targets.length; i += MAX_PUSH_TARGETS) {
-        await relay.push(targets.slice(i, i + MAX_PUSH_TARGETS), payload);
-      }
+      await this.pushDiff(relay, name, group, targets);
     } catch (error) {
       if (!isFerryError(error, 'TOO_LARGE')) throw error;
       if (group.length === 1) {
@@ -1709,6 +1786,27 @@ export class FerryReplicationState implements RoutedReplication {
       return;
     }
     this.sent$.next(this.sent$.value + group.length);
+  }
+
+  /** One relay diff of `changes` into the targets' mailboxes. */
+  private async pushDiff(
+    relay: DiffRelay,
+    name: string,
+    changes: Change[],
+    targets: string[],
+  ): Promise<void> {
+    const diff: RelayDiff = {
+      v: 1,
+      collection: name,
+      changes,
+      store: this.syncs.get(name)!.storeId,
+      ...this.policies.get(name)!.fields,
+    };
+    const payload = utf8(JSON.stringify(diff));
+    // One push names at most MAX_PUSH_TARGETS devices (an account has at most 64 by default).
+    for (let i = 0; i < targets.length; i += MAX_PUSH_TARGETS) {
+      await relay.push(targets.slice(i, i + MAX_PUSH_TARGETS), payload);
+    }
   }
 
   /**
@@ -1771,9 +1869,20 @@ export class FerryReplicationState implements RoutedReplication {
     for (const [name, mark] of marks) {
       // Queued meanwhile: a push of these versions failed and is being retried.
       if (this.relayQueue.has(name) || mark <= (this.relayMarks.get(name) ?? 0)) continue;
-      await this.store.set(relayMarkKey(name), mark);
-      this.relayMarks.set(name, Math.max(mark, this.relayMarks.get(name) ?? 0));
+      await this.writeMark(name, mark, true);
     }
+  }
+
+  /** Save a relay mark (only a higher one when `raise`), after every mark write before it. */
+  private writeMark(collection: string, mark: number, raise = false): Promise<void> {
+    const write = this.markWrites.then(async () => {
+      const current = this.relayMarks.get(collection) ?? 0;
+      if (raise && (mark <= current || this.relayQueue.has(collection))) return;
+      this.relayMarks.set(collection, mark);
+      await this.store.set(relayMarkKey(collection), mark);
+    });
+    this.markWrites = write.catch(() => undefined);
+    return write;
   }
 
   private countPendingRelay(): void {

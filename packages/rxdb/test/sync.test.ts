@@ -2060,7 +2060,8 @@ describe('replicateFerry over the in-memory network', () => {
     await a.stop();
 
     // B's app now syncs notes too, while A is away: B's note reaches A through the relay, and that
-    // tells A that B runs notes, so A's next note goes to B's mailbox.
+    // tells A that B runs notes, so A's next note goes to B's mailbox, and so does n1, written while
+    // B did not run notes (the two need not meet for it).
     await b.stop();
     b = await startB({ todos: dbB.todos, notes: dbB.notes });
     await dbB.notes.insert({ key: 'n2', body: 'from b' });
@@ -2074,16 +2075,91 @@ describe('replicateFerry over the in-memory network', () => {
     await a.stop();
     b = await startB({ todos: dbB.todos, notes: dbB.notes });
     await Promise.all(b.states.map((s) => s.pullRelay()));
-    expect(await primaries(dbB.notes)).toEqual(['n2', 'n3']);
+    expect(await primaries(dbB.notes)).toEqual(['n1', 'n2', 'n3']);
     expect(relayServer.waiting('perb')).toBe(0);
 
-    // n1, written while B did not run notes, comes by checkpoint when the two meet.
+    // When they meet again, nothing is missing and nothing is said.
     a = await startA();
     for (let i = 0; i < 2; i++) await Promise.all([a.state, ...b.states].map((s) => s.awaitInSync()));
     expect(await primaries(dbB.notes)).toEqual(['n1', 'n2', 'n3']);
     expect(errorsOfA).toHaveLength(1);
     await Promise.all([a.stop(), b.stop()]);
     await Promise.all([dbA.close(), dbB.close()]);
+  });
+
+  it('what a device was not sent while it did not run a collection reaches its mailbox once it says through the relay that it runs it, also after a failed push and a restart', async () => {
+    const hub = new MemoryHub();
+    const relayServer = new MemoryRelayServer();
+    const now = sharedClock();
+    const client = relayServer.client('rela');
+    let pushesFail = false;
+    const relay = {
+      ...client,
+      push: (targets: string[], payload: Uint8Array) =>
+        pushesFail ? Promise.reject(new Error('diff server unreachable')) : client.push(targets, payload),
+    };
+    const a = new Device('rela', hub, { relay, withNotes: true, now });
+    const b = new Device('relb', hub, { relayServer, now }); // runs todos only: answers `unknown-collection` for notes
+    started.push(a, b);
+    await a.start();
+    await b.start();
+    await converge([a, b]);
+    await b.stop();
+    await a.db.notes.insert({ key: 'n1', body: 'written while b did not run notes' });
+    await a.replication.awaitInSync();
+    expect(relayServer.waiting('relb')).toBe(0);
+    await a.stop();
+    // b's app syncs notes now: its first run with them tells a through the relay.
+    b.extra.withNotes = true;
+    await b.start();
+    await b.replication.awaitInSync();
+    await b.stop();
+    expect(relayServer.waiting('rela')).toBe(1);
+    // a hears it, but its push of n1 fails, and the process ends: its next run makes the push.
+    pushesFail = true;
+    await a.start();
+    await a.replication.pullRelay();
+    expect(a.replication.pendingRelay$.value).toBe(1);
+    await a.stop();
+    pushesFail = false;
+    await a.start();
+    await a.replication.awaitInSync();
+    await a.stop();
+    await b.start();
+    await b.replication.pullRelay();
+    expect((await b.docs('notes')).map((doc) => doc.key)).toEqual(['n1']);
+  });
+
+  it('a device saved as not running a collection by an earlier Ferry (no relay mark with it) is owed every own write of it', async () => {
+    const hub = new MemoryHub();
+    const relayServer = new MemoryRelayServer();
+    const now = sharedClock();
+    const options = { relayServer, withNotes: true, now };
+    const a = new Device('olda', hub, { ...options, knownDevices: ['oldb'] });
+    const b = new Device('oldb', hub, { ...options, knownDevices: ['olda'] });
+    started.push(a, b);
+    const save = async (device: Device, key: string, value: unknown) => {
+      const db = await openDb(device.disk, true);
+      await (await MetaStore.open(db as unknown as RxDatabase)).set(key, value);
+      await db.close();
+    };
+    await save(a, 'not-run/notes', ['oldb']); // the earlier format: a list of devices
+    await a.start();
+    await a.db.notes.insert({ key: 'n1', body: 'not for b, as far as a knows' });
+    await a.replication.awaitInSync();
+    await a.stop();
+    expect(relayServer.waiting('oldb')).toBe(0);
+    await save(b, 'told-not-run/notes', ['olda']);
+    await b.start(); // it runs notes now, and tells a so through the relay
+    await b.replication.awaitInSync();
+    await b.stop();
+    await a.start();
+    await a.replication.pullRelay();
+    await a.replication.awaitInSync();
+    await a.stop();
+    await b.start();
+    await b.replication.pullRelay();
+    expect((await b.docs('notes')).map((doc) => doc.key)).toEqual(['n1']);
   });
 
   it('a connected device that runs no replication (an AI-only device): awaitInSync() stops waiting for it, awaitInitialReplication() does not count it; they sync once it starts one', async () => {
