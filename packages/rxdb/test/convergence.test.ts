@@ -6,7 +6,8 @@ import { converge, Device, MemoryRelayServer } from './support.js';
 // Property: whatever the schedule (writes, updates, deletes on every device; partitions; devices
 // going down, or crashing with a metadata write lost, and coming back; relay deliveries that are
 // duplicated, reordered or expired; the diff server unreachable for a while; replications run without
-// a relay (with it again before the network heals); clocks that disagree by
+// a relay (with it again before the network heals); a second collection that devices stop and
+// start running (all run it again before the network heals); clocks that disagree by
 // minutes), once the network heals
 // every device holds exactly the same documents (with the same attachments), and no write is lost
 // except one superseded by the conflict rule. The network heals one of two ways: every link comes back, or none does and the
@@ -27,9 +28,16 @@ function deviceCount(value: string | undefined): number {
   return count;
 }
 const DOCS = 4;
+/**
+ * Whether the devices run `notes` besides `todos`: RxDB's open-core build opens at most 13
+ * collections per process, and five devices with both (and Ferry's metadata) would open 15.
+ */
+const NOTES = DEVICES.length <= 4;
 
 type Op =
   | { t: 'put'; dev: number; doc: number }
+  /** A write to the second collection, `notes`, on a device that runs it. */
+  | { t: 'note'; dev: number; doc: number }
   | { t: 'attach'; dev: number; doc: number }
   | { t: 'del'; dev: number; doc: number }
   | { t: 'link'; a: number; b: number; linked: boolean }
@@ -47,6 +55,8 @@ type Op =
   | { t: 'pause'; dev: number; paused: boolean }
   /** The app runs the device's replication without a relay from its next start (or with it again). */
   | { t: 'bare'; dev: number; relay: boolean }
+  /** The app runs `notes` on the device from its next start, or stops running it (a restart). */
+  | { t: 'notes'; dev: number; runs: boolean }
   | { t: 'settle' }
   /** Under the 'switch' policy: this device's app is updated to per-field merging (a restart). */
   | { t: 'switch'; dev: number };
@@ -55,6 +65,7 @@ const dev = fc.integer({ min: 0, max: DEVICES.length - 1 });
 const doc = fc.integer({ min: 0, max: DOCS - 1 });
 const opArb: fc.Arbitrary<Op> = fc.oneof(
   { weight: 6, arbitrary: fc.record({ t: fc.constant('put' as const), dev, doc }) },
+  { weight: 2, arbitrary: fc.record({ t: fc.constant('note' as const), dev, doc }) },
   { weight: 2, arbitrary: fc.record({ t: fc.constant('del' as const), dev, doc }) },
   { weight: 2, arbitrary: fc.record({ t: fc.constant('attach' as const), dev, doc }) },
   {
@@ -72,6 +83,7 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
   { weight: 1, arbitrary: fc.record({ t: fc.constant('relay' as const), reachable: fc.boolean() }) },
   { weight: 1, arbitrary: fc.record({ t: fc.constant('pause' as const), dev, paused: fc.boolean() }) },
   { weight: 1, arbitrary: fc.record({ t: fc.constant('bare' as const), dev, relay: fc.boolean() }) },
+  { weight: 1, arbitrary: fc.record({ t: fc.constant('notes' as const), dev, runs: fc.boolean() }) },
   { weight: 1, arbitrary: fc.constant({ t: 'settle' as const }) },
   { weight: 1, arbitrary: fc.record({ t: fc.constant('switch' as const), dev }) },
 );
@@ -100,29 +112,89 @@ interface Schedule {
   skew?: number[];
 }
 
-type TodoState = { title?: string; _deleted?: boolean };
+/** A todo (`title`) or a note (`body`): the handler below settles both collections. */
+type DocState = { title?: string; body?: string; _deleted?: boolean };
+const shownValue = (state: DocState) => state.title ?? state.body ?? '';
 
 /**
  * An app's RxDB conflict handler, deterministic as RxDB asks: the live version with the greater title
- * wins, and a live version wins over a delete. Its resolutions are new versions made by the device
+ * (or body) wins, and a live version wins over a delete. Its resolutions are new versions made by the device
  * that resolved (they travel back in DB_CONFLICT_RESOLVE), unlike the built-in rules' joins.
  */
 const greaterTitle = {
-  isEqual: (x: TodoState, y: TodoState) => x.title === y.title && Boolean(x._deleted) === Boolean(y._deleted),
+  isEqual: (x: DocState, y: DocState) =>
+    shownValue(x) === shownValue(y) && Boolean(x._deleted) === Boolean(y._deleted),
   resolve: async ({
     realMasterState: x,
     newDocumentState: y,
   }: {
-    realMasterState: TodoState;
-    newDocumentState: TodoState;
+    realMasterState: DocState;
+    newDocumentState: DocState;
   }) => {
-    const rank = (state: TodoState) => (state._deleted ? '' : `+${state.title ?? ''}`);
+    const rank = (state: DocState) => (state._deleted ? '' : `+${shownValue(state)}`);
     return rank(x) >= rank(y) ? x : y;
   },
 };
 
 /** Across all runs: proof that the schedules exercised the relay and restarts, not just the happy path. */
-const coverage = { relayPushes: 0, restarts: 0, crashes: 0, wipes: 0, drops: 0, conflicts: 0, bareRuns: 0 };
+const coverage = {
+  relayPushes: 0,
+  restarts: 0,
+  crashes: 0,
+  wipes: 0,
+  drops: 0,
+  conflicts: 0,
+  bareRuns: 0,
+  /** Notes written while some device did not run `notes`. */
+  notesApart: 0,
+};
+
+/**
+ * What the app wrote to one collection: each document's values ('' = deleted) and writers, so that
+ * the healed state can be checked against it.
+ */
+class Ledger {
+  readonly values = new Map<string, Set<string>>();
+  readonly writers = new Map<string, Set<number>>();
+  readonly last = new Map<string, string>();
+
+  record(id: string, value: string, dev: number): void {
+    this.values.set(id, (this.values.get(id) ?? new Set()).add(value));
+    this.wrote(id, dev);
+    this.last.set(id, value);
+  }
+
+  /** `dev` wrote the document without changing its value (an attachment): another's may now lose to it. */
+  wrote(id: string, dev: number): void {
+    this.writers.set(id, (this.writers.get(id) ?? new Set()).add(dev));
+  }
+
+  /**
+   * `dev`'s store is lost: its writes that never left it are gone, so an earlier value, another
+   * device's, or none (a document only it wrote) may be what is left.
+   */
+  lose(dev: number): void {
+    for (const [id, devs] of this.writers) {
+      if (!devs.has(dev)) continue;
+      devs.add(-1);
+      this.values.get(id)!.add('');
+    }
+  }
+
+  /** Only values someone wrote (or a delete someone made) survive; with a single writer its last write wins. */
+  check(ids: string[], final: Map<string, string>): void {
+    for (const id of ids) {
+      const values = this.values.get(id);
+      if (!values) {
+        expect(final.has(id)).toBe(false);
+        continue;
+      }
+      const value = final.get(id) ?? '';
+      expect(values.has(value)).toBe(true);
+      if (this.writers.get(id)!.size === 1) expect(value).toBe(this.last.get(id));
+    }
+  }
+}
 
 async function runSchedule({
   ops,
@@ -144,12 +216,17 @@ async function runSchedule({
   if (policy === 'switch') heal = 'links';
   const devices = DEVICES.map(
     (id, i) =>
-      new Device(id, hub, { relayServer, now: clock(skew[i] ?? 0), conflict, knownDevices: DEVICES }),
+      new Device(id, hub, {
+        relayServer,
+        now: clock(skew[i] ?? 0),
+        conflict,
+        knownDevices: DEVICES,
+        withNotes: NOTES,
+      }),
   );
   const cut = new Set<string>();
-  const written = new Map<string, Set<string>>(); // doc -> values written ('' = deleted)
-  const writers = new Map<string, Set<number>>();
-  const lastWrite = new Map<string, string>();
+  const todos = new Ledger();
+  const notes = new Ledger();
   const attached = new Map<string, Set<string>>(); // doc -> attachment data written
   let counter = 0;
   try {
@@ -172,9 +249,16 @@ async function runSchedule({
             // incrementalRemove: the replication may write this document between findOne and the removal.
             await existing.incrementalRemove();
           }
-          written.set(id, (written.get(id) ?? new Set()).add(value));
-          writers.set(id, (writers.get(id) ?? new Set()).add(op.dev));
-          lastWrite.set(id, value);
+          todos.record(id, value, op.dev);
+          break;
+        }
+        case 'note': {
+          const device = devices[op.dev]!;
+          if (!device.online || !device.extra.withNotes) break;
+          const value = `${device.id}-note-${++counter}`;
+          await device.db.notes.upsert({ key: `n${op.doc}`, body: value });
+          notes.record(`n${op.doc}`, value, op.dev);
+          if (devices.some((d) => !d.extra.withNotes)) coverage.notesApart++;
           break;
         }
         case 'attach': {
@@ -192,7 +276,7 @@ async function runSchedule({
           }
           attached.set(id, (attached.get(id) ?? new Set()).add(value));
           // Another device's title may now lose to this version: this device wrote the document too.
-          writers.set(id, (writers.get(id) ?? new Set()).add(op.dev));
+          todos.wrote(id, op.dev);
           break;
         }
         case 'link': {
@@ -226,13 +310,9 @@ async function runSchedule({
             await device.removeCollection();
             coverage.drops++;
           }
-          // Its writes that never left it are gone: an earlier one, another device's, or none (a
-          // document only it wrote) may be what is left.
-          for (const [id, devs] of writers) {
-            if (!devs.has(op.dev)) continue;
-            devs.add(-1);
-            written.get(id)!.add('');
-          }
+          todos.lose(op.dev);
+          // A collection removed is only todos; a wiped store held the notes too.
+          if (op.t === 'wipe') notes.lose(op.dev);
           break;
         }
         case 'up':
@@ -272,6 +352,16 @@ async function runSchedule({
           }
           break;
         }
+        case 'notes': {
+          const device = devices[op.dev]!;
+          if (!NOTES || device.extra.withNotes === op.runs) break;
+          device.extra.withNotes = op.runs;
+          if (device.online) {
+            await device.stop();
+            await device.start();
+          }
+          break;
+        }
         case 'switch': {
           const device = devices[op.dev]!;
           if (policy !== 'switch' || device.extra.conflict === fields) break;
@@ -303,9 +393,11 @@ async function runSchedule({
       }
     }
     for (const device of devices) {
-      // Every device runs with the relay again: the first run with it relays what runs without it owed.
-      if (device.extra.relayServer) continue;
+      // Every device runs with the relay again (the first run with it relays what runs without it
+      // owed) and runs notes again.
+      if (device.extra.relayServer && device.extra.withNotes === NOTES) continue;
       device.extra.relayServer = relayServer;
+      device.extra.withNotes = NOTES;
       if (device.online) await device.stop();
     }
     for (const device of devices) if (device.online) device.replication.resume();
@@ -323,25 +415,21 @@ async function runSchedule({
     coverage.conflicts += (await devices[0]!.replication.conflicts()).length;
 
     const finalDocs = new Map((await devices[0]!.docs()).map((d) => [d.id as string, d.title as string]));
+    const finalNotes = new Map(
+      (await devices[0]!.docs('notes')).map((d) => [d.key as string, d.body as string]),
+    );
     const finalAttachments = new Map(
       (await devices[0]!.docs()).map((d) => [
         d.id as string,
         (d.attachments as Record<string, string> | undefined)?.['a.txt'],
       ]),
     );
-    for (const id of Array.from({ length: DOCS }, (_, i) => `d${i}`)) {
-      const final = finalDocs.get(id) ?? '';
-      const values = written.get(id);
-      if (!values) {
-        expect(finalDocs.has(id)).toBe(false);
-        continue;
-      }
-      // Only values someone wrote (or a delete someone made) can survive, attachments included.
-      expect(values.has(final)).toBe(true);
-      const attachment = finalAttachments.get(id);
+    const ids = (prefix: string) => Array.from({ length: DOCS }, (_, i) => `${prefix}${i}`);
+    todos.check(ids('d'), finalDocs);
+    notes.check(ids('n'), finalNotes);
+    // Only attachment data someone wrote can survive.
+    for (const [id, attachment] of finalAttachments) {
       if (attachment !== undefined) expect(attached.get(id)?.has(attachment)).toBe(true);
-      // With a single writer nothing is concurrent: its last write must win.
-      if (writers.get(id)!.size === 1) expect(final).toBe(lastWrite.get(id));
     }
     // A write made after everyone saw everything supersedes all of it, everywhere.
     await devices[1]!.db.todos.upsert({ id: 'd0', title: 'final word' });
@@ -368,7 +456,9 @@ async function convergeByRelay(
   for (let round = 0; round < rounds; round++) {
     await Promise.all(devices.map((d) => d.replication.awaitInSync()));
     await Promise.all(devices.map((d) => d.replication.pullRelay()));
-    states = await Promise.all(devices.map(async (d) => JSON.stringify(await d.docs())));
+    states = await Promise.all(
+      devices.map(async (d) => JSON.stringify([await d.docs(), await d.docs('notes')])),
+    );
     const waiting = DEVICES.some((id) => relayServer.waiting(id) > 0);
     if (!waiting && states.every((state) => state === states[0])) return;
   }
@@ -794,6 +884,16 @@ const regressions: Array<[string, Schedule]> = [
       heal: 'relay',
     },
   ],
+  [
+    'a device stops running notes and runs them again when only the relay is left: the notes written meanwhile reach it from its mailbox (it tells the writers through the relay that it runs them; two peers told at once were both to be saved)',
+    {
+      ops: [{ t: 'notes', dev: 2, runs: false }, { t: 'settle' }, { t: 'note', dev: 0, doc: 0 }],
+      duplicate: false,
+      reorder: false,
+      policy: 'lww',
+      heal: 'relay',
+    },
+  ],
 ];
 
 /** Schedules per run of the suite: ~35 ms each on average here; FERRY_CONVERGENCE_RUNS=8000 for a long hunt. */
@@ -821,6 +921,7 @@ describe(`convergence (fast-check, ${DEVICES.length} devices, in-memory network 
       expect(coverage.drops).toBeGreaterThan(0);
       expect(coverage.conflicts).toBeGreaterThan(0);
       expect(coverage.bareRuns).toBeGreaterThan(0);
+      if (NOTES) expect(coverage.notesApart).toBeGreaterThan(0);
     },
     120_000 + numRunsBudget(),
   );
