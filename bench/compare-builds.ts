@@ -15,16 +15,24 @@ import { buildDevice, runScenario, type Servers } from './suites/rxdb.js';
  * `npm run bench`, so a change worth a few percent shows only in one run that alternates the two.
  * The revision is checked out once into a git worktree under bench/.build, given the repository's
  * node_modules (with its own packages linked to the worktree's) and built there; each side runs its
- * own device program (bench/devices/rxdb-device.ts of that revision). Prints both medians and every
- * run, of the sync time and of the peak RSS of the larger process, and writes
- * bench/results/compare.json.
+ * own device program (bench/devices/rxdb-device.ts of that revision).
+ *
+ * `npm run bench:compare -- --node-flags "<flags>" [pairs]`: the working tree's sync with those
+ * Node/V8 flags on both device processes against the same without them (what an app's choice of
+ * flags, such as `--min-semi-space-size=16`, does to a sync).
+ *
+ * Prints both medians and every run, of the sync time and of the peak RSS of the larger process,
+ * and writes bench/results/compare.json.
  */
 
 const ROOT = fileURLToPath(new URL('../', import.meta.url));
 const COUNT = 10_000;
 
 function usage(message: string): never {
-  console.error(`${message}\nusage: npm run bench:compare -- <git revision> [pairs]`);
+  console.error(
+    `${message}\nusage: npm run bench:compare -- <git revision> [pairs]\n` +
+      '       npm run bench:compare -- --node-flags "<flags>" [pairs]',
+  );
   process.exit(2);
 }
 
@@ -61,53 +69,75 @@ function baselineCheckout(sha: string): string {
   return dir;
 }
 
-async function main(): Promise<void> {
-  const [revision, pairsArg] = process.argv.slice(2);
-  if (!revision) usage('no revision given');
-  const pairs = pairsArg === undefined ? 10 : Number(pairsArg);
-  if (!Number.isInteger(pairs) || pairs < 1) usage(`pairs must be a positive integer, not ${pairsArg}`);
-  let sha: string;
+/** One side of a comparison: a device program, run with these Node flags (FERRY_BENCH_NODE_FLAGS). */
+interface Side {
+  label: string;
+  script: string;
+  nodeFlags: string;
+}
+
+function pairCount(value: string | undefined): number {
+  const pairs = value === undefined ? 10 : Number(value);
+  if (!Number.isInteger(pairs) || pairs < 1) usage(`pairs must be a positive integer, not ${value}`);
+  return pairs;
+}
+
+function commitOf(revision: string): string {
   try {
-    sha = execFileSync('git', ['rev-parse', '--verify', `${revision}^{commit}`], {
+    return execFileSync('git', ['rev-parse', '--verify', `${revision}^{commit}`], {
       cwd: ROOT,
       encoding: 'utf8',
     }).trim();
   } catch {
     usage(`${revision} is not a commit of this repository`);
   }
+}
 
+async function main(): Promise<void> {
+  const args = process.argv.slice(2);
+  const flagsMode = args[0] === '--node-flags';
+  if (flagsMode && !args[1]?.trim()) usage('no flags given');
+  if (!flagsMode && !args[0]) usage('no revision given');
+  const pairs = pairCount(flagsMode ? args[2] : args[1]);
+  const sha = flagsMode ? undefined : commitOf(args[0]!);
+  const baseFlags = process.env.FERRY_BENCH_NODE_FLAGS ?? '';
   const signaling = await createSignalingServer({
     host: '127.0.0.1',
     port: 0,
     logger: pino({ level: 'silent' }),
   });
   const tree = await buildDevice();
-  const baseline = await buildDevice(baselineCheckout(sha));
-  const servers = (deviceScript: string): Servers => ({
-    ferryUrl: signaling.url,
-    pluginUrl: '',
-    deviceScript,
-  });
-  const times = { tree: [] as number[], baseline: [] as number[] };
-  const peaksMb = { tree: [] as number[], baseline: [] as number[] };
+  const baseline = sha ? await buildDevice(baselineCheckout(sha)) : undefined;
+  const sides: [Side, Side] = flagsMode
+    ? [
+        { label: `with ${args[1]}`, script: tree.script, nodeFlags: `${baseFlags} ${args[1]}` },
+        { label: 'without', script: tree.script, nodeFlags: baseFlags },
+      ]
+    : [
+        { label: 'working tree', script: tree.script, nodeFlags: baseFlags },
+        { label: `${args[0]} (${sha!.slice(0, 12)})`, script: baseline!.script, nodeFlags: baseFlags },
+      ];
+  const times: [number[], number[]] = [[], []];
+  const peaksMb: [number[], number[]] = [[], []];
   try {
     for (let i = 0; i < pairs; i++) {
       // Each side goes first in every other pair.
-      const order = i % 2 === 0 ? (['tree', 'baseline'] as const) : (['baseline', 'tree'] as const);
-      for (const side of order) {
-        const script = side === 'tree' ? tree.script : baseline.script;
-        const result = await runScenario(servers(script), { system: 'ferry', batchSize: 500, count: COUNT });
-        times[side].push(result.syncMs);
-        peaksMb[side].push(result.peakBytes / 1e6);
+      for (const side of i % 2 === 0 ? [0, 1] : [1, 0]) {
+        const { script, nodeFlags } = sides[side]!;
+        process.env.FERRY_BENCH_NODE_FLAGS = nodeFlags;
+        const servers: Servers = { ferryUrl: signaling.url, pluginUrl: '', deviceScript: script };
+        const result = await runScenario(servers, { system: 'ferry', batchSize: 500, count: COUNT });
+        times[side]!.push(result.syncMs);
+        peaksMb[side]!.push(result.peakBytes / 1e6);
       }
-      console.log(
-        `pair ${i + 1}: working tree ${times.tree.at(-1)!.toFixed(0)} ms (${peaksMb.tree.at(-1)!.toFixed(0)} MB), ` +
-          `${revision} ${times.baseline.at(-1)!.toFixed(0)} ms (${peaksMb.baseline.at(-1)!.toFixed(0)} MB)`,
-      );
+      const last = (side: 0 | 1) =>
+        `${sides[side].label} ${times[side].at(-1)!.toFixed(0)} ms (${peaksMb[side].at(-1)!.toFixed(0)} MB)`;
+      console.log(`pair ${i + 1}: ${last(0)}, ${last(1)}`);
     }
   } finally {
+    process.env.FERRY_BENCH_NODE_FLAGS = baseFlags;
     tree.dispose();
-    baseline.dispose();
+    baseline?.dispose();
     await signaling.close();
   }
   const runs = (values: number[]) =>
@@ -115,29 +145,27 @@ async function main(): Promise<void> {
       .sort((a, b) => a - b)
       .map((value) => value.toFixed(0))
       .join(' ');
-  const sides = [
-    ['working tree', 'tree'],
-    [`${revision} (${sha.slice(0, 12)})`, 'baseline'],
-  ] as const;
+  const width = Math.max(24, ...sides.map((side) => side.label.length));
   console.log(`\n10,000-document sync, ${pairs} alternating pairs of fresh processes`);
-  for (const [label, side] of sides) {
-    const ms = median(times[side]);
+  for (const [i, side] of sides.entries()) {
+    const ms = median(times[i]!);
     console.log(
-      `${label.padEnd(24)} median ${ms.toFixed(0)} ms (${(COUNT / (ms / 1000)).toFixed(0)} docs/s), runs ${runs(times[side])}`,
+      `${side.label.padEnd(width)} median ${ms.toFixed(0)} ms (${(COUNT / (ms / 1000)).toFixed(0)} docs/s), runs ${runs(times[i]!)}`,
     );
   }
-  console.log(`ratio of medians: ${(median(times.tree) / median(times.baseline)).toFixed(3)}`);
+  console.log(`ratio of medians: ${(median(times[0]) / median(times[1])).toFixed(3)}`);
   console.log('\npeak RSS of the larger device process');
-  for (const [label, side] of sides) {
+  for (const [i, side] of sides.entries()) {
     console.log(
-      `${label.padEnd(24)} median ${median(peaksMb[side]).toFixed(1)} MB, runs ${runs(peaksMb[side])}`,
+      `${side.label.padEnd(width)} median ${median(peaksMb[i]!).toFixed(1)} MB, runs ${runs(peaksMb[i]!)}`,
     );
   }
   const file = join(ROOT, 'bench/results/compare.json');
   mkdirSync(join(ROOT, 'bench/results'), { recursive: true });
+  const compared = flagsMode ? { nodeFlags: args[1] } : { revision: args[0], sha };
   writeFileSync(
     file,
-    `${JSON.stringify({ revision, sha, count: COUNT, pairs, syncMs: times, peakMb: peaksMb, machine: machineInfo() }, null, 2)}\n`,
+    `${JSON.stringify({ ...compared, count: COUNT, pairs, sides: sides.map((side) => side.label), syncMs: times, peakMb: peaksMb, machine: machineInfo() }, null, 2)}\n`,
   );
   console.log(`-> ${file}`);
   process.exit(0);

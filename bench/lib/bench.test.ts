@@ -134,12 +134,19 @@ describe('npm run bench:compare', () => {
       (error: { code: number; stderr: string }) => error,
     );
 
-  it('refuses a missing revision, one that is not a commit and a bad pair count, before building anything', async () => {
-    const [none, unknown, pairs] = await Promise.all([
+  it('refuses a missing revision, one that is not a commit, missing flags and a bad pair count, before building anything', async () => {
+    const [none, unknown, pairs, noFlags, flagPairs] = await Promise.all([
       compare([]),
       compare(['no-such-revision-anywhere']),
       compare(['HEAD', '0']),
+      compare(['--node-flags', ' ']),
+      compare(['--node-flags', '--no-opt', 'x']),
     ]);
+    expect(noFlags).toMatchObject({ code: 2, stderr: expect.stringMatching(/no flags given\nusage:/) });
+    expect(flagPairs).toMatchObject({
+      code: 2,
+      stderr: expect.stringMatching(/pairs must be a positive integer, not x/),
+    });
     expect(none).toMatchObject({
       code: 2,
       stderr: expect.stringMatching(/no revision given\nusage: npm run bench:compare/),
