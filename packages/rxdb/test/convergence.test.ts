@@ -36,8 +36,8 @@ const NOTES = DEVICES.length <= 4;
 
 type Op =
   | { t: 'put'; dev: number; doc: number }
-  /** A write to the second collection, `notes`, on a device that runs it. */
-  | { t: 'note'; dev: number; doc: number }
+  /** A write (or a delete) in the second collection, `notes`, on a device that runs it. */
+  | { t: 'note'; dev: number; doc: number; del?: boolean }
   | { t: 'attach'; dev: number; doc: number }
   | { t: 'del'; dev: number; doc: number }
   | { t: 'link'; a: number; b: number; linked: boolean }
@@ -65,7 +65,13 @@ const dev = fc.integer({ min: 0, max: DEVICES.length - 1 });
 const doc = fc.integer({ min: 0, max: DOCS - 1 });
 const opArb: fc.Arbitrary<Op> = fc.oneof(
   { weight: 6, arbitrary: fc.record({ t: fc.constant('put' as const), dev, doc }) },
-  { weight: 2, arbitrary: fc.record({ t: fc.constant('note' as const), dev, doc }) },
+  {
+    weight: 2,
+    arbitrary: fc.record(
+      { t: fc.constant('note' as const), dev, doc, del: fc.boolean() },
+      { requiredKeys: ['t', 'dev', 'doc'] },
+    ),
+  },
   { weight: 2, arbitrary: fc.record({ t: fc.constant('del' as const), dev, doc }) },
   { weight: 2, arbitrary: fc.record({ t: fc.constant('attach' as const), dev, doc }) },
   {
@@ -255,9 +261,16 @@ async function runSchedule({
         case 'note': {
           const device = devices[op.dev]!;
           if (!device.online || !device.extra.withNotes) break;
-          const value = `${device.id}-note-${++counter}`;
-          await device.db.notes.upsert({ key: `n${op.doc}`, body: value });
-          notes.record(`n${op.doc}`, value, op.dev);
+          const key = `n${op.doc}`;
+          const value = op.del ? '' : `${device.id}-note-${++counter}`;
+          if (op.del) {
+            const existing = await device.db.notes.findOne(key).exec();
+            if (!existing) break;
+            await existing.incrementalRemove();
+          } else {
+            await device.db.notes.upsert({ key, body: value });
+          }
+          notes.record(key, value, op.dev);
           if (devices.some((d) => !d.extra.withNotes)) coverage.notesApart++;
           break;
         }
