@@ -84,6 +84,17 @@ async function relayPair() {
   return { relayServer, hub, a: a!, b: b! };
 }
 
+/** `a` runs once (it reads its mailbox and relays what it owes), then `b` reads its mailbox: the notes `b` holds. */
+async function notesRelayed(a: Device, b: Device): Promise<unknown[]> {
+  await a.start();
+  await a.replication.pullRelay();
+  await a.replication.awaitInSync();
+  await a.stop();
+  await b.start();
+  await b.replication.pullRelay();
+  return (await b.docs('notes')).map((doc) => doc.key);
+}
+
 /** The device's acknowledgements are lost on the way (it applies pushes; their senders never hear so). */
 function loseAcks(device: Device): void {
   const send = device.network.send.bind(device.network);
@@ -2122,12 +2133,7 @@ describe('replicateFerry over the in-memory network', () => {
     await firstValueFrom(a.replication.pendingRelay$.pipe(filter((n) => n === 1))); // its push failed
     await a.stop();
     pushesFail = false;
-    await a.start();
-    await a.replication.awaitInSync();
-    await a.stop();
-    await b.start();
-    await b.replication.pullRelay();
-    expect((await b.docs('notes')).map((doc) => doc.key)).toEqual(['n1']);
+    expect(await notesRelayed(a, b)).toEqual(['n1']);
   });
 
   it('a device saved as not running a collection by an earlier Ferry (no relay mark with it) is owed every own write of it', async () => {
@@ -2153,13 +2159,7 @@ describe('replicateFerry over the in-memory network', () => {
     await b.start(); // it runs notes now, and tells a so through the relay
     await b.replication.awaitInSync();
     await b.stop();
-    await a.start();
-    await a.replication.pullRelay();
-    await a.replication.awaitInSync();
-    await a.stop();
-    await b.start();
-    await b.replication.pullRelay();
-    expect((await b.docs('notes')).map((doc) => doc.key)).toEqual(['n1']);
+    expect(await notesRelayed(a, b)).toEqual(['n1']);
   });
 
   it('a connected device that runs no replication (an AI-only device): awaitInSync() stops waiting for it, awaitInitialReplication() does not count it; they sync once it starts one', async () => {
