@@ -232,6 +232,22 @@ const storeOf = (device: string, named: string | undefined) =>
 const notRunKey = (collection: string) => `not-run/${collection}`;
 /** The peers this device told `unknown-collection` for a collection it did not run then (see announcements). */
 const toldKey = (collection: string) => `told-not-run/${collection}`;
+/** Tasks run one after another, each once the one before settled; a failed task does not stop the rest. */
+class Serial {
+  private tail: Promise<unknown> = Promise.resolve();
+
+  run<T>(task: () => Promise<T>): Promise<T> {
+    const result = this.tail.then(task);
+    this.tail = result.catch(() => undefined);
+    return result;
+  }
+
+  /** Settles once every task given so far has. */
+  async idle(): Promise<void> {
+    await this.tail;
+  }
+}
+
 /** Set while a collection's sync starts over (see startOver): a start that finds it does it again. */
 const startOverKey = (collection: string) => `start-over/${collection}`;
 
@@ -405,7 +421,7 @@ export class FerryReplicationState implements RoutedReplication {
   /** Per collection, the rows of its conflict record, oldest first (read at the first record or clear). */
   private readonly conflictRows = new Map<string, Array<{ handle: string; st: string }>>();
   /** Conflict records are written and pruned one batch at a time. */
-  private conflictQueue: Promise<unknown> = Promise.resolve();
+  private readonly conflictWork = new Serial();
   private readonly syncs = new Map<string, CollectionSync>();
   private readonly outbound = new Map<string, Map<string, OutStream>>();
   private readonly inbound = new Map<string, Map<string, InStream>>();
@@ -424,9 +440,11 @@ export class FerryReplicationState implements RoutedReplication {
    * that it runs the collection now. A device that only has the relay would not learn it otherwise.
    */
   private readonly announcements = new Map<string, string[]>();
-  /** Relay-mark writes, one after another, so that a lowered mark is not overwritten by an older raise. */
-  private markWrites: Promise<unknown> = Promise.resolve();
-  private toldWrites: Promise<unknown> = Promise.resolve();
+  /**
+   * Saves of relay marks and of whom this device told `unknown-collection`, one after another: a
+   * lowered mark is not overwritten by an older raise, and two peers told at once are both kept.
+   */
+  private readonly stateSaves = new Serial();
   /** Per collection, the saved relay mark (see saveRelayMarks). */
   private readonly relayMarks = new Map<string, number>();
   private relayMarkTimer: ReturnType<typeof setTimeout> | undefined;
@@ -777,7 +795,7 @@ export class FerryReplicationState implements RoutedReplication {
 
   /** The persisted conflict record of this replication's collections, oldest first (see keepConflicts). */
   async conflicts(): Promise<FerryConflict[]> {
-    await this.conflictQueue;
+    await this.conflictWork.idle();
     const all = await this.store.list<FerryConflict>('conflict/');
     return all
       .filter((conflict) => this.syncs.has(conflict.collection))
@@ -786,7 +804,7 @@ export class FerryReplicationState implements RoutedReplication {
 
   /** Empties the conflict record of this replication's collections (an app that showed them, say). */
   clearConflicts(): Promise<void> {
-    return this.queueConflictWork(async () => {
+    return this.conflictWork.run(async () => {
       for (const collection of this.syncs.keys()) {
         const rows = await this.conflictRowsOf(collection);
         await this.store.remove(rows.splice(0).map((row) => row.handle));
@@ -1526,17 +1544,14 @@ export class FerryReplicationState implements RoutedReplication {
     return notRunBy;
   }
 
-  /**
-   * This device answered `unknown-collection` to `peer`: saved, so that a later run of it says
-   * otherwise (see announcements). One save after another: two at once would each drop the other's peer.
-   */
+  /** This device answered `unknown-collection` to `peer`: saved, so that a later run of it says otherwise (see announcements). */
   private told(peer: string, collection: string): void {
-    const save = this.toldWrites.then(async () => {
-      const told = await this.store.getStrings(toldKey(collection));
-      if (!told.includes(peer)) await this.store.set(toldKey(collection), [...told, peer]);
-    });
-    this.toldWrites = save.catch(() => undefined);
-    this.guard(save);
+    this.guard(
+      this.stateSaves.run(async () => {
+        const told = await this.store.getStrings(toldKey(collection));
+        if (!told.includes(peer)) await this.store.set(toldKey(collection), [...told, peer]);
+      }),
+    );
   }
 
   private settle(peer: string, collection: string, stream: string): void {
@@ -1579,7 +1594,7 @@ export class FerryReplicationState implements RoutedReplication {
    */
   private async recordConflicts(conflicts: FerryConflict[]): Promise<void> {
     if (conflicts.length === 0) return;
-    await this.queueConflictWork(async () => {
+    await this.conflictWork.run(async () => {
       const collection = conflicts[0]!.collection; // a batch is of one collection
       const rows = await this.conflictRowsOf(collection);
       const kept = this.keepConflicts === 0 ? [] : conflicts.slice(-this.keepConflicts);
@@ -1592,12 +1607,6 @@ export class FerryReplicationState implements RoutedReplication {
       if (excess > 0) await this.store.remove(rows.splice(0, excess).map((row) => row.handle));
     });
     for (const conflict of conflicts) this.conflict$.next(conflict);
-  }
-
-  private queueConflictWork(work: () => Promise<void>): Promise<void> {
-    const run = this.conflictQueue.then(work);
-    this.conflictQueue = run.catch(() => undefined);
-    return run;
   }
 
   private async conflictRowsOf(collection: string): Promise<Array<{ handle: string; st: string }>> {
@@ -1875,14 +1884,12 @@ export class FerryReplicationState implements RoutedReplication {
 
   /** Save a relay mark (only a higher one when `raise`), after every mark write before it. */
   private writeMark(collection: string, mark: number, raise = false): Promise<void> {
-    const write = this.markWrites.then(async () => {
+    return this.stateSaves.run(async () => {
       const current = this.relayMarks.get(collection) ?? 0;
       if (raise && (mark <= current || this.relayQueue.has(collection))) return;
       this.relayMarks.set(collection, mark);
       await this.store.set(relayMarkKey(collection), mark);
     });
-    this.markWrites = write.catch(() => undefined);
-    return write;
   }
 
   private countPendingRelay(): void {
