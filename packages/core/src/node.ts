@@ -17,6 +17,7 @@ import { chaChaPolyFromNodeCrypto } from './session/noise/node-chachapoly.js';
 import { type NodeCryptoX25519, x25519FromNodeCrypto } from './session/noise/node-x25519.js';
 import { useX25519 } from './session/noise.js';
 import type { WebSocketConstructor } from './signaling/websocket.js';
+import type { WebRTCImplementation } from './transport/simple-peer.js';
 
 export * from './index.js';
 
@@ -37,11 +38,17 @@ export const nodeChaChaPoly = chaChaPolyFromNodeCrypto(crypto);
 
 /** A MeshNetwork wired with Node's WebRTC, WebSocket and OpenSSL. */
 export function createNodeMesh(
-  options: Omit<MeshNetworkOptions, 'wrtc' | 'WebSocket' | 'aead'>,
+  options: Omit<MeshNetworkOptions, 'wrtc' | 'WebSocket' | 'aead'> & {
+    /**
+     * Node's WebRTC. Default @roamhq/wrtc. Another implementation goes through simplePeerWebRTC,
+     * e.g. `simplePeerWebRTC(await import('node-datachannel/polyfill'))` (see the core README).
+     */
+    wrtc?: WebRTCImplementation;
+  },
 ): MeshNetwork {
   return new MeshNetwork({
     ...options,
-    wrtc: wrtc as MeshNetworkOptions['wrtc'],
+    wrtc: options.wrtc ?? (wrtc as WebRTCImplementation),
     WebSocket: WebSocket as unknown as WebSocketConstructor,
     aead: nodeChaChaPoly,
   });

@@ -10,6 +10,8 @@ import {
   type MeshNetwork,
   MINIMUM_ACCOUNT_DESCRIPTOR,
   RelayClient,
+  simplePeerWebRTC,
+  type WebRTCImplementation,
 } from '@ferry/core/node';
 import { type FerryServer, startFerryServer } from '@ferry/server';
 import { pino } from 'pino';
@@ -19,7 +21,8 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { type FerryReplicationState, MetaStore, replicateFerry } from '../src/index.js';
 import { newDisk, openDb, type TodoDb, within } from './support.js';
 
-// Real devices: RxDB (memory storage) + the WebRTC mesh (@roamhq/wrtc, Noise sessions) found through
+// Real devices: RxDB (memory storage) + the WebRTC mesh (@roamhq/wrtc, one test also node-datachannel;
+// Noise sessions) found through
 // the real signaling server, and the real diff server (SQLite) as the offline relay; all on loopback.
 
 let server: FerryServer;
@@ -54,12 +57,16 @@ class RealDevice {
   /** Where the next start() finds the diff server (the test's server unless set). */
   relayUrl: string | undefined;
 
-  constructor(readonly id: string) {}
+  constructor(
+    readonly id: string,
+    private readonly wrtc?: WebRTCImplementation,
+  ) {}
 
   /** `beforeReplication` sees the mesh before any sync message can arrive. */
   async start(beforeReplication?: (mesh: MeshNetwork) => void): Promise<this> {
     this.db = await openDb(this.disk);
     this.mesh = createNodeMesh({
+      ...(this.wrtc ? { wrtc: this.wrtc } : {}),
       clientId: this.id,
       accountKey,
       signalingUrls: [server.signalingUrl],
@@ -114,11 +121,15 @@ afterEach(async () => {
 });
 
 let deviceCounter = 0;
-async function realDevices(count: number): Promise<RealDevice[]> {
+/** `wrtc`: each device's WebRTC implementation, by index (default @roamhq/wrtc). */
+async function realDevices(
+  count: number,
+  wrtc: Array<WebRTCImplementation | undefined> = [],
+): Promise<RealDevice[]> {
   const suffix = ++deviceCounter;
   const devices = Array.from(
     { length: count },
-    (_, i) => new RealDevice(`r${suffix}${String.fromCharCode(97 + i)}`),
+    (_, i) => new RealDevice(`r${suffix}${String.fromCharCode(97 + i)}`, wrtc[i]),
   );
   running.push(...devices);
   await Promise.all(devices.map((d) => d.start()));
@@ -187,6 +198,24 @@ describe('replicateFerry over real WebRTC sessions and a real Ferry server', () 
       expect(devices.map((d) => `by ${d.id}`)).toContain(docs.find((d) => d.id === 'w0')!.title);
     }, 60_000);
   }
+
+  it('devices on different WebRTC implementations (@roamhq/wrtc, node-datachannel) sync with each other', async () => {
+    const nodeDatachannel = simplePeerWebRTC(await import('node-datachannel/polyfill'));
+    const devices = await realDevices(3, [undefined, nodeDatachannel, nodeDatachannel]);
+    const [onWrtc, onDatachannel] = devices as [RealDevice, RealDevice];
+    await onDatachannel.db.todos.bulkInsert(
+      Array.from({ length: 300 }, (_, i) => ({ id: `d${i}`, title: `todo ${i}` })),
+    );
+    await connectedToAll(devices);
+    await converged(devices);
+    expect(await onWrtc.docs()).toHaveLength(300);
+    await onWrtc.db.todos.findOne('d1').update({ $set: { done: true } });
+    await Promise.all(devices.map((d) => d.db.todos.findOne('d0').update({ $set: { title: `by ${d.id}` } })));
+    await converged(devices);
+    const docs = await devices[2]!.docs();
+    expect(docs.find((d) => d.id === 'd1')).toMatchObject({ done: true });
+    expect(devices.map((d) => `by ${d.id}`)).toContain(docs.find((d) => d.id === 'd0')!.title);
+  }, 60_000);
 
   it('one replicateFerry per collection on one mesh syncs live and through the diff server with a device that runs both in one', async () => {
     const suffix = ++deviceCounter;

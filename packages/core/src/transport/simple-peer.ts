@@ -153,6 +153,43 @@ export class SimplePeerTransport extends EventEmitter<TransportEvents> implement
   };
 }
 
+/** A WebRTC implementation for simple-peer's `wrtc` option (Node has none of its own). */
+export type WebRTCImplementation = NonNullable<SimplePeer.Options['wrtc']>;
+
+/** The parts of a W3C WebRTC polyfill simple-peer uses. */
+export interface WebRTCPolyfill {
+  RTCPeerConnection: new (
+    configuration?: RTCConfiguration,
+  ) => {
+    createOffer(options?: RTCOfferOptions): Promise<RTCSessionDescriptionInit>;
+    createAnswer(options?: RTCAnswerOptions): Promise<RTCSessionDescriptionInit>;
+  };
+  RTCSessionDescription: unknown;
+  RTCIceCandidate: unknown;
+}
+
+/**
+ * A W3C WebRTC polyfill, such as `node-datachannel/polyfill`, as simple-peer can use it. simple-peer
+ * rewrites the `sdp` of the descriptions that createOffer and createAnswer return, which such
+ * polyfills make read-only: they are handed over as plain objects. (@roamhq/wrtc needs no wrapping.)
+ */
+export function simplePeerWebRTC(polyfill: WebRTCPolyfill): WebRTCImplementation {
+  const plain = ({ type, sdp }: RTCSessionDescriptionInit): RTCSessionDescriptionInit => ({ type, sdp });
+  class PeerConnection extends polyfill.RTCPeerConnection {
+    override async createOffer(options?: RTCOfferOptions): Promise<RTCSessionDescriptionInit> {
+      return plain(await super.createOffer(options));
+    }
+    override async createAnswer(options?: RTCAnswerOptions): Promise<RTCSessionDescriptionInit> {
+      return plain(await super.createAnswer(options));
+    }
+  }
+  return {
+    RTCPeerConnection: PeerConnection,
+    RTCSessionDescription: polyfill.RTCSessionDescription,
+    RTCIceCandidate: polyfill.RTCIceCandidate,
+  } as unknown as WebRTCImplementation;
+}
+
 /** The largest message both ends accept, as the connection reports it (Infinity: any size). */
 function negotiatedMessageSize(pc: RTCPeerConnection): number {
   const negotiated = pc.sctp?.maxMessageSize;

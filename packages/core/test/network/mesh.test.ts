@@ -8,11 +8,13 @@ import {
   MINIMUM_ACCOUNT_DESCRIPTOR,
   type PeerMessage,
   toHex,
+  type WebRTCImplementation,
 } from '@ferry/core/node';
 import { createSignalingServer, type SignalingServer } from '@ferry/server';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runNetworkConformance } from '../network-conformance.js';
+import { nodeWebRTCs } from '../support/webrtc.js';
 
 const PASSPHRASE = 'mesh test passphrase correct horse';
 let server: SignalingServer;
@@ -29,8 +31,14 @@ afterAll(async () => {
   await server.close();
 });
 
-function device(clientId: string, key = accountKey, maxMessageBytes?: number): MeshNetwork {
+function device(
+  clientId: string,
+  key = accountKey,
+  maxMessageBytes?: number,
+  wrtc: WebRTCImplementation = nodeWebRTCs[0]!.wrtc,
+): MeshNetwork {
   const mesh = createNodeMesh({
+    wrtc,
     clientId,
     accountKey: key,
     signalingUrls: [server.url],
@@ -214,25 +222,27 @@ describe('MeshNetwork when a device dies without a goodbye', () => {
   }, 30_000);
 });
 
-runNetworkConformance('MeshNetwork (WebRTC, real signaling)', async () => {
-  const devices: MeshNetwork[] = [];
-  const harnessKey = crypto.getRandomValues(new Uint8Array(32)); // a fresh account (room) per test
-  const maxMessageBytes = 4 * 1024 * 1024;
-  return {
-    maxMessageBytes,
-    addDevice: async (clientId) => {
-      const mesh = device(clientId, harnessKey, maxMessageBytes);
-      devices.push(mesh);
-      return mesh;
-    },
-    // An abrupt drop: the WebRTC connections die without a goodbye, the signaling socket too.
-    dropDevice: async (network) => {
-      const mesh = network as MeshNetwork;
-      for (const peerId of mesh.connectedPeers()) mesh.session(peerId)?.close('dropped');
-      await mesh.close();
-    },
-    close: async () => {
-      await Promise.all(devices.map((d) => d.close()));
-    },
-  };
-});
+for (const { name, wrtc } of nodeWebRTCs) {
+  runNetworkConformance(`MeshNetwork (WebRTC on ${name}, real signaling)`, async () => {
+    const devices: MeshNetwork[] = [];
+    const harnessKey = crypto.getRandomValues(new Uint8Array(32)); // a fresh account (room) per test
+    const maxMessageBytes = 4 * 1024 * 1024;
+    return {
+      maxMessageBytes,
+      addDevice: async (clientId) => {
+        const mesh = device(clientId, harnessKey, maxMessageBytes, wrtc);
+        devices.push(mesh);
+        return mesh;
+      },
+      // An abrupt drop: the WebRTC connections die without a goodbye, the signaling socket too.
+      dropDevice: async (network) => {
+        const mesh = network as MeshNetwork;
+        for (const peerId of mesh.connectedPeers()) mesh.session(peerId)?.close('dropped');
+        await mesh.close();
+      },
+      close: async () => {
+        await Promise.all(devices.map((d) => d.close()));
+      },
+    };
+  });
+}

@@ -1,9 +1,19 @@
 import wrtc from '@roamhq/wrtc';
+import * as nodeDatachannel from 'node-datachannel/polyfill';
 import SimplePeer from 'simple-peer';
+import { simplePeerWebRTC, type WebRTCImplementation } from '../../src/transport/simple-peer.js';
 
-/** Two real WebRTC peers (@roamhq/wrtc) in this process, signalled directly, connected. */
-export async function connectedSimplePeers(): Promise<[SimplePeer.Instance, SimplePeer.Instance]> {
-  const options = { wrtc: wrtc as SimplePeer.Options['wrtc'], config: { iceServers: [] } };
+/** The Node WebRTC implementations Ferry is tested on: the default, and node-datachannel's polyfill. */
+export const nodeWebRTCs: ReadonlyArray<{ name: string; wrtc: WebRTCImplementation }> = [
+  { name: '@roamhq/wrtc', wrtc: wrtc as WebRTCImplementation },
+  { name: 'node-datachannel', wrtc: simplePeerWebRTC(nodeDatachannel) },
+];
+
+/** Two real WebRTC peers in this process (default @roamhq/wrtc), signalled directly, connected. */
+export async function connectedSimplePeers(
+  implementation: WebRTCImplementation = nodeWebRTCs[0]!.wrtc,
+): Promise<[SimplePeer.Instance, SimplePeer.Instance]> {
+  const options = { wrtc: implementation, config: { iceServers: [] } };
   const a = new SimplePeer({ ...options, initiator: true });
   const b = new SimplePeer(options);
   a.on('signal', (data) => b.signal(data));

@@ -1,14 +1,17 @@
 import wrtc from '@roamhq/wrtc';
+import * as nodeDatachannel from 'node-datachannel/polyfill';
 import SimplePeer from 'simple-peer';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { SimplePeerTransport, sdpFingerprint } from '../../src/transport/simple-peer.js';
-import { connectedSimplePeers } from '../support/webrtc.js';
+import { connectedSimplePeers, nodeWebRTCs } from '../support/webrtc.js';
 import { runTransportConformance } from '../transport-conformance.js';
 
-runTransportConformance('SimplePeerTransport (@roamhq/wrtc)', async () => {
-  const [a, b] = await connectedSimplePeers();
-  return [new SimplePeerTransport(a), new SimplePeerTransport(b)];
-});
+for (const { name, wrtc: implementation } of nodeWebRTCs) {
+  runTransportConformance(`SimplePeerTransport (${name})`, async () => {
+    const [a, b] = await connectedSimplePeers(implementation);
+    return [new SimplePeerTransport(a), new SimplePeerTransport(b)];
+  });
+}
 
 describe('SimplePeerTransport', () => {
   it('refuses a simple-peer instance that is not connected', () => {
@@ -17,16 +20,45 @@ describe('SimplePeerTransport', () => {
     peer.destroy();
   });
 
-  it('sends messages as large as the connection negotiated (256 KiB at most), or as the option says', async () => {
-    const [a, b] = await connectedSimplePeers();
+  it.each(nodeWebRTCs)(
+    'sends messages as large as the connection negotiated (256 KiB at most), or as the option says ($name)',
+    async ({ wrtc: implementation }) => {
+      const [a, b] = await connectedSimplePeers(implementation);
+      try {
+        // Both, like Chromium, announce a=max-message-size:262144.
+        expect(new SimplePeerTransport(a).maxMessageSize).toBe(256 * 1024);
+        expect(new SimplePeerTransport(b, { maxMessageSize: 16 * 1024 }).maxMessageSize).toBe(16 * 1024);
+      } finally {
+        a.destroy();
+        b.destroy();
+      }
+    },
+  );
+
+  it("takes each side's DTLS fingerprint from the descriptions, equal across the two sides (node-datachannel)", async () => {
+    const [a, b] = await connectedSimplePeers(nodeWebRTCs[1]!.wrtc);
     try {
-      // @roamhq/wrtc, like Chromium, announces a=max-message-size:262144.
-      expect(new SimplePeerTransport(a).maxMessageSize).toBe(256 * 1024);
-      expect(new SimplePeerTransport(b, { maxMessageSize: 16 * 1024 }).maxMessageSize).toBe(16 * 1024);
+      const [ta, tb] = [new SimplePeerTransport(a), new SimplePeerTransport(b)];
+      expect(ta.localFingerprint).toMatch(/^sha-256 [0-9A-F:]+$/);
+      expect(ta.localFingerprint).toBe(tb.remoteFingerprint);
+      expect(tb.localFingerprint).toBe(ta.remoteFingerprint);
+      expect(ta.localFingerprint).not.toBe(tb.localFingerprint);
     } finally {
       a.destroy();
       b.destroy();
     }
+  });
+
+  it('bad input: a polyfill used without simplePeerWebRTC fails at the first offer (read-only sdp)', async () => {
+    const errors: Error[] = [];
+    const peer = new SimplePeer({
+      wrtc: nodeDatachannel as never,
+      initiator: true,
+      config: { iceServers: [] },
+    });
+    peer.on('error', (error) => errors.push(error));
+    await vi.waitFor(() => expect(errors).toHaveLength(1));
+    peer.destroy();
   });
 
   it('reads the native bufferedAmount only once small sends add up to 4 KiB, at most once per turn', async () => {
