@@ -4,6 +4,7 @@ import { join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { pino } from 'pino';
 import { createSignalingServer } from '../packages/server/src/signaling/index.js';
+import type { FerryWebRTC } from './devices/rxdb-device.js';
 import { machineInfo } from './lib/machine.js';
 import { median } from './lib/measure.js';
 import { buildDevice, runScenario, type Servers } from './suites/rxdb.js';
@@ -21,6 +22,9 @@ import { buildDevice, runScenario, type Servers } from './suites/rxdb.js';
  * Node/V8 flags on both device processes against the same without them (what an app's choice of
  * flags, such as `--min-semi-space-size=16`, does to a sync).
  *
+ * `npm run bench:compare -- --webrtc node-datachannel [pairs]`: the working tree's sync with both
+ * devices on that Node WebRTC implementation against the same on the default, @roamhq/wrtc.
+ *
  * Prints both medians and every run, of the sync time and of the peak RSS of the larger process,
  * and writes bench/results/compare.json.
  */
@@ -31,7 +35,8 @@ const COUNT = 10_000;
 function usage(message: string): never {
   console.error(
     `${message}\nusage: npm run bench:compare -- <git revision> [pairs]\n` +
-      '       npm run bench:compare -- --node-flags "<flags>" [pairs]',
+      '       npm run bench:compare -- --node-flags "<flags>" [pairs]\n' +
+      `       npm run bench:compare -- --webrtc <${WEBRTCS.join('|')}> [pairs]`,
   );
   process.exit(2);
 }
@@ -74,7 +79,10 @@ interface Side {
   label: string;
   script: string;
   nodeFlags: string;
+  webrtc?: FerryWebRTC;
 }
+
+const WEBRTCS: FerryWebRTC[] = ['@roamhq/wrtc', 'node-datachannel'];
 
 function pairCount(value: string | undefined): number {
   const pairs = value === undefined ? 10 : Number(value);
@@ -96,10 +104,14 @@ function commitOf(revision: string): string {
 async function main(): Promise<void> {
   const args = process.argv.slice(2);
   const flagsMode = args[0] === '--node-flags';
+  const webrtcMode = args[0] === '--webrtc';
   if (flagsMode && !args[1]?.trim()) usage('no flags given');
-  if (!flagsMode && !args[0]) usage('no revision given');
-  const pairs = pairCount(flagsMode ? args[2] : args[1]);
-  const sha = flagsMode ? undefined : commitOf(args[0]!);
+  if (webrtcMode && !WEBRTCS.includes(args[1] as FerryWebRTC))
+    usage(`unknown WebRTC implementation ${args[1]}`);
+  if (!flagsMode && !webrtcMode && !args[0]) usage('no revision given');
+  const optionMode = flagsMode || webrtcMode;
+  const pairs = pairCount(optionMode ? args[2] : args[1]);
+  const sha = optionMode ? undefined : commitOf(args[0]!);
   const baseFlags = process.env.FERRY_BENCH_NODE_FLAGS ?? '';
   const signaling = await createSignalingServer({
     host: '127.0.0.1',
@@ -113,20 +125,35 @@ async function main(): Promise<void> {
         { label: `with ${args[1]}`, script: tree.script, nodeFlags: `${baseFlags} ${args[1]}` },
         { label: 'without', script: tree.script, nodeFlags: baseFlags },
       ]
-    : [
-        { label: 'working tree', script: tree.script, nodeFlags: baseFlags },
-        { label: `${args[0]} (${sha!.slice(0, 12)})`, script: baseline!.script, nodeFlags: baseFlags },
-      ];
+    : webrtcMode
+      ? [
+          {
+            label: `on ${args[1]}`,
+            script: tree.script,
+            nodeFlags: baseFlags,
+            webrtc: args[1] as FerryWebRTC,
+          },
+          { label: 'on @roamhq/wrtc', script: tree.script, nodeFlags: baseFlags },
+        ]
+      : [
+          { label: 'working tree', script: tree.script, nodeFlags: baseFlags },
+          { label: `${args[0]} (${sha!.slice(0, 12)})`, script: baseline!.script, nodeFlags: baseFlags },
+        ];
   const times: [number[], number[]] = [[], []];
   const peaksMb: [number[], number[]] = [[], []];
   try {
     for (let i = 0; i < pairs; i++) {
       // Each side goes first in every other pair.
       for (const side of i % 2 === 0 ? [0, 1] : [1, 0]) {
-        const { script, nodeFlags } = sides[side]!;
+        const { script, nodeFlags, webrtc } = sides[side]!;
         process.env.FERRY_BENCH_NODE_FLAGS = nodeFlags;
         const servers: Servers = { ferryUrl: signaling.url, pluginUrl: '', deviceScript: script };
-        const result = await runScenario(servers, { system: 'ferry', batchSize: 500, count: COUNT });
+        const result = await runScenario(servers, {
+          system: 'ferry',
+          batchSize: 500,
+          count: COUNT,
+          ...(webrtc ? { webrtc } : {}),
+        });
         times[side]!.push(result.syncMs);
         peaksMb[side]!.push(result.peakBytes / 1e6);
       }
@@ -162,7 +189,11 @@ async function main(): Promise<void> {
   }
   const file = join(ROOT, 'bench/results/compare.json');
   mkdirSync(join(ROOT, 'bench/results'), { recursive: true });
-  const compared = flagsMode ? { nodeFlags: args[1] } : { revision: args[0], sha };
+  const compared = flagsMode
+    ? { nodeFlags: args[1] }
+    : webrtcMode
+      ? { webrtc: args[1] }
+      : { revision: args[0], sha };
   writeFileSync(
     file,
     `${JSON.stringify({ ...compared, count: COUNT, pairs, sides: sides.map((side) => side.label), syncMs: times, peakMb: peaksMb, machine: machineInfo() }, null, 2)}\n`,

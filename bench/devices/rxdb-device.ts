@@ -26,7 +26,12 @@ export interface PeerConfig {
   batchSize: number;
   /** Ferry: compress large session messages (its default). False: send them as they are. */
   compress: boolean;
+  /** Ferry: Node's WebRTC implementation (default @roamhq/wrtc, as the plugin's). */
+  webrtc?: FerryWebRTC;
 }
+
+/** The Node WebRTC implementations Ferry runs on (core's `createNodeMesh({ wrtc })`). */
+export type FerryWebRTC = '@roamhq/wrtc' | 'node-datachannel';
 
 export type Command =
   | { cmd: 'open'; config: PeerConfig }
@@ -247,8 +252,11 @@ export class Peer {
 
   async connect(): Promise<void> {
     if (this.config.system !== 'ferry') return;
-    const { createNodeMesh, fromHex } = this.system as Ferry;
+    const { createNodeMesh, fromHex, simplePeerWebRTC } = this.system as Ferry;
     const mesh = createNodeMesh({
+      ...(this.config.webrtc === 'node-datachannel'
+        ? { wrtc: simplePeerWebRTC(await import('node-datachannel/polyfill')) }
+        : {}),
       clientId: this.config.clientId,
       accountKey: fromHex(this.config.secret),
       signalingUrls: [this.config.signalingUrl],

@@ -134,14 +134,21 @@ describe('npm run bench:compare', () => {
       (error: { code: number; stderr: string }) => error,
     );
 
-  it('refuses a missing revision, one that is not a commit, missing flags and a bad pair count, before building anything', async () => {
-    const [none, unknown, pairs, noFlags, flagPairs] = await Promise.all([
+  it('refuses a missing revision, one that is not a commit, missing flags, an unknown WebRTC and a bad pair count, before building anything', async () => {
+    const [none, unknown, pairs, noFlags, flagPairs, webrtc] = await Promise.all([
       compare([]),
       compare(['no-such-revision-anywhere']),
       compare(['HEAD', '0']),
       compare(['--node-flags', ' ']),
       compare(['--node-flags', '--no-opt', 'x']),
+      compare(['--webrtc', 'node-webrtc']),
     ]);
+    expect(webrtc).toMatchObject({
+      code: 2,
+      stderr: expect.stringMatching(
+        /unknown WebRTC implementation node-webrtc\n.*--webrtc <@roamhq\/wrtc\|node-datachannel>/s,
+      ),
+    });
     expect(noFlags).toMatchObject({ code: 2, stderr: expect.stringMatching(/no flags given\nusage:/) });
     expect(flagPairs).toMatchObject({
       code: 2,

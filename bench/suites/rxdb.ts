@@ -12,6 +12,7 @@ import type {
   Arrival,
   ColdWarm,
   Command,
+  FerryWebRTC,
   PeerConfig,
   PushSizes,
   Reply,
@@ -163,7 +164,12 @@ interface Scenario {
   live?: boolean;
   /** Ferry only: false sends its pushes uncompressed. Default true, as Ferry's own default. */
   compress?: boolean;
+  /** Ferry only: Node's WebRTC implementation. Default @roamhq/wrtc, the plugin's. */
+  webrtc?: FerryWebRTC;
 }
+
+/** A variant of Ferry's settings, run beside the default in the same alternation. */
+type FerryVariant = Pick<Scenario, 'compress' | 'webrtc'>;
 
 interface ScenarioResult {
   docsPerSecond: number;
@@ -196,6 +202,7 @@ export async function runScenario(servers: Servers, scenario: Scenario): Promise
     secret,
     batchSize: scenario.batchSize,
     compress: scenario.compress ?? true,
+    ...(scenario.webrtc ? { webrtc: scenario.webrtc } : {}),
   });
   try {
     await Promise.all([
@@ -326,31 +333,39 @@ function summarizeRuns(results: ScenarioResult[]): ScenarioResult {
 }
 
 /**
- * Ferry and the plugin (and, when asked, Ferry with compression off) on fresh process pairs,
+ * Ferry, the plugin and Ferry's `variants` (compression off, another WebRTC) on fresh process pairs,
  * alternating run by run: the machine is shared and its load drifts, so interleaving gives all of
  * them the same conditions.
  */
-async function compare(
+async function compare<V extends string>(
   servers: Servers,
-  scenario: Omit<Scenario, 'system' | 'compress'>,
-  withUncompressed = false,
-): Promise<{ ferry: ScenarioResult; plugin: ScenarioResult; uncompressed?: ScenarioResult }> {
-  const ferry: ScenarioResult[] = [];
-  const plugin: ScenarioResult[] = [];
-  const uncompressed: ScenarioResult[] = [];
+  scenario: Omit<Scenario, 'system' | keyof FerryVariant>,
+  variants: Record<V, FerryVariant>,
+): Promise<{ ferry: ScenarioResult; plugin: ScenarioResult; variants: Record<V, ScenarioResult> }> {
+  const names = Object.keys(variants) as V[];
+  const runs = { ferry: [] as ScenarioResult[], plugin: [] as ScenarioResult[] };
+  const variantRuns = Object.fromEntries(names.map((name) => [name, [] as ScenarioResult[]])) as Record<
+    V,
+    ScenarioResult[]
+  >;
   for (let i = 0; i < RUNS; i++) {
-    ferry.push(await runScenario(servers, { ...scenario, system: 'ferry' }));
-    if (withUncompressed) {
-      uncompressed.push(await runScenario(servers, { ...scenario, system: 'ferry', compress: false }));
+    runs.ferry.push(await runScenario(servers, { ...scenario, system: 'ferry' }));
+    for (const name of names) {
+      variantRuns[name].push(await runScenario(servers, { ...scenario, ...variants[name], system: 'ferry' }));
     }
-    plugin.push(await runScenario(servers, { ...scenario, system: 'plugin' }));
+    runs.plugin.push(await runScenario(servers, { ...scenario, system: 'plugin' }));
   }
   return {
-    ferry: summarizeRuns(ferry),
-    plugin: summarizeRuns(plugin),
-    ...(withUncompressed ? { uncompressed: summarizeRuns(uncompressed) } : {}),
+    ferry: summarizeRuns(runs.ferry),
+    plugin: summarizeRuns(runs.plugin),
+    variants: Object.fromEntries(names.map((name) => [name, summarizeRuns(variantRuns[name])])) as Record<
+      V,
+      ScenarioResult
+    >,
   };
 }
+
+const ON_DATACHANNEL: FerryVariant = { webrtc: 'node-datachannel' };
 
 /** Median sync time and the range over the runs. */
 function syncSpread(result: ScenarioResult): string {
@@ -404,14 +419,20 @@ async function run(): Promise<BenchReport> {
   };
   const metrics: BenchMetric[] = [];
   try {
-    const { ferry: ferry1k, plugin: plugin1k } = await compare(servers, {
-      batchSize: 500,
-      count: 1_000,
-      live: true,
-    });
-    const tenThousand = await compare(servers, { batchSize: 500, count: 10_000 }, true);
+    const oneThousand = await compare(
+      servers,
+      { batchSize: 500, count: 1_000, live: true },
+      { datachannel: ON_DATACHANNEL },
+    );
+    const { ferry: ferry1k, plugin: plugin1k } = oneThousand;
+    const datachannel1k = oneThousand.variants.datachannel;
+    const tenThousand = await compare(
+      servers,
+      { batchSize: 500, count: 10_000 },
+      { uncompressed: { compress: false }, datachannel: ON_DATACHANNEL },
+    );
     const { ferry: ferry10k, plugin: plugin10k } = tenThousand;
-    const uncompressed10k = tenThousand.uncompressed!;
+    const { uncompressed: uncompressed10k, datachannel: datachannel10k } = tenThousand.variants;
     const pluginDefault10k = await runScenario(servers, { system: 'plugin', batchSize: 20, count: 10_000 });
     const { rxdb: floor10k, ferry: replay10k, pushes: pushes10k } = await receivingAlone(servers, 10_000);
 
@@ -427,6 +448,7 @@ async function run(): Promise<BenchReport> {
     rate('initial sync, 1,000 docs', ferry1k, plugin1k);
     rate('initial sync, 10,000 docs', ferry10k, plugin10k, '>= 50,000 docs/s');
     rate('initial sync, 10,000 docs, Ferry with compression off', uncompressed10k, plugin10k);
+    rate('initial sync, 10,000 docs, Ferry on node-datachannel', datachannel10k, plugin10k);
     metrics.push({
       name: 'RxDB alone storing 10,000 received docs (no network, no sync)',
       value: significant(10_000 / (floor10k.coldMs / 1000)),
@@ -448,6 +470,12 @@ async function run(): Promise<BenchReport> {
     const sorted = (latencies: number[] | undefined) => [...latencies!].sort((a, b) => a - b);
     for (const [what, ferry, plugin, targets] of [
       ['a single write', sorted(ferry1k.latencies), sorted(plugin1k.latencies), ['< 1 ms', '< 2 ms']],
+      [
+        'a single write, Ferry on node-datachannel',
+        sorted(datachannel1k.latencies),
+        sorted(plugin1k.latencies),
+        [],
+      ],
       [
         'writes the two devices make in turns',
         sorted(ferry1k.turnLatencies),
@@ -488,7 +516,8 @@ async function run(): Promise<BenchReport> {
     return {
       name: 'rxdb',
       description:
-        'RxDB replication between two Node processes over @roamhq/wrtc on loopback, memory storage, ~300 B docs: ' +
+        'RxDB replication between two Node processes over @roamhq/wrtc on loopback (Ferry also over node-datachannel), ' +
+        'memory storage, ~300 B docs: ' +
         'Ferry (replicateFerry over the encrypted WebRTC mesh, batch 500) vs RxDB replication-webrtc',
       baseline:
         "RxDB 17 replication-webrtc plugin (simple-peer, unencrypted, RxDB's signaling server) with pull/push batch size 500, same run",
@@ -504,7 +533,8 @@ async function run(): Promise<BenchReport> {
         '(later writes as they happen); the plugin has no such step. Peak RSS: the larger of the two ' +
         'processes (median over runs). RxDB plugin with its default batch size (20), one run: ' +
         `${significant(pluginDefault10k.docsPerSecond)} docs/s for 10,000 docs. 10k sync: Ferry ` +
-        `${syncSpread(ferry10k)}, uncompressed ${syncSpread(uncompressed10k)}, plugin ${syncSpread(plugin10k)}. ` +
+        `${syncSpread(ferry10k)}, uncompressed ${syncSpread(uncompressed10k)}, on node-datachannel ` +
+        `${syncSpread(datachannel10k)}, plugin ${syncSpread(plugin10k)}. ` +
         `Ferry's pushes for the 10,000 documents: ${significant(pushes10k.jsonBytes / MB)} MB of JSON, ` +
         `${significant(pushes10k.deflatedBytes / MB)} MB compressed ` +
         `(${significant(pushes10k.jsonBytes / pushes10k.deflatedBytes)}x; the session compresses messages of 8 KiB or more). ` +
@@ -520,6 +550,7 @@ async function run(): Promise<BenchReport> {
           ['1,000 docs and the live writes', ferry1k, plugin1k],
           ['10,000 docs', ferry10k, plugin10k],
           ['10,000 docs uncompressed', uncompressed10k, plugin10k],
+          ['10,000 docs on node-datachannel', datachannel10k, plugin10k],
         ])}`,
     };
   } finally {
