@@ -171,7 +171,10 @@ export interface WebRTCPolyfill {
 /**
  * A W3C WebRTC polyfill, such as `node-datachannel/polyfill`, as simple-peer can use it. simple-peer
  * rewrites the `sdp` of the descriptions that createOffer and createAnswer return, which such
- * polyfills make read-only: they are handed over as plain objects. (@roamhq/wrtc needs no wrapping.)
+ * polyfills make read-only: they are handed over as plain objects. Its ICE candidates are handed over
+ * in the standard form: node-datachannel's keep the SDP line's `a=` and have no `sdpMLineIndex`, and
+ * libwebrtc (@roamhq/wrtc, browsers) refuses them, so a pair could connect only where the other side's
+ * own candidates reach it. (@roamhq/wrtc needs no wrapping.)
  */
 export function simplePeerWebRTC(polyfill: WebRTCPolyfill): WebRTCImplementation {
   const plain = ({ type, sdp }: RTCSessionDescriptionInit): RTCSessionDescriptionInit => ({ type, sdp });
@@ -182,12 +185,38 @@ export function simplePeerWebRTC(polyfill: WebRTCPolyfill): WebRTCImplementation
     override async createAnswer(options?: RTCAnswerOptions): Promise<RTCSessionDescriptionInit> {
       return plain(await super.createAnswer(options));
     }
+    constructor(configuration?: RTCConfiguration) {
+      super(configuration);
+      // The polyfill keeps `onicecandidate` as an own field and calls what it holds: it holds the
+      // handler simple-peer sets, wrapped.
+      let wrapped: CandidateHandler | null = null;
+      Object.defineProperty(this, 'onicecandidate', {
+        configurable: true,
+        get: () => wrapped,
+        set: (handler: CandidateHandler | null) => {
+          wrapped =
+            handler &&
+            ((event) => handler({ candidate: event.candidate && standardCandidate(event.candidate) }));
+        },
+      });
+    }
   }
   return {
     RTCPeerConnection: PeerConnection,
     RTCSessionDescription: polyfill.RTCSessionDescription,
     RTCIceCandidate: polyfill.RTCIceCandidate,
   } as unknown as WebRTCImplementation;
+}
+
+type CandidateHandler = (event: { candidate: RTCIceCandidateInit | null }) => void;
+
+/** A candidate as RTCIceCandidateInit has it: no `a=` before `candidate:`, a line index (Ferry negotiates one m-line, the data channel's). */
+function standardCandidate({ candidate, sdpMid, sdpMLineIndex }: RTCIceCandidateInit): RTCIceCandidateInit {
+  return {
+    candidate: candidate?.startsWith('a=') ? candidate.slice(2) : candidate,
+    sdpMid: sdpMid ?? '0',
+    sdpMLineIndex: sdpMLineIndex ?? 0,
+  };
 }
 
 /** The largest message both ends accept, as the connection reports it (Infinity: any size). */

@@ -9,13 +9,14 @@ export const nodeWebRTCs: ReadonlyArray<{ name: string; wrtc: WebRTCImplementati
   { name: 'node-datachannel', wrtc: simplePeerWebRTC(nodeDatachannel) },
 ];
 
-/** Two real WebRTC peers in this process (default @roamhq/wrtc), signalled directly, connected. */
+/** Two real WebRTC peers in this process (default @roamhq/wrtc; the second on `other` if given), signalled directly, connected. */
 export async function connectedSimplePeers(
   implementation: WebRTCImplementation = nodeWebRTCs[0]!.wrtc,
+  other = implementation,
 ): Promise<[SimplePeer.Instance, SimplePeer.Instance]> {
-  const options = { wrtc: implementation, config: { iceServers: [] } };
-  const a = new SimplePeer({ ...options, initiator: true });
-  const b = new SimplePeer(options);
+  const config = { iceServers: [] };
+  const a = new SimplePeer({ wrtc: implementation, config, initiator: true });
+  const b = new SimplePeer({ wrtc: other, config });
   a.on('signal', (data) => b.signal(data));
   b.on('signal', (data) => a.signal(data));
   await Promise.all([new Promise((r) => a.once('connect', r)), new Promise((r) => b.once('connect', r))]);

@@ -49,6 +49,44 @@ describe('SimplePeerTransport', () => {
     }
   });
 
+  it("hands node-datachannel's ICE candidates on in the standard form: @roamhq/wrtc takes them all", async () => {
+    const [wrtcSide, datachannelSide] = [nodeWebRTCs[0]!.wrtc, nodeWebRTCs[1]!.wrtc];
+    const warn = vi.spyOn(console, 'warn');
+    const refused: string[] = [];
+    // The WebRTC typings give addIceCandidate legacy callback overloads: one signature is enough here.
+    type AddCandidate = (this: RTCPeerConnection, candidate?: RTCIceCandidateInit | null) => Promise<void>;
+    const prototype = wrtcSide.RTCPeerConnection.prototype as unknown as { addIceCandidate: AddCandidate };
+    const add = prototype.addIceCandidate;
+    const spy = vi.spyOn(prototype, 'addIceCandidate').mockImplementation(async function (
+      this: RTCPeerConnection,
+      candidate?: RTCIceCandidateInit | null,
+    ) {
+      try {
+        return await add.call(this, candidate);
+      } catch (error) {
+        refused.push(`${candidate?.candidate}: ${(error as Error).message}`);
+        throw error;
+      }
+    });
+    try {
+      // Both ways round: the offer from either implementation.
+      for (const [first, second] of [
+        [wrtcSide, datachannelSide],
+        [datachannelSide, wrtcSide],
+      ] as const) {
+        const [a, b] = await connectedSimplePeers(first, second);
+        a.destroy();
+        b.destroy();
+      }
+      expect(spy).toHaveBeenCalled();
+      expect(refused).toEqual([]);
+      expect(warn).not.toHaveBeenCalledWith('Ignoring unsupported ICE candidate.');
+    } finally {
+      spy.mockRestore();
+      warn.mockRestore();
+    }
+  });
+
   it('bad input: a polyfill used without simplePeerWebRTC fails at the first offer (read-only sdp)', async () => {
     const errors: Error[] = [];
     const peer = new SimplePeer({
