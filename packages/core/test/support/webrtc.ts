@@ -14,11 +14,27 @@ export async function connectedSimplePeers(
   implementation: WebRTCImplementation = nodeWebRTCs[0]!.wrtc,
   other = implementation,
 ): Promise<[SimplePeer.Instance, SimplePeer.Instance]> {
-  const config = { iceServers: [] };
-  const a = new SimplePeer({ wrtc: implementation, config, initiator: true });
-  const b = new SimplePeer({ wrtc: other, config });
-  a.on('signal', (data) => b.signal(data));
-  b.on('signal', (data) => a.signal(data));
-  await Promise.all([new Promise((r) => a.once('connect', r)), new Promise((r) => b.once('connect', r))]);
-  return [a, b];
+  // node-datachannel sometimes refuses the answer ("Got a remote candidate without ICE transport",
+  // about one connection in 150 here): the attempt fails with an error event, as the mesh sees it
+  // too, and is made again, as the mesh does. Only setting up the pair is retried.
+  for (let attempt = 1; ; attempt++) {
+    const config = { iceServers: [] };
+    const a = new SimplePeer({ wrtc: implementation, config, initiator: true });
+    const b = new SimplePeer({ wrtc: other, config });
+    a.on('signal', (data) => a.destroyed || b.destroyed || b.signal(data));
+    b.on('signal', (data) => a.destroyed || b.destroyed || a.signal(data));
+    const connected = (peer: SimplePeer.Instance) =>
+      new Promise<void>((resolve, reject) => {
+        peer.once('connect', resolve);
+        peer.once('error', reject);
+      });
+    try {
+      await Promise.all([connected(a), connected(b)]);
+      return [a, b];
+    } catch (error) {
+      a.destroy();
+      b.destroy();
+      if (attempt === 3) throw error;
+    }
+  }
 }
