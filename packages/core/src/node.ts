@@ -41,7 +41,7 @@ export function createNodeMesh(
   options: Omit<MeshNetworkOptions, 'wrtc' | 'WebSocket' | 'aead'> & {
     /**
      * Node's WebRTC. Default @roamhq/wrtc. Another implementation goes through simplePeerWebRTC,
-     * e.g. `simplePeerWebRTC(await import('node-datachannel/polyfill'))` (see the core README).
+     * e.g. `simplePeerWebRTC(await import('node-datachannel/polyfill'))` (see the README's "How it works").
      */
     wrtc?: WebRTCImplementation;
   },
