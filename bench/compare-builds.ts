@@ -3,8 +3,8 @@ import { existsSync, mkdirSync, readdirSync, readlinkSync, symlinkSync, writeFil
 import { join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { pino } from 'pino';
+import { NODE_WEBRTC_NAMES, type NodeWebRTCName } from '../packages/core/src/transport/node-webrtc.js';
 import { createSignalingServer } from '../packages/server/src/signaling/index.js';
-import type { FerryWebRTC } from './devices/rxdb-device.js';
 import { machineInfo } from './lib/machine.js';
 import { median } from './lib/measure.js';
 import { buildDevice, runScenario, type Servers } from './suites/rxdb.js';
@@ -36,7 +36,7 @@ function usage(message: string): never {
   console.error(
     `${message}\nusage: npm run bench:compare -- <git revision> [pairs]\n` +
       '       npm run bench:compare -- --node-flags "<flags>" [pairs]\n' +
-      `       npm run bench:compare -- --webrtc <${WEBRTCS.join('|')}> [pairs]`,
+      `       npm run bench:compare -- --webrtc <${NODE_WEBRTC_NAMES.join('|')}> [pairs]`,
   );
   process.exit(2);
 }
@@ -79,10 +79,8 @@ interface Side {
   label: string;
   script: string;
   nodeFlags: string;
-  webrtc?: FerryWebRTC;
+  webrtc?: NodeWebRTCName;
 }
-
-const WEBRTCS: FerryWebRTC[] = ['@roamhq/wrtc', 'node-datachannel'];
 
 function pairCount(value: string | undefined): number {
   const pairs = value === undefined ? 10 : Number(value);
@@ -106,7 +104,7 @@ async function main(): Promise<void> {
   const flagsMode = args[0] === '--node-flags';
   const webrtcMode = args[0] === '--webrtc';
   if (flagsMode && !args[1]?.trim()) usage('no flags given');
-  if (webrtcMode && !WEBRTCS.includes(args[1] as FerryWebRTC))
+  if (webrtcMode && !NODE_WEBRTC_NAMES.includes(args[1] as NodeWebRTCName))
     usage(`unknown WebRTC implementation ${args[1]}`);
   if (!flagsMode && !webrtcMode && !args[0]) usage('no revision given');
   const optionMode = flagsMode || webrtcMode;
@@ -131,7 +129,7 @@ async function main(): Promise<void> {
             label: `on ${args[1]}`,
             script: tree.script,
             nodeFlags: baseFlags,
-            webrtc: args[1] as FerryWebRTC,
+            webrtc: args[1] as NodeWebRTCName,
           },
           { label: 'on @roamhq/wrtc', script: tree.script, nodeFlags: baseFlags },
         ]

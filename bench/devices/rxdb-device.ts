@@ -1,7 +1,7 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
 import type { PeerMessage, PeerNetwork, PeerNetworkEvents } from '@ferry/core';
-import type { MeshNetwork } from '@ferry/core/node';
+import type { MeshNetwork, NodeWebRTCName } from '@ferry/core/node';
 import type { DiffPush, FerryReplicationState } from '@ferry/rxdb';
 import { EventEmitter } from 'eventemitter3';
 import { createRevision, createRxDatabase, now, type RxCollection, type RxDatabase } from 'rxdb';
@@ -27,11 +27,8 @@ export interface PeerConfig {
   /** Ferry: compress large session messages (its default). False: send them as they are. */
   compress: boolean;
   /** Ferry: Node's WebRTC implementation (default @roamhq/wrtc, as the plugin's). */
-  webrtc?: FerryWebRTC;
+  webrtc?: NodeWebRTCName;
 }
-
-/** The Node WebRTC implementations Ferry runs on (core's `createNodeMesh({ wrtc })`). */
-export type FerryWebRTC = '@roamhq/wrtc' | 'node-datachannel';
 
 export type Command =
   | { cmd: 'open'; config: PeerConfig }
@@ -252,11 +249,9 @@ export class Peer {
 
   async connect(): Promise<void> {
     if (this.config.system !== 'ferry') return;
-    const { createNodeMesh, fromHex, simplePeerWebRTC } = this.system as Ferry;
+    const { createNodeMesh, fromHex, loadNodeWebRTC } = this.system as Ferry;
     const mesh = createNodeMesh({
-      ...(this.config.webrtc === 'node-datachannel'
-        ? { wrtc: simplePeerWebRTC(await import('node-datachannel/polyfill')) }
-        : {}),
+      ...(this.config.webrtc ? { wrtc: await loadNodeWebRTC(this.config.webrtc) } : {}),
       clientId: this.config.clientId,
       accountKey: fromHex(this.config.secret),
       signalingUrls: [this.config.signalingUrl],

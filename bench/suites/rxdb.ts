@@ -4,6 +4,7 @@ import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { NodeWebRTCName } from '@ferry/core/node';
 import { build } from 'esbuild';
 import { pino } from 'pino';
 import { startSignalingServerSimplePeer } from 'rxdb/plugins/replication-webrtc';
@@ -12,7 +13,6 @@ import type {
   Arrival,
   ColdWarm,
   Command,
-  FerryWebRTC,
   PeerConfig,
   PushSizes,
   Reply,
@@ -165,7 +165,7 @@ interface Scenario {
   /** Ferry only: false sends its pushes uncompressed. Default true, as Ferry's own default. */
   compress?: boolean;
   /** Ferry only: Node's WebRTC implementation. Default @roamhq/wrtc, the plugin's. */
-  webrtc?: FerryWebRTC;
+  webrtc?: NodeWebRTCName;
 }
 
 /** A variant of Ferry's settings, run beside the default in the same alternation. */

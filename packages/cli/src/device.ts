@@ -2,7 +2,9 @@ import { chmod, readFile, rename, writeFile } from 'node:fs/promises';
 import {
   createNodeMesh,
   fromBase64,
+  loadNodeWebRTC,
   type MeshNetwork,
+  type NodeWebRTCName,
   RelayClient,
   type RelayState,
   type RelayStateStore,
@@ -43,10 +45,15 @@ export interface CliDevice {
   close(): Promise<void>;
 }
 
-/** This machine as a device of its account, from the config `ferry init` wrote. */
-export function openDevice(config: DeviceConfig, configPath: string): CliDevice {
+/** This machine as a device of its account, from the config `ferry init` wrote, on the WebRTC named. */
+export async function openDevice(
+  config: DeviceConfig,
+  configPath: string,
+  webrtc: NodeWebRTCName,
+): Promise<CliDevice> {
   const accountKey = fromBase64(config.accountKey);
   const network = createNodeMesh({
+    wrtc: await loadNodeWebRTC(webrtc),
     clientId: config.clientId,
     accountKey,
     signalingUrls: config.servers.map(signalingUrl),

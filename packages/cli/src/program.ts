@@ -1,4 +1,5 @@
-import { Command, InvalidArgumentError } from 'commander';
+import { NODE_WEBRTC_NAMES, type NodeWebRTCName } from '@ferry/core/node';
+import { Command, InvalidArgumentError, Option } from 'commander';
 import { runDemo } from './commands/demo.js';
 import { init } from './commands/init.js';
 import { chat, shareModel } from './commands/models.js';
@@ -25,9 +26,16 @@ export function createProgram(out: (line: string) => void = console.log): Comman
   const program = new Command('ferry')
     .description('Peer-to-peer, end-to-end encrypted device sync and AI streaming')
     .option('--config <path>', 'device config file', defaultConfigPath())
+    .addOption(
+      new Option('--webrtc <name>', "this device's WebRTC implementation")
+        .choices(NODE_WEBRTC_NAMES)
+        .default(NODE_WEBRTC_NAMES[0])
+        .env('FERRY_WEBRTC'),
+    )
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride();
   const config = () => program.opts<{ config: string }>().config;
+  const webrtc = () => program.opts<{ webrtc: NodeWebRTCName }>().webrtc;
 
   program
     .command('init')
@@ -52,7 +60,12 @@ export function createProgram(out: (line: string) => void = console.log): Comman
     )
     .option('--no-ai', 'skip the AI streaming step')
     .action(async (options: { ai: boolean }) => {
-      await runDemo({ out, write: (text) => process.stdout.write(text), ai: options.ai });
+      await runDemo({
+        out,
+        write: (text) => process.stdout.write(text),
+        ai: options.ai,
+        webrtc: webrtc(),
+      });
     });
 
   program
@@ -76,7 +89,7 @@ export function createProgram(out: (line: string) => void = console.log): Comman
     .option('--openai-url <url>', 'an OpenAI-compatible server, e.g. http://127.0.0.1:11434/v1 (Ollama)')
     .option('--model <name>', 'model name (required with --openai-url; the id peers ask for)')
     .action(async (options: { gguf?: string; openaiUrl?: string; model?: string }) => {
-      await shareModel({ config: config(), ...options, out });
+      await shareModel({ config: config(), webrtc: webrtc(), ...options, out });
     });
 
   program
@@ -90,6 +103,7 @@ export function createProgram(out: (line: string) => void = console.log): Comman
       const prompt = words.length > 0 ? words.join(' ') : await readStdin();
       await chat({
         config: config(),
+        webrtc: webrtc(),
         model: options.model,
         prompt,
         waitMs: options.wait * 1000,
@@ -104,7 +118,7 @@ export function createProgram(out: (line: string) => void = console.log): Comman
     .description("this device, the server, the account's devices and the diffs waiting for this device")
     .option('--wait <seconds>', 'how long to listen for devices coming online', parseSeconds, 3)
     .action(async (options: { wait: number }) => {
-      await status({ config: config(), waitMs: options.wait * 1000, out });
+      await status({ config: config(), webrtc: webrtc(), waitMs: options.wait * 1000, out });
     });
 
   return program;

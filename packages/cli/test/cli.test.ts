@@ -14,9 +14,12 @@ interface Run {
   stderr: string;
 }
 
-function ferry(args: string[], input?: string): Promise<Run> {
+function ferry(args: string[], input?: string, env: NodeJS.ProcessEnv = {}): Promise<Run> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [BIN, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [BIN, ...args], {
+      stdio: ['pipe', 'pipe', 'pipe'],
+      env: { ...process.env, ...env },
+    });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (chunk) => (stdout += chunk));
@@ -73,6 +76,17 @@ describe('ferry init', () => {
     const unknown = await ferry(['frobnicate']);
     expect(unknown.code).not.toBe(0);
     expect(unknown.stderr).toContain("unknown command 'frobnicate'");
+
+    // A WebRTC implementation Ferry does not run on is refused before anything starts, from the
+    // option and from the environment alike.
+    const allowed = 'Allowed choices are @roamhq/wrtc, node-datachannel.';
+    const webrtc = await ferry(['--webrtc', 'node-webrtc', 'demo']);
+    expect(webrtc.code).not.toBe(0);
+    expect(webrtc.stderr).toContain(`argument 'node-webrtc' is invalid. ${allowed}`);
+    expect(webrtc.stdout).toBe('');
+    const fromEnv = await ferry(['--config', config, 'status'], '', { FERRY_WEBRTC: 'wrtc' });
+    expect(fromEnv.code).not.toBe(0);
+    expect(fromEnv.stderr).toContain(`value 'wrtc' from env 'FERRY_WEBRTC' is invalid. ${allowed}`);
   });
 });
 
@@ -123,6 +137,14 @@ describe('ferry demo', () => {
     expect(run.stdout).toContain('mailbox empty');
     expect(run.stdout).toMatch(/\d+ tokens streamed over the encrypted session/);
     expect(run.stdout).toContain('Summary');
+  }, 120_000);
+
+  it('runs its devices on node-datachannel when asked (--webrtc)', async () => {
+    const run = await ferry(['--webrtc', 'node-datachannel', 'demo', '--no-ai']);
+    expect(run.stderr).toBe('');
+    expect(run.code).toBe(0);
+    expect(run.stdout).toMatch(/3 encrypted WebRTC sessions \(Noise handshake, node-datachannel\)/);
+    expect(run.stdout).toContain('mailbox empty');
   }, 120_000);
 });
 
@@ -178,16 +200,12 @@ describe('ferry share-model, chat and status between two devices of one account'
         share.stdout.on('data', (chunk) => String(chunk).includes('Serving model') && resolve());
       });
 
-      const answer = await ferry([
-        '--config',
-        phone,
-        'chat',
-        '--model',
-        'tiny',
-        '--max-tokens',
-        '16',
-        'hello',
-      ]);
+      // The phone runs on node-datachannel (chosen through the environment), the desktop on the default.
+      const answer = await ferry(
+        ['--config', phone, 'chat', '--model', 'tiny', '--max-tokens', '16', 'hello'],
+        '',
+        { FERRY_WEBRTC: 'node-datachannel' },
+      );
       expect(answer.stderr).toBe('');
       expect(answer.code).toBe(0);
       expect(answer.stdout).toMatch(/\(16 tokens from [0-9a-f-]+ in \d+ ms\)/);

@@ -6,7 +6,6 @@
 // key where its type declarations say Buffer, hence the casts.
 import * as crypto from 'node:crypto';
 import * as zlib from 'node:zlib';
-import wrtc from '@roamhq/wrtc';
 import { WebSocket } from 'ws';
 import { useDeflate } from './compression/deflate.js';
 import { deflateFromNodeZlib } from './compression/node-zlib.js';
@@ -17,9 +16,11 @@ import { chaChaPolyFromNodeCrypto } from './session/noise/node-chachapoly.js';
 import { type NodeCryptoX25519, x25519FromNodeCrypto } from './session/noise/node-x25519.js';
 import { useX25519 } from './session/noise.js';
 import type { WebSocketConstructor } from './signaling/websocket.js';
+import { defaultNodeWebRTC } from './transport/node-webrtc.js';
 import type { WebRTCImplementation } from './transport/simple-peer.js';
 
 export * from './index.js';
+export { loadNodeWebRTC, NODE_WEBRTC_NAMES, type NodeWebRTCName } from './transport/node-webrtc.js';
 
 /** Ed25519 on OpenSSL (same keys and signatures as the default; see Ed25519Signing). */
 export const nodeEd25519Signing = ed25519SigningFromNodeCrypto(crypto as unknown as NodeCryptoEd25519);
@@ -40,15 +41,15 @@ export const nodeChaChaPoly = chaChaPolyFromNodeCrypto(crypto);
 export function createNodeMesh(
   options: Omit<MeshNetworkOptions, 'wrtc' | 'WebSocket' | 'aead'> & {
     /**
-     * Node's WebRTC. Default @roamhq/wrtc. Another implementation goes through simplePeerWebRTC,
-     * e.g. `simplePeerWebRTC(await import('node-datachannel/polyfill'))` (see the README's "How it works").
+     * Node's WebRTC. Default @roamhq/wrtc. node-datachannel: `await loadNodeWebRTC('node-datachannel')`;
+     * another W3C polyfill goes through simplePeerWebRTC (see the README's "How it works").
      */
     wrtc?: WebRTCImplementation;
   },
 ): MeshNetwork {
   return new MeshNetwork({
     ...options,
-    wrtc: options.wrtc ?? (wrtc as WebRTCImplementation),
+    wrtc: options.wrtc ?? defaultNodeWebRTC,
     WebSocket: WebSocket as unknown as WebSocketConstructor,
     aead: nodeChaChaPoly,
   });

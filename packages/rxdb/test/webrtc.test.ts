@@ -5,12 +5,12 @@ import { join } from 'node:path';
 import {
   createNodeMesh,
   deriveAccount,
+  loadNodeWebRTC,
   MemoryHub,
   MemoryRelayStateStore,
   type MeshNetwork,
   MINIMUM_ACCOUNT_DESCRIPTOR,
   RelayClient,
-  simplePeerWebRTC,
   type WebRTCImplementation,
 } from '@ferry/core/node';
 import { type FerryServer, startFerryServer } from '@ferry/server';
@@ -200,7 +200,7 @@ describe('replicateFerry over real WebRTC sessions and a real Ferry server', () 
   }
 
   it('devices on different WebRTC implementations (@roamhq/wrtc, node-datachannel) sync with each other', async () => {
-    const nodeDatachannel = simplePeerWebRTC(await import('node-datachannel/polyfill'));
+    const nodeDatachannel = await loadNodeWebRTC('node-datachannel');
     const devices = await realDevices(3, [undefined, nodeDatachannel, nodeDatachannel]);
     const [onWrtc, onDatachannel] = devices as [RealDevice, RealDevice];
     await onDatachannel.db.todos.bulkInsert(

@@ -7,7 +7,9 @@ import {
   createNodeMesh,
   deriveAccount,
   generatePassphrase,
+  loadNodeWebRTC,
   type MeshNetwork,
+  type NodeWebRTCName,
   RelayClient,
 } from '@ferry/core/node';
 import { type FerryReplicationState, replicateFerry } from '@ferry/rxdb';
@@ -52,6 +54,8 @@ export interface DemoOptions {
   write: (text: string) => void;
   /** Skip the AI step (for machines without node-llama-cpp). */
   ai: boolean;
+  /** The devices' WebRTC implementation. */
+  webrtc: NodeWebRTCName;
 }
 
 const until = async (what: string, check: () => Promise<boolean> | boolean, timeoutMs = 30_000) => {
@@ -90,8 +94,10 @@ export async function runDemo(options: DemoOptions): Promise<void> {
       `passphrase "${passphrase.split(' ').slice(0, 3).join(' ')} …" -> account ${account.accountId.slice(0, 10)}… in ${Date.now() - t0} ms`,
     );
 
+    const wrtc = await loadNodeWebRTC(options.webrtc);
     const bring = async (device: Device) => {
       device.network = createNodeMesh({
+        wrtc,
         clientId: device.name,
         accountKey: account.key,
         signalingUrls: [server.signalingUrl],
@@ -138,8 +144,10 @@ export async function runDemo(options: DemoOptions): Promise<void> {
     await until('every device to connect', () =>
       devices.every((d) => d.network!.connectedPeers().length === 2),
     );
-    done(`3 devices, 3 encrypted WebRTC sessions (Noise handshake) in ${Date.now() - t1} ms`);
-    summary.push(['sessions', '3 (full mesh, end-to-end encrypted)']);
+    done(
+      `3 devices, 3 encrypted WebRTC sessions (Noise handshake, ${options.webrtc}) in ${Date.now() - t1} ms`,
+    );
+    summary.push(['sessions', `3 (full mesh, end-to-end encrypted, on ${options.webrtc})`]);
 
     step('Live sync: the laptop writes three todos');
     const t2 = Date.now();

@@ -1,11 +1,13 @@
 import { askPeer, listPeerModels, type ModelBackend, openAiCompatibleBackend, serveModels } from '@ferry/ai';
 import { llamaCppBackend } from '@ferry/ai/node';
+import type { NodeWebRTCName } from '@ferry/core/node';
 import { readConfig } from '../config.js';
 import { openDevice, waitForPeers } from '../device.js';
 import { UsageError } from '../errors.js';
 
 export interface ShareModelOptions {
   config: string;
+  webrtc: NodeWebRTCName;
   gguf?: string;
   openaiUrl?: string;
   model?: string;
@@ -29,7 +31,7 @@ export async function shareModel(options: ShareModelOptions): Promise<void> {
       throw new UsageError(`--openai-url ${options.openaiUrl} is not a URL`);
     backend = openAiCompatibleBackend({ id: options.model!, baseUrl: options.openaiUrl! });
   }
-  const device = openDevice(config, options.config);
+  const device = await openDevice(config, options.config, options.webrtc);
   const host = serveModels(device.network, { backends: [backend] });
   options.out(
     `Serving model "${backend.id}" to the devices of account ${config.accountId.slice(0, 12)}… (Ctrl-C to stop)`,
@@ -47,6 +49,7 @@ export async function shareModel(options: ShareModelOptions): Promise<void> {
 
 export interface ChatOptions {
   config: string;
+  webrtc: NodeWebRTCName;
   model: string;
   prompt: string;
   maxTokens: number;
@@ -61,7 +64,7 @@ export async function chat(options: ChatOptions): Promise<void> {
   if (!options.prompt.trim())
     throw new UsageError('nothing to ask: give a prompt as arguments or on standard input');
   const config = await readConfig(options.config);
-  const device = openDevice(config, options.config);
+  const device = await openDevice(config, options.config, options.webrtc);
   try {
     const deadline = Date.now() + options.waitMs;
     let host: string | undefined;

@@ -1,8 +1,10 @@
+import type { NodeWebRTCName } from '@ferry/core/node';
 import { readConfig } from '../config.js';
 import { openDevice, waitForPeers } from '../device.js';
 
 export interface StatusOptions {
   config: string;
+  webrtc: NodeWebRTCName;
   /** How long to listen for devices coming online. */
   waitMs: number;
   out: (line: string) => void;
@@ -20,7 +22,7 @@ export async function status(options: StatusOptions): Promise<void> {
   options.out(`server     ${server}: ${health}`);
   if (health !== 'reachable') return;
 
-  const device = openDevice(config, options.config);
+  const device = await openDevice(config, options.config, options.webrtc);
   try {
     // Pulling (without acknowledging) registers this device and shows what waits for it.
     const pending = await device.relay.pull({ limit: 100 });

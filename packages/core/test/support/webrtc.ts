@@ -1,13 +1,11 @@
-import wrtc from '@roamhq/wrtc';
-import * as nodeDatachannel from 'node-datachannel/polyfill';
 import SimplePeer from 'simple-peer';
-import { simplePeerWebRTC, type WebRTCImplementation } from '../../src/transport/simple-peer.js';
+import { loadNodeWebRTC, NODE_WEBRTC_NAMES } from '../../src/transport/node-webrtc.js';
+import type { WebRTCImplementation } from '../../src/transport/simple-peer.js';
 
 /** The Node WebRTC implementations Ferry is tested on: the default, and node-datachannel's polyfill. */
-export const nodeWebRTCs: ReadonlyArray<{ name: string; wrtc: WebRTCImplementation }> = [
-  { name: '@roamhq/wrtc', wrtc: wrtc as WebRTCImplementation },
-  { name: 'node-datachannel', wrtc: simplePeerWebRTC(nodeDatachannel) },
-];
+export const nodeWebRTCs: ReadonlyArray<{ name: string; wrtc: WebRTCImplementation }> = await Promise.all(
+  NODE_WEBRTC_NAMES.map(async (name) => ({ name, wrtc: await loadNodeWebRTC(name) })),
+);
 
 /** Two real WebRTC peers in this process (default @roamhq/wrtc; the second on `other` if given), signalled directly, connected. */
 export async function connectedSimplePeers(
