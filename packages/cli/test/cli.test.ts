@@ -138,6 +138,14 @@ describe('ferry demo', () => {
     expect(run.stdout).toMatch(/\d+ tokens streamed over the encrypted session/);
     expect(run.stdout).toContain('Summary');
   }, 120_000);
+
+  it('runs its devices on node-datachannel when asked (--webrtc)', async () => {
+    const run = await ferry(['--webrtc', 'node-datachannel', 'demo', '--no-ai']);
+    expect(run.stderr).toBe('');
+    expect(run.code).toBe(0);
+    expect(run.stdout).toMatch(/3 encrypted WebRTC sessions \(Noise handshake, node-datachannel\)/);
+    expect(run.stdout).toContain('mailbox empty');
+  }, 120_000);
 });
 
 describe('ferry share-model, chat and status between two devices of one account', () => {

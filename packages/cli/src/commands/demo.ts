@@ -58,6 +58,24 @@ export interface DemoOptions {
   webrtc: NodeWebRTCName;
 }
 
+/** A check for `until`: true once `promise` has resolved; throws what it rejected with. */
+const settled = (promise: Promise<unknown>): (() => boolean) => {
+  let done = false;
+  let failure: unknown;
+  promise.then(
+    () => {
+      done = true;
+    },
+    (error: unknown) => {
+      failure = error ?? new Error('rejected');
+    },
+  );
+  return () => {
+    if (failure !== undefined) throw failure;
+    return done;
+  };
+};
+
 const until = async (what: string, check: () => Promise<boolean> | boolean, timeoutMs = 30_000) => {
   const deadline = Date.now() + timeoutMs;
   while (!(await check())) {
@@ -168,8 +186,10 @@ export async function runDemo(options: DemoOptions): Promise<void> {
     await until('the others to notice', () => !laptop.network!.connectedPeers().includes('phone'));
     await laptop.db.todos.insert({ id: 'plants', title: 'water plants', done: false });
     await (await laptop.db.todos.findOne('milk').exec())!.patch({ done: true, title: 'buy oat milk' });
-    await until('the relay diffs to be stored', async () => (await mailboxCount(server.url)) > 0);
-    await until('the relay queue to drain', () => laptop.replication!.pendingRelay$.value === 0);
+    // In sync: both writes recorded and left in the phone's mailbox. (pendingRelay$ counts only
+    // pushes that failed or were left from a run: it read 0 while the second write still waited in
+    // the relay queue, and the laptop then went offline without relaying it.)
+    await until('the laptop to relay its writes', settled(laptop.replication!.awaitInSync()));
     const stored = await mailboxCount(server.url);
     done(
       `changes left encrypted in the phone's mailbox on the diff server (${stored} stored diff(s), ciphertext only)`,
