@@ -428,6 +428,8 @@ export class FerryReplicationState implements RoutedReplication {
   /** Shared by the replications of this database (see MetaStore.devices); set at start. */
   private knownDevices = new Set<string>();
   private readonly relayQueue = new Map<string, Set<string>>();
+  /** The batch a relay flush is pushing now, out of the queue: still pending until it is in the mailboxes. */
+  private relayPushing: { collection: string; ids: string[] } | undefined;
   /**
    * Per collection, the devices that answered `unknown-collection` for it (saved), each with the
    * relay mark of when it did: its writes are not left in their mailboxes, where no replication would
@@ -1642,6 +1644,7 @@ export class FerryReplicationState implements RoutedReplication {
     const queued = this.relayQueue.get(collection) ?? new Set<string>();
     for (const id of ids) queued.add(id);
     this.relayQueue.set(collection, queued);
+    this.countPendingRelay();
   }
 
   private scheduleRelayFlush(): void {
@@ -1699,12 +1702,14 @@ export class FerryReplicationState implements RoutedReplication {
       );
       if (targets.length === 0) {
         this.relayQueue.delete(name);
+        this.countPendingRelay();
         continue;
       }
       // Taken out of the queue before the awaits: an id queued again meanwhile (a newer write) stays queued.
       const batchIds = [...ids].slice(0, this.batchSize);
       for (const id of batchIds) ids.delete(id);
       if (ids.size === 0) this.relayQueue.delete(name);
+      this.relayPushing = { collection: name, ids: batchIds };
       try {
         const changes = await this.syncs.get(name)!.current(batchIds);
         for (const group of relayGroups(changes, this.relayBytes)) {
@@ -1723,6 +1728,7 @@ export class FerryReplicationState implements RoutedReplication {
         this.relayFailed(error);
         break;
       } finally {
+        this.relayPushing = undefined;
         this.countPendingRelay();
       }
     }
@@ -1838,7 +1844,6 @@ export class FerryReplicationState implements RoutedReplication {
     if (!this.relay) return;
     const pending = sync.localIdsAfter(mark);
     if (pending.length > 0) this.queueIds(sync.name, pending);
-    this.countPendingRelay();
   }
 
   private scheduleRelayMark(): void {
@@ -1892,8 +1897,16 @@ export class FerryReplicationState implements RoutedReplication {
     });
   }
 
+  /** Own documents not yet in the mailboxes they are owed to: queued (or waiting to be retried), and being pushed. */
   private countPendingRelay(): void {
-    this.pendingRelay$.next([...this.relayQueue.values()].reduce((n, ids) => n + ids.size, 0));
+    let count = 0;
+    for (const ids of this.relayQueue.values()) count += ids.size;
+    if (this.relayPushing) {
+      const { collection, ids } = this.relayPushing;
+      const queued = this.relayQueue.get(collection);
+      for (const id of ids) if (!queued?.has(id)) count++;
+    }
+    if (count !== this.pendingRelay$.value) this.pendingRelay$.next(count);
   }
 
   // ---- helpers ----

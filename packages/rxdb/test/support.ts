@@ -347,11 +347,18 @@ export class MemoryRelayServer {
   down = false;
   pushes = 0;
   failedPulls = 0;
+  /** Pushes wait for it while it is set (a slow diff server); `held` counts those waiting. */
+  pushGate: Promise<void> | undefined;
+  held = 0;
 
   client(clientId: string): DiffRelay {
     return {
       push: async (targets, payload) => {
         await new Promise((resolve) => setImmediate(resolve)); // a network round trip: writes go on meanwhile
+        if (this.pushGate) {
+          this.held++;
+          await this.pushGate.finally(() => this.held--);
+        }
         if (this.down) throw new FerryError('TRANSPORT', 'diff server unreachable');
         const diffId = `d${++this.counter}`;
         const sequence = (this.sequences.get(clientId) ?? 0) + 1;

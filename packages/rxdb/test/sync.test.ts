@@ -1411,6 +1411,34 @@ describe('replicateFerry over the in-memory network', () => {
     expect(relayServer.waiting('devb')).toBe(0);
   });
 
+  it('pendingRelay$ counts own writes until they are in the mailbox: queued, then while their push is under way', async () => {
+    const { relayServer, a, b } = await relayPair();
+    await b.stop();
+    let release!: () => void;
+    relayServer.pushGate = new Promise((resolve) => {
+      release = resolve;
+    });
+    const pending = (n: number) =>
+      vi.waitFor(() => expect(a.replication.pendingRelay$.value).toBe(n), { timeout: 5000, interval: 10 });
+    try {
+      await a.db.todos.bulkInsert([
+        { id: 'p1', title: 'x' },
+        { id: 'p2', title: 'y' },
+      ]);
+      await pending(2);
+      await vi.waitFor(() => expect(relayServer.held).toBe(1));
+      expect(a.replication.pendingRelay$.value).toBe(2); // taken out of the queue, not yet stored
+      await a.db.todos.insert({ id: 'p3', title: 'z' }); // queued behind the push
+      await pending(3);
+    } finally {
+      release(); // also when it failed: the device's cleanup waits for the held push
+    }
+    await pending(0);
+    expect(relayServer.waiting('devb')).toBe(2);
+    await a.replication.awaitInSync();
+    expect(a.replication.pendingRelay$.value).toBe(0);
+  });
+
   it('a relay push that failed is made by the next run: a device that never meets the writer again still gets the write', async () => {
     const { relayServer, a, b } = await relayPair(); // they met once, so each knows the other
     await b.stop();
@@ -1421,8 +1449,8 @@ describe('replicateFerry over the in-memory network', () => {
       { id: 'f1', title: 'while the diff server was down' },
       { id: 'f2', title: 'also' },
     ]);
-    await firstValueFrom(a.replication.pendingRelay$.pipe(filter((n) => n === 2)));
-    expect(errors).toContain('TRANSPORT');
+    await vi.waitFor(() => expect(errors).toContain('TRANSPORT'), { timeout: 5000, interval: 20 });
+    expect(a.replication.pendingRelay$.value).toBe(2); // queued again, to be retried
     await a.stop(); // the process ends with both pushes still failing
     relayServer.down = false;
 
@@ -1504,8 +1532,11 @@ describe('replicateFerry over the in-memory network', () => {
     const { relayServer, a, b } = await relayPair();
     await b.stop();
     relayServer.down = true;
+    const errors: string[] = [];
+    a.replication.error$.subscribe((e) => errors.push(e.code));
     await a.db.todos.insert({ id: 'owed', title: 'x' });
-    await firstValueFrom(a.replication.pendingRelay$.pipe(filter((n) => n === 1)));
+    await vi.waitFor(() => expect(errors).toContain('TRANSPORT'), { timeout: 5000, interval: 20 }); // its push failed
+    expect(a.replication.pendingRelay$.value).toBe(1);
     await a.stop();
     relayServer.down = false;
     a.extra.relayServer = undefined;
@@ -2129,8 +2160,11 @@ describe('replicateFerry over the in-memory network', () => {
     // a hears it, but its push of n1 fails, and the process ends: its next run makes the push.
     pushesFail = true;
     await a.start();
+    const errors: string[] = [];
+    a.replication.error$.subscribe((e) => errors.push(e.code));
     await a.replication.pullRelay();
-    await firstValueFrom(a.replication.pendingRelay$.pipe(filter((n) => n === 1))); // its push failed
+    await vi.waitFor(() => expect(errors).toContain('INTERNAL'), { timeout: 5000, interval: 20 }); // its push failed (a plain Error)
+    expect(a.replication.pendingRelay$.value).toBe(1);
     await a.stop();
     pushesFail = false;
     expect(await notesRelayed(a, b)).toEqual(['n1']);

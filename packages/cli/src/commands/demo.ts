@@ -186,9 +186,7 @@ export async function runDemo(options: DemoOptions): Promise<void> {
     await until('the others to notice', () => !laptop.network!.connectedPeers().includes('phone'));
     await laptop.db.todos.insert({ id: 'plants', title: 'water plants', done: false });
     await (await laptop.db.todos.findOne('milk').exec())!.patch({ done: true, title: 'buy oat milk' });
-    // In sync: both writes recorded and left in the phone's mailbox. (pendingRelay$ counts only
-    // pushes that failed or were left from a run: it read 0 while the second write still waited in
-    // the relay queue, and the laptop then went offline without relaying it.)
+    // In sync: both writes recorded and left in the phone's mailbox.
     await until('the laptop to relay its writes', settled(laptop.replication!.awaitInSync()));
     const stored = await mailboxCount(server.url);
     done(
