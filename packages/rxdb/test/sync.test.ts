@@ -1426,7 +1426,7 @@ describe('replicateFerry over the in-memory network', () => {
         { id: 'p2', title: 'y' },
       ]);
       await pending(2);
-      await vi.waitFor(() => expect(relayServer.held).toBe(1));
+      await vi.waitFor(() => expect(relayServer.held).toBe(1), { timeout: 5000, interval: 10 });
       expect(a.replication.pendingRelay$.value).toBe(2); // taken out of the queue, not yet stored
       await a.db.todos.insert({ id: 'p3', title: 'z' }); // queued behind the push
       await pending(3);
