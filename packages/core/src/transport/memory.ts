@@ -1,6 +1,5 @@
 import { EventEmitter } from 'eventemitter3';
-import { FerryError } from '../errors.js';
-import type { Transport, TransportEvents } from './types.js';
+import { assertSendable, type Transport, type TransportEvents } from './types.js';
 
 export interface MemoryTransportOptions {
   /** Default 16 KiB, like a WebRTC data channel that works in every browser. */
@@ -67,10 +66,7 @@ export class MemoryTransport extends EventEmitter<TransportEvents> implements Tr
   }
 
   send(data: Uint8Array): void {
-    if (this.isClosed) throw new FerryError('CLOSED', 'transport is closed');
-    if (data.length > this.maxMessageSize) {
-      throw new FerryError('TOO_LARGE', `message of ${data.length} bytes exceeds ${this.maxMessageSize}`);
-    }
+    assertSendable(this, data);
     this.queue.push(data.slice());
     this.queuedBytes += data.length;
     if (!this.flushing) {

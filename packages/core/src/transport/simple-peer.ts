@@ -1,7 +1,7 @@
 import { EventEmitter } from 'eventemitter3';
 import type SimplePeer from 'simple-peer';
 import { FerryError } from '../errors.js';
-import type { Transport, TransportEvents } from './types.js';
+import { assertSendable, type Transport, type TransportEvents } from './types.js';
 
 export interface SimplePeerTransportOptions {
   /**
@@ -88,10 +88,7 @@ export class SimplePeerTransport extends EventEmitter<TransportEvents> implement
   }
 
   send(data: Uint8Array): void {
-    if (this.isClosed) throw new FerryError('CLOSED', 'transport is closed');
-    if (data.length > this.maxMessageSize) {
-      throw new FerryError('TOO_LARGE', `message of ${data.length} bytes exceeds ${this.maxMessageSize}`);
-    }
+    assertSendable(this, data);
     try {
       this.peer.send(data);
     } catch (cause) {

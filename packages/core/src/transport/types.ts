@@ -1,4 +1,5 @@
 import type { EventEmitter } from 'eventemitter3';
+import { FerryError } from '../errors.js';
 
 /**
  * A raw, ordered, reliable message pipe to one remote device: a WebRTC data channel, or an in-memory
@@ -32,4 +33,12 @@ export interface Transport extends EventEmitter<TransportEvents> {
   readonly localFingerprint: string;
   readonly remoteFingerprint: string;
   close(): void;
+}
+
+/** What every adapter's `send` refuses, alike: anything once closed, and a message over the size limit. */
+export function assertSendable(transport: Transport, data: Uint8Array): void {
+  if (transport.closed) throw new FerryError('CLOSED', 'transport is closed');
+  if (data.length > transport.maxMessageSize) {
+    throw new FerryError('TOO_LARGE', `message of ${data.length} bytes exceeds ${transport.maxMessageSize}`);
+  }
 }

@@ -15,6 +15,7 @@ import {
   sealEnvelope,
   utf8,
 } from '../../src/index.js';
+import { codeOf } from '../support/errors.js';
 import { key, peerMessage, viaJson } from './arbitraries.js';
 
 /** Runs a decoder on hostile input: it may succeed, but any failure must be a FerryError. */
@@ -23,16 +24,6 @@ const onlyFerryErrors = (fn: () => unknown): void => {
     fn();
   } catch (error) {
     if (!(error instanceof FerryError)) throw new Error(`untyped error: ${String(error)}`, { cause: error });
-  }
-};
-
-const codeOf = (fn: () => unknown): FerryErrorCode | 'ok' => {
-  try {
-    fn();
-    return 'ok';
-  } catch (error) {
-    if (error instanceof FerryError) return error.code;
-    throw error;
   }
 };
 

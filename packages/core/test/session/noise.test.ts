@@ -1,7 +1,6 @@
 import * as nodeCrypto from 'node:crypto';
 import fc from 'fast-check';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { isFerryError } from '../../src/errors.js';
 import { chaChaPolyFromNodeCrypto } from '../../src/session/noise/node-chachapoly.js';
 import { type NodeCryptoX25519, x25519FromNodeCrypto } from '../../src/session/noise/node-x25519.js';
 import {
@@ -17,6 +16,7 @@ import {
   type X25519,
 } from '../../src/session/noise.js';
 import { fromHex, toHex, utf8 } from '../../src/util/bytes.js';
+import { codeOf } from '../support/errors.js';
 import vectorFile from '../vectors/noise-nn-family.json' with { type: 'json' };
 
 interface NoiseVector {
@@ -139,15 +139,6 @@ const pair = (initiatorOptions: { psk?: Uint8Array; prologue?: Uint8Array } = {}
     psks: [PSK],
   }),
 });
-
-const codeOf = (fn: () => unknown): string | undefined => {
-  try {
-    fn();
-  } catch (error) {
-    return isFerryError(error) ? error.code : `untyped: ${String(error)}`;
-  }
-  return undefined;
-};
 
 describe.each(DH_IMPLEMENTATIONS)('NNpsk0 HandshakeState with %s X25519', (_, dh) => {
   beforeEach(() => useX25519(dh));

@@ -4,6 +4,7 @@ import { isFerryError } from '../../src/errors.js';
 import { HandshakeState, NN_PSK0 } from '../../src/session/noise.js';
 import { SECURE_FRAME_OVERHEAD, SecureChannel } from '../../src/session/secure-channel.js';
 import { utf8 } from '../../src/util/bytes.js';
+import { codeOf } from '../support/errors.js';
 
 const PSK = new Uint8Array(32).fill(9);
 
@@ -27,15 +28,6 @@ function session(): { alice: SecureChannel; bob: SecureChannel } {
     }),
   };
 }
-
-const codeOf = (fn: () => unknown): string | undefined => {
-  try {
-    fn();
-  } catch (error) {
-    return isFerryError(error) ? error.code : `untyped: ${String(error)}`;
-  }
-  return undefined;
-};
 
 const text = (bytes: Uint8Array) => new TextDecoder().decode(bytes);
 
