@@ -8,6 +8,25 @@ export function memoryPair(): { hub: MemoryHub; host: MemoryNetwork; consumer: M
 }
 
 /**
+ * What `backend` writes for a 'hi' at this seed, consumed in this process without any network: the
+ * reference a stream over a network must reproduce.
+ */
+export async function generateDirect(
+  backend: ModelBackend,
+  seed: number,
+  maxTokens: number,
+): Promise<string> {
+  let text = '';
+  const request = {
+    modelId: 'tiny',
+    messages: [{ role: 'user' as const, content: 'hi' }],
+    params: { seed, temperature: 0.8, maxTokens },
+  };
+  for await (const chunk of backend.generate(request, new AbortController().signal)) text += chunk;
+  return text;
+}
+
+/**
  * Rewrite or drop (return undefined) the messages a device sends: the test stand-in for a lossy or
  * tampering link. Returns the list of messages that went out.
  */

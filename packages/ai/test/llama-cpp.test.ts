@@ -10,7 +10,7 @@ import { serveModels } from '../src/host.js';
 import { type LlamaCppBackend, tinyLlamaBackend, writeTinyLlamaGguf } from '../src/node.js';
 import { createTinyLlamaGguf } from '../src/tiny-gguf.js';
 import { describeBackendConformance } from './backend-conformance.js';
-import { memoryPair } from './helpers.js';
+import { generateDirect, memoryPair } from './helpers.js';
 
 // Real inference: a random-weight llama model written by the test, run by llama.cpp on the CPU.
 let dir: string;
@@ -29,18 +29,6 @@ afterAll(async () => {
   await backend?.close();
   await rm(dir, { recursive: true, force: true });
 });
-
-/** The engine consumed in-process, without any network: the reference output. */
-async function direct(seed: number, maxTokens: number): Promise<string> {
-  let text = '';
-  const request = {
-    modelId: 'tiny',
-    messages: [{ role: 'user' as const, content: 'hi' }],
-    params: { seed, temperature: 0.8, maxTokens },
-  };
-  for await (const chunk of backend.generate(request, new AbortController().signal)) text += chunk;
-  return text;
-}
 
 describeBackendConformance('node-llama-cpp', () => ({
   backend,
@@ -74,7 +62,7 @@ describe('node-llama-cpp backend served to a peer', () => {
       for await (const delta of stream) received += delta;
       const result = await stream.result;
 
-      const reference = await direct(42, 48);
+      const reference = await generateDirect(backend, 42, 48);
       expect(received.length).toBeGreaterThan(20);
       expect(received).toBe(reference);
       expect(result.text).toBe(reference);
@@ -83,7 +71,7 @@ describe('node-llama-cpp backend served to a peer', () => {
       expect(result.usage.promptTokens).toBeGreaterThan(0);
       expect(result.sessionInfo.backend).toBe('llama-cpp');
       // The seed matters: another one gives another text.
-      expect(await direct(43, 48)).not.toBe(reference);
+      expect(await generateDirect(backend, 43, 48)).not.toBe(reference);
       // The bias channel keeps the random model on printable ASCII.
       expect(reference).toMatch(/^[\x20-\x7e]+$/);
     } finally {
@@ -104,7 +92,7 @@ describe('node-llama-cpp backend served to a peer', () => {
       });
       let text = '';
       for await (const delta of result.textStream) text += delta;
-      expect(text).toBe(await direct(42, 48));
+      expect(text).toBe(await generateDirect(backend, 42, 48));
       expect((await result.usage).outputTokens).toBe(48);
     } finally {
       await handle.close();
@@ -128,7 +116,7 @@ describe('node-llama-cpp backend served to a peer', () => {
       const atStop = backend.engine.generatedTokens;
       expect(atStop - before).toBeLessThan(20_000);
       // A fresh generation proves the engine is idle and usable; the cancelled one added nothing since.
-      await direct(5, 4);
+      await generateDirect(backend, 5, 4);
       expect(backend.engine.generatedTokens).toBe(atStop + 4);
       await expect.poll(() => handle.stats()[0]?.cancelled).toBe(1);
     } finally {

@@ -13,7 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { askPeer, listPeerModels } from '../src/consumer.js';
 import { type ServeHandle, serveModels } from '../src/host.js';
 import { type LlamaCppBackend, tinyLlamaBackend, writeTinyLlamaGguf } from '../src/node.js';
-import { CountingEngine, drain, GatedEngine } from './helpers.js';
+import { CountingEngine, drain, GatedEngine, generateDirect } from './helpers.js';
 
 // Two Node devices of one account over real WebRTC data channels, found through the real signaling
 // server, sessions authenticated and encrypted by the Noise handshake; one serves llama.cpp.
@@ -64,17 +64,6 @@ afterAll(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-async function direct(seed: number, maxTokens: number): Promise<string> {
-  let text = '';
-  const request = {
-    modelId: 'tiny',
-    messages: [{ role: 'user' as const, content: 'hi' }],
-    params: { seed, temperature: 0.8, maxTokens },
-  };
-  for await (const chunk of backend.generate(request, new AbortController().signal)) text += chunk;
-  return text;
-}
-
 describe('AI streams over a real WebRTC session', () => {
   it('lists the models the desktop serves', async () => {
     const models = await listPeerModels(consumer, 'desktop');
@@ -91,7 +80,7 @@ describe('AI streams over a real WebRTC session', () => {
     let received = '';
     for await (const delta of stream) received += delta;
     const result = await stream.result;
-    expect(received).toBe(await direct(42, 64));
+    expect(received).toBe(await generateDirect(backend, 42, 64));
     expect(result.usage.completionTokens).toBe(64);
     expect(result.finishReason).toBe('length');
   });
@@ -106,7 +95,7 @@ describe('AI streams over a real WebRTC session', () => {
     await expect(stream.result).rejects.toMatchObject({ code: 'CANCELLED' });
     await expect.poll(() => backend.engine.activeGenerations).toBe(0);
     const atStop = backend.engine.generatedTokens;
-    await direct(5, 3);
+    await generateDirect(backend, 5, 3);
     expect(backend.engine.generatedTokens).toBe(atStop + 3);
   });
 
