@@ -97,7 +97,7 @@ function workspacePlugin(): Plugin {
 }
 
 /** Bundles one entry for the browser (ESM, in memory) and returns the JavaScript. */
-export async function bundleForBrowser(entry: string | URL, extra: BuildOptions = {}): Promise<string> {
+async function bundleForBrowser(entry: string | URL, extra: BuildOptions = {}): Promise<string> {
   const entryPath = entry instanceof URL ? fileURLToPath(entry) : entry;
   const result = await build({
     entryPoints: [entryPath],

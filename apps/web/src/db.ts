@@ -11,7 +11,7 @@ export interface Todo {
   createdAt: number;
 }
 
-export const todoSchema: RxJsonSchema<Todo> = {
+const todoSchema: RxJsonSchema<Todo> = {
   version: 0,
   primaryKey: 'id',
   type: 'object',

@@ -32,7 +32,7 @@ class FileRelayStateStore implements RelayStateStore {
 }
 
 /** `http://host:port` -> `ws://host:port/signal` (https -> wss): one server serves both. */
-export function signalingUrl(serverUrl: string): string {
+function signalingUrl(serverUrl: string): string {
   const url = new URL(serverUrl);
   url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
   url.pathname = `${url.pathname.replace(/\/$/, '')}/signal`;

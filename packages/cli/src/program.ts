@@ -13,7 +13,7 @@ const readStdin = async (): Promise<string> => {
   return Buffer.concat(chunks).toString('utf8').trim();
 };
 
-export const parsePort = (value: string): number => {
+const parsePort = (value: string): number => {
   const port = Number(value);
   if (!Number.isInteger(port) || port < 0 || port > 65_535) {
     throw new InvalidArgumentError('a port is a whole number from 0 to 65535');

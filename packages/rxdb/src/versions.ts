@@ -71,7 +71,7 @@ export function joinVectors(a: VersionVector, b: VersionVector): VersionVector {
 export type FieldStamps = Record<string, [string, string]>;
 export const REMOVED = '-';
 /** The delete register's key among the field stamps (RxDB forbids top-level fields starting with `_`). */
-export const DELETED_KEY = '_deleted';
+const DELETED_KEY = '_deleted';
 
 /** Cheap 53-bit hash of a JSON value (cyrb53): detects which fields a local write changed. */
 export function hashValue(value: unknown): string {
@@ -200,7 +200,7 @@ function stampsOfWhole(version: Change, { primaryPath, withAttachments }: JoinCo
   return stampFields(undefined, version.doc ?? {}, version.del, version.st, primaryPath, withAttachments);
 }
 
-export const withDeleted = (change: Change, primaryPath: string): WithDeleted<Record<string, unknown>> => ({
+const withDeleted = (change: Change, primaryPath: string): WithDeleted<Record<string, unknown>> => ({
   ...(change.doc ?? { [primaryPath]: change.id }),
   _deleted: change.del,
 });

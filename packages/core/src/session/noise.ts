@@ -13,12 +13,12 @@ import { concatBytes, utf8 } from '../util/bytes.js';
  * (packages/core/test/session/noise.test.ts).
  */
 
-export const DH_LEN = 32;
-export const HASH_LEN = 32;
+const DH_LEN = 32;
+const HASH_LEN = 32;
 export const KEY_LEN = 32;
 export const TAG_LEN = 16;
 /** Noise caps every handshake and transport message at 65535 bytes. */
-export const MAX_NOISE_MESSAGE = 65_535;
+const MAX_NOISE_MESSAGE = 65_535;
 /**
  * Noise allows nonces up to 2^64-2; JavaScript numbers are exact up to 2^53-1, which no session
  * reaches (a frame per nanosecond would take 104 days), so that is our ceiling.
@@ -145,7 +145,7 @@ function noiseHkdf(chainingKey: Uint8Array, ikm: Uint8Array, outputs: 2 | 3): Ui
   return Array.from({ length: outputs }, (_, i) => okm.slice(i * HASH_LEN, (i + 1) * HASH_LEN));
 }
 
-export class SymmetricState {
+class SymmetricState {
   private ck: Uint8Array;
   private h: Uint8Array;
   private cipher: CipherState;
