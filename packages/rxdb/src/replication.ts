@@ -1319,14 +1319,28 @@ export class FerryReplicationState implements RoutedReplication {
   ): void {
     stream.dropped = true;
     const misses = stream.misses + 1;
-    const reopen = () => {
-      if (!this.cancelled && this.inbound.get(peer)?.get(collection) === stream) {
-        this.guard(this.openInbound(peer, collection, false, new Set(), misses));
-      }
-    };
+    const reopen = () => this.reopen(peer, collection, stream, new Set(), misses);
     const doublings = misses - (firstAtOnce ? 2 : 1);
     if (doublings < 0) reopen();
     else setTimeout(reopen, Math.min(this.retryDelayMs * 2 ** doublings, MAX_RETRY_MS));
+  }
+
+  /**
+   * Ask the peer again on a new stream in place of `stream`, unless `stream` is no longer the current
+   * one: a newer request replaced it, or the peer went (its streams end with it, and its next
+   * connection opens new ones; a stream opened for a peer that is gone would stand in for them, its
+   * request never sent, and the peer would never be asked again).
+   */
+  private reopen(
+    peer: string,
+    collection: string,
+    stream: InStream,
+    withData: Set<string>,
+    misses = 0,
+  ): void {
+    if (!this.cancelled && this.inbound.get(peer)?.get(collection) === stream) {
+      this.guard(this.openInbound(peer, collection, false, withData, misses));
+    }
   }
 
   private async applyPush(peer: string, push: DiffPush, stream: InStream): Promise<void> {
@@ -1390,7 +1404,7 @@ export class FerryReplicationState implements RoutedReplication {
         'documents came without attachment data this device does not hold',
         outcome.lacking,
       );
-      this.guard(this.openInbound(peer, push.collection, false, new Set(outcome.lacking)));
+      this.reopen(peer, push.collection, stream, new Set(outcome.lacking));
       return;
     }
     stream.misses = 0;

@@ -508,6 +508,23 @@ const scheduleArb = fc.record({
 // Shrunk counterexamples found while developing (and by mutating the engine), kept as regressions.
 const regressions: Array<[string, Schedule]> = [
   [
+    'a link cut while a device applied a push that lacked attachment data: its new request for the data went to no one, and stood in for the request of the next connection, which it never made (5-device hunt, seed 849849679)',
+    {
+      ops: [
+        { t: 'put', dev: 1, doc: 0 },
+        { t: 'attach', dev: 1, doc: 0 },
+        { t: 'attach', dev: 1, doc: 0 },
+        { t: 'put', dev: 2, doc: 0 },
+        { t: 'link', a: 0, b: 2, linked: false },
+        { t: 'del', dev: 2, doc: 0 },
+      ],
+      duplicate: false,
+      reorder: true,
+      policy: 'lww',
+      skew: [600_000, 600_000, 0],
+    },
+  ],
+  [
     "a write relayed to both peers, then every disk wiped: the writer's new store asked the peers from scratch before they read the write from their mailboxes, and they took it for its own (CI, seed 415183152)",
     {
       ops: [
