@@ -422,6 +422,8 @@ export class FerryReplicationState implements RoutedReplication {
   private readonly conflictRows = new Map<string, Array<{ handle: string; st: string }>>();
   /** Conflict records are written and pruned one batch at a time. */
   private readonly conflictWork = new Serial();
+  /** Pushes and conflict resolutions being applied: they write, so cancel() waits for them. */
+  private readonly applications = new Set<Promise<void>>();
   private readonly syncs = new Map<string, CollectionSync>();
   private readonly outbound = new Map<string, Map<string, OutStream>>();
   private readonly inbound = new Map<string, Map<string, InStream>>();
@@ -634,6 +636,8 @@ export class FerryReplicationState implements RoutedReplication {
     clearTimeout(this.pullRetry);
     for (const timer of this.answerTimers) clearTimeout(timer);
     this.answerTimers.clear();
+    // Paused already, so no new ones start; a push's conflict record is written after its versions.
+    await Promise.all(this.applications);
     await Promise.all([...this.syncs.values()].map((sync) => sync.idle()));
     await this.relayFlush?.catch(() => undefined);
   }
@@ -1302,7 +1306,7 @@ export class FerryReplicationState implements RoutedReplication {
     }
     if (!stream || stream.stream !== push.stream) return; // a stream we replaced: its pushes are stale
     this.answered(peer, push.collection, push.stream);
-    stream.chain = stream.chain.then(() => this.applyPush(peer, push, stream));
+    stream.chain = this.applying(stream.chain.then(() => this.applyPush(peer, push, stream)));
   }
 
   /**
@@ -1583,11 +1587,25 @@ export class FerryReplicationState implements RoutedReplication {
     if (!sync || this.paused) return;
     // Sent by the store this device serves (it answers a push).
     const store = this.outbound.get(peer)?.get(resolve.collection)?.store ?? peer;
-    this.guard(
+    void this.applying(
       sync
         .apply(resolve.clientResolution, { device: peer, store })
         .then((outcome) => this.recordConflicts(outcome.conflicts)),
     );
+  }
+
+  /**
+   * `work` (an application that writes) with its failure reported, kept in `applications` until
+   * it settles. Never rejects: a push's chain goes on to the next push after a failed one.
+   */
+  private applying(work: Promise<unknown>): Promise<void> {
+    const settled = work.then(
+      () => undefined,
+      (error) => this.report(error),
+    );
+    this.applications.add(settled);
+    void settled.then(() => this.applications.delete(settled));
+    return settled;
   }
 
   private nack(
@@ -1606,11 +1624,12 @@ export class FerryReplicationState implements RoutedReplication {
   /**
    * Persist a batch's conflicts in one write (one per conflict took a storage transaction each:
    * seconds for a batch in IndexedDB, with the acknowledgement waiting), dropping the oldest beyond
-   * `keepConflicts`, then emit them.
+   * `keepConflicts`, then emit them. The versions are applied already: a record that cannot be saved
+   * is reported, and the conflicts are still emitted (and the push acknowledged).
    */
   private async recordConflicts(conflicts: FerryConflict[]): Promise<void> {
     if (conflicts.length === 0) return;
-    await this.conflictWork.run(async () => {
+    const saved = this.conflictWork.run(async () => {
       const collection = conflicts[0]!.collection; // a batch is of one collection
       const rows = await this.conflictRowsOf(collection);
       const kept = this.keepConflicts === 0 ? [] : conflicts.slice(-this.keepConflicts);
@@ -1622,6 +1641,7 @@ export class FerryReplicationState implements RoutedReplication {
       // Records kept by an earlier run with a larger keepConflicts go too.
       if (excess > 0) await this.store.remove(rows.splice(0, excess).map((row) => row.handle));
     });
+    await saved.catch((error) => this.report(error));
     for (const conflict of conflicts) this.conflict$.next(conflict);
   }
 

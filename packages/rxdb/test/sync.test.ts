@@ -638,6 +638,96 @@ describe('replicateFerry over the in-memory network', () => {
     expect(await a!.replication.conflicts()).toEqual([]);
   });
 
+  /** Two devices in sync on one document, then each edits it apart: linked again, each meets a conflict. */
+  async function apartEdits() {
+    const {
+      hub,
+      devices: [a, b],
+    } = await devices(2);
+    await a!.db.todos.insert({ id: 'c', title: 'base' });
+    await converge([a!, b!]);
+    hub.setLinked('deva', 'devb', false);
+    await a!.db.todos.findOne('c').update({ $set: { title: 'edit at a' } });
+    await a!.replication.awaitInSync();
+    await b!.db.todos.findOne('c').update({ $set: { title: 'edit at b' } });
+    await b!.replication.awaitInSync();
+    return { a: a!, b: b!, link: () => hub.setLinked('deva', 'devb', true) };
+  }
+
+  /** Spies on the conflict record's writes (of every device), which `around` wraps. */
+  function onConflictRecord(around: (write: () => Promise<string[]>) => Promise<string[]>) {
+    const setAll = MetaStore.prototype.setAll;
+    return vi.spyOn(MetaStore.prototype, 'setAll').mockImplementation(function (this: MetaStore, entries) {
+      const write = () => setAll.call(this, entries);
+      return entries.some(([key]) => key.startsWith('conflict/')) ? around(write) : write();
+    });
+  }
+
+  it('bad input: a conflict record the storage refuses is reported; the push is still applied and acknowledged, the conflict emitted, and the next writes sync', async () => {
+    const { a, b, link } = await apartEdits();
+    const errors: string[] = [];
+    const emitted: string[] = [];
+    for (const device of [a, b]) {
+      device.replication.error$.subscribe((error) => errors.push(error.message));
+      device.replication.conflict$.subscribe((conflict) => emitted.push(conflict.id));
+    }
+    let refused = 0;
+    const spy = onConflictRecord((write) =>
+      refused++ === 0 ? Promise.reject(new Error('disk full')) : write(),
+    );
+    try {
+      link();
+      await converge([a, b]); // every push acknowledged (a rejected record left one unanswered)
+      expect(errors).toEqual(['disk full']);
+      expect(emitted).toEqual(['c', 'c']);
+      expect(await a.docs()).toEqual([{ id: 'c', title: 'edit at b' }]);
+      expect(await b.docs()).toEqual(await a.docs());
+      // One device's record lacks the conflict it could not save; the other's holds it.
+      const records = [await a.replication.conflicts(), await b.replication.conflicts()];
+      expect(records.map((record) => record.length).sort()).toEqual([0, 1]);
+      // The streams go on: pushes after the failed record are applied (its failure stopped them).
+      await a.db.todos.insert({ id: 'after', title: 'next' });
+      await b.db.todos.insert({ id: 'after-b', title: 'next' });
+      await converge([a, b]);
+      expect((await a.docs()).map((doc) => doc.id)).toEqual(['after', 'after-b', 'c']);
+      expect(await b.docs()).toEqual(await a.docs());
+    } finally {
+      spy.mockRestore();
+    }
+  });
+
+  it('cancel() waits for the pushes being applied, their conflict records included: the records are there after a restart', async () => {
+    const { a, b, link } = await apartEdits();
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    let recording = 0;
+    const spy = onConflictRecord(async (write) => {
+      recording++;
+      await held;
+      return write();
+    });
+    try {
+      link();
+      await vi.waitFor(() => expect(recording).toBe(2)); // each device is writing its record
+      let stopped = false;
+      const stopping = Promise.all([a.stop(), b.stop()]).then(() => {
+        stopped = true;
+      });
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      expect(stopped).toBe(false); // a record is held, and the database stays open for it
+      release();
+      await stopping;
+    } finally {
+      spy.mockRestore();
+    }
+    await Promise.all([a.start(), b.start()]);
+    for (const device of [a, b]) {
+      expect((await device.replication.conflicts()).map((conflict) => conflict.id)).toEqual(['c']);
+    }
+  });
+
   it.each([
     ['lww', undefined],
     ['per-field', { merge: 'fields' as const }],
