@@ -1,4 +1,4 @@
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import type { PeerMessage, PeerNetwork } from '../src/network/types.js';
 
 /**
@@ -117,6 +117,24 @@ export function runNetworkConformance(name: string, createHarness: () => Promise
       expect(await gone).toBe('conf-b');
       expect(a.connectedPeers()).not.toContain('conf-b');
       await expect(a.send('conf-b', message('DB_X', 1))).rejects.toMatchObject({ code: 'CLOSED' });
+    });
+
+    it('delivers no message from a peer after reporting it disconnected', async () => {
+      harness = await createHarness();
+      const a = await harness.addDevice('conf-a');
+      const b = await harness.addDevice('conf-b');
+      await Promise.all([whenConnected(a, 'conf-b'), whenConnected(b, 'conf-a')]);
+      const events: string[] = [];
+      a.on('peer-disconnected', (peer) => events.push(`gone ${peer}`));
+      // a leaves at b's first message, with the rest of b's burst still on its way.
+      a.on('message', (peer) => {
+        events.push(`message ${peer}`);
+        if (events.length === 1) void a.close();
+      });
+      for (let i = 0; i < 100; i++) void b.send('conf-a', message('DB_SEQ', i)).catch(() => {});
+      await vi.waitFor(() => expect(events).toContain('gone conf-b'));
+      await new Promise((resolve) => setTimeout(resolve, 200)); // what was in flight has landed
+      expect(events.slice(events.indexOf('gone conf-b'))).toEqual(['gone conf-b']);
     });
 
     it('stops delivering after close', async () => {

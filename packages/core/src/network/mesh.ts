@@ -246,7 +246,11 @@ export class MeshNetwork extends EventEmitter<PeerNetworkEvents> implements Peer
     clearTimeout(link.timer);
     link.session = session;
     this.failures.delete(link.peerId);
-    session.on('message', (message) => this.emit('message', link.peerId, message));
+    // A session closed by drop() still receives for a moment (it lets its goodbye out): once the
+    // peer is reported gone, nothing more of it is delivered.
+    session.on('message', (message) => {
+      if (this.links.get(link.peerId) === link) this.emit('message', link.peerId, message);
+    });
     session.on('error', (error) => this.emit('error', error));
     session.on('close', (reason) => this.drop(link, reason));
     this.emit('peer-connected', link.peerId);

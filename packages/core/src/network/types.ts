@@ -25,6 +25,7 @@ export interface PeerMessage {
 export interface PeerNetworkEvents {
   'peer-connected': (peerId: string) => void;
   'peer-disconnected': (peerId: string) => void;
+  /** Only from a connected peer: none between its 'peer-disconnected' and its next 'peer-connected'. */
   message: (peerId: string, message: PeerMessage) => void;
   error: (error: Error) => void;
 }
