@@ -696,10 +696,12 @@ export class CollectionSync {
       if (known && (readNow ? doc._rev === known.rev : revisionHeight(doc._rev) <= revisionHeight(known.rev)))
         continue;
       const intended = this.intent.get(id);
-      const version = receivedVersion(doc) ?? (intended?.rev === doc._rev ? intended.version : undefined);
+      const stamp = receivedVersion(doc);
+      const version = stamp ?? (intended?.rev === doc._rev ? intended.version : undefined);
       if (version) {
         // Ferry wrote this version and died before saving its metadata: adopt it as it was
-        // received, not as a new local write (which would outrank the origin's later edits).
+        // written, not as a new local write (which would outrank the origin's later edits). A
+        // resolution this device made stays its to relay: no one else may hold it.
         this.host.clock.observe(version.st);
         const adopted: DocMeta = {
           id,
@@ -709,7 +711,7 @@ export class CollectionSync {
           del: doc._deleted,
           seq: 0,
           via: '',
-          local: false,
+          local: stamp?.own === true,
         };
         if (version.fs) adopted.fs = version.fs;
         withAttachmentDigests(adopted, doc);
@@ -1040,7 +1042,7 @@ export class CollectionSync {
     const revs = new Map<string, string>();
     const rejected: Array<{ id: string; error: unknown }> = [];
     const token = this.collection.database.token;
-    for (const [id, { version }] of decisions) {
+    for (const [id, { version, local }] of decisions) {
       const previous = stored.get(id);
       if (version.del && !version.doc) {
         if (!previous || previous._deleted) {
@@ -1052,7 +1054,7 @@ export class CollectionSync {
         const document = withFields(previous, {
           _deleted: true,
           _attachments: {},
-          _meta: { lwt: now(), ferry: stampOf(rev, version) },
+          _meta: { lwt: now(), ferry: stampOf(rev, version, local) },
           _rev: rev,
         });
         rows.push({ previous, document });
@@ -1083,7 +1085,7 @@ export class CollectionSync {
       const document: StoredDoc = withFields(version.doc ?? {}, {
         _deleted: version.del,
         _attachments: attachments,
-        _meta: { lwt: now(), ferry: stampOf(rev, version) },
+        _meta: { lwt: now(), ferry: stampOf(rev, version, local) },
         _rev: rev,
       });
       if (document[this.primaryPath] !== id) document[this.primaryPath] = id;
@@ -1158,18 +1160,21 @@ export async function changedDocumentsSince(
  * fields there), so a received version and the document are stored in one write: after a crash
  * before its metadata is saved, the scan adopts it instead of taking it for the app's write.
  * `r` is the `_rev` it was written at: an app write keeps RxDB's `_meta` (or drops it) but never
- * keeps the `_rev`.
+ * keeps the `_rev`. `own`: the version is this device's to relay (a resolution it made, or one of
+ * its own write), which a version adopted as received would not be.
  */
 type FerryStamp = {
   r: string;
   st: string;
   vv: Change['vv'];
   fs?: Change['fs'];
+  own?: true;
 };
 
-function stampOf(rev: string, version: Change): FerryStamp {
+function stampOf(rev: string, version: Change, own: boolean): FerryStamp {
   const stamp: FerryStamp = { r: rev, st: version.st, vv: version.vv };
   if (version.fs) stamp.fs = version.fs;
+  if (own) stamp.own = true;
   return stamp;
 }
 

@@ -508,6 +508,25 @@ const scheduleArb = fc.record({
 // Shrunk counterexamples found while developing (and by mutating the engine), kept as regressions.
 const regressions: Array<[string, Schedule]> = [
   [
+    "a device deletes a document, settles the conflict with a concurrent edit, and crashes before saving the resolution's metadata: it adopted the resolution as received, so no one relayed it (a hunt, seed 1224161429; by its timing it failed on the remote storage only)",
+    {
+      ops: [
+        { t: 'put', dev: 2, doc: 3 },
+        { t: 'notes', dev: 0, runs: false },
+        { t: 'attach', dev: 0, doc: 3 },
+        { t: 'put', dev: 2, doc: 3 },
+        { t: 'relay', reachable: false },
+        { t: 'del', dev: 0, doc: 3 },
+        { t: 'crash', dev: 0 },
+        { t: 'up', dev: 0 },
+      ],
+      duplicate: false,
+      reorder: false,
+      policy: 'fields',
+      heal: 'relay',
+    },
+  ],
+  [
     'a link cut while a device applied a push that lacked attachment data: its new request for the data went to no one, and stood in for the request of the next connection, which it never made (5-device hunt, seed 849849679)',
     {
       ops: [

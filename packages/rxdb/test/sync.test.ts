@@ -461,6 +461,44 @@ describe('replicateFerry over the in-memory network', () => {
     expect(entryOf(again.vv, 'deva')).toBeGreaterThan(2);
   });
 
+  it("a crash before saving the metadata of a resolution of the device's own write: the restarted device still relays it (no one else may hold it)", async () => {
+    const { relayServer, hub, a, b } = await relayPair();
+    await a.db.todos.insert({ id: 'c', title: 'base' });
+    await converge([a, b]);
+    hub.setLinked('deva', 'devb', false);
+    relayServer.down = true;
+    await a.db.todos.findOne('c').update({ $set: { title: 'edit at a' } });
+    // A device that only A meets, and that relays nothing, sends a concurrent version that wins
+    // (a later stamp): A's resolution of its own write, which only A can relay to B.
+    const later = `${(Date.now() + 60_000).toString(36).padStart(10, '0')}.00000.devc`;
+    const devc = hub.join('devc');
+    devc.on('message', (from, message) => {
+      const { collection, stream } = message.data as { collection: string; stream: string };
+      if (message.op !== 'DB_SYNC_INIT' || collection !== 'todos' || from !== 'deva') return;
+      const change = { id: 'c', st: later, vv: { devc: 1 }, del: false, doc: { id: 'c', title: 'from c' } };
+      const push = {
+        collection,
+        stream,
+        changes: [change],
+        baseVersion: 'devc@0',
+        newVersion: 'devc@1',
+        more: false,
+      };
+      void devc.send(from, { op: 'DB_DIFF_PUSH', data: push, timestamp: Date.now(), id: `${stream}1` });
+    });
+    await vi.waitFor(async () => expect(await a.docs()).toEqual([{ id: 'c', title: 'from c' }]));
+    await a.crash(); // the resolution stored, its metadata lost
+    await devc.close();
+    // A run that cannot reach the diff server either, then one that can.
+    await a.start();
+    await a.stop();
+    relayServer.down = false;
+    await a.start();
+    await a.replication.awaitInSync();
+    await b.replication.pullRelay();
+    expect(await b.docs()).toEqual([{ id: 'c', title: 'from c' }]);
+  });
+
   it('serves a batch from hand only while its log holds every write it has heard of', async () => {
     const {
       devices: [a],
