@@ -770,6 +770,7 @@ export class FerryReplicationState implements RoutedReplication {
     await this.detach();
     // Unsaved (the database closed first), the marks only lag: a restart pushes some diffs again.
     await this.saveRelayMarks(marks).catch(() => undefined);
+    await this.stateSaves.idle(); // whom it told `unknown-collection` too
     await this.relayPulling?.catch(() => undefined);
     this.canceled$.next(true);
     for (const subject of [
@@ -1179,15 +1180,7 @@ export class FerryReplicationState implements RoutedReplication {
   private onSyncInit(peer: string, init: SyncInit): void {
     const sync = this.syncs.get(init.collection);
     if (!sync) {
-      this.told(peer, init.collection);
-      this.nack(
-        peer,
-        init.collection,
-        init.stream,
-        '',
-        'unknown-collection',
-        `no collection ${init.collection}`,
-      );
+      this.tellNotRun(peer, init.collection, init.stream);
       return;
     }
     if (this.paused) {
@@ -1564,12 +1557,18 @@ export class FerryReplicationState implements RoutedReplication {
     return notRunBy;
   }
 
-  /** This device answered `unknown-collection` to `peer`: saved, so that a later run of it says otherwise (see announcements). */
-  private told(peer: string, collection: string): void {
+  /**
+   * Answer `unknown-collection` to `peer`, once it is saved that this device did, so that a later
+   * run of it says otherwise (see announcements): the peer stops relaying the collection to this
+   * device until then, so an answer whose record a crash lost would stop it for good. Unsaved, it is
+   * not answered: the peer takes this device for silent and goes on relaying to it.
+   */
+  private tellNotRun(peer: string, collection: string, stream: string): void {
     this.guard(
       this.stateSaves.run(async () => {
         const told = await this.store.getStrings(toldKey(collection));
         if (!told.includes(peer)) await this.store.set(toldKey(collection), [...told, peer]);
+        this.nack(peer, collection, stream, '', 'unknown-collection', `no collection ${collection}`);
       }),
     );
   }

@@ -2298,6 +2298,41 @@ describe('replicateFerry over the in-memory network', () => {
     expect(await notesRelayed(a, b)).toEqual(['n1']);
   });
 
+  it('a device answers `unknown-collection` only once it saved that it did: unsaved (a crash, a storage failure), the asking device goes on relaying the collection to it', async () => {
+    const hub = new MemoryHub();
+    const relayServer = new MemoryRelayServer();
+    const now = sharedClock();
+    const a = new Device('unsa', hub, { relayServer, withNotes: true, now });
+    const b = new Device('unsb', hub, { relayServer, now }); // runs todos only
+    started.push(a, b);
+    const set = MetaStore.prototype.set;
+    let lost = 0;
+    const spy = vi.spyOn(MetaStore.prototype, 'set').mockImplementation(function (
+      this: MetaStore,
+      key,
+      value,
+    ) {
+      if (!key.startsWith('told-not-run/')) return set.call(this, key, value);
+      lost++;
+      return Promise.reject(new Error('the process died before this landed'));
+    });
+    try {
+      await a.start();
+      await b.start();
+      await vi.waitFor(() => expect(lost).toBe(1)); // b took a's request for notes
+      await b.stop();
+    } finally {
+      spy.mockRestore();
+    }
+    await a.db.notes.insert({ key: 'n1', body: 'written while b did not run notes' });
+    await a.replication.awaitInSync();
+    await a.stop();
+    // b's app syncs notes now. With no record of its answer, it tells a nothing: a must not have
+    // taken the answer for good (it did, and relayed b no note again).
+    b.extra.withNotes = true;
+    expect(await notesRelayed(a, b)).toEqual(['n1']);
+  });
+
   it('a device saved as not running a collection by an earlier Ferry (no relay mark with it) is owed every own write of it', async () => {
     const hub = new MemoryHub();
     const relayServer = new MemoryRelayServer();
