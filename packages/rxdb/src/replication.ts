@@ -911,7 +911,8 @@ export class FerryReplicationState implements RoutedReplication {
   /** @internal Apply a relay diff of one of this replication's collections (see SyncRouter.pull). */
   async applyRelayDiff(diff: RelayedDiff, parsed: RelayDiff): Promise<number> {
     this.knowDevice(diff.senderClientId);
-    this.runsCollection(diff.senderClientId, parsed.collection, true, true);
+    // Saved before the diff is acknowledged: the sender says so only once.
+    await this.runsCollection(diff.senderClientId, parsed.collection, true, true);
     const sender = diff.senderClientId;
     const source = { device: sender, store: storeOf(sender, parsed.store) };
     const outcome = await this.syncs.get(parsed.collection)!.apply(parsed.changes, source);
@@ -1190,7 +1191,7 @@ export class FerryReplicationState implements RoutedReplication {
     }
     const ours = this.inbound.get(peer)?.get(init.collection);
     if (ours) ours.unserved = false; // the peer runs the collection now
-    this.runsCollection(peer, init.collection, true);
+    this.guard(this.runsCollection(peer, init.collection, true));
     if (init.askBack) this.askedBack(peer, init.collection);
     if (!this.samePolicy(init.collection, init.policy, init.policyVersion)) {
       // Refused after asking back: the peer then refuses this device's request too, and says so.
@@ -1481,7 +1482,9 @@ export class FerryReplicationState implements RoutedReplication {
       // Said once per peer, not at every meeting, until it runs the collection.
       if (stream?.stream === nack.stream) {
         stream.unserved = true;
-        reported = this.runsCollection(peer, nack.collection, false);
+        const saving = this.runsCollection(peer, nack.collection, false);
+        this.guard(saving);
+        reported = saving !== undefined;
       }
     }
     // A 'policy' nack is not reported: this device reports the same mismatch when the peer's own
@@ -1518,25 +1521,36 @@ export class FerryReplicationState implements RoutedReplication {
   }
 
   /**
-   * Notes whether `peer` runs `collection` (see notRunBy); true when that changed. A peer that says
+   * Notes whether `peer` runs `collection` (see notRunBy); the save when that changed. A peer that says
    * so through the relay (`byRelay`) may never meet this device: the own writes it was not sent
    * meanwhile go to the mailboxes, and the relay mark goes back to where it stopped them, so that a
    * process that dies before the push makes it at its next start.
    */
-  private runsCollection(peer: string, collection: string, runs: boolean, byRelay = false): boolean {
+  private runsCollection(
+    peer: string,
+    collection: string,
+    runs: boolean,
+    byRelay = false,
+  ): Promise<void> | undefined {
     const notRunBy = this.notRunBy.get(collection);
-    if (!notRunBy || notRunBy.has(peer) !== runs) return false;
+    if (!notRunBy || notRunBy.has(peer) !== runs) return undefined;
     const since = notRunBy.get(peer) ?? 0;
     if (runs) notRunBy.delete(peer);
     else notRunBy.set(peer, this.relayMarks.get(collection) ?? 0);
     const saved = [...notRunBy];
+    let saving: Promise<void>;
     if (runs && byRelay && this.relay) {
       this.queueRelay(collection, this.syncs.get(collection)!.localIdsAfter(since));
-      this.guard(this.writeMark(collection, since).then(() => this.store.set(notRunKey(collection), saved)));
+      saving = this.writeMark(collection, since).then(() => this.store.set(notRunKey(collection), saved));
     } else {
-      this.guard(this.store.set(notRunKey(collection), saved));
+      saving = this.store.set(notRunKey(collection), saved);
     }
-    return true;
+    return saving.catch((error: unknown) => {
+      // Unsaved, it is as if unheard: told again (a relay diff served again), it is saved then.
+      if (runs) notRunBy.set(peer, since);
+      else notRunBy.delete(peer);
+      throw error;
+    });
   }
 
   /** The saved notRunBy of a collection; a device saved by an earlier Ferry, without a mark, is owed every own write. */
@@ -1951,8 +1965,8 @@ export class FerryReplicationState implements RoutedReplication {
     }
   }
 
-  private guard(promise: Promise<unknown>): void {
-    promise.catch((error) => this.report(error));
+  private guard(promise: Promise<unknown> | undefined): void {
+    promise?.catch((error) => this.report(error));
   }
 
   /** @internal */

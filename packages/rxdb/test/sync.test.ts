@@ -2333,6 +2333,55 @@ describe('replicateFerry over the in-memory network', () => {
     expect(await notesRelayed(a, b)).toEqual(['n1']);
   });
 
+  it('a device told through the relay that a peer runs a collection now saves that before acknowledging the diff: unsaved, the diff stays in the mailbox for the next run', async () => {
+    const hub = new MemoryHub();
+    const relayServer = new MemoryRelayServer();
+    const now = sharedClock();
+    const client = relayServer.client('anna');
+    let pushesFail = false;
+    const relay = {
+      ...client,
+      push: (targets: string[], payload: Uint8Array) =>
+        pushesFail ? Promise.reject(new Error('diff server unreachable')) : client.push(targets, payload),
+    };
+    const a = new Device('anna', hub, { relay, withNotes: true, now });
+    const b = new Device('annb', hub, { relayServer, now }); // runs todos only
+    started.push(a, b);
+    await a.start();
+    await b.start();
+    await converge([a, b]);
+    await b.stop();
+    await a.db.notes.insert({ key: 'n1', body: 'written while b did not run notes' });
+    await a.replication.awaitInSync();
+    await a.stop();
+    b.extra.withNotes = true;
+    await b.start(); // it runs notes now, and tells a so through the relay
+    await b.replication.awaitInSync();
+    await b.stop();
+    expect(relayServer.waiting('anna')).toBe(1);
+    // a's record that b runs notes does not land, its push of n1 fails, and the process ends.
+    const set = MetaStore.prototype.set;
+    const spy = vi.spyOn(MetaStore.prototype, 'set').mockImplementation(function (
+      this: MetaStore,
+      key,
+      value,
+    ) {
+      if (key.startsWith('not-run/')) return Promise.reject(new Error('the process died before this landed'));
+      return set.call(this, key, value);
+    });
+    pushesFail = true;
+    try {
+      await a.start();
+      await a.replication.pullRelay().catch(() => undefined);
+      await a.stop();
+    } finally {
+      spy.mockRestore();
+    }
+    expect(relayServer.waiting('anna')).toBe(1); // not acknowledged
+    pushesFail = false;
+    expect(await notesRelayed(a, b)).toEqual(['n1']);
+  });
+
   it('a device saved as not running a collection by an earlier Ferry (no relay mark with it) is owed every own write of it', async () => {
     const hub = new MemoryHub();
     const relayServer = new MemoryRelayServer();
