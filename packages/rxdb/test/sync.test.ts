@@ -2257,36 +2257,63 @@ describe('replicateFerry over the in-memory network', () => {
     await Promise.all([dbA.close(), dbB.close()]);
   });
 
-  it('what a device was not sent while it did not run a collection reaches its mailbox once it says through the relay that it runs it, also after a failed push and a restart', async () => {
+  /**
+   * A (todos and notes; its relay pushes fail while `pushesFail` is set) wrote a note while B ran
+   * todos only and had told it so (`unknown-collection`); B then ran notes once and told A through
+   * the relay, which A has not read yet.
+   */
+  async function noteOwedToB(a: string, b: string) {
     const hub = new MemoryHub();
     const relayServer = new MemoryRelayServer();
     const now = sharedClock();
-    const client = relayServer.client('rela');
-    let pushesFail = false;
+    const client = relayServer.client(a);
+    const control = { pushesFail: false };
     const relay = {
       ...client,
       push: (targets: string[], payload: Uint8Array) =>
-        pushesFail ? Promise.reject(new Error('diff server unreachable')) : client.push(targets, payload),
+        control.pushesFail
+          ? Promise.reject(new Error('diff server unreachable'))
+          : client.push(targets, payload),
     };
-    const a = new Device('rela', hub, { relay, withNotes: true, now });
-    const b = new Device('relb', hub, { relayServer, now }); // runs todos only: answers `unknown-collection` for notes
-    started.push(a, b);
-    await a.start();
-    await b.start();
-    await converge([a, b]);
-    await b.stop();
-    await a.db.notes.insert({ key: 'n1', body: 'written while b did not run notes' });
-    await a.replication.awaitInSync();
-    expect(relayServer.waiting('relb')).toBe(0);
-    await a.stop();
-    // b's app syncs notes now: its first run with them tells a through the relay.
-    b.extra.withNotes = true;
-    await b.start();
-    await b.replication.awaitInSync();
-    await b.stop();
-    expect(relayServer.waiting('rela')).toBe(1);
+    const deviceA = new Device(a, hub, { relay, withNotes: true, now });
+    const deviceB = new Device(b, hub, { relayServer, now }); // runs todos only
+    started.push(deviceA, deviceB);
+    await deviceA.start();
+    await deviceB.start();
+    await converge([deviceA, deviceB]);
+    await deviceB.stop();
+    await deviceA.db.notes.insert({ key: 'n1', body: 'written while b did not run notes' });
+    await deviceA.replication.awaitInSync();
+    expect(relayServer.waiting(b)).toBe(0);
+    await deviceA.stop();
+    deviceB.extra.withNotes = true;
+    await deviceB.start();
+    await deviceB.replication.awaitInSync();
+    await deviceB.stop();
+    expect(relayServer.waiting(a)).toBe(1);
+    return { relayServer, a: deviceA, b: deviceB, control };
+  }
+
+  /** Saves of the metadata rows under `prefix` do not land (the process dies first, or the storage fails). */
+  function loseSaves(prefix: string) {
+    const lost: string[] = [];
+    const set = MetaStore.prototype.set;
+    const spy = vi.spyOn(MetaStore.prototype, 'set').mockImplementation(function (
+      this: MetaStore,
+      key,
+      value,
+    ) {
+      if (!key.startsWith(prefix)) return set.call(this, key, value);
+      lost.push(key);
+      return Promise.reject(new Error('the process died before this landed'));
+    });
+    return { lost, restore: () => spy.mockRestore() };
+  }
+
+  it('what a device was not sent while it did not run a collection reaches its mailbox once it says through the relay that it runs it, also after a failed push and a restart', async () => {
+    const { a, b, control } = await noteOwedToB('rela', 'relb');
     // a hears it, but its push of n1 fails, and the process ends: its next run makes the push.
-    pushesFail = true;
+    control.pushesFail = true;
     await a.start();
     const errors: string[] = [];
     a.replication.error$.subscribe((e) => errors.push(e.code));
@@ -2294,7 +2321,25 @@ describe('replicateFerry over the in-memory network', () => {
     await vi.waitFor(() => expect(errors).toContain('INTERNAL'), { timeout: 5000, interval: 20 }); // its push failed (a plain Error)
     expect(a.replication.pendingRelay$.value).toBe(1);
     await a.stop();
-    pushesFail = false;
+    control.pushesFail = false;
+    expect(await notesRelayed(a, b)).toEqual(['n1']);
+  });
+
+  it('a device told through the relay that a peer runs a collection now saves that before acknowledging the diff: unsaved, the diff stays in the mailbox for the next run', async () => {
+    const { relayServer, a, b, control } = await noteOwedToB('anna', 'annb');
+    // a's record that b runs notes does not land, its push of n1 fails, and the process ends.
+    const saves = loseSaves('not-run/');
+    control.pushesFail = true;
+    try {
+      await a.start();
+      await a.replication.pullRelay().catch(() => undefined);
+      await a.stop();
+    } finally {
+      saves.restore();
+    }
+    expect(saves.lost.length).toBeGreaterThan(0);
+    expect(relayServer.waiting('anna')).toBe(1); // not acknowledged
+    control.pushesFail = false;
     expect(await notesRelayed(a, b)).toEqual(['n1']);
   });
 
@@ -2305,24 +2350,14 @@ describe('replicateFerry over the in-memory network', () => {
     const a = new Device('unsa', hub, { relayServer, withNotes: true, now });
     const b = new Device('unsb', hub, { relayServer, now }); // runs todos only
     started.push(a, b);
-    const set = MetaStore.prototype.set;
-    let lost = 0;
-    const spy = vi.spyOn(MetaStore.prototype, 'set').mockImplementation(function (
-      this: MetaStore,
-      key,
-      value,
-    ) {
-      if (!key.startsWith('told-not-run/')) return set.call(this, key, value);
-      lost++;
-      return Promise.reject(new Error('the process died before this landed'));
-    });
+    const saves = loseSaves('told-not-run/');
     try {
       await a.start();
       await b.start();
-      await vi.waitFor(() => expect(lost).toBe(1)); // b took a's request for notes
+      await vi.waitFor(() => expect(saves.lost).toHaveLength(1)); // b took a's request for notes
       await b.stop();
     } finally {
-      spy.mockRestore();
+      saves.restore();
     }
     await a.db.notes.insert({ key: 'n1', body: 'written while b did not run notes' });
     await a.replication.awaitInSync();
@@ -2330,55 +2365,6 @@ describe('replicateFerry over the in-memory network', () => {
     // b's app syncs notes now. With no record of its answer, it tells a nothing: a must not have
     // taken the answer for good (it did, and relayed b no note again).
     b.extra.withNotes = true;
-    expect(await notesRelayed(a, b)).toEqual(['n1']);
-  });
-
-  it('a device told through the relay that a peer runs a collection now saves that before acknowledging the diff: unsaved, the diff stays in the mailbox for the next run', async () => {
-    const hub = new MemoryHub();
-    const relayServer = new MemoryRelayServer();
-    const now = sharedClock();
-    const client = relayServer.client('anna');
-    let pushesFail = false;
-    const relay = {
-      ...client,
-      push: (targets: string[], payload: Uint8Array) =>
-        pushesFail ? Promise.reject(new Error('diff server unreachable')) : client.push(targets, payload),
-    };
-    const a = new Device('anna', hub, { relay, withNotes: true, now });
-    const b = new Device('annb', hub, { relayServer, now }); // runs todos only
-    started.push(a, b);
-    await a.start();
-    await b.start();
-    await converge([a, b]);
-    await b.stop();
-    await a.db.notes.insert({ key: 'n1', body: 'written while b did not run notes' });
-    await a.replication.awaitInSync();
-    await a.stop();
-    b.extra.withNotes = true;
-    await b.start(); // it runs notes now, and tells a so through the relay
-    await b.replication.awaitInSync();
-    await b.stop();
-    expect(relayServer.waiting('anna')).toBe(1);
-    // a's record that b runs notes does not land, its push of n1 fails, and the process ends.
-    const set = MetaStore.prototype.set;
-    const spy = vi.spyOn(MetaStore.prototype, 'set').mockImplementation(function (
-      this: MetaStore,
-      key,
-      value,
-    ) {
-      if (key.startsWith('not-run/')) return Promise.reject(new Error('the process died before this landed'));
-      return set.call(this, key, value);
-    });
-    pushesFail = true;
-    try {
-      await a.start();
-      await a.replication.pullRelay().catch(() => undefined);
-      await a.stop();
-    } finally {
-      spy.mockRestore();
-    }
-    expect(relayServer.waiting('anna')).toBe(1); // not acknowledged
-    pushesFail = false;
     expect(await notesRelayed(a, b)).toEqual(['n1']);
   });
 
