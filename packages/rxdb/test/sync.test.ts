@@ -604,7 +604,8 @@ describe('replicateFerry over the in-memory network', () => {
     expect(conflicts[0]).toMatchObject({ collection: 'todos', policy: 'lww' });
   });
 
-  it('records and emits each conflict with both versions; the later write wins on every device', async () => {
+  /** Two devices in sync on one document, then each edits it apart: linked again, each meets a conflict. */
+  async function apartEdits() {
     const {
       hub,
       devices: [a, b],
@@ -615,15 +616,21 @@ describe('replicateFerry over the in-memory network', () => {
     await a!.db.todos.findOne('c').update({ $set: { title: 'edit at a' } });
     await a!.replication.awaitInSync();
     await b!.db.todos.findOne('c').update({ $set: { title: 'edit at b' } });
-    const emitted = firstValueFrom(b!.replication.conflict$);
-    hub.setLinked('deva', 'devb', true);
-    await converge([a!, b!]);
+    await b!.replication.awaitInSync();
+    return { a: a!, b: b!, link: () => hub.setLinked('deva', 'devb', true) };
+  }
+
+  it('records and emits each conflict with both versions; the later write wins on every device', async () => {
+    const { a, b, link } = await apartEdits();
+    const emitted = firstValueFrom(b.replication.conflict$);
+    link();
+    await converge([a, b]);
     const conflict: FerryConflict = await emitted;
     expect(conflict.local.doc).toEqual({ id: 'c', title: 'edit at b' });
     expect(conflict.remote.doc).toEqual({ id: 'c', title: 'edit at a' });
     expect(conflict.resolved.doc).toEqual({ id: 'c', title: 'edit at b' });
-    expect(await a!.docs()).toEqual([{ id: 'c', title: 'edit at b' }]);
-    expect((await a!.replication.conflicts()).length).toBe(1);
+    expect(await a.docs()).toEqual([{ id: 'c', title: 'edit at b' }]);
+    expect((await a.replication.conflicts()).length).toBe(1);
   });
 
   it('the conflict record keeps the latest keepConflicts per collection, across restarts, in one write per batch; clearConflicts() empties it; conflict$ emits every conflict', async () => {
@@ -675,22 +682,6 @@ describe('replicateFerry over the in-memory network', () => {
     expect((await told).id).toBe('c3');
     expect(await a!.replication.conflicts()).toEqual([]);
   });
-
-  /** Two devices in sync on one document, then each edits it apart: linked again, each meets a conflict. */
-  async function apartEdits() {
-    const {
-      hub,
-      devices: [a, b],
-    } = await devices(2);
-    await a!.db.todos.insert({ id: 'c', title: 'base' });
-    await converge([a!, b!]);
-    hub.setLinked('deva', 'devb', false);
-    await a!.db.todos.findOne('c').update({ $set: { title: 'edit at a' } });
-    await a!.replication.awaitInSync();
-    await b!.db.todos.findOne('c').update({ $set: { title: 'edit at b' } });
-    await b!.replication.awaitInSync();
-    return { a: a!, b: b!, link: () => hub.setLinked('deva', 'devb', true) };
-  }
 
   /** Spies on the conflict record's writes (of every device), which `around` wraps. */
   function onConflictRecord(around: (write: () => Promise<string[]>) => Promise<string[]>) {
