@@ -422,6 +422,8 @@ export class FerryReplicationState implements RoutedReplication {
   private readonly conflictRows = new Map<string, Array<{ handle: string; st: string }>>();
   /** Conflict records are written and pruned one batch at a time. */
   private readonly conflictWork = new Serial();
+  /** Per collection, the last save of its notRunBy (see applyRelayDiff). */
+  private readonly notRunSaves = new Map<string, Promise<void>>();
   /** Pushes and conflict resolutions being applied: they write, so cancel() waits for them. */
   private readonly applications = new Set<Promise<void>>();
   private readonly syncs = new Map<string, CollectionSync>();
@@ -911,8 +913,10 @@ export class FerryReplicationState implements RoutedReplication {
   /** @internal Apply a relay diff of one of this replication's collections (see SyncRouter.pull). */
   async applyRelayDiff(diff: RelayedDiff, parsed: RelayDiff): Promise<number> {
     this.knowDevice(diff.senderClientId);
-    // Saved before the diff is acknowledged: the sender says so only once.
-    await this.runsCollection(diff.senderClientId, parsed.collection, true, true);
+    // Saved before the diff is acknowledged (a meeting may have made the record first, still being
+    // saved): the sender says so only once.
+    await (this.runsCollection(diff.senderClientId, parsed.collection, true, true) ??
+      this.notRunSaves.get(parsed.collection));
     const sender = diff.senderClientId;
     const source = { device: sender, store: storeOf(sender, parsed.store) };
     const outcome = await this.syncs.get(parsed.collection)!.apply(parsed.changes, source);
@@ -1545,12 +1549,14 @@ export class FerryReplicationState implements RoutedReplication {
     } else {
       saving = this.store.set(notRunKey(collection), saved);
     }
-    return saving.catch((error: unknown) => {
+    const landed = saving.catch((error: unknown) => {
       // Unsaved, it is as if unheard: told again (a relay diff served again), it is saved then.
       if (runs) notRunBy.set(peer, since);
       else notRunBy.delete(peer);
       throw error;
     });
+    this.notRunSaves.set(collection, landed);
+    return landed;
   }
 
   /** The saved notRunBy of a collection; a device saved by an earlier Ferry, without a mark, is owed every own write. */

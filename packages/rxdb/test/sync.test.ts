@@ -2334,6 +2334,45 @@ describe('replicateFerry over the in-memory network', () => {
     expect(await notesRelayed(a, b)).toEqual(['n1']);
   });
 
+  it('a relay diff that says a peer runs a collection is acknowledged only once the record of it landed, also when a meeting made that record first', async () => {
+    const { relayServer, a, b } = await noteOwedToB('meta', 'metb');
+    // a cannot read its mailbox yet; b asks it for notes directly, and a's record of that hangs.
+    relayServer.down = true;
+    let died!: (error: Error) => void;
+    const set = MetaStore.prototype.set;
+    const spy = vi.spyOn(MetaStore.prototype, 'set').mockImplementation(function (
+      this: MetaStore,
+      key,
+      value,
+    ) {
+      if (!key.startsWith('not-run/')) return set.call(this, key, value);
+      spy.mockRestore();
+      return new Promise((_, reject) => {
+        died = reject;
+      });
+    });
+    await a.start();
+    await b.start();
+    await vi.waitFor(() => expect(died).toBeDefined());
+    relayServer.down = false;
+    const pulled = a.replication.pullRelay().catch(() => undefined);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    died(new Error('the process died before this landed'));
+    await pulled;
+    await b.stop();
+    await a.stop();
+    // b said it only once. Its diff was acknowledged only after the record landed (a second try
+    // made it), so the next run relays b what a writes from then on.
+    await a.start();
+    await a.replication.pullRelay();
+    await a.db.notes.insert({ key: 'n2', body: 'written after b ran notes again' });
+    await a.replication.awaitInSync();
+    await a.stop();
+    await b.start();
+    await b.replication.pullRelay();
+    expect((await b.docs('notes')).map((doc) => doc.key)).toEqual(['n1', 'n2']);
+  });
+
   it('a device answers `unknown-collection` only once it saved that it did: unsaved (a crash, a storage failure), the asking device goes on relaying the collection to it', async () => {
     const hub = new MemoryHub();
     const relayServer = new MemoryRelayServer();
