@@ -422,6 +422,8 @@ export class FerryReplicationState implements RoutedReplication {
   private readonly conflictRows = new Map<string, Array<{ handle: string; st: string }>>();
   /** Conflict records are written and pruned one batch at a time. */
   private readonly conflictWork = new Serial();
+  /** The last save of knownDevices (see applyRelayDiff). */
+  private devicesSaved: Promise<void> | undefined;
   /** Per collection, the last save of its notRunBy (see applyRelayDiff). */
   private readonly notRunSaves = new Map<string, Promise<void>>();
   /** Pushes and conflict resolutions being applied: they write, so cancel() waits for them. */
@@ -738,7 +740,7 @@ export class FerryReplicationState implements RoutedReplication {
     this.active$.next(true);
     this.peers$.next(this.connected());
     for (const peer of this.connected()) {
-      this.knowDevice(peer); // connected before this replication listened
+      this.guard(this.knowDevice(peer)); // connected before this replication listened
       this.expectStreams(peer);
       this.openPeer(peer, true);
     }
@@ -912,9 +914,10 @@ export class FerryReplicationState implements RoutedReplication {
 
   /** @internal Apply a relay diff of one of this replication's collections (see SyncRouter.pull). */
   async applyRelayDiff(diff: RelayedDiff, parsed: RelayDiff): Promise<number> {
-    this.knowDevice(diff.senderClientId);
-    // Saved before the diff is acknowledged (a meeting may have made the record first, still being
-    // saved): the sender says so only once.
+    // Both saved before the diff is acknowledged (a meeting may have made either first, still being
+    // saved): a device met only through the relay may never send another, and a sender says that it
+    // runs the collection only once.
+    await (this.knowDevice(diff.senderClientId) ?? this.devicesSaved);
     await (this.runsCollection(diff.senderClientId, parsed.collection, true, true) ??
       this.notRunSaves.get(parsed.collection));
     const sender = diff.senderClientId;
@@ -934,7 +937,7 @@ export class FerryReplicationState implements RoutedReplication {
 
   private readonly onPeerConnected = (peer: string): void => {
     if (peer === this.clientId) return;
-    this.knowDevice(peer);
+    this.guard(this.knowDevice(peer));
     if (this.paused) return;
     this.peers$.next(this.connected());
     if (!this.inbound.has(peer)) {
@@ -945,10 +948,17 @@ export class FerryReplicationState implements RoutedReplication {
   };
 
   /** A device of the account: this device's writes go to its mailbox whenever it has no open stream. */
-  private knowDevice(peer: string): void {
-    if (this.knownDevices.has(peer)) return;
+  /** Relay to `peer` from now on; the save when it is new (see applyRelayDiff). */
+  private knowDevice(peer: string): Promise<void> | undefined {
+    if (this.knownDevices.has(peer)) return undefined;
     this.knownDevices.add(peer);
-    this.guard(this.store.saveDevices());
+    const saved: Promise<void> = this.store.saveDevices().catch((error: unknown) => {
+      this.knownDevices.delete(peer); // unsaved, as if unmet: its next diff (this one, served again) saves it
+      if (this.devicesSaved === saved) this.devicesSaved = undefined; // others' diffs wait for it no more
+      throw error;
+    });
+    this.devicesSaved = saved;
+    return saved;
   }
 
   /** Devices the diff server does not know: nothing is relayed to them until they connect again. */
@@ -1549,10 +1559,11 @@ export class FerryReplicationState implements RoutedReplication {
     } else {
       saving = this.store.set(notRunKey(collection), saved);
     }
-    const landed = saving.catch((error: unknown) => {
+    const landed: Promise<void> = saving.catch((error: unknown) => {
       // Unsaved, it is as if unheard: told again (a relay diff served again), it is saved then.
       if (runs) notRunBy.set(peer, since);
       else notRunBy.delete(peer);
+      if (this.notRunSaves.get(collection) === landed) this.notRunSaves.delete(collection);
       throw error;
     });
     this.notRunSaves.set(collection, landed);

@@ -2285,8 +2285,8 @@ describe('replicateFerry over the in-memory network', () => {
     return { relayServer, a: deviceA, b: deviceB, control };
   }
 
-  /** Saves of the metadata rows under `prefix` do not land (the process dies first, or the storage fails). */
-  function loseSaves(prefix: string) {
+  /** Saves of the metadata rows under these prefixes do not land (the process dies first, or the storage fails). */
+  function loseSaves(...prefixes: string[]) {
     const lost: string[] = [];
     const set = MetaStore.prototype.set;
     const spy = vi.spyOn(MetaStore.prototype, 'set').mockImplementation(function (
@@ -2294,7 +2294,7 @@ describe('replicateFerry over the in-memory network', () => {
       key,
       value,
     ) {
-      if (!key.startsWith(prefix)) return set.call(this, key, value);
+      if (!prefixes.some((prefix) => key.startsWith(prefix))) return set.call(this, key, value);
       lost.push(key);
       return Promise.reject(new Error('the process died before this landed'));
     });
@@ -2371,6 +2371,72 @@ describe('replicateFerry over the in-memory network', () => {
     await b.start();
     await b.replication.pullRelay();
     expect((await b.docs('notes')).map((doc) => doc.key)).toEqual(['n1', 'n2']);
+  });
+
+  it('a relay diff from a device never met is acknowledged only once the device is saved as known: unsaved, the diff is served again, and the writes made after it are relayed to that device', async () => {
+    const hub = new MemoryHub();
+    const relayServer = new MemoryRelayServer();
+    const now = sharedClock();
+    // Two devices that never meet; b knows a from its own setup, a learns b from b's diff.
+    const a = new Device('kna', hub, { relayServer, now });
+    const b = new Device('knb', hub, { relayServer, now, knownDevices: ['kna'] });
+    started.push(a, b);
+    hub.setLinked('kna', 'knb', false);
+    await b.start();
+    await b.db.todos.insert({ id: 'from-b', title: 'b writes' });
+    await b.replication.awaitInSync();
+    await b.stop();
+    const lost = loseSaves('devices');
+    try {
+      await a.start();
+      await a.replication.pullRelay().catch(() => undefined);
+    } finally {
+      lost.restore();
+    }
+    expect(lost.lost).toContain('devices');
+    await a.replication.pullRelay();
+    await a.stop();
+    // The next run of a knows b: its writes go to b's mailbox.
+    await a.start();
+    expect(await a.docs()).toEqual([{ id: 'from-b', title: 'b writes' }]);
+    await a.db.todos.insert({ id: 'from-a', title: 'a writes' });
+    await a.replication.awaitInSync();
+    await a.stop();
+    await b.start();
+    await b.replication.pullRelay();
+    expect((await b.docs()).map((doc) => doc.id)).toEqual(['from-a', 'from-b']);
+  });
+
+  it('failed saves of what a meeting taught (a new device; that it does not run notes) hold up no relay diff of a device already known', async () => {
+    const hub = new MemoryHub();
+    const relayServer = new MemoryRelayServer();
+    const now = sharedClock();
+    const a = new Device('hla', hub, { relayServer, now, withNotes: true, knownDevices: ['hlc'] });
+    const c = new Device('hlc', hub, { relayServer, now, withNotes: true, knownDevices: ['hla'] });
+    started.push(a, c);
+    hub.setLinked('hla', 'hlc', false);
+    await c.start();
+    await c.db.todos.insert({ id: 'from-c', title: 'c writes' });
+    await c.db.notes.insert({ key: 'note-c', body: 'c notes' });
+    await c.replication.awaitInSync();
+    await c.stop();
+    relayServer.down = true; // a does not read its mailbox yet
+    await a.start();
+    const lost = loseSaves('devices', 'not-run/');
+    try {
+      // A device a meets for the first time, running todos only: both records fail to save.
+      const live = new Device('hl-live', hub, { now });
+      started.push(live);
+      await live.start();
+      await vi.waitFor(() => expect(new Set(lost.lost)).toEqual(new Set(['devices', 'not-run/notes'])));
+      await live.stop();
+    } finally {
+      lost.restore();
+    }
+    relayServer.down = false;
+    await a.replication.pullRelay();
+    expect(await a.docs()).toEqual([{ id: 'from-c', title: 'c writes' }]);
+    expect(await a.docs('notes')).toEqual([{ key: 'note-c', body: 'c notes' }]);
   });
 
   it('a device answers `unknown-collection` only once it saved that it did: unsaved (a crash, a storage failure), the asking device goes on relaying the collection to it', async () => {
