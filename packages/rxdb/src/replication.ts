@@ -24,7 +24,7 @@ import { BehaviorSubject, filter, firstValueFrom, Subject, type Subscription } f
 import { CollectionSync, type FerryConflict, type StoredDoc, WRITE_CONTEXT } from './collection-sync.js';
 import { compareStamps, HybridClock } from './hlc.js';
 import { type RoutedReplication, SyncRouter } from './router.js';
-import { type DocMeta, MetaStore } from './store.js';
+import { DEVICES_KEY, type DocMeta, MetaStore } from './store.js';
 import { type ConflictPolicy, isConflictPolicy, policyKind } from './versions.js';
 import {
   approximateSize,
@@ -422,10 +422,8 @@ export class FerryReplicationState implements RoutedReplication {
   private readonly conflictRows = new Map<string, Array<{ handle: string; st: string }>>();
   /** Conflict records are written and pruned one batch at a time. */
   private readonly conflictWork = new Serial();
-  /** The last save of knownDevices (see applyRelayDiff). */
-  private devicesSaved: Promise<void> | undefined;
-  /** Per collection, the last save of its notRunBy (see applyRelayDiff). */
-  private readonly notRunSaves = new Map<string, Promise<void>>();
+  /** By metadata key, the last save of what this device learned of its peers (see learned). */
+  private readonly learning = new Map<string, Promise<void>>();
   /** Pushes and conflict resolutions being applied: they write, so cancel() waits for them. */
   private readonly applications = new Set<Promise<void>>();
   private readonly syncs = new Map<string, CollectionSync>();
@@ -917,9 +915,9 @@ export class FerryReplicationState implements RoutedReplication {
     // Both saved before the diff is acknowledged (a meeting may have made either first, still being
     // saved): a device met only through the relay may never send another, and a sender says that it
     // runs the collection only once.
-    await (this.knowDevice(diff.senderClientId) ?? this.devicesSaved);
+    await (this.knowDevice(diff.senderClientId) ?? this.learning.get(DEVICES_KEY));
     await (this.runsCollection(diff.senderClientId, parsed.collection, true, true) ??
-      this.notRunSaves.get(parsed.collection));
+      this.learning.get(notRunKey(parsed.collection)));
     const sender = diff.senderClientId;
     const source = { device: sender, store: storeOf(sender, parsed.store) };
     const outcome = await this.syncs.get(parsed.collection)!.apply(parsed.changes, source);
@@ -947,18 +945,29 @@ export class FerryReplicationState implements RoutedReplication {
     this.guard(this.pullRelay());
   };
 
-  /** A device of the account: this device's writes go to its mailbox whenever it has no open stream. */
-  /** Relay to `peer` from now on; the save when it is new (see applyRelayDiff). */
+  /**
+   * A device of the account: this device's writes go to its mailbox whenever it has no open stream.
+   * The save when it is new.
+   */
   private knowDevice(peer: string): Promise<void> | undefined {
     if (this.knownDevices.has(peer)) return undefined;
     this.knownDevices.add(peer);
-    const saved: Promise<void> = this.store.saveDevices().catch((error: unknown) => {
-      this.knownDevices.delete(peer); // unsaved, as if unmet: its next diff (this one, served again) saves it
-      if (this.devicesSaved === saved) this.devicesSaved = undefined; // others' diffs wait for it no more
+    return this.learned(DEVICES_KEY, this.store.saveDevices(), () => this.knownDevices.delete(peer));
+  }
+
+  /**
+   * `save`, kept under its metadata `key` until it lands: a relay diff that tells the same is
+   * acknowledged only once it did (see applyRelayDiff). Unsaved, `forget` undoes what was learned,
+   * so that hearing it again (the diff served again) saves it; later diffs wait for it no more.
+   */
+  private learned(key: string, save: Promise<void>, forget: () => void): Promise<void> {
+    const landed: Promise<void> = save.catch((error: unknown) => {
+      forget();
+      if (this.learning.get(key) === landed) this.learning.delete(key);
       throw error;
     });
-    this.devicesSaved = saved;
-    return saved;
+    this.learning.set(key, landed);
+    return landed;
   }
 
   /** Devices the diff server does not know: nothing is relayed to them until they connect again. */
@@ -1559,15 +1568,9 @@ export class FerryReplicationState implements RoutedReplication {
     } else {
       saving = this.store.set(notRunKey(collection), saved);
     }
-    const landed: Promise<void> = saving.catch((error: unknown) => {
-      // Unsaved, it is as if unheard: told again (a relay diff served again), it is saved then.
-      if (runs) notRunBy.set(peer, since);
-      else notRunBy.delete(peer);
-      if (this.notRunSaves.get(collection) === landed) this.notRunSaves.delete(collection);
-      throw error;
-    });
-    this.notRunSaves.set(collection, landed);
-    return landed;
+    return this.learned(notRunKey(collection), saving, () =>
+      runs ? notRunBy.set(peer, since) : notRunBy.delete(peer),
+    );
   }
 
   /** The saved notRunBy of a collection; a device saved by an earlier Ferry, without a mark, is owed every own write. */

@@ -143,6 +143,9 @@ const emptySegments = (): Segments => ({
 
 const stores = new WeakMap<RxDatabase, Promise<MetaStore>>();
 
+/** The key of the account's devices that a database's replications relay to (see MetaStore.devices). */
+export const DEVICES_KEY = 'devices';
+
 export class MetaStore {
   /** `_rev` of every row this store wrote or loaded: writes go straight to the storage instance
    * (no RxDocument objects, which cost more than the sync itself), with the previous revision
@@ -202,11 +205,11 @@ export class MetaStore {
   }
 
   /**
-   * The account's devices this database's replications leave relay diffs for (saved as 'devices'):
+   * The account's devices this database's replications leave relay diffs for (saved under DEVICES_KEY):
    * one set, shared by them, so that what one learns or forgets holds for all (see saveDevices).
    */
   devices(): Promise<Set<string>> {
-    this.devicesValue ??= this.getStrings('devices').then(
+    this.devicesValue ??= this.getStrings(DEVICES_KEY).then(
       (saved) => new Set(saved),
       (error: unknown) => {
         this.devicesValue = undefined; // the next call tries again
@@ -217,7 +220,7 @@ export class MetaStore {
   }
 
   async saveDevices(): Promise<void> {
-    if (this.devicesValue) await this.set('devices', [...(await this.devicesValue)]);
+    if (this.devicesValue) await this.set(DEVICES_KEY, [...(await this.devicesValue)]);
   }
 
   /** Every document's current metadata in one collection (the highest log position wins). */
