@@ -3,14 +3,11 @@ import {
   type DiffRelay,
   FerryError,
   isFerryError,
-  MAX_PUSH_TARGETS,
   type PeerMessage,
   type PeerNetwork,
-  RelayError,
   type RelayedDiff,
   type RelayHints,
   requirePositive,
-  utf8,
 } from '@ferry/core';
 import {
   addRxPlugin,
@@ -22,12 +19,13 @@ import {
 import { RxDBLeaderElectionPlugin } from 'rxdb/plugins/leader-election';
 import { BehaviorSubject, filter, firstValueFrom, Subject, type Subscription } from 'rxjs';
 import { CollectionSync, type FerryConflict, type StoredDoc, WRITE_CONTEXT } from './collection-sync.js';
-import { compareStamps, HybridClock } from './hlc.js';
+import { ConflictRecord } from './conflict-record.js';
+import { HybridClock } from './hlc.js';
+import { MAX_RETRY_MS, type OutboxHost, RelayOutbox } from './relay-outbox.js';
 import { type RoutedReplication, SyncRouter } from './router.js';
 import { DEVICES_KEY, type DocMeta, MetaStore } from './store.js';
 import { type ConflictPolicy, isConflictPolicy, policyKind } from './versions.js';
 import {
-  approximateSize,
   type Change,
   type Checkpoint,
   type ConflictResolve,
@@ -205,22 +203,12 @@ interface CollectionPolicy {
 const ownConflictHandler = (collection: RxCollection): ConflictPolicy | undefined =>
   collection.conflictHandler === defaultConflictHandler ? undefined : collection.conflictHandler;
 
-const MAX_RETRY_MS = 30_000;
-/** How long acknowledgements and relay pushes gather before the relay marks are saved (one write). */
-const RELAY_MARK_DELAY_MS = 1000;
-/**
- * How long a connected peer's request (DB_SYNC_INIT) is awaited after it connects or this replication
- * resumes, before writes go to its mailbox instead. A request that comes opens a stream that carries
- * them: without the wait they would be left in the mailbox as well, and applied twice (as a no-op).
- */
-const STREAM_WAIT_MS = 1000;
 /**
  * How long a request (DB_SYNC_INIT) may go without any answer before awaitInSync() stops waiting for
  * that peer in that collection (see InStream.silent). A replication answers at once, even while it
  * starts ('paused'); before this, a connected device that ran none held awaitInSync() up for good.
  */
 const ANSWER_WAIT_MS = 3000;
-const relayMarkKey = (collection: string) => `relayed/${collection}`;
 /** This device's key in version vectors (see CollectionSyncHost.vectorId): 48 bits of the epoch tell stores apart. */
 const vectorIdOf = (clientId: string, epoch: string) => `${clientId}~${epoch.slice(0, 8)}`;
 /**
@@ -230,24 +218,6 @@ const vectorIdOf = (clientId: string, epoch: string) => `${clientId}~${epoch.sli
 const storeOf = (device: string, named: string | undefined) =>
   named?.startsWith(`${device}~`) ? named : device;
 const notRunKey = (collection: string) => `not-run/${collection}`;
-/** The peers this device told `unknown-collection` for a collection it did not run then (see announcements). */
-const toldKey = (collection: string) => `told-not-run/${collection}`;
-/** Tasks run one after another, each once the one before settled; a failed task does not stop the rest. */
-class Serial {
-  private tail: Promise<unknown> = Promise.resolve();
-
-  run<T>(task: () => Promise<T>): Promise<T> {
-    const result = this.tail.then(task);
-    this.tail = result.catch(() => undefined);
-    return result;
-  }
-
-  /** Settles once every task given so far has. */
-  async idle(): Promise<void> {
-    await this.tail;
-  }
-}
-
 /** Set while a collection's sync starts over (see startOver): a start that finds it does it again. */
 const startOverKey = (collection: string) => `start-over/${collection}`;
 
@@ -414,14 +384,9 @@ export class FerryReplicationState implements RoutedReplication {
   private readonly relay: DiffRelay | undefined;
   private readonly batchSize: number;
   private readonly batchBytes: number;
-  private readonly relayBytes: number;
   private readonly window: number;
   private readonly retryDelayMs: number;
-  private readonly keepConflicts: number;
-  /** Per collection, the rows of its conflict record, oldest first (read at the first record or clear). */
-  private readonly conflictRows = new Map<string, Array<{ handle: string; st: string }>>();
-  /** Conflict records are written and pruned one batch at a time. */
-  private readonly conflictWork = new Serial();
+  private readonly conflictRecord: ConflictRecord;
   /** By metadata key, the last save of what this device learned of its peers (see learned). */
   private readonly learning = new Map<string, Promise<void>>();
   /** Pushes and conflict resolutions being applied: they write, so cancel() waits for them. */
@@ -431,29 +396,14 @@ export class FerryReplicationState implements RoutedReplication {
   private readonly inbound = new Map<string, Map<string, InStream>>();
   /** Shared by the replications of this database (see MetaStore.devices); set at start. */
   private knownDevices = new Set<string>();
-  private readonly relayQueue = new Map<string, Set<string>>();
-  /** The batch a relay flush is pushing now, out of the queue: still pending until it is in the mailboxes. */
-  private relayPushing: { collection: string; ids: string[] } | undefined;
+  /** Own writes on their way to the mailboxes of devices that may not get them directly. */
+  private readonly outbox: RelayOutbox;
   /**
    * Per collection, the devices that answered `unknown-collection` for it (saved), each with the
    * relay mark of when it did: its writes are not left in their mailboxes, where no replication would
    * take them, until they ask for it or relay it. Own writes above that mark are owed to it then.
    */
   private readonly notRunBy = new Map<string, Map<string, number>>();
-  /**
-   * Per collection, the peers an earlier run told `unknown-collection` (saved): they leave this
-   * device's mailbox out of its writes, so a run with a relay tells them through it (an empty diff)
-   * that it runs the collection now. A device that only has the relay would not learn it otherwise.
-   */
-  private readonly announcements = new Map<string, string[]>();
-  /**
-   * Saves of relay marks and of whom this device told `unknown-collection`, one after another: a
-   * lowered mark is not overwritten by an older raise, and two peers told at once are both kept.
-   */
-  private readonly stateSaves = new Serial();
-  /** Per collection, the saved relay mark (see saveRelayMarks). */
-  private readonly relayMarks = new Map<string, number>();
-  private relayMarkTimer: ReturnType<typeof setTimeout> | undefined;
   private readonly changed$ = new Subject<void>();
   private readonly subscriptions: Subscription[] = [];
   private epoch = '';
@@ -464,13 +414,7 @@ export class FerryReplicationState implements RoutedReplication {
   private started = false;
   /** Paused before it started (`autoStart: false`, or pause() in a tab waiting for leadership). */
   private startPaused = false;
-  private relayFlush: Promise<void> | undefined;
-  private relayRetry: ReturnType<typeof setTimeout> | undefined;
-  /** Connected peers whose request is awaited (see STREAM_WAIT_MS), with when the wait ends. */
-  private readonly streamsExpected = new Map<string, number>();
   private readonly answerTimers = new Set<ReturnType<typeof setTimeout>>();
-  private relayHold: ReturnType<typeof setTimeout> | undefined;
-  private relayRetryDelay: number;
   private relayPulling: Promise<number> | undefined;
   private initialRelayPullDone = false;
   /** A mailbox read that failed (diff server unreachable: the device started offline) is retried. */
@@ -515,13 +459,40 @@ export class FerryReplicationState implements RoutedReplication {
     }
     this.batchSize = options.batchSize ?? 500;
     this.batchBytes = options.batchBytes ?? 8 * 1024 * 1024;
-    this.relayBytes = options.relayBytes ?? 768 * 1024;
     this.window = options.window ?? 3;
     this.retryDelayMs = options.retryDelayMs ?? 250;
-    this.keepConflicts = options.keepConflicts ?? 1000;
-    this.relayRetryDelay = this.retryDelayMs;
+    this.conflictRecord = new ConflictRecord(store, options.keepConflicts ?? 1000);
     this.pullRetryDelay = this.retryDelayMs;
+    this.outbox = new RelayOutbox(this.outboxHost(), {
+      relay: this.relay,
+      batchSize: this.batchSize,
+      relayBytes: options.relayBytes ?? 768 * 1024,
+      retryDelayMs: this.retryDelayMs,
+    });
     this.startPaused = options.autoStart === false;
+  }
+
+  /** What the relay outbox sees of this replication. */
+  private outboxHost(): OutboxHost {
+    return {
+      store: this.store,
+      sync: (collection) => this.syncs.get(collection)!,
+      syncs: () => this.syncs.values(),
+      policyFields: (collection) => this.policies.get(collection)!.fields,
+      knownDevices: () => this.knownDevices,
+      ackedBy: (peer, collection) => this.outbound.get(peer)?.get(collection)?.acked,
+      notRunBy: (collection) => this.notRunBy.get(collection)!,
+      connected: () => this.connected(),
+      halted: () => this.paused,
+      cancelled: () => this.cancelled,
+      forgetDevices: (ids) => this.forgetDevices(ids),
+      report: (error) => this.report(error),
+      sent: (count) => this.sent$.next(this.sent$.value + count),
+      pending: (count) => {
+        if (count !== this.pendingRelay$.value) this.pendingRelay$.next(count);
+      },
+      changed: () => this.changed$.next(),
+    };
   }
 
   /** @internal Load the metadata, listen, scan for the app's writes, then run (unless paused). */
@@ -544,9 +515,7 @@ export class FerryReplicationState implements RoutedReplication {
       if (startOver[i]) await this.store.set(startOverKey(name), null);
       this.syncs.set(name, sync);
       this.notRunBy.set(name, await this.loadNotRunBy(name));
-      const told = this.relay ? await this.store.getStrings(toldKey(name)) : [];
-      if (told.length > 0) this.announcements.set(name, told);
-      await this.loadRelayMark(sync);
+      await this.outbox.open(sync);
     }
     // Cancelled while starting (a tab that just became leader): attach nothing.
     if (this.cancelled) return;
@@ -619,9 +588,7 @@ export class FerryReplicationState implements RoutedReplication {
       () =>
         this.initialRelayPullDone &&
         this.relayPulling === undefined &&
-        this.relayQueue.size === 0 &&
-        this.announcements.size === 0 &&
-        !this.relayFlush &&
+        this.outbox.settled &&
         this.connected().every((peer) => this.caughtUpWith(peer) && this.deliveredTo(peer)),
     );
     await Promise.all([...this.syncs.values()].map((sync) => sync.idle()));
@@ -634,14 +601,13 @@ export class FerryReplicationState implements RoutedReplication {
     this.network.off('peer-disconnected', this.onPeerDisconnected);
     this.options.relayHints?.off('mailbox', this.onMailboxHint);
     for (const subscription of this.subscriptions.splice(0)) subscription.unsubscribe();
-    clearTimeout(this.relayRetry);
     clearTimeout(this.pullRetry);
     for (const timer of this.answerTimers) clearTimeout(timer);
     this.answerTimers.clear();
     // Paused already, so no new ones start; a push's conflict record is written after its versions.
     await Promise.all(this.applications);
     await Promise.all([...this.syncs.values()].map((sync) => sync.idle()));
-    await this.relayFlush?.catch(() => undefined);
+    await this.outbox.stop();
   }
 
   /**
@@ -706,7 +672,7 @@ export class FerryReplicationState implements RoutedReplication {
     if (!this.started) this.startPaused = true;
     if (this.paused) return;
     this.paused = true;
-    this.streamsExpected.clear();
+    this.outbox.expectNothing();
     // Peers stop waiting on this device (their streams with it end here) and relay to it meanwhile.
     for (const streams of [this.outbound, this.inbound]) {
       for (const [peer, byCollection] of streams) {
@@ -739,11 +705,11 @@ export class FerryReplicationState implements RoutedReplication {
     this.peers$.next(this.connected());
     for (const peer of this.connected()) {
       this.guard(this.knowDevice(peer)); // connected before this replication listened
-      this.expectStreams(peer);
+      this.outbox.expectStreams(peer);
       this.openPeer(peer, true);
     }
     this.guard(this.pullRelay());
-    this.scheduleRelayFlush();
+    this.outbox.flushSoon();
   }
 
   /**
@@ -764,15 +730,12 @@ export class FerryReplicationState implements RoutedReplication {
   }
 
   private async shutDown(): Promise<void> {
-    clearTimeout(this.relayMarkTimer);
-    clearTimeout(this.relayHold);
-    const marks = this.relayMarkCandidates(); // before pause() forgets the peers' acknowledgements
+    const marks = this.outbox.close(); // before pause() forgets the peers' acknowledgements
     this.pause();
     this.cancelled = true;
     await this.detach();
-    // Unsaved (the database closed first), the marks only lag: a restart pushes some diffs again.
-    await this.saveRelayMarks(marks).catch(() => undefined);
-    await this.stateSaves.idle(); // whom it told `unknown-collection` too
+    // Also whom it told `unknown-collection`; unsaved, the marks only lag: a restart pushes some diffs again.
+    await this.outbox.finish(marks);
     await this.relayPulling?.catch(() => undefined);
     this.canceled$.next(true);
     for (const subject of [
@@ -803,22 +766,13 @@ export class FerryReplicationState implements RoutedReplication {
   }
 
   /** The persisted conflict record of this replication's collections, oldest first (see keepConflicts). */
-  async conflicts(): Promise<FerryConflict[]> {
-    await this.conflictWork.idle();
-    const all = await this.store.list<FerryConflict>('conflict/');
-    return all
-      .filter((conflict) => this.syncs.has(conflict.collection))
-      .sort((a, b) => compareStamps(a.resolved.st, b.resolved.st));
+  conflicts(): Promise<FerryConflict[]> {
+    return this.conflictRecord.list(this.syncs.keys());
   }
 
   /** Empties the conflict record of this replication's collections (an app that showed them, say). */
   clearConflicts(): Promise<void> {
-    return this.conflictWork.run(async () => {
-      for (const collection of this.syncs.keys()) {
-        const rows = await this.conflictRowsOf(collection);
-        await this.store.remove(rows.splice(0).map((row) => row.handle));
-      }
-    });
+    return this.conflictRecord.clear(this.syncs.keys());
   }
 
   /** The collection engine (tests and diagnostics). */
@@ -939,7 +893,7 @@ export class FerryReplicationState implements RoutedReplication {
     if (this.paused) return;
     this.peers$.next(this.connected());
     if (!this.inbound.has(peer)) {
-      this.expectStreams(peer);
+      this.outbox.expectStreams(peer);
       this.openPeer(peer); // unless resume() opened it already
     }
     this.guard(this.pullRelay());
@@ -988,7 +942,7 @@ export class FerryReplicationState implements RoutedReplication {
   };
 
   private readonly onPeerDisconnected = (peer: string): void => {
-    if (this.streamsExpected.delete(peer)) this.scheduleRelayFlush(); // it will not ask now: relay to it
+    this.outbox.expectNoStreams(peer); // it will not ask now: relay to it
     this.relayUnacknowledged(peer);
     this.outbound.delete(peer);
     this.inbound.delete(peer);
@@ -1000,7 +954,7 @@ export class FerryReplicationState implements RoutedReplication {
   private relayUnacknowledged(peer: string): void {
     for (const [name, out] of this.outbound.get(peer) ?? []) {
       const ids = this.syncs.get(name)!.localIdsAfter(out.acked);
-      if (ids.length > 0) this.queueRelay(name, ids);
+      if (ids.length > 0) this.outbox.add(name, ids);
     }
   }
 
@@ -1250,10 +1204,8 @@ export class FerryReplicationState implements RoutedReplication {
       again: false,
     });
     this.guard(this.pump(peer, init.collection));
-    if (this.streamsExpected.has(peer) && [...this.syncs.keys()].every((name) => streams.has(name))) {
-      this.streamsExpected.delete(peer);
-      this.scheduleRelayFlush(); // what was held for this peer now goes to the others only
-    }
+    // What was held for this peer now goes to the others only.
+    if ([...this.syncs.keys()].every((name) => streams.has(name))) this.outbox.expectNoStreams(peer);
   }
 
   /** Send the peer what it lacks of one collection, in batches, a few unacknowledged at a time. */
@@ -1492,7 +1444,7 @@ export class FerryReplicationState implements RoutedReplication {
     const version = parseVersion(ack.ackVersion);
     if (out && out.stream === ack.stream && version?.epoch === this.epoch) {
       out.acked = Math.max(out.acked, version.seq);
-      this.scheduleRelayMark();
+      this.outbox.scheduleMarks();
     }
     this.settle(peer, ack.collection, ack.stream);
   }
@@ -1538,9 +1490,9 @@ export class FerryReplicationState implements RoutedReplication {
     if (out?.stream === stream) {
       const ids = this.syncs.get(collection)!.localIdsAfter(out.acked);
       streams!.delete(collection);
-      if (ids.length > 0) this.queueRelay(collection, ids);
+      if (ids.length > 0) this.outbox.add(collection, ids);
     }
-    if (this.streamsExpected.delete(peer)) this.scheduleRelayFlush(); // it asks for nothing meanwhile
+    this.outbox.expectNoStreams(peer); // it asks for nothing meanwhile
   }
 
   /**
@@ -1559,12 +1511,14 @@ export class FerryReplicationState implements RoutedReplication {
     if (!notRunBy || notRunBy.has(peer) !== runs) return undefined;
     const since = notRunBy.get(peer) ?? 0;
     if (runs) notRunBy.delete(peer);
-    else notRunBy.set(peer, this.relayMarks.get(collection) ?? 0);
+    else notRunBy.set(peer, this.outbox.markOf(collection));
     const saved = [...notRunBy];
     let saving: Promise<void>;
     if (runs && byRelay && this.relay) {
-      this.queueRelay(collection, this.syncs.get(collection)!.localIdsAfter(since));
-      saving = this.writeMark(collection, since).then(() => this.store.set(notRunKey(collection), saved));
+      this.outbox.add(collection, this.syncs.get(collection)!.localIdsAfter(since));
+      saving = this.outbox
+        .writeMark(collection, since)
+        .then(() => this.store.set(notRunKey(collection), saved));
     } else {
       saving = this.store.set(notRunKey(collection), saved);
     }
@@ -1593,17 +1547,17 @@ export class FerryReplicationState implements RoutedReplication {
 
   /**
    * Answer `unknown-collection` to `peer`, once it is saved that this device did, so that a later
-   * run of it says otherwise (see announcements): the peer stops relaying the collection to this
+   * run of it says otherwise (see RelayOutbox.told): the peer stops relaying the collection to this
    * device until then, so an answer whose record a crash lost would stop it for good. Unsaved, it is
    * not answered: the peer takes this device for silent and goes on relaying to it.
    */
   private tellNotRun(peer: string, collection: string, stream: string): void {
     this.guard(
-      this.stateSaves.run(async () => {
-        const told = await this.store.getStrings(toldKey(collection));
-        if (!told.includes(peer)) await this.store.set(toldKey(collection), [...told, peer]);
-        this.nack(peer, collection, stream, '', 'unknown-collection', `no collection ${collection}`);
-      }),
+      this.outbox
+        .told(peer, collection)
+        .then(() =>
+          this.nack(peer, collection, stream, '', 'unknown-collection', `no collection ${collection}`),
+        ),
     );
   }
 
@@ -1655,39 +1609,14 @@ export class FerryReplicationState implements RoutedReplication {
   }
 
   /**
-   * Persist a batch's conflicts in one write (one per conflict took a storage transaction each:
-   * seconds for a batch in IndexedDB, with the acknowledgement waiting), dropping the oldest beyond
-   * `keepConflicts`, then emit them. The versions are applied already: a record that cannot be saved
-   * is reported, and the conflicts are still emitted (and the push acknowledged).
+   * Record a batch's conflicts (see ConflictRecord), then emit them. The versions are applied already:
+   * a record that cannot be saved is reported, and the conflicts are still emitted (and the push
+   * acknowledged).
    */
   private async recordConflicts(conflicts: FerryConflict[]): Promise<void> {
     if (conflicts.length === 0) return;
-    const saved = this.conflictWork.run(async () => {
-      const collection = conflicts[0]!.collection; // a batch is of one collection
-      const rows = await this.conflictRowsOf(collection);
-      const kept = this.keepConflicts === 0 ? [] : conflicts.slice(-this.keepConflicts);
-      const handles = await this.store.setAll(
-        kept.map((c) => [`conflict/${c.collection}/${c.id}/${c.resolved.st}/${newId()}`, c]),
-      );
-      rows.push(...kept.map((c, i) => ({ handle: handles[i]!, st: c.resolved.st })));
-      const excess = rows.length - this.keepConflicts;
-      // Records kept by an earlier run with a larger keepConflicts go too.
-      if (excess > 0) await this.store.remove(rows.splice(0, excess).map((row) => row.handle));
-    });
-    await saved.catch((error) => this.report(error));
+    await this.conflictRecord.add(conflicts).catch((error) => this.report(error));
     for (const conflict of conflicts) this.conflict$.next(conflict);
-  }
-
-  private async conflictRowsOf(collection: string): Promise<Array<{ handle: string; st: string }>> {
-    let rows = this.conflictRows.get(collection);
-    if (!rows) {
-      const entries = await this.store.entries<FerryConflict>(`conflict/${collection}/`);
-      rows = entries
-        .map((entry) => ({ handle: entry.handle, st: entry.value.resolved.st }))
-        .sort((a, b) => compareStamps(a.st, b.st));
-      this.conflictRows.set(collection, rows);
-    }
-    return rows;
   }
 
   // ---- new versions: live pushes and the relay ----
@@ -1697,283 +1626,8 @@ export class FerryReplicationState implements RoutedReplication {
     for (const [peer, streams] of this.outbound)
       if (streams.has(sync.name)) this.guard(this.pump(peer, sync.name));
     const local = metas.filter((m) => m.local).map((m) => m.id);
-    if (local.length > 0) this.queueRelay(sync.name, local);
+    if (local.length > 0) this.outbox.add(sync.name, local);
     this.changed$.next();
-  }
-
-  private queueRelay(collection: string, ids: string[]): void {
-    if (!this.relay) return;
-    this.queueIds(collection, ids);
-    this.scheduleRelayFlush();
-  }
-
-  private queueIds(collection: string, ids: string[]): void {
-    const queued = this.relayQueue.get(collection) ?? new Set<string>();
-    for (const id of ids) queued.add(id);
-    this.relayQueue.set(collection, queued);
-    this.countPendingRelay();
-  }
-
-  private scheduleRelayFlush(): void {
-    if (this.relayFlush || this.relayRetry || this.paused) return;
-    if (this.relayQueue.size === 0 && this.announcements.size === 0) return;
-    clearTimeout(this.relayHold);
-    this.relayHold = undefined;
-    const wait = this.streamWaitMs();
-    if (wait > 0) {
-      this.relayHold = setTimeout(() => {
-        this.relayHold = undefined;
-        this.scheduleRelayFlush();
-      }, wait);
-      return;
-    }
-    this.relayFlush = Promise.resolve()
-      .then(() => this.flushRelay())
-      .finally(() => {
-        this.relayFlush = undefined;
-        this.scheduleRelayFlush(); // ids queued after the loop's last check
-        this.scheduleRelayMark();
-        this.changed$.next();
-      });
-  }
-
-  /** A peer just connected, or this replication resumed: its request is expected (see STREAM_WAIT_MS). */
-  private expectStreams(peer: string): void {
-    if (this.relay) this.streamsExpected.set(peer, performance.now() + STREAM_WAIT_MS);
-  }
-
-  /** How long the relay still waits for connected peers' requests (0: not at all). */
-  private streamWaitMs(): number {
-    if (this.streamsExpected.size === 0) return 0; // the usual case, on every write
-    const now = performance.now();
-    const connected = new Set(this.connected());
-    let wait = 0;
-    for (const [peer, until] of this.streamsExpected) {
-      if (until <= now || !connected.has(peer)) this.streamsExpected.delete(peer);
-      else wait = Math.max(wait, until - now);
-    }
-    return wait;
-  }
-
-  /** Leave this device's own writes in the mailbox of every known device without an open stream of the collection. */
-  private async flushRelay(): Promise<void> {
-    const relay = this.relay!;
-    if (!(await this.announce(relay))) return;
-    while (this.relayQueue.size > 0 && !this.paused) {
-      const [name, ids] = this.relayQueue.entries().next().value as [string, Set<string>];
-      // A peer gets a collection's writes directly once it asked for them (its stream is open): until
-      // then, even connected, through its mailbox (it may go before it asks).
-      const notRunBy = this.notRunBy.get(name)!;
-      const targets = [...this.knownDevices].filter(
-        (id) => !this.outbound.get(id)?.has(name) && !notRunBy.has(id),
-      );
-      if (targets.length === 0) {
-        this.relayQueue.delete(name);
-        this.countPendingRelay();
-        continue;
-      }
-      // Taken out of the queue before the awaits: an id queued again meanwhile (a newer write) stays queued.
-      const batchIds = [...ids].slice(0, this.batchSize);
-      for (const id of batchIds) ids.delete(id);
-      if (ids.size === 0) this.relayQueue.delete(name);
-      this.relayPushing = { collection: name, ids: batchIds };
-      try {
-        const changes = await this.syncs.get(name)!.current(batchIds);
-        for (const group of relayGroups(changes, this.relayBytes)) {
-          await this.pushRelayGroup(relay, name, group, targets);
-        }
-        this.relayRetryDelay = this.retryDelayMs;
-      } catch (error) {
-        this.queueIds(name, batchIds);
-        const gone =
-          error instanceof RelayError ? error.unknownTargets.filter((id) => targets.includes(id)) : [];
-        if (gone.length > 0) {
-          // Removed from the account (or never registered there): the rest get the diff at once.
-          this.forgetDevices(gone);
-          continue;
-        }
-        this.relayFailed(error);
-        break;
-      } finally {
-        this.relayPushing = undefined;
-        this.countPendingRelay();
-      }
-    }
-  }
-
-  /** Tell the peers in `announcements` that this device runs their collections now; false if the relay failed. */
-  private async announce(relay: DiffRelay): Promise<boolean> {
-    for (const [name, told] of [...this.announcements]) {
-      if (this.paused) return false;
-      const targets = told.filter((id) => this.knownDevices.has(id));
-      try {
-        if (targets.length > 0) await this.pushDiff(relay, name, [], targets);
-      } catch (error) {
-        const gone = error instanceof RelayError ? error.unknownTargets : [];
-        if (gone.length > 0) {
-          this.forgetDevices(gone);
-          return this.announce(relay);
-        }
-        this.relayFailed(error);
-        return false;
-      }
-      this.announcements.delete(name);
-      await this.store.set(toldKey(name), null);
-    }
-    return true;
-  }
-
-  /** A relay push failed: reported, and the flush retried later, each time after twice the delay. */
-  private relayFailed(error: unknown): void {
-    this.report(error);
-    this.relayRetry = setTimeout(() => {
-      this.relayRetry = undefined;
-      this.scheduleRelayFlush();
-    }, this.relayRetryDelay);
-    this.relayRetryDelay = Math.min(this.relayRetryDelay * 2, MAX_RETRY_MS);
-  }
-
-  /**
-   * Leave one group of changes in the targets' mailboxes. A group the diff server refuses as too
-   * large (its `maxDiffBytes` below what `relayBytes` allows) goes again in halves; a document too
-   * large alone is reported and reaches the devices by checkpoint when they meet. (Until the
-   * sixteenth round such a refusal was retried as a failure, for ever: the relay queue never
-   * emptied and `awaitInSync()` never resolved.)
-   */
-  private async pushRelayGroup(
-    relay: DiffRelay,
-    name: string,
-    group: Change[],
-    targets: string[],
-  ): Promise<void> {
-    const tooLarge = (detail: string) =>
-      this.report(
-        new FerryError('TOO_LARGE', `${name}/${group[0]!.id} is too large for the relay: ${detail}`),
-      );
-    if (group.length === 1 && approximateSize(group[0]!) > this.relayBytes) {
-      tooLarge(`more than relayBytes (${this.relayBytes})`);
-      return;
-    }
-    try {
-      await this.pushDiff(relay, name, group, targets);
-    } catch (error) {
-      if (!isFerryError(error, 'TOO_LARGE')) throw error;
-      if (group.length === 1) {
-        tooLarge(error.message);
-        return;
-      }
-      const half = Math.ceil(group.length / 2);
-      await this.pushRelayGroup(relay, name, group.slice(0, half), targets);
-      await this.pushRelayGroup(relay, name, group.slice(half), targets);
-      return;
-    }
-    this.sent$.next(this.sent$.value + group.length);
-  }
-
-  /** One relay diff of `changes` into the targets' mailboxes. */
-  private async pushDiff(
-    relay: DiffRelay,
-    name: string,
-    changes: Change[],
-    targets: string[],
-  ): Promise<void> {
-    const diff: RelayDiff = {
-      v: 1,
-      collection: name,
-      changes,
-      store: this.syncs.get(name)!.storeId,
-      ...this.policies.get(name)!.fields,
-    };
-    const payload = utf8(JSON.stringify(diff));
-    // One push names at most MAX_PUSH_TARGETS devices (an account has at most 64 by default).
-    for (let i = 0; i < targets.length; i += MAX_PUSH_TARGETS) {
-      await relay.push(targets.slice(i, i + MAX_PUSH_TARGETS), payload);
-    }
-  }
-
-  /**
-   * A relay mark is the log position through which every own version of a collection reached each
-   * known device: acknowledged by the connected ones, stored in the mailboxes of the others. What
-   * lies above it is queued for the relay at start, so a relay push that failed or never ran (the
-   * process died first) is made by the next run. A mark that lags only costs a diff pushed twice,
-   * which applies as a no-op. A run without a relay moves the mark only past what every known device
-   * acknowledged, so that the next run with one relays what was owed and this run's other writes
-   * (a device that is never online with this one has no other way to get them). Without a saved mark
-   * (a new store, or one from an earlier Ferry) the versions already in the log are taken as delivered.
-   */
-  private async loadRelayMark(sync: CollectionSync): Promise<void> {
-    const key = relayMarkKey(sync.name);
-    const stored = await this.store.get<unknown>(key);
-    const saved = typeof stored === 'number' && Number.isInteger(stored) && stored >= 0 ? stored : undefined;
-    const mark = saved ?? sync.announcedThrough;
-    if (saved === undefined) await this.store.set(key, mark);
-    this.relayMarks.set(sync.name, mark);
-    if (!this.relay) return;
-    const pending = sync.localIdsAfter(mark);
-    if (pending.length > 0) this.queueIds(sync.name, pending);
-  }
-
-  private scheduleRelayMark(): void {
-    if (this.relayMarkTimer || this.cancelled) return;
-    this.relayMarkTimer = setTimeout(() => {
-      this.relayMarkTimer = undefined;
-      // A flush that is running schedules this again when it ends.
-      if (!this.relayFlush) this.guard(this.saveRelayMarks(this.relayMarkCandidates()));
-    }, RELAY_MARK_DELAY_MS);
-  }
-
-  /**
-   * Where each collection's mark may move to now: nothing waits for the relay, and every connected
-   * peer acknowledged; without a relay, every known device acknowledged (nothing else reaches them)
-   * but those that said they do not run the collection, which no relay push would name either.
-   */
-  private relayMarkCandidates(): Map<string, number> {
-    const marks = new Map<string, number>();
-    for (const [name, sync] of this.syncs) {
-      if (this.relayQueue.has(name)) continue;
-      const notRunBy = this.notRunBy.get(name)!;
-      const holders = this.relay
-        ? this.connected()
-        : [...this.knownDevices].filter((id) => !notRunBy.has(id));
-      let mark = sync.announcedThrough;
-      for (const peer of holders) {
-        // With a relay, a peer without a stream of this collection gets its writes from it (see flushRelay).
-        const acked = this.outbound.get(peer)?.get(name)?.acked ?? (this.relay ? mark : -1);
-        mark = Math.min(mark, acked);
-      }
-      if (mark >= 0) marks.set(name, mark);
-    }
-    return marks;
-  }
-
-  private async saveRelayMarks(marks: Map<string, number>): Promise<void> {
-    for (const [name, mark] of marks) {
-      // Queued meanwhile: a push of these versions failed and is being retried.
-      if (this.relayQueue.has(name) || mark <= (this.relayMarks.get(name) ?? 0)) continue;
-      await this.writeMark(name, mark, true);
-    }
-  }
-
-  /** Save a relay mark (only a higher one when `raise`), after every mark write before it. */
-  private writeMark(collection: string, mark: number, raise = false): Promise<void> {
-    return this.stateSaves.run(async () => {
-      const current = this.relayMarks.get(collection) ?? 0;
-      if (raise && (mark <= current || this.relayQueue.has(collection))) return;
-      this.relayMarks.set(collection, mark);
-      await this.store.set(relayMarkKey(collection), mark);
-    });
-  }
-
-  /** Own documents not yet in the mailboxes they are owed to: queued (or waiting to be retried), and being pushed. */
-  private countPendingRelay(): void {
-    let count = 0;
-    for (const ids of this.relayQueue.values()) count += ids.size;
-    if (this.relayPushing) {
-      const { collection, ids } = this.relayPushing;
-      const queued = this.relayQueue.get(collection);
-      for (const id of ids) if (!queued?.has(id)) count++;
-    }
-    if (count !== this.pendingRelay$.value) this.pendingRelay$.next(count);
   }
 
   // ---- helpers ----
@@ -1998,25 +1652,6 @@ export class FerryReplicationState implements RoutedReplication {
         : new FerryError('INTERNAL', String((error as Error)?.message ?? error), { cause: error }),
     );
   }
-}
-
-/** Consecutive groups of changes of at most `budget` approximate bytes (a bigger change alone). */
-function relayGroups(changes: Change[], budget: number): Change[][] {
-  const groups: Change[][] = [];
-  let current: Change[] = [];
-  let bytes = 0;
-  for (const change of changes) {
-    const size = approximateSize(change);
-    if (current.length > 0 && bytes + size > budget) {
-      groups.push(current);
-      current = [];
-      bytes = 0;
-    }
-    current.push(change);
-    bytes += size;
-  }
-  if (current.length > 0) groups.push(current);
-  return groups;
 }
 
 export type { Change, FerryConflict };
