@@ -187,9 +187,14 @@ export class RelayOutbox {
       });
   }
 
-  /** Stops retrying; resolves once a flush under way ended. Queued writes stay for a later flush. */
+  /**
+   * Stops retrying; resolves once a flush under way ended. Queued writes stay for a later flush:
+   * the retry is forgotten with its timer, or the sync's next start (after a start-over) would take
+   * it for one still to come and never flush.
+   */
   async stop(): Promise<void> {
     clearTimeout(this.retry);
+    this.retry = undefined;
     await this.flushing?.catch(() => undefined);
   }
 

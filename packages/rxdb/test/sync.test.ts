@@ -1586,6 +1586,40 @@ describe('replicateFerry over the in-memory network', () => {
     ]);
   });
 
+  it('a relay push that was failing when the sync started over is retried after it', async () => {
+    const relayServer = new MemoryRelayServer();
+    const {
+      devices: [a, b, c],
+    } = await devices(3, { relayServer });
+    await converge([a!, b!, c!]);
+    await c!.stop();
+    relayServer.down = true;
+    const errors: string[] = [];
+    a!.replication.error$.subscribe((e) => errors.push(e.code));
+    await a!.db.todos.insert({ id: 'owed', title: 'for c, while the diff server was down' });
+    await vi.waitFor(() => expect(errors).toContain('TRANSPORT'), { timeout: 5000, interval: 20 });
+    // b claims a log position a's store never issued (as after a restore): a's sync starts over,
+    // while its push to c's mailbox waits to be retried.
+    const epoch = await (await MetaStore.open(a!.db as unknown as RxDatabase)).epoch();
+    const head = a!.replication.collection('todos')!.head;
+    await b!.network.send('deva', {
+      op: 'DB_SYNC_INIT',
+      data: { collection: 'todos', stream: 'forged', checkpoint: `${epoch}@${head + 100}`, dbVersion: '' },
+      timestamp: Date.now(),
+      id: 'forged-init',
+    });
+    await vi.waitFor(() => expect(errors).toContain('STALE'), { timeout: 5000, interval: 20 });
+    relayServer.down = false;
+    await within(5_000, a!.replication.awaitInSync(), () => 'the relay push was never retried');
+    expect(a!.replication.pendingRelay$.value).toBe(0);
+    // c gets the write from its mailbox alone.
+    await a!.stop();
+    await b!.stop();
+    await c!.start();
+    await c!.replication.pullRelay();
+    expect(await c!.docs()).toEqual([{ id: 'owed', title: 'for c, while the diff server was down' }]);
+  });
+
   it('a write a connected peer had not acknowledged when the process stopped goes to its mailbox on the next run', async () => {
     const { relayServer, hub, a, b } = await relayPair();
     loseAcks(b); // b applies a's write, but a never hears it did
