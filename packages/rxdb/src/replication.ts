@@ -601,7 +601,9 @@ export class FerryReplicationState implements RoutedReplication {
     this.network.off('peer-disconnected', this.onPeerDisconnected);
     this.options.relayHints?.off('mailbox', this.onMailboxHint);
     for (const subscription of this.subscriptions.splice(0)) subscription.unsubscribe();
+    // Forgotten with its timer: a start-over's next start would take it for a read still to come.
     clearTimeout(this.pullRetry);
+    this.pullRetry = undefined;
     for (const timer of this.answerTimers) clearTimeout(timer);
     this.answerTimers.clear();
     // Paused already, so no new ones start; a push's conflict record is written after its versions.

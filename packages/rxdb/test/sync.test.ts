@@ -1620,6 +1620,47 @@ describe('replicateFerry over the in-memory network', () => {
     expect(await c!.docs()).toEqual([{ id: 'owed', title: 'for c, while the diff server was down' }]);
   });
 
+  it('a mailbox read that was failing when the sync started over is retried after it', async () => {
+    const relayServer = new MemoryRelayServer();
+    const {
+      hub,
+      devices: [a, b, c],
+    } = await devices(3, { relayServer });
+    await converge([a!, b!, c!]);
+    // c's write reaches a through a's mailbox alone.
+    hub.setLinked('deva', 'devc', false);
+    hub.setLinked('devb', 'devc', false);
+    await c!.db.todos.insert({ id: 'from-c', title: 'left in the mailbox' });
+    await c!.replication.awaitInSync();
+    expect(relayServer.waiting('deva')).toBe(1);
+    relayServer.down = true;
+    const errors: string[] = [];
+    a!.replication.error$.subscribe((e) => errors.push(e.code));
+    await expect(a!.replication.pullRelay()).rejects.toThrow('unreachable'); // retried later
+    // b claims a log position a's store never issued (as after a restore): a's sync starts over,
+    // and its first read fails too.
+    const epoch = await (await MetaStore.open(a!.db as unknown as RxDatabase)).epoch();
+    const head = a!.replication.collection('todos')!.head;
+    const failedBefore = relayServer.failedPulls;
+    await b!.network.send('deva', {
+      op: 'DB_SYNC_INIT',
+      data: { collection: 'todos', stream: 'forged', checkpoint: `${epoch}@${head + 100}`, dbVersion: '' },
+      timestamp: Date.now(),
+      id: 'forged-init',
+    });
+    await vi.waitFor(() => expect(errors).toContain('STALE'), { timeout: 5000, interval: 20 });
+    await vi.waitFor(() => expect(relayServer.failedPulls).toBeGreaterThan(failedBefore), {
+      timeout: 5000,
+      interval: 20,
+    });
+    relayServer.down = false;
+    await vi.waitFor(async () => expect((await a!.docs()).map((doc) => doc.id)).toContain('from-c'), {
+      timeout: 5000,
+      interval: 50,
+    });
+    expect(relayServer.waiting('deva')).toBe(0);
+  });
+
   it('a write a connected peer had not acknowledged when the process stopped goes to its mailbox on the next run', async () => {
     const { relayServer, hub, a, b } = await relayPair();
     loseAcks(b); // b applies a's write, but a never hears it did
