@@ -4,7 +4,8 @@ import { describe, expect, it } from 'vitest';
 import { converge, Device, MemoryRelayServer } from './support.js';
 
 // Property: whatever the schedule (writes, updates, deletes on every device; partitions; devices
-// going down, or crashing with a metadata write lost, and coming back; relay deliveries that are
+// going down, or crashing with a metadata write lost, and coming back; replications removed (RxDB's
+// `remove()`: their sync starts over) and run again; relay deliveries that are
 // duplicated, reordered or expired; the diff server unreachable for a while; replications run without
 // a relay (with it again before the network heals); a second collection that devices stop and
 // start running (all run it again before the network heals); clocks that disagree by
@@ -47,6 +48,8 @@ type Op =
   | { t: 'wipe'; dev: number }
   /** The app removes the collection (RxDB `collection.remove()`) while the device is down; Ferry's metadata stays. */
   | { t: 'drop'; dev: number }
+  /** The app calls the replication's `remove()` (RxDB's way to start it over) and runs it again. */
+  | { t: 'reset'; dev: number }
   | { t: 'putDown'; dev: number; doc: number }
   | { t: 'up'; dev: number }
   | { t: 'pull'; dev: number }
@@ -82,6 +85,7 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
   { weight: 1, arbitrary: fc.record({ t: fc.constant('crash' as const), dev }) },
   { weight: 1, arbitrary: fc.record({ t: fc.constant('wipe' as const), dev }) },
   { weight: 1, arbitrary: fc.record({ t: fc.constant('drop' as const), dev }) },
+  { weight: 1, arbitrary: fc.record({ t: fc.constant('reset' as const), dev }) },
   { weight: 1, arbitrary: fc.record({ t: fc.constant('putDown' as const), dev, doc }) },
   { weight: 1, arbitrary: fc.record({ t: fc.constant('up' as const), dev }) },
   { weight: 1, arbitrary: fc.record({ t: fc.constant('pull' as const), dev }) },
@@ -149,6 +153,7 @@ const coverage = {
   crashes: 0,
   wipes: 0,
   drops: 0,
+  resets: 0,
   conflicts: 0,
   bareRuns: 0,
   /** Notes written while some device did not run `notes`. */
@@ -185,6 +190,16 @@ class Ledger {
       devs.add(-1);
       this.values.get(id)!.add('');
     }
+  }
+
+  /**
+   * `dev`'s replication started over (`remove()`): its own writes, found again by the scan, no
+   * longer follow the versions they replaced (the peers may hold those), so the conflict rule
+   * settles each against them, as RxDB's rule settles a replication's writes against the server's
+   * after its `remove()`: any value written may be what is left, but nothing is lost.
+   */
+  forgetHistory(dev: number): void {
+    for (const devs of this.writers.values()) if (devs.has(dev)) devs.add(-2);
   }
 
   /** Only values someone wrote (or a delete someone made) survive; with a single writer its last write wins. */
@@ -326,6 +341,18 @@ async function runSchedule({
           todos.lose(op.dev);
           // A collection removed is only todos; a wiped store held the notes too.
           if (op.t === 'wipe') notes.lose(op.dev);
+          break;
+        }
+        case 'reset': {
+          // The documents stay: the sync starts over under a new log (see Ledger.forgetHistory).
+          const device = devices[op.dev]!;
+          if (!device.online) break;
+          await device.replication.remove();
+          await device.stop();
+          await device.start();
+          todos.forgetHistory(op.dev);
+          notes.forgetHistory(op.dev);
+          coverage.resets++;
           break;
         }
         case 'up':
@@ -971,6 +998,7 @@ describe(`convergence (fast-check, ${DEVICES.length} devices, in-memory network 
       expect(coverage.crashes).toBeGreaterThan(0);
       expect(coverage.wipes).toBeGreaterThan(0);
       expect(coverage.drops).toBeGreaterThan(0);
+      expect(coverage.resets).toBeGreaterThan(0);
       expect(coverage.conflicts).toBeGreaterThan(0);
       expect(coverage.bareRuns).toBeGreaterThan(0);
       if (NOTES) expect(coverage.notesApart).toBeGreaterThan(0);
