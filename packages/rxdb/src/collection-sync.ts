@@ -1,18 +1,17 @@
-import { FerryError, fromBase64, toBase64 } from '@ferry/core';
+import { FerryError, toBase64 } from '@ferry/core';
+import { type BulkWriteRow, createRevision, now, type RxCollection, type RxDocumentData } from 'rxdb';
 import {
-  type BulkWriteRow,
-  createRevision,
-  getPrimaryFieldOfPrimaryKey,
-  normalizeMangoQuery,
-  now,
-  prepareQuery,
-  RX_META_LWT_MINIMUM,
-  type RxAttachmentData,
-  type RxAttachmentWriteData,
-  type RxCollection,
-  type RxDocumentData,
-  type RxStorageInstance,
-} from 'rxdb';
+  type AttachmentStub,
+  attachmentStubs,
+  attachmentsToWrite,
+  hasAttachments,
+  lackingData,
+  receivedData,
+  withAttachmentDigests,
+  withoutAttachmentData,
+  withoutAttachments,
+} from './attachments.js';
+import { type ChangeCheckpoint, changedDocumentsSince, type StorageInstance } from './change-feed.js';
 import type { HybridClock } from './hlc.js';
 import { type DocMeta, type MetaStore, storageBelowWrapper, versionOf } from './store.js';
 import {
@@ -111,7 +110,6 @@ export interface Batch {
  * it out). Without one, every attachment travels with its data.
  */
 export type HoldsData = (meta: DocMeta) => boolean;
-type StorageInstance = RxStorageInstance<Record<string, unknown>, unknown, unknown, unknown>;
 
 /** What a device keeps about what it received from each peer, per copy of a collection. */
 const PEER_VALUES = ['cp', 'refused'] as const;
@@ -132,13 +130,6 @@ const HELD_SAMPLE = 16;
 const UNSAVED_MAX = 1000;
 /** RxDB's own top-level fields start with '_' (and the app's may not). */
 const UNDERSCORE = 0x5f;
-
-/** RxDB's description of an attachment, as stored and as it travels (the data goes in `Change.att`). */
-interface AttachmentStub {
-  digest: string;
-  length: number;
-  type: string;
-}
 
 /**
  * One replicated collection on this device: a change log (every version this device holds gets a
@@ -1100,61 +1091,6 @@ export class CollectionSync {
   }
 }
 
-/** A position in a storage's change feed, in RxDB's checkpoint shape (scan checkpoints saved earlier read alike). */
-export interface ChangeCheckpoint {
-  id: string;
-  lwt: number;
-}
-
-/**
- * What RxDB's getChangedDocumentsSince returns (the next `limit` documents after `checkpoint` in
- * `_meta.lwt`, primary key order, deleted ones included), as two index ranges where the storage has
- * no change feed of its own (memory and Dexie have none). RxDB's helper asks
- * for `lwt = since and id > sinceId, or lwt > since` in one query that no index satisfies, so every
- * document of the page goes through the query matcher: that took half of a first scan of 10,000
- * documents. Each half of the `or` is a range of the `[_meta.lwt, primary key]` index RxDB gives
- * every collection, and the first range sorts before the second.
- */
-export async function changedDocumentsSince(
-  storage: StorageInstance,
-  limit: number,
-  checkpoint: ChangeCheckpoint | undefined,
-): Promise<{ documents: StoredDoc[]; checkpoint: ChangeCheckpoint }> {
-  // A storage with its own change feed (e.g. RxDB's remote storage: one round trip, not two) serves it.
-  if (storage.getChangedDocumentsSince) {
-    return (await storage.getChangedDocumentsSince(limit, checkpoint)) as {
-      documents: StoredDoc[];
-      checkpoint: ChangeCheckpoint;
-    };
-  }
-  const primaryPath = getPrimaryFieldOfPrimaryKey(storage.schema.primaryKey) as string;
-  const lwt = checkpoint?.lwt ?? RX_META_LWT_MINIMUM;
-  const page = async (selector: Record<string, unknown>, count: number) => {
-    const query = normalizeMangoQuery(storage.schema, {
-      selector,
-      sort: [{ '_meta.lwt': 'asc' }, { [primaryPath]: 'asc' }],
-      skip: 0,
-      limit: count,
-    } as never);
-    return (await storage.query(prepareQuery(storage.schema, query))).documents as StoredDoc[];
-  };
-  const sameTime = await page(
-    { '_meta.lwt': { $eq: lwt }, [primaryPath]: { $gt: checkpoint?.id ?? '' } },
-    limit,
-  );
-  const documents =
-    sameTime.length < limit
-      ? sameTime.concat(await page({ '_meta.lwt': { $gt: lwt } }, limit - sameTime.length))
-      : sameTime;
-  const last = documents.at(-1);
-  return {
-    documents,
-    checkpoint: last
-      ? { id: last[primaryPath] as string, lwt: last._meta.lwt }
-      : (checkpoint ?? { id: '', lwt: 0 }),
-  };
-}
-
 /**
  * The version Ferry wrote into a document, kept in the document's own `_meta` (RxDB allows extra
  * fields there), so a received version and the document are stored in one write: after a crash
@@ -1192,138 +1128,6 @@ function receivedVersion(doc: StoredDoc): FerryStamp | undefined {
 function withFields<T extends object, F extends object>(source: T, fields: F): T & F {
   const copy = Object.hasOwn(source, '__proto__') ? { ...source } : Object.assign({}, source);
   return Object.assign(copy, fields);
-}
-
-/** The descriptions of a stored document's attachments, or undefined when it has none. */
-function attachmentStubs(
-  attachments: Record<string, AttachmentStub> | undefined,
-): Record<string, AttachmentStub> | undefined {
-  let stubs: Record<string, AttachmentStub> | undefined;
-  // for...in, not Object.entries: this runs for every document sent, nearly all without attachments.
-  for (const id in attachments) {
-    const { digest, length, type } = attachments[id]!;
-    stubs ??= {};
-    stubs[id] = { digest, length, type };
-  }
-  return stubs;
-}
-
-const hasAttachments = (change: Change): boolean => Boolean(change.doc?.[ATTACHMENTS]);
-
-/** The content without its attachment descriptions. */
-function withoutAttachments(doc: Record<string, unknown> | undefined): Record<string, unknown> | undefined {
-  if (!doc || !Object.hasOwn(doc, ATTACHMENTS)) return doc;
-  const { [ATTACHMENTS]: _descriptions, ...rest } = doc;
-  return rest;
-}
-
-function withoutAttachmentData(change: Change): Change {
-  if (!change.att) return change;
-  const { att: _data, ...rest } = change;
-  return rest;
-}
-
-/**
- * Sets `meta.attDigests` from the attachments a live document lists (its stored `_attachments`, or
- * the same field of a version's content); a deleted one has none.
- */
-function withAttachmentDigests(meta: DocMeta, doc: Record<string, unknown>): void {
-  if (doc._deleted === true || meta.del) return;
-  const attachments = doc[ATTACHMENTS] as Record<string, AttachmentStub> | undefined;
-  let ids: string[] | undefined;
-  // for...in, not Object.keys: nearly every document has none, and gets no array.
-  for (const id in attachments) {
-    ids ??= [];
-    ids.push(id);
-  }
-  if (!ids) return;
-  meta.attDigests = ids
-    .sort()
-    .map((id) => `${id}:${attachments![id]!.digest}`)
-    .join('\n');
-}
-
-/** The attachments whose data the storage holds for a stored document: none for a tombstone. */
-function heldAttachments(previous: StoredDoc | undefined): Record<string, AttachmentStub> {
-  return (previous && !previous._deleted ? previous._attachments : {}) as Record<string, AttachmentStub>;
-}
-
-/**
- * Ids of `changes` that came without the data of an attachment whose digest the stored document
- * does not hold (the sender took it for held). A malformed description is left to the write, which
- * refuses it.
- */
-function lackingData(changes: Change[], stored: Map<string, StoredDoc>, data: Map<string, string>): string[] {
-  const lacking: string[] = [];
-  for (const change of changes) {
-    const stubs = change.del ? undefined : (change.doc?.[ATTACHMENTS] as Record<string, unknown> | undefined);
-    if (typeof stubs !== 'object' || stubs === null) continue;
-    const previous = stored.get(change.id);
-    const held = heldAttachments(previous);
-    for (const id in stubs) {
-      const digest = (stubs[id] as Partial<AttachmentStub> | undefined)?.digest;
-      if (typeof digest === 'string' && held[id]?.digest !== digest && !data.has(digest)) {
-        lacking.push(change.id);
-        break;
-      }
-    }
-  }
-  return lacking;
-}
-
-/** The attachment data that arrived with `changes`, by digest. */
-function receivedData(changes: Change[]): Map<string, string> {
-  const data = new Map<string, string>();
-  for (const change of changes) {
-    if (!change.att) continue;
-    const stubs = (change.doc?.[ATTACHMENTS] ?? {}) as Record<string, AttachmentStub>;
-    for (const [id, base64] of Object.entries(change.att as Record<string, string>)) {
-      const digest = stubs[id]?.digest;
-      if (typeof digest === 'string') data.set(digest, base64);
-    }
-  }
-  return data;
-}
-
-/**
- * The `_attachments` of a document to write: what is stored already stays (the storage keeps the
- * data of an unchanged digest), anything else takes the data that arrived. Throws SCHEMA_MISMATCH for
- * a description that is malformed or came without data, or (`checkLength`: the length describes the
- * data, not a compressed or encrypted form) data of another length than described.
- */
-function attachmentsToWrite(
-  described: unknown,
-  previous: StoredDoc | undefined,
-  data: Map<string, string>,
-  checkLength: boolean,
-): StoredDoc['_attachments'] {
-  const out: Record<string, RxAttachmentData | RxAttachmentWriteData> = {};
-  if (described === undefined) return out;
-  if (typeof described !== 'object' || described === null || Array.isArray(described)) {
-    throw new FerryError('SCHEMA_MISMATCH', '_attachments must be an object');
-  }
-  const stored = heldAttachments(previous);
-  for (const [id, stub] of Object.entries(described as Record<string, unknown>)) {
-    const { digest, length, type } = (stub ?? {}) as Partial<AttachmentStub>;
-    if (typeof digest !== 'string' || typeof type !== 'string' || !Number.isSafeInteger(length)) {
-      throw new FerryError('SCHEMA_MISMATCH', `attachment ${id} is not described by digest, length and type`);
-    }
-    const description = { digest, length: length!, type };
-    if (stored[id]?.digest === digest) {
-      out[id] = description;
-      continue;
-    }
-    const base64 = data.get(digest);
-    if (base64 === undefined)
-      throw new FerryError('SCHEMA_MISMATCH', `attachment ${id} arrived without its data`);
-    const bytes = fromBase64(base64);
-    if (checkLength && bytes.length !== length) {
-      throw new FerryError('SCHEMA_MISMATCH', `attachment ${id} has ${bytes.length} bytes, not ${length}`);
-    }
-    out[id] = { ...description, data: new Blob([bytes as Uint8Array<ArrayBuffer>], { type }) };
-  }
-  // New data goes to the storage with the write, which keeps only the descriptions in the document.
-  return out as StoredDoc['_attachments'];
 }
 
 /** A version carries its stored content unless it is a delete (tombstones travel only under the per-field policy). */

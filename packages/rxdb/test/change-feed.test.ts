@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { getChangedDocumentsSince } from 'rxdb';
 import { afterEach, describe, expect, it } from 'vitest';
-import { type ChangeCheckpoint, changedDocumentsSince } from '../src/collection-sync.js';
+import { type ChangeCheckpoint, changedDocumentsSince } from '../src/change-feed.js';
 import { storageBelowWrapper } from '../src/store.js';
 import { newDisk, openDb, type Todo, type TodoDb } from './support.js';
 
