@@ -84,6 +84,32 @@ async function relayPair() {
   return { relayServer, hub, a: a!, b: b! };
 }
 
+/** Three devices with a relay that met (each knows the others). */
+async function relayTrio() {
+  const relayServer = new MemoryRelayServer();
+  const {
+    hub,
+    devices: [a, b, c],
+  } = await devices(3, { relayServer });
+  await converge([a!, b!, c!]);
+  return { relayServer, hub, a: a!, b: b!, c: c! };
+}
+
+/**
+ * `peer` asks `device` for its todos from a log position `device`'s store never issued, as a peer of
+ * a database restored from a backup does: `device`'s sync starts over (`STALE`).
+ */
+async function claimUnissuedPosition(peer: Device, device: Device): Promise<void> {
+  const epoch = await (await MetaStore.open(device.db as unknown as RxDatabase)).epoch();
+  const head = device.replication.collection('todos')!.head;
+  await peer.network.send(device.id, {
+    op: 'DB_SYNC_INIT',
+    data: { collection: 'todos', stream: 'forged', checkpoint: `${epoch}@${head + 100}`, dbVersion: '' },
+    timestamp: Date.now(),
+    id: 'forged-init',
+  });
+}
+
 /** `a` runs once (it reads its mailbox and relays what it owes), then `b` reads its mailbox: the notes `b` holds. */
 async function notesRelayed(a: Device, b: Device): Promise<unknown[]> {
   await a.start();
@@ -1587,74 +1613,49 @@ describe('replicateFerry over the in-memory network', () => {
   });
 
   it('a relay push that was failing when the sync started over is retried after it', async () => {
-    const relayServer = new MemoryRelayServer();
-    const {
-      devices: [a, b, c],
-    } = await devices(3, { relayServer });
-    await converge([a!, b!, c!]);
-    await c!.stop();
+    const { relayServer, a, b, c } = await relayTrio();
+    await c.stop();
     relayServer.down = true;
     const errors: string[] = [];
-    a!.replication.error$.subscribe((e) => errors.push(e.code));
-    await a!.db.todos.insert({ id: 'owed', title: 'for c, while the diff server was down' });
+    a.replication.error$.subscribe((e) => errors.push(e.code));
+    await a.db.todos.insert({ id: 'owed', title: 'for c, while the diff server was down' });
     await vi.waitFor(() => expect(errors).toContain('TRANSPORT'), { timeout: 5000, interval: 20 });
-    // b claims a log position a's store never issued (as after a restore): a's sync starts over,
-    // while its push to c's mailbox waits to be retried.
-    const epoch = await (await MetaStore.open(a!.db as unknown as RxDatabase)).epoch();
-    const head = a!.replication.collection('todos')!.head;
-    await b!.network.send('deva', {
-      op: 'DB_SYNC_INIT',
-      data: { collection: 'todos', stream: 'forged', checkpoint: `${epoch}@${head + 100}`, dbVersion: '' },
-      timestamp: Date.now(),
-      id: 'forged-init',
-    });
+    // a's sync starts over while its push to c's mailbox waits to be retried.
+    await claimUnissuedPosition(b, a);
     await vi.waitFor(() => expect(errors).toContain('STALE'), { timeout: 5000, interval: 20 });
     relayServer.down = false;
-    await within(5_000, a!.replication.awaitInSync(), () => 'the relay push was never retried');
-    expect(a!.replication.pendingRelay$.value).toBe(0);
+    await within(5_000, a.replication.awaitInSync(), () => 'the relay push was never retried');
+    expect(a.replication.pendingRelay$.value).toBe(0);
     // c gets the write from its mailbox alone.
-    await a!.stop();
-    await b!.stop();
-    await c!.start();
-    await c!.replication.pullRelay();
-    expect(await c!.docs()).toEqual([{ id: 'owed', title: 'for c, while the diff server was down' }]);
+    await a.stop();
+    await b.stop();
+    await c.start();
+    await c.replication.pullRelay();
+    expect(await c.docs()).toEqual([{ id: 'owed', title: 'for c, while the diff server was down' }]);
   });
 
   it('a mailbox read that was failing when the sync started over is retried after it', async () => {
-    const relayServer = new MemoryRelayServer();
-    const {
-      hub,
-      devices: [a, b, c],
-    } = await devices(3, { relayServer });
-    await converge([a!, b!, c!]);
+    const { relayServer, hub, a, b, c } = await relayTrio();
     // c's write reaches a through a's mailbox alone.
     hub.setLinked('deva', 'devc', false);
     hub.setLinked('devb', 'devc', false);
-    await c!.db.todos.insert({ id: 'from-c', title: 'left in the mailbox' });
-    await c!.replication.awaitInSync();
+    await c.db.todos.insert({ id: 'from-c', title: 'left in the mailbox' });
+    await c.replication.awaitInSync();
     expect(relayServer.waiting('deva')).toBe(1);
     relayServer.down = true;
     const errors: string[] = [];
-    a!.replication.error$.subscribe((e) => errors.push(e.code));
-    await expect(a!.replication.pullRelay()).rejects.toThrow('unreachable'); // retried later
-    // b claims a log position a's store never issued (as after a restore): a's sync starts over,
-    // and its first read fails too.
-    const epoch = await (await MetaStore.open(a!.db as unknown as RxDatabase)).epoch();
-    const head = a!.replication.collection('todos')!.head;
+    a.replication.error$.subscribe((e) => errors.push(e.code));
+    await expect(a.replication.pullRelay()).rejects.toThrow('unreachable'); // retried later
+    // a's sync starts over, and its first read fails too.
     const failedBefore = relayServer.failedPulls;
-    await b!.network.send('deva', {
-      op: 'DB_SYNC_INIT',
-      data: { collection: 'todos', stream: 'forged', checkpoint: `${epoch}@${head + 100}`, dbVersion: '' },
-      timestamp: Date.now(),
-      id: 'forged-init',
-    });
+    await claimUnissuedPosition(b, a);
     await vi.waitFor(() => expect(errors).toContain('STALE'), { timeout: 5000, interval: 20 });
     await vi.waitFor(() => expect(relayServer.failedPulls).toBeGreaterThan(failedBefore), {
       timeout: 5000,
       interval: 20,
     });
     relayServer.down = false;
-    await vi.waitFor(async () => expect((await a!.docs()).map((doc) => doc.id)).toContain('from-c'), {
+    await vi.waitFor(async () => expect((await a.docs()).map((doc) => doc.id)).toContain('from-c'), {
       timeout: 5000,
       interval: 50,
     });
@@ -1681,16 +1682,12 @@ describe('replicateFerry over the in-memory network', () => {
   describe('a restart pushes nothing the relay already holds or the peers acknowledged', () => {
     /** a wrote 30 documents: b acknowledged them, c (down) has them in its mailbox. */
     async function written() {
-      const relayServer = new MemoryRelayServer();
-      const {
-        devices: [a, b, c],
-      } = await devices(3, { relayServer });
-      await converge([a!, b!, c!]);
-      await c!.stop();
-      await a!.db.todos.bulkInsert(Array.from({ length: 30 }, (_, i) => ({ id: `k${i}`, title: 'x' })));
-      await converge([a!, b!]);
+      const { relayServer, a, b, c } = await relayTrio();
+      await c.stop();
+      await a.db.todos.bulkInsert(Array.from({ length: 30 }, (_, i) => ({ id: `k${i}`, title: 'x' })));
+      await converge([a, b]);
       expect(relayServer.waiting('devc')).toBeGreaterThan(0);
-      return { relayServer, a: a!, b: b!, pushes: relayServer.pushes };
+      return { relayServer, a, b, pushes: relayServer.pushes };
     }
 
     it('after cancel(), twice', async () => {
