@@ -625,6 +625,11 @@ export class FerryReplicationState implements RoutedReplication {
   private async startOver(peer: string, collection: string, seq: number): Promise<void> {
     if (this.startingOver || this.cancelled) return;
     this.startingOver = true;
+    // From here on the app's pause() and resume() say only how the sync goes on once it started
+    // again (see begin): a resume() meanwhile would run it on the collections being reopened.
+    this.started = false;
+    this.startPaused = false; // it was running: a paused replication answers no request
+    let halted = false;
     try {
       this.report(
         new FerryError(
@@ -633,13 +638,17 @@ export class FerryReplicationState implements RoutedReplication {
         ),
       );
       for (const name of this.syncs.keys()) await this.store.set(startOverKey(name), true);
-      this.pause();
+      this.halt();
+      halted = true;
       await this.detach();
       if (this.cancelled) return;
       this.syncs.clear();
       this.pushedTo.clear();
-      this.started = false;
       await this.begin();
+    } catch (error) {
+      // The start-over could not be marked: the sync goes on as it was (a later request retries).
+      if (!halted) this.started = true;
+      throw error;
     } finally {
       this.startingOver = false;
     }
@@ -672,6 +681,11 @@ export class FerryReplicationState implements RoutedReplication {
   /** Stop exchanging changes (local writes are still recorded); resume() picks up from checkpoints. */
   pause(): void {
     if (!this.started) this.startPaused = true;
+    this.halt();
+  }
+
+  /** What pause() does, without taking it for the app's wish (a start-over halts the sync too). */
+  private halt(): void {
     if (this.paused) return;
     this.paused = true;
     this.outbox.expectNothing();

@@ -1,5 +1,12 @@
 import type { AddressInfo } from 'node:net';
-import { type DiffRelay, FerryError, MemoryHub, type MemoryNetwork, type RelayedDiff } from '@ferry/core';
+import {
+  type DiffRelay,
+  FerryError,
+  isFerryError,
+  MemoryHub,
+  type MemoryNetwork,
+  type RelayedDiff,
+} from '@ferry/core';
 import {
   addRxPlugin,
   createRevision,
@@ -24,6 +31,7 @@ import { wrappedValidateAjvStorage } from 'rxdb/plugins/validate-ajv';
 import {
   type FerryReplicationState,
   META_COLLECTION,
+  MetaStore,
   type ReplicateFerryOptions,
   replicateFerry,
 } from '../src/index.js';
@@ -294,6 +302,33 @@ export class Device {
 }
 
 const key = (doc: Record<string, unknown>) => String(doc.id ?? doc.key);
+
+/**
+ * `peer` asks `device` for its todos from a log position `device`'s store never issued, as a peer of
+ * a database restored from a backup does: `device`'s sync starts over (`STALE`) unless it is paused.
+ * False when the two have no session (or `device` is starting over already).
+ */
+export async function claimUnissuedPosition(
+  peer: Device,
+  device: Device,
+  stream = 'forged',
+): Promise<boolean> {
+  const sync = device.replication.collection('todos');
+  if (!sync) return false;
+  const epoch = await (await MetaStore.open(device.db as unknown as RxDatabase)).epoch();
+  try {
+    await peer.network.send(device.id, {
+      op: 'DB_SYNC_INIT',
+      data: { collection: 'todos', stream, checkpoint: `${epoch}@${sync.head + 100}`, dbVersion: '' },
+      timestamp: Date.now(),
+      id: `${stream}-init`,
+    });
+    return true;
+  } catch (error) {
+    if (isFerryError(error, 'CLOSED')) return false;
+    throw error;
+  }
+}
 
 export type DeviceOptions = Partial<ReplicateFerryOptions> & {
   relayServer?: MemoryRelayServer;

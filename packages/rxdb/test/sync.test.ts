@@ -27,6 +27,7 @@ import {
 } from '../src/index.js';
 import { hashValue, stampFields } from '../src/versions.js';
 import {
+  claimUnissuedPosition,
   converge,
   Device,
   entryOf,
@@ -93,21 +94,6 @@ async function relayTrio() {
   } = await devices(3, { relayServer });
   await converge([a!, b!, c!]);
   return { relayServer, hub, a: a!, b: b!, c: c! };
-}
-
-/**
- * `peer` asks `device` for its todos from a log position `device`'s store never issued, as a peer of
- * a database restored from a backup does: `device`'s sync starts over (`STALE`).
- */
-async function claimUnissuedPosition(peer: Device, device: Device): Promise<void> {
-  const epoch = await (await MetaStore.open(device.db as unknown as RxDatabase)).epoch();
-  const head = device.replication.collection('todos')!.head;
-  await peer.network.send(device.id, {
-    op: 'DB_SYNC_INIT',
-    data: { collection: 'todos', stream: 'forged', checkpoint: `${epoch}@${head + 100}`, dbVersion: '' },
-    timestamp: Date.now(),
-    id: 'forged-init',
-  });
 }
 
 /** `a` runs once (it reads its mailbox and relays what it owes), then `b` reads its mailbox: the notes `b` holds. */
@@ -1661,6 +1647,29 @@ describe('replicateFerry over the in-memory network', () => {
     });
     expect(relayServer.waiting('deva')).toBe(0);
   });
+
+  for (const call of ['resume', 'pause'] as const) {
+    it(`${call}() while the sync starts over is what the sync does once it started again`, async () => {
+      const {
+        devices: [a, b],
+      } = await devices(2);
+      await a!.db.todos.insert({ id: 'before', title: 'x' });
+      await converge([a!, b!]);
+      // Called while the start-over has paused the replication, before it starts again.
+      const called = firstValueFrom(a!.replication.active$.pipe(filter((active) => !active)));
+      await claimUnissuedPosition(b!, a!);
+      await called;
+      a!.replication[call]();
+      // Started again (no event tells it when the replication stays paused).
+      const started = () => (a!.replication as unknown as { started: boolean }).started;
+      await vi.waitFor(() => expect(started()).toBe(true));
+      expect(a!.replication.isPaused()).toBe(call === 'pause');
+      if (call === 'pause') a!.replication.resume();
+      await b!.db.todos.insert({ id: 'after', title: 'y' });
+      await within(5_000, converge([a!, b!]), () => 'the devices did not sync after the start-over');
+      expect((await a!.docs()).map((doc) => doc.id)).toEqual(['after', 'before']);
+    });
+  }
 
   it('a write a connected peer had not acknowledged when the process stopped goes to its mailbox on the next run', async () => {
     const { relayServer, hub, a, b } = await relayPair();
