@@ -930,14 +930,13 @@ export class CollectionSync {
     // (a database restored from a backup that nothing told apart, or a device that lies): a conflict,
     // settled alike on every device whichever copy it saw first, never two devices each keeping theirs.
     if (order === 'local' || (order === 'equal' && remote.st === current.st)) return undefined;
-    if (order === 'remote') return { version: remote, via: from.store, local: false };
-    return this.resolveConflict(
-      current,
-      remote,
-      from,
-      ownEarlier ?? this.metas.get(remote.id)?.local === true,
-      order === 'equal',
-    );
+    const ownCurrent = ownEarlier ?? this.metas.get(remote.id)?.local === true;
+    // A later version that carries this device's write unchanged (a join another device made of it
+    // and a concurrent version, which is no one's own) stays this device's to relay: devices met
+    // only through the relay that missed the write may get it from no one else.
+    if (order === 'remote')
+      return { version: remote, via: from.store, local: ownCurrent && sameContent(current, remote) };
+    return this.resolveConflict(current, remote, from, ownCurrent, order === 'equal');
   }
 
   /**
