@@ -563,6 +563,7 @@ export class FerryReplicationState implements RoutedReplication {
     await this.until(() => {
       const peers = this.connected();
       return (
+        !this.startingOver &&
         this.initialRelayPullDone &&
         peers.some((p) => !this.silentPeer(p)) &&
         peers.every((p) => this.caughtUpWith(p))
@@ -586,6 +587,8 @@ export class FerryReplicationState implements RoutedReplication {
     await Promise.all([...this.syncs.values()].map((sync) => sync.settle()));
     await this.until(
       () =>
+        // A sync starting over has not yet found the writes made meanwhile (see startOver).
+        !this.startingOver &&
         this.initialRelayPullDone &&
         this.relayPulling === undefined &&
         this.outbox.settled &&
@@ -651,6 +654,7 @@ export class FerryReplicationState implements RoutedReplication {
       throw error;
     } finally {
       this.startingOver = false;
+      this.changed$.next(); // what awaitInSync() waits for
     }
   }
 

@@ -1,12 +1,11 @@
 import { MemoryHub } from '@ferry/core';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { claimUnissuedPosition, converge, Device, MemoryRelayServer } from './support.js';
+import { converge, Device, MemoryRelayServer } from './support.js';
 
 // Property: whatever the schedule (writes, updates, deletes on every device; partitions; devices
 // going down, or crashing with a metadata write lost, and coming back; replications removed (RxDB's
-// `remove()`: their sync starts over) and run again; a running sync starting over because a peer
-// holds log positions its store never issued (a restored database's); relay deliveries that are
+// `remove()`: their sync starts over) and run again; relay deliveries that are
 // duplicated, reordered or expired; the diff server unreachable for a while; replications run without
 // a relay (with it again before the network heals); a second collection that devices stop and
 // start running (all run it again before the network heals); clocks that disagree by
@@ -51,11 +50,6 @@ type Op =
   | { t: 'drop'; dev: number }
   /** The app calls the replication's `remove()` (RxDB's way to start it over) and runs it again. */
   | { t: 'reset'; dev: number }
-  /**
-   * Peer `by` holds a log position `dev`'s store never issued (as after a restore from a backup):
-   * `dev`'s running replication starts its sync over.
-   */
-  | { t: 'stale'; dev: number; by: number }
   | { t: 'putDown'; dev: number; doc: number }
   | { t: 'up'; dev: number }
   | { t: 'pull'; dev: number }
@@ -92,7 +86,6 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
   { weight: 1, arbitrary: fc.record({ t: fc.constant('wipe' as const), dev }) },
   { weight: 1, arbitrary: fc.record({ t: fc.constant('drop' as const), dev }) },
   { weight: 1, arbitrary: fc.record({ t: fc.constant('reset' as const), dev }) },
-  { weight: 1, arbitrary: fc.record({ t: fc.constant('stale' as const), dev, by: dev }) },
   { weight: 1, arbitrary: fc.record({ t: fc.constant('putDown' as const), dev, doc }) },
   { weight: 1, arbitrary: fc.record({ t: fc.constant('up' as const), dev }) },
   { weight: 1, arbitrary: fc.record({ t: fc.constant('pull' as const), dev }) },
@@ -161,7 +154,6 @@ const coverage = {
   wipes: 0,
   drops: 0,
   resets: 0,
-  staleStarts: 0,
   conflicts: 0,
   bareRuns: 0,
   /** Notes written while some device did not run `notes`. */
@@ -201,11 +193,10 @@ class Ledger {
   }
 
   /**
-   * `dev`'s sync started over (`remove()`, or a peer held log positions its store never issued):
-   * its own writes, found again by the scan, no longer follow the versions they replaced (the peers
-   * may hold those), so the conflict rule settles each against them, as RxDB's rule settles a
-   * replication's writes against the server's after its `remove()`: any value written may be what
-   * is left, but nothing is lost.
+   * `dev`'s replication started over (`remove()`): its own writes, found again by the scan, no
+   * longer follow the versions they replaced (the peers may hold those), so the conflict rule
+   * settles each against them, as RxDB's rule settles a replication's writes against the server's
+   * after its `remove()`: any value written may be what is left, but nothing is lost.
    */
   forgetHistory(dev: number): void {
     for (const devs of this.writers.values()) if (devs.has(dev)) devs.add(-2);
@@ -362,16 +353,6 @@ async function runSchedule({
           todos.forgetHistory(op.dev);
           notes.forgetHistory(op.dev);
           coverage.resets++;
-          break;
-        }
-        case 'stale': {
-          // Like a reset, but in the running replication, while the schedule goes on.
-          const [device, peer] = [devices[op.dev]!, devices[op.by]!];
-          if (op.dev === op.by || !device.online || !peer.online) break;
-          if (!(await claimUnissuedPosition(peer, device, `forged-${++counter}`))) break;
-          todos.forgetHistory(op.dev);
-          notes.forgetHistory(op.dev);
-          coverage.staleStarts++;
           break;
         }
         case 'up':
@@ -1035,7 +1016,6 @@ describe(`convergence (fast-check, ${DEVICES.length} devices, in-memory network 
       expect(coverage.wipes).toBeGreaterThan(0);
       expect(coverage.drops).toBeGreaterThan(0);
       expect(coverage.resets).toBeGreaterThan(0);
-      expect(coverage.staleStarts).toBeGreaterThan(0);
       expect(coverage.conflicts).toBeGreaterThan(0);
       expect(coverage.bareRuns).toBeGreaterThan(0);
       if (NOTES) expect(coverage.notesApart).toBeGreaterThan(0);

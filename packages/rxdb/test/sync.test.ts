@@ -1671,6 +1671,18 @@ describe('replicateFerry over the in-memory network', () => {
     });
   }
 
+  it('awaitInSync() during a start-over waits for it: a write made meanwhile is in the mailboxes when it resolves', async () => {
+    const { relayServer, hub, a, b } = await relayPair();
+    const halted = firstValueFrom(a.replication.active$.pipe(filter((active) => !active)));
+    await claimUnissuedPosition(b, a);
+    await halted;
+    hub.setLinked('deva', 'devb', false);
+    await a.db.todos.insert({ id: 'meanwhile', title: 'written while the sync started over' });
+    await a.replication.awaitInSync();
+    expect(relayServer.waiting('devb')).toBeGreaterThan(0);
+    expect(a.replication.pendingRelay$.value).toBe(0);
+  });
+
   it('a write a connected peer had not acknowledged when the process stopped goes to its mailbox on the next run', async () => {
     const { relayServer, hub, a, b } = await relayPair();
     loseAcks(b); // b applies a's write, but a never hears it did
