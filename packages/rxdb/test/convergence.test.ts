@@ -1,11 +1,12 @@
 import { MemoryHub } from '@ferry/core';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { converge, Device, MemoryRelayServer } from './support.js';
+import { claimUnissuedPosition, converge, Device, MemoryRelayServer } from './support.js';
 
 // Property: whatever the schedule (writes, updates, deletes on every device; partitions; devices
 // going down, or crashing with a metadata write lost, and coming back; replications removed (RxDB's
-// `remove()`: their sync starts over) and run again; relay deliveries that are
+// `remove()`: their sync starts over) and run again; a running sync starting over because a peer
+// holds log positions its store never issued (a restored database's); relay deliveries that are
 // duplicated, reordered or expired; the diff server unreachable for a while; replications run without
 // a relay (with it again before the network heals); a second collection that devices stop and
 // start running (all run it again before the network heals); clocks that disagree by
@@ -50,6 +51,11 @@ type Op =
   | { t: 'drop'; dev: number }
   /** The app calls the replication's `remove()` (RxDB's way to start it over) and runs it again. */
   | { t: 'reset'; dev: number }
+  /**
+   * Peer `by` holds a log position `dev`'s store never issued (as after a restore from a backup):
+   * `dev`'s running replication starts its sync over.
+   */
+  | { t: 'stale'; dev: number; by: number }
   | { t: 'putDown'; dev: number; doc: number }
   | { t: 'up'; dev: number }
   | { t: 'pull'; dev: number }
@@ -86,6 +92,7 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
   { weight: 1, arbitrary: fc.record({ t: fc.constant('wipe' as const), dev }) },
   { weight: 1, arbitrary: fc.record({ t: fc.constant('drop' as const), dev }) },
   { weight: 1, arbitrary: fc.record({ t: fc.constant('reset' as const), dev }) },
+  { weight: 1, arbitrary: fc.record({ t: fc.constant('stale' as const), dev, by: dev }) },
   { weight: 1, arbitrary: fc.record({ t: fc.constant('putDown' as const), dev, doc }) },
   { weight: 1, arbitrary: fc.record({ t: fc.constant('up' as const), dev }) },
   { weight: 1, arbitrary: fc.record({ t: fc.constant('pull' as const), dev }) },
@@ -154,6 +161,7 @@ const coverage = {
   wipes: 0,
   drops: 0,
   resets: 0,
+  staleStarts: 0,
   conflicts: 0,
   bareRuns: 0,
   /** Notes written while some device did not run `notes`. */
@@ -168,6 +176,8 @@ class Ledger {
   readonly values = new Map<string, Set<string>>();
   readonly writers = new Map<string, Set<number>>();
   readonly last = new Map<string, string>();
+  /** Devices whose sync a peer told to start over: it may do so after their next writes too. */
+  private readonly startingOver = new Set<number>();
 
   record(id: string, value: string, dev: number): void {
     this.values.set(id, (this.values.get(id) ?? new Set()).add(value));
@@ -177,7 +187,9 @@ class Ledger {
 
   /** `dev` wrote the document without changing its value (an attachment): another's may now lose to it. */
   wrote(id: string, dev: number): void {
-    this.writers.set(id, (this.writers.get(id) ?? new Set()).add(dev));
+    const devs = (this.writers.get(id) ?? new Set<number>()).add(dev);
+    if (this.startingOver.has(dev)) devs.add(-2); // see forgetHistory
+    this.writers.set(id, devs);
   }
 
   /**
@@ -193,13 +205,16 @@ class Ledger {
   }
 
   /**
-   * `dev`'s replication started over (`remove()`): its own writes, found again by the scan, no
-   * longer follow the versions they replaced (the peers may hold those), so the conflict rule
-   * settles each against them, as RxDB's rule settles a replication's writes against the server's
-   * after its `remove()`: any value written may be what is left, but nothing is lost.
+   * `dev`'s sync started over (`remove()`, or a peer held log positions its store never issued):
+   * its own writes, found again by the scan, no longer follow the versions they replaced (the peers
+   * may hold those), so the conflict rule settles each against them, as RxDB's rule settles a
+   * replication's writes against the server's after its `remove()`: any value written may be what
+   * is left, but nothing is lost. `later`: the start-over is still to come (a request on its way),
+   * so the device's next writes may be found again by it too.
    */
-  forgetHistory(dev: number): void {
+  forgetHistory(dev: number, later = false): void {
     for (const devs of this.writers.values()) if (devs.has(dev)) devs.add(-2);
+    if (later) this.startingOver.add(dev);
   }
 
   /** Only values someone wrote (or a delete someone made) survive; with a single writer its last write wins. */
@@ -355,6 +370,16 @@ async function runSchedule({
           coverage.resets++;
           break;
         }
+        case 'stale': {
+          // Like a reset, but in the running replication, while the schedule goes on.
+          const [device, peer] = [devices[op.dev]!, devices[op.by]!];
+          if (op.dev === op.by || !device.online || !peer.online) break;
+          if (!(await claimUnissuedPosition(peer, device, `forged-${++counter}`))) break;
+          todos.forgetHistory(op.dev, true);
+          notes.forgetHistory(op.dev, true);
+          coverage.staleStarts++;
+          break;
+        }
         case 'up':
           if (!devices[op.dev]!.online) {
             await devices[op.dev]!.start();
@@ -414,9 +439,11 @@ async function runSchedule({
         case 'settle': {
           // awaitInSync waits for pending relay pushes too, which an unreachable diff server never
           // takes, and for peers one on another conflict rule does not answer; a paused device
-          // waits for nothing (its peers do not wait for it either).
-          const running = devices.filter((d) => d.online && !d.replication.isPaused());
-          if (relayServer.down || new Set(running.map((d) => d.extra.conflict)).size > 1)
+          // waits for nothing (its peers do not wait for it either). Rules of paused devices count:
+          // one paused by a start-over runs again at any moment.
+          const online = devices.filter((d) => d.online);
+          const running = online.filter((d) => !d.replication.isPaused());
+          if (relayServer.down || new Set(online.map((d) => d.extra.conflict)).size > 1)
             await new Promise((resolve) => setTimeout(resolve, 20));
           else await Promise.all(running.map((d) => d.replication.awaitInSync()));
           break;
@@ -1016,6 +1043,7 @@ describe(`convergence (fast-check, ${DEVICES.length} devices, in-memory network 
       expect(coverage.wipes).toBeGreaterThan(0);
       expect(coverage.drops).toBeGreaterThan(0);
       expect(coverage.resets).toBeGreaterThan(0);
+      expect(coverage.staleStarts).toBeGreaterThan(0);
       expect(coverage.conflicts).toBeGreaterThan(0);
       expect(coverage.bareRuns).toBeGreaterThan(0);
       if (NOTES) expect(coverage.notesApart).toBeGreaterThan(0);
