@@ -164,8 +164,9 @@ interface InStream {
   /** This stream asks from before `refusal`: the local schema changed since, so they may pass now. */
   retrying: boolean;
   /**
-   * The peer answered that it does not replicate this collection: nothing to hear from it or tell it
-   * (awaitInSync does not wait for it) until it asks for the collection itself.
+   * The peer answered that it does not replicate this collection, or settles its conflicts by another
+   * rule: nothing to hear from it or tell it (awaitInSync does not wait for it) until it asks for the
+   * collection itself (under this device's rule). Own writes go to its mailbox meanwhile.
    */
   unserved: boolean;
   /**
@@ -1195,6 +1196,9 @@ export class FerryReplicationState implements RoutedReplication {
       const problem = this.policyMismatch(peer, init.policy!, init.policyVersion, init.collection);
       this.report(new FerryError('REJECTED', problem));
       this.nack(peer, init.collection, init.stream, '', 'policy', problem);
+      // Its refusal of our request may have come first, and been undone above.
+      if (ours) ours.unserved = true;
+      this.changed$.next();
       return;
     }
     const streams = this.outbound.get(peer) ?? new Map<string, OutStream>();
@@ -1472,6 +1476,10 @@ export class FerryReplicationState implements RoutedReplication {
   private onNack(peer: string, nack: DiffNack): void {
     this.answered(peer, nack.collection, nack.stream);
     let reported = nack.reason === 'rejected' || nack.reason === 'invalid';
+    if (nack.reason === 'policy') {
+      const stream = this.inbound.get(peer)?.get(nack.collection);
+      if (stream?.stream === nack.stream) stream.unserved = true;
+    }
     if (nack.reason === 'unknown-collection') {
       const stream = this.inbound.get(peer)?.get(nack.collection);
       // Said once per peer, not at every meeting, until it runs the collection.

@@ -438,13 +438,10 @@ async function runSchedule({
         }
         case 'settle': {
           // awaitInSync waits for pending relay pushes too, which an unreachable diff server never
-          // takes, and for peers one on another conflict rule does not answer; a paused device
-          // waits for nothing (its peers do not wait for it either). Rules of paused devices count:
-          // one paused by a start-over runs again at any moment.
-          const online = devices.filter((d) => d.online);
-          const running = online.filter((d) => !d.replication.isPaused());
-          if (relayServer.down || new Set(online.map((d) => d.extra.conflict)).size > 1)
-            await new Promise((resolve) => setTimeout(resolve, 20));
+          // takes; a paused device waits for nothing (its peers do not wait for it either). Devices
+          // on different conflict rules (mid-'switch') wait for nothing from each other.
+          const running = devices.filter((d) => d.online && !d.replication.isPaused());
+          if (relayServer.down) await new Promise((resolve) => setTimeout(resolve, 20));
           else await Promise.all(running.map((d) => d.replication.awaitInSync()));
           break;
         }

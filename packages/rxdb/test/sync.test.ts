@@ -2115,6 +2115,11 @@ describe('replicateFerry over the in-memory network', () => {
         ),
       });
       expect(await b.docs()).toEqual([]);
+      // Connected, the two have nothing to wait for from each other (an app mid-rollout of a new
+      // rule must not hang on it): a's write went to b's mailbox, for when b runs a's rule.
+      await Promise.all([a.replication.awaitInSync(), b.replication.awaitInSync()]);
+      expect(relayServer.waiting('polb')).toBeGreaterThan(0);
+      expect(a.network.connectedPeers()).toContain('polb');
 
       // Through the mailbox neither: a's diffs wait there while b runs the other policy.
       await b.stop();
