@@ -12,7 +12,7 @@ import {
   withoutAttachments,
 } from './attachments.js';
 import { type ChangeCheckpoint, changedDocumentsSince, type StorageInstance } from './change-feed.js';
-import type { HybridClock } from './hlc.js';
+import { decodeStamp, type HybridClock } from './hlc.js';
 import { type DocMeta, type MetaStore, storageBelowWrapper, versionOf } from './store.js';
 import {
   ATTACHMENTS,
@@ -473,6 +473,35 @@ export class CollectionSync {
       if (meta.seq === entry.seq && meta.local) ids.push(entry.id);
     }
     return ids;
+  }
+
+  /**
+   * Forgets the deletes RxDB's cleanup purged from the storage: their metadata goes as their
+   * tombstones went, and peers that ask from before them no longer get them. Only a tombstone
+   * stamped at or before `stampedBy` (ms) can have been purged yet, and a delete made here is kept
+   * until it reached every known device (`ownThrough`, the relay mark: see RelayOutbox). A delete of
+   * a document this device never stored has no tombstone to purge, and is kept. Returns the ids.
+   */
+  forgetPurged(stampedBy: number, ownThrough: number): Promise<string[]> {
+    return this.serial(async () => {
+      const candidates: string[] = [];
+      for (const meta of this.metas.values()) {
+        if (!meta.del || meta.rev === '' || (meta.local && meta.seq > ownThrough)) continue;
+        const time = decodeStamp(meta.st)?.time;
+        if (time !== undefined && time <= stampedBy) candidates.push(meta.id);
+      }
+      if (candidates.length === 0) return [];
+      const stored = await this.findStored(candidates);
+      const purged = new Set(candidates.filter((id) => !stored.has(id)));
+      if (purged.size === 0) return [];
+      await this.host.store.forgetMetas(this.name, purged);
+      for (const id of purged) {
+        this.metas.delete(id);
+        this.recorded.delete(id);
+      }
+      this.log = this.log.filter((entry) => !purged.has(entry.id));
+      return [...purged];
+    });
   }
 
   /** Snapshot of the metadata, for tests and diagnostics. */

@@ -18,6 +18,7 @@ import {
 } from 'rxdb';
 import { RxDBLeaderElectionPlugin } from 'rxdb/plugins/leader-election';
 import { BehaviorSubject, filter, firstValueFrom, Subject, type Subscription } from 'rxjs';
+import { DEFAULT_MINIMUM_DELETED_TIME, type PurgeWatcher, watchPurges } from './cleanup.js';
 import { CollectionSync, type FerryConflict, type StoredDoc, WRITE_CONTEXT } from './collection-sync.js';
 import { ConflictRecord } from './conflict-record.js';
 import { HybridClock } from './hlc.js';
@@ -359,7 +360,7 @@ const replicated = new WeakSet<RxCollection>();
  */
 const cancelling = new WeakMap<RxCollection, Promise<void>>();
 
-export class FerryReplicationState implements RoutedReplication {
+export class FerryReplicationState implements RoutedReplication, PurgeWatcher {
   readonly clientId: string;
   /** True while replication runs (false after pause() or cancel()). */
   readonly active$ = new BehaviorSubject<boolean>(false);
@@ -424,6 +425,8 @@ export class FerryReplicationState implements RoutedReplication {
   /** The greatest log position this run pushed to each peer, by `peer\u0000collection`. */
   private readonly pushedTo = new Map<string, number>();
   private startingOver = false;
+  /** Stops RxDB's cleanup telling this replication what it purged (see afterCleanup). */
+  private unwatchPurges: (() => void) | undefined;
 
   constructor(
     private readonly options: ReplicateFerryOptions,
@@ -537,6 +540,7 @@ export class FerryReplicationState implements RoutedReplication {
       );
     }
     this.router.attach(this, [...this.syncs.keys()]);
+    this.unwatchPurges = watchPurges(this);
     this.network.on('peer-connected', this.onPeerConnected);
     this.network.on('peer-disconnected', this.onPeerDisconnected);
     const { relayHints } = this.options;
@@ -601,6 +605,8 @@ export class FerryReplicationState implements RoutedReplication {
   /** Stops listening to the network, the mailbox hints and the collections; waits for work in progress. */
   private async detach(): Promise<void> {
     this.router.detach(this);
+    this.unwatchPurges?.();
+    this.unwatchPurges = undefined;
     this.network.off('peer-connected', this.onPeerConnected);
     this.network.off('peer-disconnected', this.onPeerDisconnected);
     this.options.relayHints?.off('mailbox', this.onMailboxHint);
@@ -883,6 +889,24 @@ export class FerryReplicationState implements RoutedReplication {
       `${label(ours.policy, ours.policyVersion)}: every device of an account must use the same ` +
       'policy, so the two do not sync it until they do'
     );
+  }
+
+  /**
+   * @internal RxDB's cleanup ran on a collection (see watchPurges): forget the deletes it purged,
+   * those stamped more than its `minimumDeletedTime` ago (see CollectionSync.forgetPurged).
+   */
+  async afterCleanup(databaseName: string, collectionName: string): Promise<void> {
+    const now = (this.options.now ?? Date.now)();
+    for (const sync of this.syncs.values()) {
+      const { database, name } = sync.collection;
+      if (this.cancelled || database.name !== databaseName || name !== collectionName) continue;
+      const minimum = database.cleanupPolicy?.minimumDeletedTime ?? DEFAULT_MINIMUM_DELETED_TIME;
+      try {
+        await sync.forgetPurged(now - minimum, this.outbox.markOf(sync.name));
+      } catch (error) {
+        this.report(error);
+      }
+    }
   }
 
   /** @internal Apply a relay diff of one of this replication's collections (see SyncRouter.pull). */

@@ -297,6 +297,38 @@ export class MetaStore {
     if (rows.length > 0) await this.write(rows);
   }
 
+  /**
+   * Drops every entry of `ids` from one collection's segments (loaded first), current or superseded:
+   * those documents have no metadata left, and no older entry of theirs comes back at the next load.
+   * The superseded entries go in a first write: a crash between the two leaves the current ones,
+   * which load as they were.
+   */
+  async forgetMetas(collection: string, ids: ReadonlySet<string>): Promise<void> {
+    const segments = this.segments.get(collection);
+    if (!segments)
+      throw new FerryError('INTERNAL', `metadata of ${collection} forgotten before it was loaded`);
+    const rewrite = async (drop: (meta: DocMeta, n: number) => boolean) => {
+      const rows: MetaRow[] = [];
+      for (const [n, entries] of segments.entries) {
+        const kept = entries.filter((meta) => !drop(meta, n));
+        if (kept.length === entries.length) continue;
+        segments.entries.set(n, kept);
+        if (kept.length === 0 && n !== segments.tail) segments.free.push(n);
+        rows.push({ k: segmentKey(collection, n), c: collection, v: { value: kept, n } });
+      }
+      if (rows.length > 0) await this.write(rows);
+    };
+    const current = (meta: DocMeta, n: number) => segments.of.get(meta.id) === n;
+    await rewrite((meta, n) => ids.has(meta.id) && !current(meta, n));
+    await rewrite((meta) => ids.has(meta.id));
+    for (const id of ids) {
+      const n = segments.of.get(id);
+      if (n === undefined) continue;
+      segments.of.delete(id);
+      segments.live.set(n, segments.live.get(n)! - 1);
+    }
+  }
+
   async get<T>(key: string): Promise<T | undefined> {
     const [row] = await this.storage.findDocumentsById([stateKey(key)], false);
     if (!row) return undefined;

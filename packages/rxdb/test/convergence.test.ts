@@ -1,5 +1,7 @@
 import { MemoryHub } from '@ferry/core';
 import fc from 'fast-check';
+import { addRxPlugin } from 'rxdb';
+import { RxDBCleanupPlugin } from 'rxdb/plugins/cleanup';
 import { describe, expect, it } from 'vitest';
 import { claimUnissuedPosition, converge, Device, MemoryRelayServer } from './support.js';
 
@@ -7,13 +9,18 @@ import { claimUnissuedPosition, converge, Device, MemoryRelayServer } from './su
 // going down, or crashing with a metadata write lost, and coming back; replications removed (RxDB's
 // `remove()`: their sync starts over) and run again; a running sync starting over because a peer
 // holds log positions its store never issued (a restored database's); relay deliveries that are
-// duplicated, reordered or expired; the diff server unreachable for a while; replications run without
+// duplicated, reordered or expired; the diff server unreachable for a while; RxDB's cleanup purging
+// deletes every device holds (Ferry then forgets them); replications run without
 // a relay (with it again before the network heals); a second collection that devices stop and
 // start running (all run it again before the network heals); clocks that disagree by
 // minutes), once the network heals
 // every device holds exactly the same documents (with the same attachments), and no write is lost
 // except one superseded by the conflict rule. The network heals one of two ways: every link comes back, or none does and the
 // devices only read their mailboxes (then no mailbox may expire: the relay is all they have).
+
+// `purge` runs RxDB's cleanup by hand: it purges every tombstone (its own cycles start after an hour).
+addRxPlugin(RxDBCleanupPlugin);
+const cleanupPolicy = { minimumDeletedTime: 0, minimumCollectionAge: 3_600_000 };
 
 /** Three devices per schedule; FERRY_CONVERGENCE_DEVICES=4 or 5 for a hunt with more (the regressions need three). */
 const DEVICES = ['deva', 'devb', 'devc', 'devd', 'deve'].slice(
@@ -67,6 +74,11 @@ type Op =
   /** The app runs `notes` on the device from its next start, or stops running it (a restart). */
   | { t: 'notes'; dev: number; runs: boolean }
   | { t: 'settle' }
+  /**
+   * Every device meets every other (the network heals, as at the end), then RxDB's cleanup purges
+   * the device's deletes: as RxDB asks, only once no device can still miss them.
+   */
+  | { t: 'purge'; dev: number }
   /** Under the 'switch' policy: this device's app is updated to per-field merging (a restart). */
   | { t: 'switch'; dev: number };
 
@@ -102,6 +114,7 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
   { weight: 1, arbitrary: fc.record({ t: fc.constant('bare' as const), dev, relay: fc.boolean() }) },
   { weight: 3, arbitrary: fc.record({ t: fc.constant('notes' as const), dev, runs: fc.boolean() }) },
   { weight: 1, arbitrary: fc.constant({ t: 'settle' as const }) },
+  { weight: 1, arbitrary: fc.record({ t: fc.constant('purge' as const), dev }) },
   { weight: 1, arbitrary: fc.record({ t: fc.constant('switch' as const), dev }) },
 );
 
@@ -162,6 +175,8 @@ const coverage = {
   drops: 0,
   resets: 0,
   staleStarts: 0,
+  /** Deletes Ferry forgot after RxDB's cleanup purged them. */
+  forgotten: 0,
   conflicts: 0,
   bareRuns: 0,
   /** Notes written while some device did not run `notes`. */
@@ -258,13 +273,45 @@ async function runSchedule({
         conflict,
         knownDevices: DEVICES,
         withNotes: NOTES,
+        cleanupPolicy,
       }),
   );
-  const cut = new Set<string>();
   const todos = new Ledger();
   const notes = new Ledger();
   const attached = new Map<string, Set<string>>(); // doc -> attachment data written
   let counter = 0;
+  const linked = heal === 'links';
+  const settleAll = linked
+    ? async () => {
+        await Promise.all(devices.map((d) => d.replication.pullRelay()));
+        await converge(devices);
+      }
+    : () => convergeByRelay(devices, relayServer);
+  /**
+   * Heal: the diff server reachable, every device up, then every link restored (mailboxes read),
+   * or every link cut and mailboxes read until nothing is left to deliver.
+   */
+  const healAll = async () => {
+    relayServer.down = false;
+    if (policy === 'switch') {
+      for (const device of devices) {
+        if (device.online) await device.stop();
+        device.extra.conflict = fields;
+      }
+    }
+    for (const device of devices) {
+      // Every device runs with the relay again (the first run with it relays what runs without it
+      // owed) and runs notes again.
+      if (device.extra.relayServer && device.extra.withNotes === NOTES) continue;
+      device.extra.relayServer = relayServer;
+      device.extra.withNotes = NOTES;
+      if (device.online) await device.stop();
+    }
+    for (const device of devices) if (device.online) device.replication.resume();
+    for (const [i, x] of DEVICES.entries()) for (const y of DEVICES.slice(i + 1)) hub.setLinked(x, y, linked);
+    for (const device of devices) if (!device.online) await device.start();
+    await settleAll();
+  };
   try {
     for (const device of devices) await device.start();
     for (const op of ops) {
@@ -324,9 +371,6 @@ async function runSchedule({
         }
         case 'link': {
           if (op.a === op.b) break;
-          const key = [op.a, op.b].sort().join();
-          if (op.linked) cut.delete(key);
-          else cut.add(key);
           hub.setLinked(DEVICES[op.a]!, DEVICES[op.b]!, op.linked);
           break;
         }
@@ -436,6 +480,17 @@ async function runSchedule({
           if (wasOnline) await device.start();
           break;
         }
+        case 'purge': {
+          await healAll();
+          const device = devices[op.dev]!;
+          const ids = Array.from({ length: DOCS }, (_, i) => `d${i}`);
+          const sync = device.replication.collection('todos')!;
+          const deletes = ids.filter((id) => sync.meta(id)?.del);
+          await device.db.todos.cleanup();
+          if (device.extra.withNotes) await device.db.notes.cleanup();
+          coverage.forgotten += deletes.filter((id) => sync.meta(id) === undefined).length;
+          break;
+        }
         case 'settle': {
           // awaitInSync waits for pending relay pushes too, which an unreachable diff server never
           // takes; a paused device waits for nothing (its peers do not wait for it either). Devices
@@ -447,34 +502,7 @@ async function runSchedule({
         }
       }
     }
-    // Heal: the diff server reachable, every device up, then every link restored (mailboxes read),
-    // or every link cut and mailboxes read until nothing is left to deliver.
-    relayServer.down = false;
-    if (policy === 'switch') {
-      for (const device of devices) {
-        if (device.online) await device.stop();
-        device.extra.conflict = fields;
-      }
-    }
-    for (const device of devices) {
-      // Every device runs with the relay again (the first run with it relays what runs without it
-      // owed) and runs notes again.
-      if (device.extra.relayServer && device.extra.withNotes === NOTES) continue;
-      device.extra.relayServer = relayServer;
-      device.extra.withNotes = NOTES;
-      if (device.online) await device.stop();
-    }
-    for (const device of devices) if (device.online) device.replication.resume();
-    const linked = heal === 'links';
-    for (const [i, x] of DEVICES.entries()) for (const y of DEVICES.slice(i + 1)) hub.setLinked(x, y, linked);
-    for (const device of devices) if (!device.online) await device.start();
-    const settle = linked
-      ? async () => {
-          await Promise.all(devices.map((d) => d.replication.pullRelay()));
-          await converge(devices);
-        }
-      : () => convergeByRelay(devices, relayServer);
-    await settle();
+    await healAll();
     coverage.relayPushes += relayServer.pushes;
     coverage.conflicts += (await devices[0]!.replication.conflicts()).length;
 
@@ -497,7 +525,7 @@ async function runSchedule({
     }
     // A write made after everyone saw everything supersedes all of it, everywhere.
     await devices[1]!.db.todos.upsert({ id: 'd0', title: 'final word' });
-    await settle();
+    await settleAll();
     for (const device of devices) {
       // (an upsert keeps the document's attachments)
       expect((await device.docs()).find((d) => d.id === 'd0')).toMatchObject({
@@ -1041,6 +1069,7 @@ describe(`convergence (fast-check, ${DEVICES.length} devices, in-memory network 
       expect(coverage.drops).toBeGreaterThan(0);
       expect(coverage.resets).toBeGreaterThan(0);
       expect(coverage.staleStarts).toBeGreaterThan(0);
+      expect(coverage.forgotten).toBeGreaterThan(0);
       expect(coverage.conflicts).toBeGreaterThan(0);
       expect(coverage.bareRuns).toBeGreaterThan(0);
       if (NOTES) expect(coverage.notesApart).toBeGreaterThan(0);

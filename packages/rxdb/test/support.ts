@@ -11,6 +11,7 @@ import {
   addRxPlugin,
   createRevision,
   createRxDatabase,
+  type RxCleanupPolicy,
   type RxCollection,
   type RxConflictHandler,
   type RxDatabase,
@@ -150,6 +151,8 @@ export async function openDb(
   withNotes = false,
   /** The app's own conflict handlers, set on the collections as RxDB's `addCollections` takes them. */
   conflictHandlers: CollectionHandlers = {},
+  /** RxDB's `cleanupPolicy` (when a test adds RxDB's cleanup plugin). */
+  cleanupPolicy?: Partial<RxCleanupPolicy>,
 ): Promise<TodoDb> {
   const db = (await createRxDatabase({
     name: disk.name,
@@ -157,6 +160,7 @@ export async function openDb(
     multiInstance: false,
     eventReduce: true,
     closeDuplicates: true,
+    ...(cleanupPolicy ? { cleanupPolicy } : {}),
   })) as TodoDb;
   await db.addCollections({
     todos: { schema: todoSchema, conflictHandler: conflictHandlers.todos },
@@ -188,10 +192,15 @@ export class Device {
   ) {}
 
   async start(): Promise<this> {
-    this.db = await openDb(this.disk, this.extra.withNotes, this.extra.conflictHandlers);
+    this.db = await openDb(
+      this.disk,
+      this.extra.withNotes,
+      this.extra.conflictHandlers,
+      this.extra.cleanupPolicy,
+    );
     this.network = this.hub.join(this.id);
     this.online = true;
-    const { relayServer, withNotes, conflictHandlers, ...rest } = this.extra;
+    const { relayServer, withNotes, conflictHandlers, cleanupPolicy, ...rest } = this.extra;
     this.replication = await replicateFerry({
       collections: withNotes ? { todos: this.db.todos, notes: this.db.notes } : { todos: this.db.todos },
       network: this.network,
@@ -334,6 +343,7 @@ export type DeviceOptions = Partial<ReplicateFerryOptions> & {
   relayServer?: MemoryRelayServer;
   withNotes?: boolean;
   conflictHandlers?: CollectionHandlers;
+  cleanupPolicy?: Partial<RxCleanupPolicy>;
 };
 
 // biome-ignore lint/suspicious/noExplicitAny: a handler of either collection's documents

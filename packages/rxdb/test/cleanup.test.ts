@@ -1,0 +1,133 @@
+import { MemoryHub } from '@ferry/core';
+import { addRxPlugin } from 'rxdb';
+import { RxDBCleanupPlugin } from 'rxdb/plugins/cleanup';
+import { afterEach, describe, expect, it } from 'vitest';
+import { converge, Device, type DeviceOptions, MemoryRelayServer, within } from './support.js';
+
+// RxDB's cleanup plugin purges deleted documents once they have been deleted for its
+// `minimumDeletedTime`; Ferry then forgets their metadata too, so that an app that creates and
+// deletes many documents does not grow Ferry's log for ever.
+
+addRxPlugin(RxDBCleanupPlugin);
+// Purged at once by `collection.cleanup()`; RxDB's own cleanup cycles start only after an hour, so
+// they never run in the middle of a test.
+const cleanupPolicy = { minimumDeletedTime: 0, minimumCollectionAge: 3_600_000 };
+
+describe("forgetting the deletes RxDB's cleanup purged", () => {
+  const started: Device[] = [];
+  afterEach(async () => {
+    for (const device of started.splice(0)) if (device.online) await device.stop();
+  });
+
+  const device = (id: string, hub: MemoryHub, extra: DeviceOptions = {}) => {
+    const made = new Device(id, hub, { cleanupPolicy, ...extra });
+    started.push(made);
+    return made;
+  };
+  const metaOf = (device: Device, id: string) => device.replication.collection('todos')!.meta(id);
+  const cleanup = (device: Device) => device.db.todos.cleanup();
+
+  it('a delete every device holds: forgotten on each once RxDB purged it, for good (a restart loads none of its entries), and the same id written again syncs', async () => {
+    const hub = new MemoryHub();
+    const a = await device('cla', hub).start();
+    const b = await device('clb', hub).start();
+    // Forty in one commit (a segment of their own), then two writes of t1 appended elsewhere: t1's
+    // superseded entry stays in the first segment, and must not come back as current.
+    await a.db.todos.bulkInsert(Array.from({ length: 40 }, (_, i) => ({ id: `t${i}`, title: `first ${i}` })));
+    await converge([a, b]);
+    await a.db.todos.findOne('t1').update({ $set: { title: 'edited' } });
+    await converge([a, b]);
+    await b.db.todos.findOne('t1').remove();
+    await converge([a, b]);
+    expect(metaOf(a, 't1')).toMatchObject({ del: true });
+    expect(metaOf(b, 't1')).toMatchObject({ del: true });
+
+    // a received it: forgotten at its first cleanup. b made it: once its relay mark says a has it.
+    await cleanup(a);
+    expect(metaOf(a, 't1')).toBeUndefined();
+    await within(10_000, forgottenAfterCleanups(b, 't1'), () => 'b never forgot its delete');
+    expect(metaOf(a, 't2')).toMatchObject({ del: false }); // only what was purged
+    for (const d of [a, b]) {
+      await d.stop();
+      await d.start();
+      expect(metaOf(d, 't1')).toBeUndefined();
+    }
+
+    // Written again after the purge, on either device: a new document to both.
+    await a.db.todos.insert({ id: 't1', title: 'written again' });
+    await b.db.todos.findOne('t2').update({ $set: { title: 'still syncing' } });
+    await converge([a, b]);
+    expect((await b.docs()).find((doc) => doc.id === 't1')).toMatchObject({ title: 'written again' });
+    expect((await a.docs()).find((doc) => doc.id === 't2')).toMatchObject({ title: 'still syncing' });
+    expect(await a.docs()).toHaveLength(40);
+  });
+
+  it('a delete of a document this device never stored has no tombstone to purge: it is kept', async () => {
+    const hub = new MemoryHub();
+    const relayServer = new MemoryRelayServer();
+    const a = await device('nva', hub, { relayServer, knownDevices: ['nvb'] }).start();
+    await a.db.todos.insert({ id: 'gone', title: 'written and deleted before b ever ran' });
+    await a.db.todos.findOne('gone').remove();
+    await a.replication.awaitInSync();
+    const b = await device('nvb', hub, { relayServer }).start();
+    await converge([a, b]);
+    expect(metaOf(b, 'gone')).toMatchObject({ del: true, rev: '' });
+    await cleanup(b);
+    expect(metaOf(b, 'gone')).toMatchObject({ del: true });
+    // a stored it, and RxDB purged it there.
+    await within(10_000, forgottenAfterCleanups(a, 'gone'), () => 'a never forgot its delete');
+  });
+
+  it('an own delete is kept until every known device has it: here until the device that was away acknowledged it (no diff server)', async () => {
+    const hub = new MemoryHub();
+    const a = await device('owa', hub, { knownDevices: ['owb'] }).start();
+    const b = await device('owb', hub).start();
+    await a.db.todos.insert({ id: 'doomed', title: 'deleted while b is away' });
+    await converge([a, b]);
+    await b.stop();
+    await a.db.todos.findOne('doomed').remove();
+    await a.replication.awaitInSync();
+    await cleanup(a);
+    // RxDB purged the tombstone; Ferry keeps the delete, which b has not got.
+    expect(await a.db.todos.storageInstance.findDocumentsById(['doomed'], true)).toEqual([]);
+    expect(metaOf(a, 'doomed')).toMatchObject({ del: true });
+    await a.stop();
+    await a.start();
+    await b.start();
+    await converge([a, b]);
+    expect(await b.docs()).toEqual([]);
+    // b acknowledged it: once the relay mark is saved (a second later), the next cleanup forgets it.
+    await within(
+      10_000,
+      forgottenAfterCleanups(a, 'doomed'),
+      () => 'a never forgot the delete b acknowledged',
+    );
+  });
+
+  it('with a diff server, an own delete is forgotten once it is in the mailbox of the device that is away, which gets it from there', async () => {
+    const hub = new MemoryHub();
+    const relayServer = new MemoryRelayServer();
+    const a = await device('rla', hub, { relayServer }).start();
+    const b = await device('rlb', hub, { relayServer }).start();
+    await a.db.todos.insert({ id: 'doomed', title: 'deleted while b is away' });
+    await converge([a, b]);
+    await b.stop();
+    await a.db.todos.findOne('doomed').remove();
+    await a.replication.awaitInSync();
+    expect(relayServer.waiting('rlb')).toBeGreaterThan(0);
+    await within(10_000, forgottenAfterCleanups(a, 'doomed'), () => 'a never forgot the relayed delete');
+    await a.stop();
+    await b.start();
+    await b.replication.awaitInSync();
+    expect(await b.docs()).toEqual([]);
+    expect(relayServer.waiting('rlb')).toBe(0);
+  });
+
+  /** Runs RxDB's cleanup until Ferry forgot `id` (its relay mark is saved a while after the delivery). */
+  async function forgottenAfterCleanups(d: Device, id: string): Promise<void> {
+    while (metaOf(d, id) !== undefined) {
+      await cleanup(d);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  }
+});
