@@ -477,22 +477,27 @@ export class CollectionSync {
 
   /**
    * Forgets the deletes RxDB's cleanup purged from the storage: their metadata goes as their
-   * tombstones went, and peers that ask from before them no longer get them. Only a tombstone
-   * stamped at or before `stampedBy` (ms) can have been purged yet, and a delete made here is kept
-   * until it reached every known device (`ownThrough`, the relay mark: see RelayOutbox). A delete of
-   * a document this device never stored has no tombstone to purge, and is kept. Returns the ids.
+   * tombstones went, and peers that ask from before them no longer get them. Only a delete stamped
+   * at or before `stampedBy` (ms) can have been purged yet, and one made here is kept until it
+   * reached every known device (`ownThrough`, the relay mark: see RelayOutbox). A delete of a
+   * document this device never stored (it came as a tombstone) has no tombstone to purge: it goes
+   * once stamped by `stampedBy`, as RxDB would have purged its tombstone. Returns the ids.
    */
   forgetPurged(stampedBy: number, ownThrough: number): Promise<string[]> {
     return this.serial(async () => {
       const candidates: string[] = [];
+      const purged = new Set<string>();
       for (const meta of this.metas.values()) {
-        if (!meta.del || meta.rev === '' || (meta.local && meta.seq > ownThrough)) continue;
+        if (!meta.del || (meta.local && meta.seq > ownThrough)) continue;
         const time = decodeStamp(meta.st)?.time;
-        if (time !== undefined && time <= stampedBy) candidates.push(meta.id);
+        if (time === undefined || time > stampedBy) continue;
+        if (meta.rev === '') purged.add(meta.id);
+        else candidates.push(meta.id);
       }
-      if (candidates.length === 0) return [];
-      const stored = await this.findStored(candidates);
-      const purged = new Set(candidates.filter((id) => !stored.has(id)));
+      if (candidates.length > 0) {
+        const stored = await this.findStored(candidates);
+        for (const id of candidates) if (!stored.has(id)) purged.add(id);
+      }
       if (purged.size === 0) return [];
       await this.host.store.forgetMetas(this.name, purged);
       for (const id of purged) {

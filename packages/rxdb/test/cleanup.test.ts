@@ -62,18 +62,26 @@ describe("forgetting the deletes RxDB's cleanup purged", () => {
     expect(await a.docs()).toHaveLength(40);
   });
 
-  it('a delete of a document this device never stored has no tombstone to purge: it is kept', async () => {
+  it('a delete of a document this device never stored (no tombstone to purge) is forgotten once stamped minimumDeletedTime ago, as RxDB would have purged its tombstone', async () => {
     const hub = new MemoryHub();
     const relayServer = new MemoryRelayServer();
     const a = await device('nva', hub, { relayServer, knownDevices: ['nvb'] }).start();
     await a.db.todos.insert({ id: 'gone', title: 'written and deleted before b ever ran' });
     await a.db.todos.findOne('gone').remove();
     await a.replication.awaitInSync();
-    const b = await device('nvb', hub, { relayServer }).start();
+    let ahead = 0;
+    const b = await device('nvb', hub, {
+      relayServer,
+      now: () => Date.now() + ahead,
+      cleanupPolicy: { ...cleanupPolicy, minimumDeletedTime: 60_000 },
+    }).start();
     await converge([a, b]);
     expect(metaOf(b, 'gone')).toMatchObject({ del: true, rev: '' });
     await cleanup(b);
-    expect(metaOf(b, 'gone')).toMatchObject({ del: true });
+    expect(metaOf(b, 'gone')).toMatchObject({ del: true }); // stamped less than a minute ago
+    ahead = 120_000;
+    await cleanup(b);
+    expect(metaOf(b, 'gone')).toBeUndefined();
     // a stored it, and RxDB purged it there.
     await within(10_000, forgottenAfterCleanups(a, 'gone'), () => 'a never forgot its delete');
   });
