@@ -499,7 +499,8 @@ export class CollectionSync {
         for (const id of candidates) if (!stored.has(id)) purged.add(id);
       }
       if (purged.size === 0) return [];
-      await this.host.store.forgetMetas(this.name, purged);
+      // The log's latest positions may go with them: the next start counts on from the head saved here.
+      await this.host.store.forgetMetas(this.name, purged, [[`issued/${this.name}`, this.issued()]]);
       for (const id of purged) {
         this.metas.delete(id);
         this.recorded.delete(id);

@@ -301,14 +301,17 @@ export class MetaStore {
    * Drops every entry of `ids` from one collection's segments (loaded first), current or superseded:
    * those documents have no metadata left, and no older entry of theirs comes back at the next load.
    * The superseded entries go in a first write: a crash between the two leaves the current ones,
-   * which load as they were.
+   * which load as they were. `state` rows are saved with the first.
    */
-  async forgetMetas(collection: string, ids: ReadonlySet<string>): Promise<void> {
+  async forgetMetas(
+    collection: string,
+    ids: ReadonlySet<string>,
+    state: Array<[string, unknown]> = [],
+  ): Promise<void> {
     const segments = this.segments.get(collection);
     if (!segments)
       throw new FerryError('INTERNAL', `metadata of ${collection} forgotten before it was loaded`);
-    const rewrite = async (drop: (meta: DocMeta, n: number) => boolean) => {
-      const rows: MetaRow[] = [];
+    const rewrite = async (drop: (meta: DocMeta, n: number) => boolean, rows: MetaRow[] = []) => {
       for (const [n, entries] of segments.entries) {
         const kept = entries.filter((meta) => !drop(meta, n));
         if (kept.length === entries.length) continue;
@@ -319,7 +322,10 @@ export class MetaStore {
       if (rows.length > 0) await this.write(rows);
     };
     const current = (meta: DocMeta, n: number) => segments.of.get(meta.id) === n;
-    await rewrite((meta, n) => ids.has(meta.id) && !current(meta, n));
+    await rewrite(
+      (meta, n) => ids.has(meta.id) && !current(meta, n),
+      state.map(([key, value]) => stateRow(key, value)),
+    );
     await rewrite((meta) => ids.has(meta.id));
     for (const id of ids) {
       const n = segments.of.get(id);

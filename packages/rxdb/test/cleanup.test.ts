@@ -131,6 +131,29 @@ describe("forgetting the deletes RxDB's cleanup purged", () => {
     expect(relayServer.waiting('rlb')).toBe(0);
   });
 
+  it("forgetting the log's latest versions does not take its head back: a restart after they were forgotten is no restored database to the peer it passed them to", async () => {
+    const hub = new MemoryHub();
+    const a = await device('hda', hub).start();
+    const b = await device('hdb', hub).start();
+    const c = await device('hdc', hub).start();
+    // c's versions, more than a start reserves above the head it saved (UNSAVED_MAX): b logs them
+    // and passes them on to a, whose checkpoint in b's log goes past them.
+    const ids = Array.from({ length: 1100 }, (_, i) => `h${i}`);
+    await c.db.todos.bulkInsert(ids.map((id) => ({ id, title: id })));
+    await converge([a, b, c]);
+    await c.db.todos.bulkRemove(ids);
+    await converge([a, b, c]);
+    await cleanup(b);
+    expect(metaOf(b, 'h1099')).toBeUndefined();
+    await b.stop();
+    await b.start();
+    const errors: unknown[] = [];
+    b.replication.error$.subscribe((error) => errors.push(error));
+    await c.db.todos.insert({ id: 'after', title: 'after the restart' });
+    await converge([a, b, c]);
+    expect(errors).toEqual([]); // no STALE: a's checkpoint in b's log is one b issued
+  });
+
   /** Runs RxDB's cleanup until Ferry forgot `id` (its relay mark is saved a while after the delivery). */
   async function forgottenAfterCleanups(d: Device, id: string): Promise<void> {
     while (metaOf(d, id) !== undefined) {
