@@ -388,8 +388,7 @@ export class CollectionSync {
         const { picked, newSeq } = this.pick(cursor, to, limits.count);
         const changes = await this.read(picked, holdsData);
         if (changes) return this.cut(changes, picked, newSeq, limits.bytes);
-        this.dirty = true; // the app wrote meanwhile: record it, then read again
-        await this.scanNow();
+        await this.catchUp(picked);
       }
     });
   }
@@ -458,8 +457,7 @@ export class CollectionSync {
         const metas = ids.map((id) => this.metas.get(id)).filter((m): m is DocMeta => m !== undefined);
         const changes = await this.read(metas);
         if (changes) return changes;
-        this.dirty = true;
-        await this.scanNow();
+        await this.catchUp(metas);
       }
     });
   }
@@ -479,7 +477,7 @@ export class CollectionSync {
    * Forgets the deletes RxDB's cleanup purged from the storage: their metadata goes as their
    * tombstones went, and peers that ask from before them no longer get them. Only a delete stamped
    * at or before `stampedBy` (ms) can have been purged yet, and one made here is kept until it
-   * reached every known device (`ownThrough`, the relay mark: see RelayOutbox). A delete of a
+   * reached every known device (`ownThrough`: see RelayOutbox.deliveredThrough). A delete of a
    * document this device never stored (it came as a tombstone) has no tombstone to purge: it goes
    * once stamped by `stampedBy`, as RxDB would have purged its tombstone. Returns the ids.
    */
@@ -502,6 +500,9 @@ export class CollectionSync {
       // The log's latest positions may go with them: the next start counts on from the head saved here.
       await this.host.store.forgetMetas(this.name, purged, [[`issued/${this.name}`, this.issued()]]);
       for (const id of purged) {
+        // A document written anew counts its entry from the floor: above what a forgotten version
+        // gave out, or a peer still holding that version would take the new one for older.
+        this.ownFloor = Math.max(this.ownFloor, this.metas.get(id)!.vv[this.host.vectorId] ?? 0);
         this.metas.delete(id);
         this.recorded.delete(id);
       }
@@ -662,6 +663,36 @@ export class CollectionSync {
       this.intent.clear();
       await this.host.store.saveMetas(this.name, [], [[`intent/${this.name}`, []]]);
     }
+  }
+
+  /**
+   * Some of `metas` could not be read at their version: the app wrote meanwhile, so the scan
+   * records it. A document the scan does not bring either is one the storage no longer holds
+   * without a change to show for it (the app deleted it while Ferry did not run, and RxDB's cleanup
+   * purged the tombstone before Ferry saw it), or holds at a `_rev` the change feed never showed:
+   * the storage's state is recorded as the app's write (a document gone as a delete made now), so
+   * that the read goes on instead of scanning again for ever.
+   */
+  private async catchUp(metas: DocMeta[]): Promise<void> {
+    this.dirty = true;
+    await this.scanNow();
+    const ids = metas.map((meta) => meta.id);
+    const stored = await this.findStored(ids);
+    const unseen: StoredDoc[] = [];
+    for (const id of ids) {
+      const meta = this.metas.get(id);
+      const doc = stored.get(id);
+      if (doc && doc._rev !== meta?.rev) unseen.push(doc);
+      else if (!doc && meta && !meta.del) unseen.push(this.gone(id));
+    }
+    if (unseen.length > 0) await this.commit(this.localVersions(unseen, true));
+  }
+
+  /** A tombstone for a document the storage lost track of (see catchUp): no content, no `_rev`. */
+  private gone(id: string): StoredDoc {
+    const doc = { _deleted: true, _rev: '', _attachments: {}, _meta: { lwt: now() } } as StoredDoc;
+    doc[this.primaryPath] = id;
+    return doc;
   }
 
   /**

@@ -138,6 +138,17 @@ export class RelayOutbox {
     return this.marks.get(collection) ?? 0;
   }
 
+  /**
+   * The log position through which every own version of `collection` reached each known device
+   * now: the saved mark, or further where acknowledgements and pushes since say so (not while a
+   * flush is pushing: its batch is out of the queue but not in the mailboxes yet).
+   */
+  deliveredThrough(collection: string): number {
+    const saved = this.markOf(collection);
+    if (this.flushing) return saved;
+    return Math.max(saved, this.markCandidates().get(collection) ?? saved);
+  }
+
   /** A peer just connected, or the replication resumed: its request is expected (see STREAM_WAIT_MS). */
   expectStreams(peer: string): void {
     if (this.relay) this.streamsExpected.set(peer, performance.now() + STREAM_WAIT_MS);

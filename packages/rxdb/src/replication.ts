@@ -902,7 +902,7 @@ export class FerryReplicationState implements RoutedReplication, PurgeWatcher {
       if (this.cancelled || database.name !== databaseName || name !== collectionName) continue;
       const minimum = database.cleanupPolicy?.minimumDeletedTime ?? DEFAULT_MINIMUM_DELETED_TIME;
       try {
-        await sync.forgetPurged(now - minimum, this.outbox.markOf(sync.name));
+        await sync.forgetPurged(now - minimum, this.outbox.deliveredThrough(sync.name));
       } catch (error) {
         this.report(error);
       }

@@ -2,7 +2,7 @@ import { MemoryHub } from '@ferry/core';
 import { addRxPlugin } from 'rxdb';
 import { RxDBCleanupPlugin } from 'rxdb/plugins/cleanup';
 import { afterEach, describe, expect, it } from 'vitest';
-import { converge, Device, type DeviceOptions, MemoryRelayServer, within } from './support.js';
+import { converge, Device, type DeviceOptions, MemoryRelayServer, openDb, within } from './support.js';
 
 // RxDB's cleanup plugin purges deleted documents once they have been deleted for its
 // `minimumDeletedTime`; Ferry then forgets their metadata too, so that an app that creates and
@@ -60,6 +60,23 @@ describe("forgetting the deletes RxDB's cleanup purged", () => {
     expect((await b.docs()).find((doc) => doc.id === 't1')).toMatchObject({ title: 'written again' });
     expect((await a.docs()).find((doc) => doc.id === 't2')).toMatchObject({ title: 'still syncing' });
     expect(await a.docs()).toHaveLength(40);
+  });
+
+  it('a document written anew where its delete was forgotten reaches a device that still holds the delete (the new version is not taken for an older one)', async () => {
+    const hub = new MemoryHub();
+    const a = await device('wna', hub).start();
+    const b = await device('wnb', hub).start();
+    await a.db.todos.insert({ id: 't1', title: 'first' });
+    await converge([a, b]);
+    await b.db.todos.findOne('t1').remove();
+    await converge([a, b]);
+    // Only a's cleanup runs: b keeps the delete, whose vector names a's first write.
+    await cleanup(a);
+    expect(metaOf(a, 't1')).toBeUndefined();
+    expect(metaOf(b, 't1')).toMatchObject({ del: true });
+    await a.db.todos.insert({ id: 't1', title: 'written anew' });
+    await converge([a, b]);
+    expect((await b.docs()).find((doc) => doc.id === 't1')).toMatchObject({ title: 'written anew' });
   });
 
   it('a delete of a document this device never stored (no tombstone to purge) is forgotten once stamped minimumDeletedTime ago, as RxDB would have purged its tombstone', async () => {
@@ -152,6 +169,30 @@ describe("forgetting the deletes RxDB's cleanup purged", () => {
     await c.db.todos.insert({ id: 'after', title: 'after the restart' });
     await converge([a, b, c]);
     expect(errors).toEqual([]); // no STALE: a's checkpoint in b's log is one b issued
+  });
+
+  it('a delete the app made while Ferry did not run, purged before Ferry saw it: taken for a delete when the document is next read (a peer asking from scratch), not a loop that never ends', async () => {
+    const hub = new MemoryHub();
+    const a = await device('vna', hub).start();
+    const b = await device('vnb', hub).start();
+    await a.db.todos.bulkInsert([
+      { id: 'x1', title: 'deleted while Ferry is off' },
+      { id: 'x2', title: 'kept' },
+    ]);
+    await converge([a, b]);
+    // The app runs without Ferry for a while: it deletes x1, and RxDB's cleanup purges it.
+    await a.stop();
+    const db = await openDb(a.disk, false, {}, cleanupPolicy);
+    await db.todos.findOne('x1').remove();
+    await db.todos.cleanup();
+    expect(await db.todos.storageInstance.findDocumentsById(['x1'], true)).toEqual([]);
+    await db.close();
+    await a.start();
+    // A new device asks a for everything: reading x1 finds it gone.
+    const c = await device('vnc', hub).start();
+    await within(10_000, converge([a, b, c]), () => 'the devices never converged');
+    for (const d of [a, b, c]) expect((await d.docs()).map((doc) => doc.id)).toEqual(['x2']);
+    expect(metaOf(a, 'x1')).toMatchObject({ del: true, local: true });
   });
 
   /** Runs RxDB's cleanup until Ferry forgot `id` (its relay mark is saved a while after the delivery). */

@@ -75,10 +75,11 @@ type Op =
   | { t: 'notes'; dev: number; runs: boolean }
   | { t: 'settle' }
   /**
-   * Every device meets every other (the network heals, as at the end), then RxDB's cleanup purges
-   * the device's deletes: as RxDB asks, only once no device can still miss them.
+   * Device `by` deletes the document (if given, and if it holds it), every device meets every other
+   * (the network heals, as at the end), time passes, then RxDB's cleanup purges `dev`'s deletes: as
+   * RxDB asks, only once no device can still miss them.
    */
-  | { t: 'purge'; dev: number }
+  | { t: 'purge'; dev: number; by?: number; doc?: number }
   /** Under the 'switch' policy: this device's app is updated to per-field merging (a restart). */
   | { t: 'switch'; dev: number };
 
@@ -114,7 +115,7 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
   { weight: 1, arbitrary: fc.record({ t: fc.constant('bare' as const), dev, relay: fc.boolean() }) },
   { weight: 3, arbitrary: fc.record({ t: fc.constant('notes' as const), dev, runs: fc.boolean() }) },
   { weight: 1, arbitrary: fc.constant({ t: 'settle' as const }) },
-  { weight: 1, arbitrary: fc.record({ t: fc.constant('purge' as const), dev }) },
+  { weight: 1, arbitrary: fc.record({ t: fc.constant('purge' as const), dev, by: dev, doc }) },
   { weight: 1, arbitrary: fc.record({ t: fc.constant('switch' as const), dev }) },
 );
 
@@ -312,26 +313,32 @@ async function runSchedule({
     for (const device of devices) if (!device.online) await device.start();
     await settleAll();
   };
+  /** The app on `dev` deletes the document, if the device is up and holds it. */
+  const remove = async (dev: number, doc: number) => {
+    const id = `d${doc}`;
+    if (!devices[dev]!.online) return;
+    const existing = await devices[dev]!.db.todos.findOne(id).exec();
+    if (!existing) return;
+    // incrementalRemove: the replication may write this document between findOne and the removal.
+    await existing.incrementalRemove();
+    todos.record(id, '', dev);
+  };
   try {
     for (const device of devices) await device.start();
     for (const op of ops) {
       switch (op.t) {
+        case 'del':
+          await remove(op.dev, op.doc);
+          break;
         case 'put':
-        case 'putDown':
-        case 'del': {
+        case 'putDown': {
           const device = devices[op.dev]!;
           // putDown: the app writes while its replication is not running (after a crash, say).
           if (device.online === (op.t === 'putDown')) break;
           const id = `d${op.doc}`;
-          const value = op.t === 'del' ? '' : `${device.id}-${++counter}`;
+          const value = `${device.id}-${++counter}`;
           if (op.t === 'put') await device.db.todos.upsert({ id, title: value });
-          else if (op.t === 'putDown') await device.writeWhileDown({ id, title: value });
-          else {
-            const existing = await device.db.todos.findOne(id).exec();
-            if (!existing) break;
-            // incrementalRemove: the replication may write this document between findOne and the removal.
-            await existing.incrementalRemove();
-          }
+          else await device.writeWhileDown({ id, title: value });
           todos.record(id, value, op.dev);
           break;
         }
@@ -481,7 +488,11 @@ async function runSchedule({
           break;
         }
         case 'purge': {
+          if (op.by !== undefined && op.doc !== undefined) await remove(op.by, op.doc);
           await healAll();
+          // Time passes, as RxDB's minimumDeletedTime asks: longer than the clocks disagree (and past
+          // the wall clock, which stamps the writes a scan finds at their write time).
+          time = Math.max(time, Date.now()) + 20 * 60_000;
           const device = devices[op.dev]!;
           const ids = Array.from({ length: DOCS }, (_, i) => `d${i}`);
           const sync = device.replication.collection('todos')!;
@@ -1040,6 +1051,21 @@ const regressions: Array<[string, Schedule]> = [
       reorder: false,
       policy: 'fields',
       heal: 'relay',
+    },
+  ],
+  [
+    'a document written anew on a device whose delete of it RxDB purged and Ferry forgot, while its peers still held the delete: its new version counted its own entry from the start again, and the peers took it for an older one (hunt, seed -1986198273)',
+    {
+      ops: [
+        { t: 'put', dev: 1, doc: 0 },
+        { t: 'purge', dev: 1 },
+        { t: 'del', dev: 0, doc: 0 },
+        { t: 'purge', dev: 1 },
+      ],
+      duplicate: false,
+      reorder: false,
+      policy: 'fields',
+      heal: 'links',
     },
   ],
 ];
