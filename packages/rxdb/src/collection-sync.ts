@@ -162,6 +162,11 @@ export class CollectionSync {
    * that the peers held, who then took the two different contents for the same version.
    */
   private ownReserved = 0;
+  /**
+   * When this store first ran (RxDB's clock): a document Ferry never saw that was written before is a
+   * copy the device held before it first synced, stamped at its write time (see localVersions).
+   */
+  private since: number | undefined;
   private readonly metas = new Map<string, DocMeta>();
   private log: Array<{ seq: number; id: string }> = [];
   private scanCheckpoint: unknown;
@@ -230,9 +235,11 @@ export class CollectionSync {
     for (const meta of metas) loadedOwn = Math.max(loadedOwn, meta.vv[host.vectorId] ?? 0);
     // What the last run may have sent without saving lies above what it recorded here at its start
     // (no record: a new store, or one from a Ferry that saved before sending).
-    const issued = await host.store.get<{ seq: number; own: number }>(`issued/${name}`);
+    const issued = await host.store.get<{ seq: number; own: number; since?: number }>(`issued/${name}`);
     sync.head = issued ? Math.max(loadedHead, issued.seq) + UNSAVED_MAX : loadedHead;
     sync.ownFloor = issued ? Math.max(loadedOwn, issued.own) + 1 : 0;
+    // A store an earlier Ferry made has no record of it: every document it never saw is stamped at its write time.
+    sync.since = issued ? issued.since : now();
     sync.ownReserved = sync.ownFloor + UNSAVED_MAX;
     sync.sendable = sync.head;
     await host.store.set(`issued/${name}`, sync.issued());
@@ -775,7 +782,11 @@ export class CollectionSync {
         written.set(id, adopted);
         continue;
       }
-      const st = readNow && !known ? this.host.clock.stampAt(doc._meta?.lwt) : this.host.clock.now();
+      // Written since: a write whose metadata a crash lost (peers may hold it under a later stamp, if
+      // a peer's clock had carried this one forward), or one made while Ferry did not run.
+      const before = this.since === undefined || (doc._meta?.lwt ?? 0) < this.since;
+      const st =
+        readNow && !known && before ? this.host.clock.stampAt(doc._meta?.lwt) : this.host.clock.now();
       const meta: DocMeta = {
         id,
         rev: doc._rev,
@@ -803,8 +814,12 @@ export class CollectionSync {
   }
 
   /** What a start must skip past: the log head and own vector entry this run may give out unsaved. */
-  private issued(): { seq: number; own: number } {
-    return { seq: this.head, own: this.ownReserved };
+  private issued(): { seq: number; own: number; since?: number } {
+    return {
+      seq: this.head,
+      own: this.ownReserved,
+      ...(this.since === undefined ? {} : { since: this.since }),
+    };
   }
 
   /** Give new versions their log positions, persist them, and tell the host (before saving, when small). */

@@ -1068,6 +1068,23 @@ const regressions: Array<[string, Schedule]> = [
       heal: 'links',
     },
   ],
+  [
+    "a write already sent, its metadata lost to a crash, found again by the scan: stamped at its write time, earlier than the stamp it went out under (the device's clock ran ahead of the wall clock), it joined with a third device's write one way on one device and the other way on the others, and the relay carries no joins (relay-only heal, hunt, seed 1639485498)",
+    {
+      ops: [
+        { t: 'purge', dev: 0, by: 0, doc: 3 },
+        { t: 'put', dev: 2, doc: 1 },
+        { t: 'crash', dev: 2 },
+        { t: 'crash', dev: 1 },
+        { t: 'put', dev: 0, doc: 1 },
+      ],
+      duplicate: false,
+      reorder: true,
+      policy: 'lww',
+      heal: 'relay',
+      skew: [-90_000, 0, 45_000],
+    },
+  ],
 ];
 
 /** Schedules per run of the suite: ~90 ms each on average here (memory storage); FERRY_CONVERGENCE_RUNS=8000 for a long hunt. */
