@@ -682,7 +682,9 @@ export class CollectionSync {
    */
   private async catchUp(metas: DocMeta[]): Promise<void> {
     this.dirty = true;
+    const head = this.head;
     await this.scanNow();
+    if (this.head !== head) return; // the scan recorded the app's writes: the caller reads again
     const ids = metas.map((meta) => meta.id);
     const stored = await this.findStored(ids);
     const unseen: StoredDoc[] = [];
@@ -782,8 +784,9 @@ export class CollectionSync {
         written.set(id, adopted);
         continue;
       }
-      // Written since: a write whose metadata a crash lost (peers may hold it under a later stamp, if
-      // a peer's clock had carried this one forward), or one made while Ferry did not run.
+      // Only a document written before the store first ran is stamped at its write time. One written
+      // since is a write whose metadata a crash lost (peers may hold it under a later stamp, if a
+      // peer's clock had carried this one ahead) or one made while Ferry did not run.
       const before = this.since === undefined || (doc._meta?.lwt ?? 0) < this.since;
       const st =
         readNow && !known && before ? this.host.clock.stampAt(doc._meta?.lwt) : this.host.clock.now();
