@@ -1,6 +1,7 @@
 import { type FerryError, MemoryHub } from '@ferry/core';
 import {
   addRxPlugin,
+  createRevision,
   createRxDatabase,
   type RxCollection,
   type RxDatabase,
@@ -1909,6 +1910,50 @@ describe('replicateFerry over the in-memory network', () => {
     expect((await a!.docs()).map((d) => d.title)).toEqual(
       Array.from({ length: 12 }, (_, i) => `app write ${i}`),
     );
+  });
+
+  it("a write the storage's change feed never shows (made while Ferry did not run, at a write time before its scan checkpoint): taken for the app's write when the document is next read, and it reaches every device", async () => {
+    const hub = new MemoryHub();
+    const a = new Device('fda', hub);
+    const b = new Device('fdb', hub);
+    started.push(a, b);
+    await a.start();
+    await b.start();
+    await a.db.todos.bulkInsert([
+      { id: 'y1', title: 'first' },
+      { id: 'y2', title: 'kept' },
+    ]);
+    await converge([a, b]);
+    // A restart scans the storage: Ferry's scan checkpoint passes both documents.
+    await a.stop();
+    await a.start();
+    // Written below RxDB's collection API, as a storage-level restore of one document could: an
+    // hour back in write time, so the change feed, read from that checkpoint, never shows it.
+    await a.stop();
+    const db = await openDb(a.disk);
+    const [previous] = await db.todos.storageInstance.findDocumentsById(['y1'], false);
+    const document = {
+      ...previous!,
+      title: 'changed unseen',
+      _rev: createRevision(db.token, previous),
+      _meta: { lwt: previous!._meta.lwt - 3_600_000 },
+    };
+    // RxDB's wrapper of the storage would stamp the write now: this writes under it.
+    const storage = db.todos.internalStorageInstance;
+    expect((await storage.bulkWrite([{ document, previous }], 'restore')).error).toEqual([]);
+    await db.close();
+    await a.start();
+    expect(a.replication.collection('todos')!.meta('y1')!.rev).toBe(previous!._rev); // not scanned
+    // A new device asks a for everything: a reads y1, finds it at a `_rev` it never recorded, and
+    // records it as its own write, which b gets too.
+    const c = new Device('fdc', hub);
+    started.push(c);
+    await c.start();
+    await within(10_000, converge([a, b, c]), () => 'the devices never converged');
+    for (const d of [a, b, c]) {
+      expect((await d.docs()).map((doc) => doc.title)).toEqual(['changed unseen', 'kept']);
+    }
+    expect(a.replication.collection('todos')!.meta('y1')).toMatchObject({ rev: document._rev, local: true });
   });
 
   it("an app handler that keeps the master (as RxDB's default does): two devices settling one conflict at once agree, the later write wins", async () => {
