@@ -665,9 +665,12 @@ export class FerryReplicationState implements RoutedReplication, PurgeWatcher {
     }
   }
 
-  /** Paused by pause(), or not started yet (a tab waiting for leadership); false once cancelled. */
+  /**
+   * Paused by pause(), or not started yet (a tab waiting for leadership); false once cancelled.
+   * During a start-over, which halts the sync for a moment, what the app asked for.
+   */
   isPaused(): boolean {
-    return this.paused && !this.cancelled;
+    return (this.startingOver ? this.startPaused : this.paused) && !this.cancelled;
   }
 
   /** Cancelled for good (RxDB's name for it). */
@@ -676,7 +679,7 @@ export class FerryReplicationState implements RoutedReplication, PurgeWatcher {
   }
 
   isStoppedOrPaused(): boolean {
-    return this.paused || this.cancelled;
+    return this.isPaused() || this.cancelled;
   }
 
   /**

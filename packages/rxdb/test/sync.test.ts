@@ -1660,7 +1660,9 @@ describe('replicateFerry over the in-memory network', () => {
       const called = firstValueFrom(a!.replication.active$.pipe(filter((active) => !active)));
       await claimUnissuedPosition(b!, a!);
       await called;
+      expect(a!.replication.isPaused()).toBe(false); // halted by the start-over, not by the app
       a!.replication[call]();
+      expect(a!.replication.isPaused()).toBe(call === 'pause');
       // Started again (no event tells it when the replication stays paused).
       const started = () => (a!.replication as unknown as { started: boolean }).started;
       await vi.waitFor(() => expect(started()).toBe(true));
