@@ -491,7 +491,11 @@ async function runSchedule({
           if (op.by !== undefined && op.doc !== undefined) await remove(op.by, op.doc);
           await healAll();
           // Time passes, as RxDB's minimumDeletedTime asks: longer than the clocks disagree (and past
-          // the wall clock, which stamps the writes a scan finds at their write time).
+          // the wall clock, which stamps the writes a scan finds at their write time), and long
+          // enough for every device to read its mailbox, as one the diff server tells of new diffs
+          // does at once. A relay push that landed after the heal's reads may carry a version older
+          // than the delete: read after the delete was forgotten, it would bring the document back.
+          await convergeByRelay(devices, relayServer);
           time = Math.max(time, Date.now()) + 20 * 60_000;
           const device = devices[op.dev]!;
           const ids = Array.from({ length: DOCS }, (_, i) => `d${i}`);
@@ -1084,6 +1088,29 @@ const regressions: Array<[string, Schedule]> = [
       heal: 'relay',
       skew: [-90_000, 0, 45_000],
     },
+  ],
+  [
+    "a relay push that landed after the heal's mailbox reads held an older version of a document one device then deleted, and RxDB's cleanup purged the delete there: read after that, the diff brought the document back (a whole-suite run, remote storage, seed 1738920879, in about two runs of five). A device reads its mailbox when the diff server tells it of new diffs; the property now reads every mailbox before the cleanup, as that time passing allows",
+    {
+      ops: [
+        { t: 'note', dev: 2, doc: 2, del: true },
+        { t: 'link', a: 2, b: 0, linked: true },
+        { t: 'reset', dev: 0 },
+        { t: 'putDown', dev: 2, doc: 3 },
+        { t: 'purge', dev: 0, by: 1, doc: 2 },
+        { t: 'put', dev: 0, doc: 3 },
+        { t: 'put', dev: 0, doc: 2 },
+        { t: 'note', dev: 1, doc: 1, del: false },
+        { t: 'link', a: 0, b: 1, linked: false },
+        { t: 'link', a: 2, b: 0, linked: false },
+        { t: 'purge', dev: 1, by: 1, doc: 3 },
+      ],
+      duplicate: true,
+      reorder: false,
+      policy: 'handler',
+      heal: 'links',
+      skew: [45000, 600000, -90000],
+    } as Schedule,
   ],
 ];
 
