@@ -896,13 +896,29 @@ export class FerryReplicationState implements RoutedReplication, PurgeWatcher {
 
   /**
    * @internal RxDB's cleanup ran on a collection (see watchPurges): forget the deletes it purged,
-   * those stamped more than its `minimumDeletedTime` ago (see CollectionSync.forgetPurged).
+   * those stamped more than its `minimumDeletedTime` ago (see CollectionSync.forgetPurged). The
+   * mailbox is read first: a diff waiting there may hold an older version of a purged document,
+   * which read after its delete was forgotten would bring the document back. While it cannot be
+   * read (paused, the diff server unreachable) nothing is forgotten; a later cleanup does it.
    */
   async afterCleanup(databaseName: string, collectionName: string): Promise<void> {
+    const ours = [...this.syncs.values()].filter(
+      ({ collection }) => collection.database.name === databaseName && collection.name === collectionName,
+    );
+    if (ours.length === 0 || this.cancelled) return;
+    if (this.relay) {
+      if (this.paused) return;
+      try {
+        await this.pullRelay();
+      } catch (error) {
+        this.report(error); // read again after a delay (see pullRelay)
+        return;
+      }
+    }
     const now = (this.options.now ?? Date.now)();
-    for (const sync of this.syncs.values()) {
-      const { database, name } = sync.collection;
-      if (this.cancelled || database.name !== databaseName || name !== collectionName) continue;
+    for (const sync of ours) {
+      const { database } = sync.collection;
+      if (this.cancelled) return;
       const minimum = database.cleanupPolicy?.minimumDeletedTime ?? DEFAULT_MINIMUM_DELETED_TIME;
       try {
         await sync.forgetPurged(now - minimum, this.outbox.deliveredThrough(sync.name));

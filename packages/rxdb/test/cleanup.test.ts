@@ -1,7 +1,7 @@
 import { MemoryHub } from '@ferry/core';
 import { addRxPlugin } from 'rxdb';
 import { RxDBCleanupPlugin } from 'rxdb/plugins/cleanup';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { converge, Device, type DeviceOptions, MemoryRelayServer, openDb, within } from './support.js';
 
 // RxDB's cleanup plugin purges deleted documents once they have been deleted for its
@@ -146,6 +146,62 @@ describe("forgetting the deletes RxDB's cleanup purged", () => {
     await b.replication.awaitInSync();
     expect(await b.docs()).toEqual([]);
     expect(relayServer.waiting('rlb')).toBe(0);
+  });
+
+  it('a relay diff holding an older version of a deleted document, waiting in the mailbox when RxDB purges the delete, is read before Ferry forgets it: the document does not come back', async () => {
+    const hub = new MemoryHub();
+    const relayServer = new MemoryRelayServer();
+    const a = await device('mba', hub, { relayServer }).start();
+    const b = await device('mbb', hub, { relayServer }).start();
+    await a.db.todos.insert({ id: 'doc', title: 'first' });
+    await converge([a, b]);
+    // Apart, a edits it: the edit is on its way to b's mailbox, through a slow diff server.
+    let release!: () => void;
+    relayServer.pushGate = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    hub.setLinked('mba', 'mbb', false);
+    await (await a.db.todos.findOne('doc').exec())!.incrementalPatch({ title: 'edited apart' });
+    await vi.waitFor(() => expect(relayServer.held).toBe(1));
+    // Together again, b gets the edit directly and deletes the document; a has the delete.
+    hub.setLinked('mba', 'mbb', true);
+    await vi.waitFor(async () => expect((await b.docs()).map((doc) => doc.title)).toEqual(['edited apart']));
+    await b.db.todos.findOne('doc').remove();
+    await vi.waitFor(async () => expect(await a.docs()).toEqual([]));
+    // The edit lands in b's mailbox, older than the delete, and waits there.
+    release();
+    relayServer.pushGate = undefined;
+    await a.replication.awaitInSync();
+    expect(relayServer.waiting('mbb')).toBe(1);
+    await within(10_000, forgottenAfterCleanups(b, 'doc'), () => 'b never forgot its delete');
+    expect(relayServer.waiting('mbb')).toBe(0); // read before the delete was forgotten
+    await b.replication.pullRelay();
+    await converge([a, b]);
+    for (const d of [a, b]) expect(await d.docs()).toEqual([]);
+  });
+
+  it('with a diff server, nothing is forgotten while the mailbox cannot be read (paused, the server unreachable: reported); a later cleanup forgets', async () => {
+    const hub = new MemoryHub();
+    const relayServer = new MemoryRelayServer();
+    const a = await device('mua', hub, { relayServer }).start();
+    const b = await device('mub', hub, { relayServer }).start();
+    await a.db.todos.insert({ id: 'doc', title: 'deleted' });
+    await converge([a, b]);
+    await b.db.todos.findOne('doc').remove();
+    await converge([a, b]);
+    const errors: string[] = [];
+    b.replication.error$.subscribe((error) => errors.push(`${error.code}: ${error.message}`));
+    b.replication.pause();
+    await cleanup(b);
+    expect(metaOf(b, 'doc')).toMatchObject({ del: true });
+    b.replication.resume();
+    await b.replication.pullRelay(); // resume()'s own read
+    relayServer.down = true;
+    await cleanup(b);
+    expect(metaOf(b, 'doc')).toMatchObject({ del: true });
+    expect(errors).toEqual([expect.stringContaining('diff server unreachable')]);
+    relayServer.down = false;
+    await within(10_000, forgottenAfterCleanups(b, 'doc'), () => 'b never forgot its delete');
   });
 
   it("forgetting the log's latest versions does not take its head back: a restart after they were forgotten is no restored database to the peer it passed them to", async () => {

@@ -313,18 +313,6 @@ async function runSchedule({
     for (const device of devices) if (!device.online) await device.start();
     await settleAll();
   };
-  /**
-   * Every device reads its mailbox until a read applies nothing, each round after every push under
-   * way landed. Diffs made under another conflict rule stay (after a 'switch'): no device runs it.
-   */
-  const readMailboxes = async () => {
-    for (let round = 0; round < 20; round++) {
-      await Promise.all(devices.map((d) => d.replication.awaitInSync()));
-      const applied = await Promise.all(devices.map((d) => d.replication.pullRelay()));
-      if (applied.every((count) => count === 0)) return;
-    }
-    throw new Error('the mailboxes never stopped bringing diffs');
-  };
   /** The app on `dev` deletes the document, if the device is up and holds it. */
   const remove = async (dev: number, doc: number) => {
     const id = `d${doc}`;
@@ -503,11 +491,8 @@ async function runSchedule({
           if (op.by !== undefined && op.doc !== undefined) await remove(op.by, op.doc);
           await healAll();
           // Time passes, as RxDB's minimumDeletedTime asks: longer than the clocks disagree (and past
-          // the wall clock, which stamps the writes a scan finds at their write time), and long
-          // enough for every device to read its mailbox, as one the diff server tells of new diffs
-          // does at once. A relay push that landed after the heal's reads may carry a version older
-          // than the delete: read after the delete was forgotten, it would bring the document back.
-          await readMailboxes();
+          // the wall clock, which stamps the writes a scan finds at their write time). Diffs that
+          // landed after the heal's mailbox reads wait: the cleanup reads them before it forgets.
           time = Math.max(time, Date.now()) + 20 * 60_000;
           const device = devices[op.dev]!;
           const ids = Array.from({ length: DOCS }, (_, i) => `d${i}`);
@@ -1102,7 +1087,7 @@ const regressions: Array<[string, Schedule]> = [
     },
   ],
   [
-    "a relay push that landed after the heal's mailbox reads held an older version of a document one device then deleted, and RxDB's cleanup purged the delete there: read after that, the diff brought the document back (a whole-suite run, remote storage, seed 1738920879, in about two runs of five). A device reads its mailbox when the diff server tells it of new diffs; the property now reads every mailbox before the cleanup, as that time passing allows",
+    "a relay push that landed after the heal's mailbox reads held an older version of a document one device then deleted, and RxDB's cleanup purged the delete there: read after that, the diff brought the document back (a whole-suite run, remote storage, seed 1738920879, in about two runs of five). Ferry now reads the mailbox before it forgets",
     {
       ops: [
         { t: 'note', dev: 2, doc: 2, del: true },
