@@ -902,10 +902,10 @@ export class FerryReplicationState implements RoutedReplication, PurgeWatcher {
    * read (paused, the diff server unreachable) nothing is forgotten; a later cleanup does it.
    */
   async afterCleanup(databaseName: string, collectionName: string): Promise<void> {
-    const ours = [...this.syncs.values()].filter(
+    const sync = [...this.syncs.values()].find(
       ({ collection }) => collection.database.name === databaseName && collection.name === collectionName,
     );
-    if (ours.length === 0 || this.cancelled) return;
+    if (!sync || this.cancelled) return;
     if (this.relay) {
       if (this.paused) return;
       try {
@@ -914,17 +914,15 @@ export class FerryReplicationState implements RoutedReplication, PurgeWatcher {
         this.report(error); // read again after a delay (see pullRelay)
         return;
       }
+      if (this.cancelled) return;
     }
     const now = (this.options.now ?? Date.now)();
-    for (const sync of ours) {
-      const { database } = sync.collection;
-      if (this.cancelled) return;
-      const minimum = database.cleanupPolicy?.minimumDeletedTime ?? DEFAULT_MINIMUM_DELETED_TIME;
-      try {
-        await sync.forgetPurged(now - minimum, this.outbox.deliveredThrough(sync.name));
-      } catch (error) {
-        this.report(error);
-      }
+    const minimum =
+      sync.collection.database.cleanupPolicy?.minimumDeletedTime ?? DEFAULT_MINIMUM_DELETED_TIME;
+    try {
+      await sync.forgetPurged(now - minimum, this.outbox.deliveredThrough(sync.name));
+    } catch (error) {
+      this.report(error);
     }
   }
 
