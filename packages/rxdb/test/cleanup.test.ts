@@ -24,6 +24,16 @@ describe("forgetting the deletes RxDB's cleanup purged", () => {
     started.push(made);
     return made;
   };
+  /** Devices `<prefix>a` and `<prefix>b` with a diff server, both holding `doc` (written on a). */
+  const relayPairHolding = async (prefix: string, doc: { id: string; title: string }) => {
+    const hub = new MemoryHub();
+    const relayServer = new MemoryRelayServer();
+    const a = await device(`${prefix}a`, hub, { relayServer }).start();
+    const b = await device(`${prefix}b`, hub, { relayServer }).start();
+    await a.db.todos.insert(doc);
+    await converge([a, b]);
+    return { hub, relayServer, a, b };
+  };
   const metaOf = (device: Device, id: string) => device.replication.collection('todos')!.meta(id);
   const cleanup = (device: Device) => device.db.todos.cleanup();
 
@@ -130,12 +140,10 @@ describe("forgetting the deletes RxDB's cleanup purged", () => {
   });
 
   it('with a diff server, an own delete is forgotten once it is in the mailbox of the device that is away, which gets it from there', async () => {
-    const hub = new MemoryHub();
-    const relayServer = new MemoryRelayServer();
-    const a = await device('rla', hub, { relayServer }).start();
-    const b = await device('rlb', hub, { relayServer }).start();
-    await a.db.todos.insert({ id: 'doomed', title: 'deleted while b is away' });
-    await converge([a, b]);
+    const { relayServer, a, b } = await relayPairHolding('rl', {
+      id: 'doomed',
+      title: 'deleted while b is away',
+    });
     await b.stop();
     await a.db.todos.findOne('doomed').remove();
     await a.replication.awaitInSync();
@@ -149,12 +157,7 @@ describe("forgetting the deletes RxDB's cleanup purged", () => {
   });
 
   it('a relay diff holding an older version of a deleted document, waiting in the mailbox when RxDB purges the delete, is read before Ferry forgets it: the document does not come back', async () => {
-    const hub = new MemoryHub();
-    const relayServer = new MemoryRelayServer();
-    const a = await device('mba', hub, { relayServer }).start();
-    const b = await device('mbb', hub, { relayServer }).start();
-    await a.db.todos.insert({ id: 'doc', title: 'first' });
-    await converge([a, b]);
+    const { hub, relayServer, a, b } = await relayPairHolding('mb', { id: 'doc', title: 'first' });
     // Apart, a edits it: the edit is on its way to b's mailbox, through a slow diff server.
     let release!: () => void;
     relayServer.pushGate = new Promise<void>((resolve) => {
@@ -181,12 +184,7 @@ describe("forgetting the deletes RxDB's cleanup purged", () => {
   });
 
   it('with a diff server, nothing is forgotten while the mailbox cannot be read (paused, the server unreachable: reported); a later cleanup forgets', async () => {
-    const hub = new MemoryHub();
-    const relayServer = new MemoryRelayServer();
-    const a = await device('mua', hub, { relayServer }).start();
-    const b = await device('mub', hub, { relayServer }).start();
-    await a.db.todos.insert({ id: 'doc', title: 'deleted' });
-    await converge([a, b]);
+    const { relayServer, a, b } = await relayPairHolding('mu', { id: 'doc', title: 'deleted' });
     await b.db.todos.findOne('doc').remove();
     await converge([a, b]);
     const errors: string[] = [];
