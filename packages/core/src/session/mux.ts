@@ -262,9 +262,11 @@ export class Multiplexer extends EventEmitter<MultiplexerEvents> {
       try {
         this.transport.send(this.channel.encrypt(plaintext));
       } catch (error) {
-        this.stop(
-          error instanceof FerryError ? error : new FerryError('TRANSPORT', String(error), { cause: error }),
-        );
+        const reason =
+          error instanceof FerryError ? error : new FerryError('TRANSPORT', String(error), { cause: error });
+        this.stop(reason);
+        // Out of the queues already, so stop() does not see them: left alone they would never settle.
+        for (const item of completed) item.reject(reason);
         return;
       }
       this.stats.messagesSent += completed.length;

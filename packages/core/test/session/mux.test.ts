@@ -236,6 +236,15 @@ describe('Multiplexer', () => {
     await expect(a.send('sync', new Uint8Array(1))).rejects.toBe(reason);
   });
 
+  it('rejects the sends of a frame the transport refuses, and every later one, with its error', async () => {
+    const { a, ta } = await muxPair();
+    // Closed under the multiplexer (the peer went): the next frame's send throws.
+    ta.close();
+    const inFrame = [a.send('sync', utf8('ack')), a.send('control', utf8('close'))];
+    for (const sent of inFrame) await expect(sent).rejects.toMatchObject({ code: 'CLOSED' });
+    await expect(a.send('sync', utf8('later'))).rejects.toMatchObject({ code: 'CLOSED' });
+  });
+
   const FIRST = 1;
   const LAST = 2;
   const DEFLATED = 4;
