@@ -93,6 +93,8 @@ interface Outgoing {
   offset: number;
   resolve: () => void;
   reject: (error: Error) => void;
+  /** Set for the last message (see send): once it is handed over, sending stops with this reason. */
+  last?: FerryError;
 }
 
 interface Incoming {
@@ -129,6 +131,9 @@ export class Multiplexer extends EventEmitter<MultiplexerEvents> {
   private readonly scratch: Uint8Array;
   private readonly scratchView: DataView;
   private retryTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Set by stopSending (or stop): nothing more is handed to the transport. */
+  private sendingStopped: FerryError | undefined;
+  /** Set by stop: nothing more is read either. */
   private stopped: FerryError | undefined;
 
   constructor(
@@ -153,9 +158,13 @@ export class Multiplexer extends EventEmitter<MultiplexerEvents> {
     transport.on('drain', this.pump);
   }
 
-  /** Resolves when the last byte is handed to the transport; waits (never buffers unboundedly) while it is full. */
-  send(lane: Lane, data: Uint8Array): Promise<void> {
-    if (this.stopped) return Promise.reject(this.stopped);
+  /**
+   * Resolves when the last byte is handed to the transport; waits (never buffers unboundedly) while
+   * it is full. With `last`, this is the last message: once it is handed over, nothing more is sent
+   * and every other pending send fails with `last` (see stopSending).
+   */
+  send(lane: Lane, data: Uint8Array, last?: FerryError): Promise<void> {
+    if (this.sendingStopped) return Promise.reject(this.sendingStopped);
     if (data.length > this.maxMessageBytes) {
       return Promise.reject(
         new FerryError(
@@ -174,6 +183,7 @@ export class Multiplexer extends EventEmitter<MultiplexerEvents> {
         offset: 0,
         resolve,
         reject,
+        ...(last ? { last } : {}),
       });
       // Sends made in the same turn are gathered, so small messages share frames.
       if (!this.pumpScheduled) {
@@ -198,10 +208,16 @@ export class Multiplexer extends EventEmitter<MultiplexerEvents> {
     if (problem) this.emit('violation', new FerryError('BAD_ENCODING', problem));
   }
 
-  /** Fail every pending send; later sends reject with `reason`. */
+  /** Fail every pending send; later sends reject with `reason`, and received frames are dropped. */
   stop(reason: FerryError): void {
-    if (this.stopped) return;
-    this.stopped = reason;
+    this.stopSending(reason);
+    this.stopped ??= reason;
+  }
+
+  /** Fail every pending send and hand nothing more to the transport; frames are still received. */
+  private stopSending(reason: FerryError): void {
+    if (this.sendingStopped) return;
+    this.sendingStopped = reason;
     this.transport.off('drain', this.pump);
     clearTimeout(this.retryTimer);
     for (const queue of this.outgoing) for (const item of queue.splice(0)) item.reject(reason);
@@ -246,7 +262,7 @@ export class Multiplexer extends EventEmitter<MultiplexerEvents> {
 
   private readonly pump = (): void => {
     this.pumpScheduled = false;
-    while (!this.stopped) {
+    while (!this.sendingStopped) {
       const lane = this.outgoing.findIndex((queue) => queue.length > 0);
       if (lane < 0) return;
       const window = this.windowFor(lane);
@@ -271,6 +287,8 @@ export class Multiplexer extends EventEmitter<MultiplexerEvents> {
       }
       this.stats.messagesSent += completed.length;
       for (const item of completed) item.resolve();
+      const last = completed.find((item) => item.last)?.last;
+      if (last) this.stopSending(last);
     }
   };
 

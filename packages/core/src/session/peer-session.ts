@@ -41,9 +41,11 @@ export interface PeerSessionStats extends SecureChannelStats, MultiplexerStats {
 export const laneForOp = (op: string): Lane =>
   hasOp(op) ? getOp(op).lane : op.startsWith('AI_') ? 'ai' : op.startsWith('DB_') ? 'sync' : 'control';
 
-/** Time the close message gets to leave before the transport is torn down. */
-const CLOSE_GRACE_MS = 20;
-/** A close message stuck behind a full transport (a dead peer) does not hold the session open longer. */
+/**
+ * How long a closing session waits for the peer to hang up (it does once it read the close
+ * message) before it tears the transport down itself: a dead peer, or a close message stuck behind
+ * a full buffer, does not hold it open longer.
+ */
 const CLOSE_TIMEOUT_MS = 1_000;
 
 /** Refuses (FerryError 'BAD_ARGUMENT', naming the option) values that would stall or spin a session. */
@@ -72,6 +74,8 @@ export class PeerSession extends EventEmitter<PeerSessionEvents> {
   private timer: ReturnType<typeof setInterval> | undefined;
   private closeTimer: ReturnType<typeof setTimeout> | undefined;
   private closing: FerryError | undefined;
+  /** Why this side closed (see close): the reason the session ends with when the peer hangs up. */
+  private closedBecause: string | undefined;
   private ended = false;
 
   private constructor(
@@ -126,23 +130,31 @@ export class PeerSession extends EventEmitter<PeerSessionEvents> {
     await this.mux.send(lane, bytes);
   }
 
-  /** Tells the peer why, then closes the transport. Later sends, and sends still queued then, reject with CLOSED. */
+  /**
+   * Tells the peer why, and ends once the peer hung up (or after CLOSE_TIMEOUT_MS). Later sends, and
+   * sends still queued then, reject with CLOSED.
+   */
   close(reason = 'closed'): void {
     if (this.closed) return;
-    this.closing = new FerryError('CLOSED', `session with ${this.remoteClientId} is closing: ${reason}`);
-    const finish = () => this.end(`closed: ${reason}`);
-    this.closeTimer = setTimeout(finish, CLOSE_TIMEOUT_MS);
-    // The transport would drop the close message if torn down at once.
-    void this.sendControl('SESSION_CLOSE', { reason: reason.slice(0, 1024) }).then(() => {
-      if (this.ended) return;
-      clearTimeout(this.closeTimer);
-      this.closeTimer = setTimeout(finish, CLOSE_GRACE_MS);
-    });
+    const closing = new FerryError('CLOSED', `session with ${this.remoteClientId} is closing: ${reason}`);
+    this.closing = closing;
+    this.closedBecause = `closed: ${reason}`;
+    this.closeTimer = setTimeout(() => this.end(this.closedBecause!), CLOSE_TIMEOUT_MS);
+    // Nothing leaves after the close message, and the peer, having read it, closes the connection:
+    // a data channel closing under a send can crash @roamhq/wrtc (a race in its native send), so
+    // neither side sends while it closes. Tearing the transport down here would race the peer's
+    // sends, and could drop the close message itself.
+    void this.sendControl('SESSION_CLOSE', { reason: reason.slice(0, 1024) }, closing);
   }
 
-  private sendControl<Op extends KnownOp & `SESSION_${string}`>(op: Op, data: OpData<Op>): Promise<void> {
+  /** `last`: see Multiplexer.send. */
+  private sendControl<Op extends KnownOp & `SESSION_${string}`>(
+    op: Op,
+    data: OpData<Op>,
+    last?: FerryError,
+  ): Promise<void> {
     const message: PeerMessage = { op, data, timestamp: Date.now(), id: newMessageId() };
-    return this.mux.send('control', encodeWireMessage(message)).catch(() => {});
+    return this.mux.send('control', encodeWireMessage(message), last).catch(() => {});
   }
 
   private readonly onFrame = (frame: Uint8Array): void => {
@@ -209,7 +221,7 @@ export class PeerSession extends EventEmitter<PeerSessionEvents> {
     }
   };
 
-  private readonly onTransportClose = (): void => this.end('transport closed');
+  private readonly onTransportClose = (): void => this.end(this.closedBecause ?? 'transport closed');
 
   private end(reason: string): void {
     if (this.ended) return;

@@ -292,6 +292,36 @@ describe('PeerSession', () => {
     expect(await atB).toBe('closed by alice: user signed out');
   });
 
+  it('sends nothing after its close message, and ends once the peer hung up', async () => {
+    const [ta, tb] = createMemoryTransportPair();
+    const [a, b] = await sessionPair([ta, tb]);
+    // A message of many frames (16 KiB each here) is still going out when the session closes.
+    const bulk = a.send(msg('DB_X', Array.from({ length: 60_000 }, () => crypto.randomUUID()).join()));
+    await new Promise((resolve) => setTimeout(resolve, 0));
+    const framesAfterClose: Uint8Array[] = [];
+    const send = ta.send.bind(ta);
+    ta.send = (frame) => {
+      framesAfterClose.push(frame);
+      send(frame);
+    };
+    const order: string[] = [];
+    b.on('close', () => order.push('b ended'));
+    const aClosed = new Promise<string>((resolve) =>
+      a.on('close', (reason) => {
+        order.push('a ended');
+        resolve(reason);
+      }),
+    );
+    a.close('bye');
+    await expect(bulk).rejects.toMatchObject({ code: 'CLOSED' });
+    expect(await aClosed).toBe('closed: bye');
+    // One frame, the close message's: the rest of the bulk message was never handed over (a data
+    // channel the peer closes under a send can crash @roamhq/wrtc), and the peer, having read it,
+    // hung up first.
+    expect(framesAfterClose).toHaveLength(1);
+    expect(order).toEqual(['b ended', 'a ended']);
+  });
+
   it('ends a session whose peer falls silent (keepalive), and emits close once', async () => {
     const [ta, tb] = createMemoryTransportPair();
     const [a, b] = await sessionPair([ta, tb], { keepaliveIntervalMs: 50, keepaliveTimeoutMs: 300 });

@@ -23,7 +23,8 @@ export const SESSION_OPS = defineOps('control', {
       { reason: Type.String({ maxLength: 1024, description: 'why the sender ends the session' }) },
       { additionalProperties: false },
     ),
-    description: 'The sender is closing the session; the receiver ends it too, without reconnecting at once.',
+    description:
+      'The sender is closing the session and sends nothing after this; the receiver ends it too and closes the connection, without reconnecting at once.',
   },
   SESSION_ERROR: {
     data: Type.Object(
