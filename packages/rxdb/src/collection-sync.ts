@@ -122,6 +122,11 @@ const MAX_APPLY_ATTEMPTS = 8;
 /** The log's latest live versions whose documents a start looks up in the storage (see holdsLatest). */
 const HELD_SAMPLE = 16;
 /**
+ * Set when the app removed the collection while Ferry watched it (see replication.ts
+ * `markRemovals`): its next start starts its sync over for certain, not by `holdsLatest`'s guess.
+ */
+export const removedKey = (collection: string) => `removed/${collection}`;
+/**
  * A commit of at most this many versions goes out while its metadata is still being saved (a live
  * write waits for no storage write but its own). A crash in between loses metadata of versions that
  * peers have; so that no later version reuses their log positions or version-vector entries, each
@@ -249,7 +254,8 @@ export class CollectionSync {
     // writes of this device that it lost since (the collection removed, say), and they skip those
     // for it unless it asks from scratch. (Found by hunts once checkpoints of empty pushes were saved.)
     const recordedNothing = sync.log.length === 0 && issued !== undefined;
-    if (startOver || !(await sync.holdsLatest())) await sync.forgetVersions();
+    const removed = Boolean(await host.store.get(removedKey(name)));
+    if (startOver || removed || !(await sync.holdsLatest())) await sync.forgetVersions();
     else if (recordedNothing) await sync.newCopy();
     sync.openedAt = sync.head;
     sync.scanCheckpoint = await host.store.get(`scan/${name}`);
@@ -285,7 +291,7 @@ export class CollectionSync {
    * Whether the storage holds the documents of the log's latest live versions (as stored, or
    * written since). None of them is held after RxDB's `collection.remove()` and a new collection of
    * that name (or when a storage lost them): its documents are not removed from the other devices,
-   * which still hold them.
+   * which still hold them. (A removal Ferry saw is marked instead: see `removedKey`.)
    */
   private async holdsLatest(): Promise<boolean> {
     const sample: DocMeta[] = [];
@@ -309,7 +315,10 @@ export class CollectionSync {
    * does it again.
    */
   private async forgetVersions(): Promise<void> {
-    await this.newCopy([[`intent/${this.name}`, []]]);
+    await this.newCopy([
+      [`intent/${this.name}`, []],
+      [removedKey(this.name), null],
+    ]);
     await this.host.store.dropMetas(this.name);
     this.metas.clear();
     this.log = [];

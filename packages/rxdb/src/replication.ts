@@ -19,7 +19,13 @@ import {
 import { RxDBLeaderElectionPlugin } from 'rxdb/plugins/leader-election';
 import { BehaviorSubject, filter, firstValueFrom, Subject, type Subscription } from 'rxjs';
 import { DEFAULT_MINIMUM_DELETED_TIME, type PurgeWatcher, watchPurges } from './cleanup.js';
-import { CollectionSync, type FerryConflict, type StoredDoc, WRITE_CONTEXT } from './collection-sync.js';
+import {
+  CollectionSync,
+  type FerryConflict,
+  removedKey,
+  type StoredDoc,
+  WRITE_CONTEXT,
+} from './collection-sync.js';
 import { ConflictRecord } from './conflict-record.js';
 import { HybridClock } from './hlc.js';
 import { MAX_RETRY_MS, type OutboxHost, RelayOutbox } from './relay-outbox.js';
@@ -220,6 +226,28 @@ const vectorIdOf = (clientId: string, epoch: string) => `${clientId}~${epoch.sli
 const storeOf = (device: string, named: string | undefined) =>
   named?.startsWith(`${device}~`) ? named : device;
 const notRunKey = (collection: string) => `not-run/${collection}`;
+/** Collection objects whose removal is marked (see markRemovals), each once. */
+const removalsMarked = new WeakSet<RxCollection>();
+
+/**
+ * When the app removes a replicated collection (RxDB's `collection.remove()`, or another instance's
+ * of the same database), mark it in the store, so that the sync of the collection the app adds
+ * again under that name starts over for certain (see `removedKey`). The hook stays after the
+ * replication ends: a collection removed after its replication was cancelled is marked too. When
+ * the whole database is removed its store goes with it: nothing to mark. A write that fails leaves
+ * the next start to find the removal as it finds one Ferry did not see.
+ */
+function markRemovals(store: MetaStore, collections: Record<string, RxCollection>): void {
+  for (const [name, collection] of Object.entries(collections)) {
+    if (removalsMarked.has(collection)) continue;
+    removalsMarked.add(collection);
+    collection.onRemove.push(() =>
+      // A removed database is closed first (and a write to a closed remote storage never settles).
+      collection.database.closed ? undefined : store.set(removedKey(name), true).catch(() => undefined),
+    );
+  }
+}
+
 /** Set while a collection's sync starts over (see startOver): a start that finds it does it again. */
 const startOverKey = (collection: string) => `start-over/${collection}`;
 
@@ -333,6 +361,7 @@ export async function replicateFerry(options: ReplicateFerryOptions): Promise<Fe
   };
   try {
     const store = await MetaStore.open(db);
+    markRemovals(store, options.collections);
     state = new FerryReplicationState(options, store, router, release);
     if (db.multiInstance && options.waitForLeadership !== false) {
       addRxPlugin(RxDBLeaderElectionPlugin);

@@ -895,6 +895,48 @@ describe('replicateFerry over the in-memory network', () => {
     },
   );
 
+  it.each([
+    ['while its replication ran', true],
+    ['after its replication was cancelled', false],
+  ])(
+    'a collection removed %s starts over even when the app rewrote its latest documents before the replication started again (Ferry marked the removal)',
+    async (_, running) => {
+      const {
+        devices: [a, b],
+      } = await devices(2);
+      await a!.db.todos.insert({ id: 'a1', title: 'by a' });
+      await b!.db.todos.bulkInsert([
+        { id: 'b1', title: 'by b' },
+        { id: 'b2', title: 'by b too' },
+      ]);
+      await converge([a!, b!]);
+      if (!running) await a!.replication.cancel();
+      await a!.db.todos.remove();
+      await a!.db.addCollections({ todos: { schema: todoSchema } });
+      // Two of the latest documents written anew, more often than before: the storage looks as if it
+      // still held the collection's documents, so only the mark tells that it was removed.
+      for (const title of ['anew', 'anew again']) {
+        await a!.db.todos.upsert({ id: 'a1', title });
+        await a!.db.todos.upsert({ id: 'b1', title });
+      }
+      a!.replication = await replicateFerry({ collections: { todos: a!.db.todos }, network: a!.network });
+      await converge([a!, b!]);
+      // The app's new writes are the latest and win, and b2, which the app did not write, comes back.
+      const expected = [
+        { id: 'a1', title: 'anew again' },
+        { id: 'b1', title: 'anew again' },
+        { id: 'b2', title: 'by b too' },
+      ];
+      expect(await a!.docs()).toEqual(expected);
+      expect(await b!.docs()).toEqual(expected);
+      await b!.db.todos.insert({ id: 'b3', title: 'after' });
+      await converge([a!, b!]);
+      expect((await a!.docs()).map((doc) => doc.id)).toEqual(['a1', 'b1', 'b2', 'b3']);
+      // Removing the whole database while it replicates marks nothing (the store goes with it).
+      await expect(b!.db.remove()).resolves.toEqual(expect.any(Array));
+    },
+  );
+
   it('a database restored from a backup: its sync starts over when a peer holds log positions it never issued, and the writes made last win', async () => {
     // RxDB's localStorage storage (a process-wide store keyed by database name): the test copies a
     // database's keys as a backup would, and puts them back.
