@@ -144,11 +144,21 @@ interface OutStream {
   needsReply: boolean;
   pumping: boolean;
   again: boolean;
+  /** A push of this stream reached the head: the first did, with `holds` (see holdsFor). */
+  reachedHead: boolean;
+  /** Set while an empty push waits to move the peer's checkpoint past a skipped range (see pushSkippedLater). */
+  skipTimer: ReturnType<typeof setTimeout> | undefined;
 }
+
+/**
+ * A checkpoint in a peer's log. `inherited`: a third device's (see `inherit`), not yet confirmed by
+ * a push of this peer's.
+ */
+type HeldCheckpoint = Checkpoint & { inherited?: true };
 
 interface InStream {
   stream: string;
-  checkpoint: Checkpoint | undefined;
+  checkpoint: HeldCheckpoint | undefined;
   /**
    * Documents whose attachment data this device lacks (its request says so: see `withData`). Should
    * one of them come without it again (the sender lost that data), it is refused, not asked for.
@@ -217,6 +227,14 @@ const ownConflictHandler = (collection: RxCollection): ConflictPolicy | undefine
  * starts ('paused'); before this, a connected device that ran none held awaitInSync() up for good.
  */
 const ANSWER_WAIT_MS = 3000;
+/**
+ * How long a skipped range waits for a push to cover it (see pushSkippedLater): in a live mesh, where
+ * a peer's every write lands in this device's log, moving its checkpoint at once would cost a push
+ * back per write.
+ */
+const SKIPPED_PUSH_MS = 1000;
+/** How long a first meeting waits for another peer's stream to catch up (see openInbound). */
+const INHERIT_WAIT_MS = 30_000;
 /** This device's key in version vectors (see CollectionSyncHost.vectorId): 48 bits of the epoch tell stores apart. */
 const vectorIdOf = (clientId: string, epoch: string) => `${clientId}~${epoch.slice(0, 8)}`;
 /**
@@ -247,6 +265,9 @@ function markRemovals(store: MetaStore, collections: Record<string, RxCollection
     );
   }
 }
+
+/** At most this many checkpoints in a push's `holds` (the protocol's limit). */
+const MAX_HOLDS = 64;
 
 /** Set while a collection's sync starts over (see startOver): a start that finds it does it again. */
 const startOverKey = (collection: string) => `start-over/${collection}`;
@@ -445,7 +466,8 @@ export class FerryReplicationState implements RoutedReplication, PurgeWatcher {
   private started = false;
   /** Paused before it started (`autoStart: false`, or pause() in a tab waiting for leadership). */
   private startPaused = false;
-  private readonly answerTimers = new Set<ReturnType<typeof setTimeout>>();
+  /** Answer waits (see awaitAnswer) and pushes of skipped ranges (see pushSkippedLater). */
+  private readonly timers = new Set<ReturnType<typeof setTimeout>>();
   private relayPulling: Promise<number> | undefined;
   private initialRelayPullDone = false;
   /** A mailbox read that failed (diff server unreachable: the device started offline) is retried. */
@@ -643,8 +665,8 @@ export class FerryReplicationState implements RoutedReplication, PurgeWatcher {
     // Forgotten with its timer: a start-over's next start would take it for a read still to come.
     clearTimeout(this.pullRetry);
     this.pullRetry = undefined;
-    for (const timer of this.answerTimers) clearTimeout(timer);
-    this.answerTimers.clear();
+    for (const timer of this.timers) clearTimeout(timer);
+    this.timers.clear();
     // Paused already, so no new ones start; a push's conflict record is written after its versions.
     await Promise.all(this.applications);
     await Promise.all([...this.syncs.values()].map((sync) => sync.idle()));
@@ -1092,11 +1114,32 @@ export class FerryReplicationState implements RoutedReplication, PurgeWatcher {
       answered: false,
     };
     streams.set(collection, stream);
-    const [checkpoint, refusal] = await Promise.all([
-      this.store.get<Checkpoint>(this.syncs.get(collection)!.peerKey('cp', peer)),
-      this.store.get<Refusal | null>(this.syncs.get(collection)!.peerKey('refused', peer)),
+    const sync = this.syncs.get(collection)!;
+    const current = () =>
+      !this.paused && !this.cancelled && this.inbound.get(peer)?.get(collection) === stream;
+    let [checkpoint, refusal] = await Promise.all([
+      this.store.get<HeldCheckpoint>(sync.peerKey('cp', peer)),
+      this.store.get<Refusal | null>(sync.peerKey('refused', peer)),
     ]);
-    if (this.paused || this.inbound.get(peer)?.get(collection) !== stream) return;
+    if (!checkpoint && current() && this.catchingUpElsewhere(peer, collection)) {
+      // A first meeting while another peer's stream catches up: once it has, this device may hold
+      // a checkpoint in this peer's log from it (see inherit), and need not ask for the whole log.
+      // Not for longer than INHERIT_WAIT_MS: this peer's own writes wait meanwhile.
+      let waited = false;
+      const timer = setTimeout(() => {
+        waited = true;
+        this.changed$.next();
+      }, INHERIT_WAIT_MS);
+      while (!waited && current() && this.catchingUpElsewhere(peer, collection)) {
+        await firstValueFrom(this.changed$, { defaultValue: undefined });
+      }
+      clearTimeout(timer);
+      [checkpoint, refusal] = await Promise.all([
+        this.store.get<HeldCheckpoint>(sync.peerKey('cp', peer)),
+        this.store.get<Refusal | null>(sync.peerKey('refused', peer)),
+      ]);
+    }
+    if (!current()) return;
     stream.checkpoint = checkpoint;
     stream.refusal = refusal ?? undefined;
     if (
@@ -1105,7 +1148,7 @@ export class FerryReplicationState implements RoutedReplication, PurgeWatcher {
       refusal.schemaVersion !== this.schemaVersion(collection)
     ) {
       stream.retrying = true;
-      stream.checkpoint = { epoch: checkpoint.epoch, seq: Math.min(checkpoint.seq, refusal.from.seq) };
+      stream.checkpoint = { ...checkpoint, seq: Math.min(checkpoint.seq, refusal.from.seq) };
     }
     await this.sendInit(peer, collection, stream, askBack);
   }
@@ -1119,6 +1162,7 @@ export class FerryReplicationState implements RoutedReplication, PurgeWatcher {
       checkpoint: formatVersion(stream.checkpoint),
       dbVersion: formatVersion({ epoch: this.epoch, seq: this.syncs.get(collection)!.head }),
       store: this.syncs.get(collection)!.storeId,
+      ...(stream.checkpoint?.inherited ? { inherited: true } : {}),
       ...(askBack ? { askBack } : {}),
       ...(stream.withData.size > 0 ? { withData: [...stream.withData] } : {}),
       ...this.policies.get(collection)!.fields,
@@ -1130,12 +1174,12 @@ export class FerryReplicationState implements RoutedReplication, PurgeWatcher {
   private awaitAnswer(peer: string, collection: string, stream: InStream): void {
     if (stream.answered) return;
     const timer = setTimeout(() => {
-      this.answerTimers.delete(timer);
+      this.timers.delete(timer);
       if (stream.answered || this.inbound.get(peer)?.get(collection) !== stream) return;
       stream.silent = true;
       this.changed$.next();
     }, ANSWER_WAIT_MS);
-    this.answerTimers.add(timer);
+    this.timers.add(timer);
   }
 
   /** The peer answered our request in `collection` (a push or a refusal of the stream). */
@@ -1276,12 +1320,17 @@ export class FerryReplicationState implements RoutedReplication, PurgeWatcher {
     // A repeated request (see repeatInit) for the stream already being served changes nothing.
     if (streams.get(init.collection)?.stream === init.stream) return;
     const checkpoint = parseVersion(init.checkpoint);
-    const pushed = this.pushedTo.get(`${peer}\u0000${init.collection}`) ?? 0;
-    if (checkpoint?.epoch === this.epoch && sync.unknownPosition(checkpoint.seq, pushed)) {
+    // A checkpoint the peer inherited from a third device may be one this run pushed to that device.
+    const pushed = init.inherited
+      ? this.pushedToAnyone(init.collection)
+      : (this.pushedTo.get(`${peer}\u0000${init.collection}`) ?? 0);
+    const unknown = checkpoint?.epoch === this.epoch && sync.unknownPosition(checkpoint.seq, pushed);
+    if (unknown && !init.inherited) {
       this.guard(this.startOver(peer, init.collection, checkpoint.seq));
       return;
     }
-    const valid = checkpoint?.epoch === this.epoch && checkpoint.seq <= sync.head;
+    // An inherited one is only a shortcut: one this store does not know it issued is not trusted.
+    const valid = !unknown && checkpoint?.epoch === this.epoch && checkpoint.seq <= sync.head;
     const start = valid ? checkpoint.seq : 0;
     streams.set(init.collection, {
       stream: init.stream,
@@ -1296,6 +1345,8 @@ export class FerryReplicationState implements RoutedReplication, PurgeWatcher {
       needsReply: true,
       pumping: false,
       again: false,
+      reachedHead: false,
+      skipTimer: undefined,
     });
     this.guard(this.pump(peer, init.collection));
     // What was held for this peer now goes to the others only.
@@ -1322,6 +1373,8 @@ export class FerryReplicationState implements RoutedReplication, PurgeWatcher {
         ) {
           const limits = { count: this.batchSize, bytes: this.batchBytes };
           const holdsData = (meta: DocMeta) => peerHoldsData(out, meta);
+          // Taken before the batch is read: all that came up to these checkpoints is in the log by then.
+          const holds = out.reachedHead ? undefined : this.holdsFor(peer, collection);
           // A live write is in hand: it goes out now, not after the queue's next turn.
           const batch =
             sync.changesInHand(out.cursor, out.store, limits, holdsData) ??
@@ -1333,6 +1386,7 @@ export class FerryReplicationState implements RoutedReplication, PurgeWatcher {
           }
           if (batch.changes.length === 0 && !out.needsReply) {
             out.cursor = batch.newSeq; // everything in range came from this peer
+            this.pushSkippedLater(peer, collection, out);
             continue;
           }
           const push: DiffPush = {
@@ -1344,6 +1398,10 @@ export class FerryReplicationState implements RoutedReplication, PurgeWatcher {
             more: batch.more,
             store: sync.storeId,
           };
+          if (!batch.more && !out.reachedHead) {
+            out.reachedHead = true;
+            if (holds && Object.keys(holds).length > 0) push.holds = holds;
+          }
           out.cursor = batch.newSeq;
           out.pushedThrough = batch.newSeq;
           const pushedKey = `${peer}\u0000${collection}`;
@@ -1358,6 +1416,88 @@ export class FerryReplicationState implements RoutedReplication, PurgeWatcher {
       out.pumping = false;
       this.changed$.next();
     }
+  }
+
+  /**
+   * This device's checkpoints in the logs of the peers other than `peer` (in-memory, so held: a
+   * stream's checkpoint moves once its push is applied), for DB_DIFF_PUSH's `holds`. Not those of
+   * streams with versions this device's schema refused (it does not hold those).
+   */
+  private holdsFor(peer: string, collection: string): Record<string, string> {
+    const holds: Record<string, string> = {};
+    let count = 0;
+    for (const [other, streams] of this.inbound) {
+      const stream = streams.get(collection);
+      if (other === peer || !stream?.checkpoint || stream.refusal || stream.dropped) continue;
+      if (++count > MAX_HOLDS) break;
+      holds[other] = formatVersion(stream.checkpoint);
+    }
+    return holds;
+  }
+
+  /**
+   * A range of the log held only versions that came from the peer, so nothing was sent: unless a push
+   * covers it meanwhile, an empty one moves the peer's checkpoint past it after SKIPPED_PUSH_MS. The
+   * peer's checkpoints are what a device that catches up from it inherits (see inherit): one left
+   * behind, at the peer's own writes, would have a new device ask this one for them all again.
+   */
+  private pushSkippedLater(peer: string, collection: string, out: OutStream): void {
+    if (out.skipTimer) return;
+    const timer = setTimeout(() => {
+      this.timers.delete(timer);
+      out.skipTimer = undefined;
+      if (this.paused || this.outbound.get(peer)?.get(collection) !== out) return;
+      if (out.pushedThrough >= out.cursor) return;
+      out.needsReply = true;
+      this.guard(this.pump(peer, collection));
+    }, SKIPPED_PUSH_MS);
+    out.skipTimer = timer;
+    this.timers.add(timer);
+  }
+
+  /** The furthest log position this run pushed to any peer in `collection`. */
+  private pushedToAnyone(collection: string): number {
+    let furthest = 0;
+    for (const [key, seq] of this.pushedTo) {
+      if (key.endsWith(`\u0000${collection}`)) furthest = Math.max(furthest, seq);
+    }
+    return furthest;
+  }
+
+  /**
+   * `peer`'s stream caught up, with nothing refused: this device holds all that `peer` held when it
+   * built the push that ended the catch-up, so also what the devices in `holds` had pushed `peer` up
+   * to its checkpoints in their logs then. Each becomes this device's checkpoint for that device where it has none or a
+   * lower one in the same log, unless a stream of that device's serves this device already: a first
+   * meeting then asks from there, not for the device's whole log, which would bring again what came
+   * from `peer`.
+   */
+  private async inherit(peer: string, collection: string, holds: Record<string, string>): Promise<void> {
+    const sync = this.syncs.get(collection)!;
+    for (const [device, version] of Object.entries(holds)) {
+      if (device === peer || device === this.clientId || !this.knownDevices.has(device)) continue;
+      if (this.inbound.get(device)?.get(collection)?.initSent) continue;
+      const held = parseVersion(version);
+      if (!held) continue;
+      const key = sync.peerKey('cp', device);
+      const own = await this.store.get<HeldCheckpoint>(key);
+      if (own && (own.epoch !== held.epoch || own.seq >= held.seq)) continue;
+      await this.store.set(key, { ...held, inherited: true } satisfies HeldCheckpoint);
+    }
+  }
+
+  /**
+   * A stream of `collection` other than `peer`'s is catching up: its request went out, and it has
+   * not caught up, been dropped or left unanswered.
+   */
+  private catchingUpElsewhere(peer: string, collection: string): boolean {
+    for (const [other, streams] of this.inbound) {
+      const stream = streams.get(collection);
+      if (other === peer || !stream) continue;
+      if (stream.initSent && !stream.caughtUp && !stream.dropped && !stream.silent && !stream.unserved)
+        return true;
+    }
+    return false;
   }
 
   private onPush(peer: string, push: DiffPush): void {
@@ -1517,6 +1657,10 @@ export class FerryReplicationState implements RoutedReplication, PurgeWatcher {
         clientResolution: outcome.created.map(({ resolution }) => resolution),
       };
       await this.send(peer, SYNC_OPS.conflictResolve, resolve);
+    }
+    const clean = outcome.rejected.length === 0 && !stream.refusedAny && !stream.refusal;
+    if (!push.more && !stream.caughtUp && push.holds && clean) {
+      await this.inherit(peer, push.collection, push.holds);
     }
     if (!push.more && !stream.caughtUp) {
       stream.caughtUp = true;

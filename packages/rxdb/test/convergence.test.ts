@@ -3,7 +3,7 @@ import fc from 'fast-check';
 import { addRxPlugin } from 'rxdb';
 import { RxDBCleanupPlugin } from 'rxdb/plugins/cleanup';
 import { describe, expect, it } from 'vitest';
-import { claimUnissuedPosition, converge, Device, MemoryRelayServer } from './support.js';
+import { claimUnissuedPosition, converge, Device, MemoryRelayServer, sentInits } from './support.js';
 
 // Property: whatever the schedule (writes, updates, deletes on every device; partitions; devices
 // going down, or crashing with a metadata write lost, and coming back; replications removed (RxDB's
@@ -1131,6 +1131,7 @@ describe(`convergence (fast-check, ${DEVICES.length} devices, in-memory network 
     'every schedule converges without losing a write',
     async () => {
       const numRuns = Number(process.env.FERRY_CONVERGENCE_RUNS ?? DEFAULT_RUNS);
+      sentInits.inherited = 0; // counted from here: the regressions above run first
       await fc.assert(fc.asyncProperty(scheduleArb, withTimeout(runSchedule)), {
         numRuns,
         endOnFailure: true,
@@ -1145,6 +1146,7 @@ describe(`convergence (fast-check, ${DEVICES.length} devices, in-memory network 
       expect(coverage.forgotten).toBeGreaterThan(0);
       expect(coverage.conflicts).toBeGreaterThan(0);
       expect(coverage.bareRuns).toBeGreaterThan(0);
+      expect(sentInits.inherited).toBeGreaterThan(0);
       if (NOTES) expect(coverage.notesApart).toBeGreaterThan(0);
     },
     RUN_TIMEOUT_MS + numRunsBudget(),

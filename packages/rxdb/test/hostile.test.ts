@@ -49,6 +49,16 @@ const docMutation = fc.constantFrom(
   'array',
 );
 
+/** A log position of the receiver's (its epoch, when known) or of no one's, near or far. */
+const version = fc.oneof(
+  fc.constant(''),
+  fc
+    .tuple(
+      fc.constantFrom('RECEIVER', 'forged', 'x'.repeat(64)),
+      fc.constantFrom(0, 1, 3, 1e9, 999_999_999_999_999),
+    )
+    .map(([epoch, seq]) => `${epoch}@${seq}`),
+);
 const changeMutation = fc.record(
   {
     st: stamp,
@@ -70,6 +80,11 @@ const pushMutation = fc.record({
   reverse: fc.boolean(),
   /** The push names versions that do not follow the checkpoint (the receiver nacks and asks again). */
   gap: fc.boolean(),
+  /** Checkpoints the peer claims to hold in other devices' logs (the receiver, the sender, no one). */
+  holds: fc.option(
+    fc.dictionary(fc.constantFrom('deva', 'devb', 'devc', '__proto__'), version, { maxKeys: 3 }),
+    { nil: undefined },
+  ),
 });
 
 function mutatedDoc(change: Change, how: string): Record<string, unknown> | undefined {
@@ -120,19 +135,9 @@ function mutate(push: DiffPush, how: PushMutation): DiffPush {
   if (how.repeat) changes = [...changes, ...changes];
   if (how.reverse) changes = changes.reverse();
   const gap = how.gap ? { baseVersion: 'forged@5', newVersion: 'forged@9' } : {};
-  return { ...push, changes, ...gap };
+  return { ...push, changes, ...gap, ...(how.holds ? { holds: how.holds } : {}) };
 }
 
-/** A log position of the receiver's (its epoch, when known) or of no one's, near or far. */
-const version = fc.oneof(
-  fc.constant(''),
-  fc
-    .tuple(
-      fc.constantFrom('RECEIVER', 'forged', 'x'.repeat(64)),
-      fc.constantFrom(0, 1, 3, 1e9, 999_999_999_999_999),
-    )
-    .map(([epoch, seq]) => `${epoch}@${seq}`),
-);
 const stream = fc.constantFrom('OPEN', 's1', 'x'.repeat(512));
 const collectionName = fc.constantFrom('todos', 'notes', 'z');
 
@@ -147,6 +152,7 @@ const otherMessage = fc.oneof(
       dbVersion: version,
       store: fc.constantFrom('deva~x', 'devb~y', 'z'),
       askBack: fc.boolean(),
+      inherited: fc.boolean(),
       withData: fc.array(fc.constantFrom(...IDS), { maxLength: 2 }),
       policy: fc.constantFrom('lww', 'fields', 'handler'),
       policyVersion: fc.constantFrom('1', 'x'.repeat(64)),
@@ -346,7 +352,7 @@ async function tell(messages: OtherMessage[], [a, b]: [Device, Device]): Promise
           newVersion: '',
           more: false,
         },
-        { changes: message.changes, repeat: false, reverse: false, gap: false },
+        { changes: message.changes, repeat: false, reverse: false, gap: false, holds: undefined },
       ).changes;
       data = { collection: message.collection, conflicts: [], clientResolution: resolutions };
     }

@@ -5,6 +5,7 @@ import {
   isFerryError,
   MemoryHub,
   type MemoryNetwork,
+  type PeerMessage,
   type RelayedDiff,
 } from '@ferry/core';
 import {
@@ -169,6 +170,9 @@ export async function openDb(
   return db;
 }
 
+/** Requests the devices sent from a checkpoint inherited from a third device (property test coverage). */
+export const sentInits = { inherited: 0 };
+
 /** A device: its disk, database, network endpoint and replication; restartable. */
 export class Device {
   db!: TodoDb;
@@ -199,6 +203,12 @@ export class Device {
       this.extra.cleanupPolicy,
     );
     this.network = this.hub.join(this.id);
+    const send = this.network.send.bind(this.network);
+    this.network.send = (peer: string, message: PeerMessage) => {
+      if (message.op === 'DB_SYNC_INIT' && (message.data as { inherited?: boolean }).inherited)
+        sentInits.inherited++;
+      return send(peer, message);
+    };
     this.online = true;
     const { relayServer, withNotes, conflictHandlers, cleanupPolicy, ...rest } = this.extra;
     this.replication = await replicateFerry({

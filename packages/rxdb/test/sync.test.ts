@@ -895,6 +895,72 @@ describe('replicateFerry over the in-memory network', () => {
     },
   );
 
+  it('a new device meeting two devices that hold the same documents gets them once: it asks the second from the checkpoint the first holds in its log', async () => {
+    const {
+      hub,
+      devices: [a, b],
+    } = await devices(2);
+    await a!.db.todos.bulkInsert(Array.from({ length: 300 }, (_, i) => ({ id: `a${i}`, title: 'by a' })));
+    await b!.db.todos.bulkInsert(Array.from({ length: 20 }, (_, i) => ({ id: `b${i}`, title: 'by b' })));
+    await converge([a!, b!]);
+    // Each has pushed the other past what came from it (the empty push after a skipped range).
+    const checkpointOf = async (device: Device, peer: Device) =>
+      (await MetaStore.open(device.db as unknown as RxDatabase)).get<{ seq: number }>(
+        device.replication.collection('todos')!.peerKey('cp', peer.id),
+      );
+    await vi.waitFor(
+      async () => {
+        expect((await checkpointOf(a!, b!))?.seq).toBe(b!.replication.collection('todos')!.head);
+        expect((await checkpointOf(b!, a!))?.seq).toBe(a!.replication.collection('todos')!.head);
+      },
+      { timeout: 5000 },
+    );
+    const c = await new Device('devc', hub, { now: sharedClock() }).start();
+    started.push(c);
+    await converge([a!, b!, c]);
+    expect(await c.docs()).toHaveLength(320);
+    // The first stream brought all 320; the second asked from the inherited checkpoint (from the
+    // beginning, it would have brought them all again).
+    expect(c.replication.received$.value).toBe(320);
+    // Live afterwards, both ways, with both.
+    await b!.db.todos.insert({ id: 'late-b', title: 'by b, later' });
+    await c.db.todos.insert({ id: 'late-c', title: 'by c' });
+    await converge([a!, b!, c]);
+    expect(await a!.docs()).toHaveLength(322);
+  });
+
+  it('an inherited checkpoint naming a position the store does not know it issued is served from the beginning, not taken for a restored store', async () => {
+    const {
+      devices: [a, b],
+    } = await devices(2);
+    await a!.db.todos.insert({ id: 'x', title: 'by a' });
+    await converge([a!, b!]);
+    const errors: FerryError[] = [];
+    a!.replication.error$.subscribe((error) => errors.push(error));
+    const epoch = await (await MetaStore.open(a!.db as unknown as RxDatabase)).epoch();
+    const pushes: DiffPush[] = [];
+    b!.network.on('message', (from, message) => {
+      if (from === a!.id && message.op === 'DB_DIFF_PUSH') pushes.push(message.data as DiffPush);
+    });
+    await b!.network.send(a!.id, {
+      op: 'DB_SYNC_INIT',
+      data: {
+        collection: 'todos',
+        stream: 'inherited',
+        checkpoint: `${epoch}@${a!.replication.collection('todos')!.head + 100}`,
+        dbVersion: '',
+        inherited: true,
+      },
+      timestamp: Date.now(),
+      id: 'inherited-init',
+    });
+    await vi.waitFor(() => expect(pushes.some((push) => push.stream === 'inherited')).toBe(true));
+    const first = pushes.find((push) => push.stream === 'inherited')!;
+    expect(first.baseVersion).toBe(`${epoch}@0`);
+    expect(errors.filter((error) => error.code === 'STALE')).toEqual([]);
+    expect(await (await MetaStore.open(a!.db as unknown as RxDatabase)).epoch()).toBe(epoch);
+  });
+
   it.each([
     ['while its replication ran', true],
     ['after its replication was cancelled', false],

@@ -39,7 +39,7 @@ const Stamp = Type.String({ minLength: 17, maxLength: 400, description: 'hybrid 
  * array of entries and tests each key against a `^(.*)$` pattern, and with a version vector in every
  * change that was about half of checking a push (~7 of 13 ms for 10,000 changes in a fresh process).
  */
-const mapOf = <T extends TSchema>(value: T, options: { description: string }) =>
+const mapOf = <T extends TSchema>(value: T, options: { description: string; maxProperties?: number }) =>
   Type.Unsafe<Record<string, Static<T>>>(Type.Object({}, { ...options, additionalProperties: value }));
 
 /** One document version: the full state (not a patch), so applying it twice or late is harmless. */
@@ -164,6 +164,12 @@ export const DB_OPS = defineOps('sync', {
               "the version the receiver's app gives its conflict rule (absent: none); a device whose version differs answers with the 'policy' nack",
           }),
         ),
+        inherited: Type.Optional(
+          Type.Boolean({
+            description:
+              "the checkpoint is one a third device held (see DB_DIFF_PUSH's holds), not one of this stream's acks: a position the sender does not know it issued is served from the beginning, not taken for a store restored from a backup",
+          }),
+        ),
       },
       closed,
     ),
@@ -184,6 +190,13 @@ export const DB_OPS = defineOps('sync', {
             ...SyncStoreSchema,
             description:
               "the sender's store of this collection (see DB_SYNC_INIT's store): the receiver does not push these versions back to it",
+          }),
+        ),
+        holds: Type.Optional(
+          mapOf(SyncVersionSchema, {
+            maxProperties: 64,
+            description:
+              "only on a stream's first push with more: false (the end of its catch-up): the sender's checkpoints in other devices' logs (by client id) as of this push. A receiver that applied the whole stream holds what the sender held, so it may ask those devices from there (DB_SYNC_INIT's inherited) instead of from the beginning",
           }),
         ),
       },
