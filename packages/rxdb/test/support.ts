@@ -205,7 +205,7 @@ export class Device {
     this.network = this.hub.join(this.id);
     const send = this.network.send.bind(this.network);
     this.network.send = (peer: string, message: PeerMessage) => {
-      if (message.op === 'DB_SYNC_INIT' && (message.data as { inherited?: boolean }).inherited)
+      if (message.op === 'DB_SYNC_INIT' && (message.data as { inherited?: boolean } | null)?.inherited)
         sentInits.inherited++;
       return send(peer, message);
     };
