@@ -171,7 +171,7 @@ export interface WebRTCPolyfill {
  * polyfills make read-only: they are handed over as plain objects. Its ICE candidates are handed over
  * in the standard form: node-datachannel's keep the SDP line's `a=` and have no `sdpMLineIndex`, and
  * libwebrtc (@roamhq/wrtc, browsers) refuses them, so a pair could connect only where the other side's
- * own candidates reach it. (@roamhq/wrtc needs no wrapping.)
+ * own candidates reach it. (@roamhq/wrtc is wrapped for another reason: see node-webrtc.ts.)
  */
 export function simplePeerWebRTC(polyfill: WebRTCPolyfill): WebRTCImplementation {
   const plain = ({ type, sdp }: RTCSessionDescriptionInit): RTCSessionDescriptionInit => ({ type, sdp });

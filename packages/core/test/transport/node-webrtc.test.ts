@@ -5,9 +5,29 @@ import { loadNodeWebRTC, NODE_WEBRTC_NAMES } from '../../src/node.js';
 // Picking Node's WebRTC by name (the CLI's --webrtc, the tests' and the bench's variants): each name gives an
 // implementation simple-peer can use; anything else is refused before a connection is tried.
 describe('loadNodeWebRTC', () => {
-  it('gives @roamhq/wrtc as it is, and node-datachannel wrapped for simple-peer', async () => {
+  it('gives @roamhq/wrtc with its descriptions read as set, and node-datachannel wrapped for simple-peer', async () => {
     expect(NODE_WEBRTC_NAMES).toEqual(['@roamhq/wrtc', 'node-datachannel']);
-    expect(await loadNodeWebRTC('@roamhq/wrtc')).toBe(wrtc);
+    const roam = await loadNodeWebRTC('@roamhq/wrtc');
+    expect(roam.RTCSessionDescription).toBe(wrtc.RTCSessionDescription);
+    const [offerer, answerer] = [new roam.RTCPeerConnection(), new roam.RTCPeerConnection()];
+    expect(offerer).toBeInstanceOf(wrtc.RTCPeerConnection);
+    offerer.createDataChannel('x');
+    const offer = await offerer.createOffer();
+    expect(offerer.localDescription).toBeNull();
+    await offerer.setLocalDescription(offer);
+    // The description as set (candidates are trickled), not one serialized by the native side.
+    expect(offerer.localDescription).toEqual({ type: 'offer', sdp: offer.sdp });
+    expect(offerer.currentLocalDescription).toBe(offerer.localDescription);
+    expect(answerer.remoteDescription).toBeNull();
+    await answerer.setRemoteDescription(new roam.RTCSessionDescription(offer));
+    expect(answerer.remoteDescription).toEqual({ type: 'offer', sdp: offer.sdp });
+    const answer = await answerer.createAnswer();
+    await answerer.setLocalDescription(answer);
+    await offerer.setRemoteDescription(answer);
+    expect(offerer.remoteDescription).toEqual({ type: 'answer', sdp: answer.sdp });
+    expect(offerer.signalingState).toBe('stable');
+    offerer.close();
+    answerer.close();
     const datachannel = await loadNodeWebRTC('node-datachannel');
     const polyfill = await import('node-datachannel/polyfill');
     expect(datachannel.RTCPeerConnection).not.toBe(polyfill.RTCPeerConnection);
