@@ -1117,10 +1117,12 @@ export class FerryReplicationState implements RoutedReplication, PurgeWatcher {
     const sync = this.syncs.get(collection)!;
     const current = () =>
       !this.paused && !this.cancelled && this.inbound.get(peer)?.get(collection) === stream;
-    let [checkpoint, refusal] = await Promise.all([
-      this.store.get<HeldCheckpoint>(sync.peerKey('cp', peer)),
-      this.store.get<Refusal | null>(sync.peerKey('refused', peer)),
-    ]);
+    const read = () =>
+      Promise.all([
+        this.store.get<HeldCheckpoint>(sync.peerKey('cp', peer)),
+        this.store.get<Refusal | null>(sync.peerKey('refused', peer)),
+      ]);
+    let [checkpoint, refusal] = await read();
     if (!checkpoint && current() && this.catchingUpElsewhere(peer, collection)) {
       // A first meeting while another peer's stream catches up: once it has, this device may hold
       // a checkpoint in this peer's log from it (see inherit), and need not ask for the whole log.
@@ -1134,10 +1136,7 @@ export class FerryReplicationState implements RoutedReplication, PurgeWatcher {
         await firstValueFrom(this.changed$, { defaultValue: undefined });
       }
       clearTimeout(timer);
-      [checkpoint, refusal] = await Promise.all([
-        this.store.get<HeldCheckpoint>(sync.peerKey('cp', peer)),
-        this.store.get<Refusal | null>(sync.peerKey('refused', peer)),
-      ]);
+      [checkpoint, refusal] = await read();
     }
     if (!current()) return;
     stream.checkpoint = checkpoint;

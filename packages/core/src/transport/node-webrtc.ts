@@ -13,7 +13,7 @@ export type NodeWebRTCName = (typeof NODE_WEBRTC_NAMES)[number];
  * Why: @roamhq/wrtc reads a description by serializing it on the JavaScript thread, while WebRTC's
  * signaling thread may be adding ICE candidates to it (gathered, or handed in by addIceCandidate),
  * and now and then the two collide: a segmentation fault in `webrtc::SdpSerialize` (core dump from
- * `rxdb/test/webrtc.test.ts`, in 2 of 31 runs on one machine). simple-peer reads them just as
+ * `rxdb/test/webrtc.test.ts`, in 2 of about 55 runs on one machine). simple-peer reads them just as
  * candidates come in: the local one right after setting it, to signal it, and the remote one for
  * every candidate it receives. What it and Ferry read is there as set: the type, and the DTLS
  * fingerprint (candidates travel separately, trickled).
